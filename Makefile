@@ -1,0 +1,49 @@
+# Guiju: `make run` starts everything on a fresh machine; `make test` runs the tests.
+SHELL := /bin/bash
+UV_VERSION := 0.13.9
+UV := $(or $(shell command -v uv 2>/dev/null),$(CURDIR)/.tools/bin/uv)
+RUN := $(UV) run --frozen
+
+.PHONY: install run api worker scheduler migrate test lint format bench clean
+
+# uv itself comes from PyPI into .tools/ when the machine has none.
+$(CURDIR)/.tools/bin/uv:
+	python3 -m venv .tools
+	.tools/bin/pip install --quiet "uv==$(UV_VERSION)"
+
+install: $(UV)
+	$(UV) sync --frozen --all-groups
+
+run: install
+	$(RUN) guiju run
+
+api: install
+	$(RUN) guiju api
+
+worker: install
+	$(RUN) guiju worker
+
+scheduler: install
+	$(RUN) guiju scheduler
+
+migrate: install
+	$(RUN) guiju db upgrade
+
+test: install
+	$(RUN) pytest
+
+lint: install
+	$(RUN) ruff check .
+	$(RUN) ruff format --check .
+	$(RUN) mypy
+	$(RUN) lint-imports
+
+format: install
+	$(RUN) ruff format .
+	$(RUN) ruff check --fix .
+
+bench: install
+	$(RUN) python -m tests.bench
+
+clean:
+	rm -rf .venv .tools var .pytest_cache .mypy_cache .ruff_cache

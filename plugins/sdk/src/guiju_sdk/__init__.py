@@ -1,0 +1,29 @@
+"""The Guiju plugin SDK.
+
+This package is the only thing a Guiju plugin imports. It carries:
+
+- :data:`API_VERSION`, the version of the plugin API that this SDK describes;
+- :data:`hookimpl`, the marker a plugin puts on its hook implementations;
+- :class:`GuijuSpec`, the hook specifications the host calls;
+- :class:`PluginInfo`, the manifest a plugin registers about itself.
+
+A plugin is a distribution that declares an entry point in the group ``guiju``
+(see :data:`ENTRY_POINT_GROUP`) pointing at a module or object holding hook
+implementations.
+"""
+
+from guiju_sdk.hookspecs import GuijuSpec, hookimpl, hookspec
+from guiju_sdk.types import PluginInfo, Register
+from guiju_sdk.version import API_VERSION, ENTRY_POINT_GROUP, PROJECT_NAME, api_version_supported
+
+__all__ = [
+    "API_VERSION",
+    "ENTRY_POINT_GROUP",
+    "PROJECT_NAME",
+    "GuijuSpec",
+    "PluginInfo",
+    "Register",
+    "api_version_supported",
+    "hookimpl",
+    "hookspec",
+]

@@ -1,0 +1,31 @@
+"""Hook specifications: what the host asks of plugins.
+
+Hooks receive a ``register`` callback instead of returning values, so the host controls what is
+registered and can add arguments later; pluggy only passes the arguments an implementation names,
+so a plugin written for an older API keeps working when a hook gains an argument.
+"""
+
+from __future__ import annotations
+
+import pluggy
+
+from guiju_sdk.types import Register
+from guiju_sdk.version import PROJECT_NAME
+
+#: Marker for hook specifications (used by the host).
+hookspec = pluggy.HookspecMarker(PROJECT_NAME)
+
+#: Marker a plugin puts on each hook implementation.
+hookimpl = pluggy.HookimplMarker(PROJECT_NAME)
+
+
+class GuijuSpec:
+    """The hooks a Guiju plugin may implement."""
+
+    @hookspec
+    def guiju_plugin_info(self, register: Register) -> None:
+        """Register the plugin's manifest: call ``register(PluginInfo(...))`` exactly once.
+
+        Every plugin implements this hook; the host refuses a plugin without it, or one whose
+        ``api_range`` does not include the host's :data:`guiju_sdk.API_VERSION`.
+        """

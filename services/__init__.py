@@ -1,0 +1,1 @@
+"""Guiju's services: each one has the same rooms (models, service, routes, schemas, actors)."""

@@ -1,0 +1,1 @@
+"""Accounts: users, sign-up, sessions, email verification, password reset, invitations, members."""

@@ -1,0 +1,146 @@
+"""Request and response bodies of the accounts API."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import datetime
+from typing import Annotated
+
+import msgspec
+from msgspec import Meta
+
+Email = Annotated[str, Meta(max_length=254, description="An email address")]
+Name = Annotated[str, Meta(max_length=100)]
+CompanyName = Annotated[str, Meta(max_length=200)]
+Password = Annotated[str, Meta(max_length=1024, description="10–128 characters, letters mixed with digits or symbols")]
+Token = Annotated[str, Meta(max_length=200)]
+
+
+class Input(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
+    """Base of request bodies: unknown fields are refused rather than silently ignored."""
+
+
+class SignupIn(Input):
+    email: Email
+    password: Password
+    display_name: Name
+    company_name: CompanyName
+    industry: Annotated[str, Meta(max_length=32, description="ecommerce, foreign_trade, clinic or general")]
+    locale: Annotated[str, Meta(max_length=8, description="zh-CN or en")] = "zh-CN"
+    timezone: Annotated[str, Meta(max_length=64)] | None = None
+    slug: Annotated[str, Meta(max_length=63)] | None = None
+
+
+class LoginIn(Input):
+    email: Email
+    password: Password
+
+
+class TokenIn(Input):
+    token: Token
+
+
+class EmailIn(Input):
+    email: Email
+
+
+class ResetPasswordIn(Input):
+    token: Token
+    password: Password
+
+
+class SwitchTenantIn(Input):
+    tenant_id: uuid.UUID
+
+
+class InvitationIn(Input):
+    email: Email
+    role: Annotated[str, Meta(max_length=16, description="owner, admin, manager or member")] = "member"
+
+
+class AcceptInvitationIn(Input):
+    token: Token
+    display_name: Name | None = None
+    password: Password | None = None
+    locale: Annotated[str, Meta(max_length=8)] | None = None
+
+
+class RoleIn(Input):
+    role: Annotated[str, Meta(max_length=16)]
+
+
+class TenantPatch(Input):
+    name: CompanyName | None = None
+    timezone: Annotated[str, Meta(max_length=64)] | None = None
+    locale: Annotated[str, Meta(max_length=8)] | None = None
+
+
+class EntityIn(Input):
+    name: CompanyName
+    legal_name: Annotated[str, Meta(max_length=300)] | None = None
+    country: Annotated[str, Meta(max_length=2)] = "CN"
+    currency: Annotated[str, Meta(max_length=3)] = "CNY"
+
+
+class UserOut(msgspec.Struct):
+    id: uuid.UUID
+    email: str
+    display_name: str
+    locale: str
+    email_verified: bool
+
+
+class TenantOut(msgspec.Struct):
+    id: uuid.UUID
+    slug: str
+    name: str
+    industry: str
+    timezone: str
+    locale: str
+    status: str
+
+
+class WorkspaceOut(msgspec.Struct):
+    tenant: TenantOut
+    role: str
+
+
+class SessionOut(msgspec.Struct):
+    """The signed-in user, the workspace they work in, and the CSRF token for cookie-authenticated writes."""
+
+    user: UserOut
+    tenant: TenantOut | None
+    role: str | None
+    csrf_token: str
+    workspaces: list[WorkspaceOut]
+
+
+class SignupOut(msgspec.Struct):
+    user: UserOut
+    tenant: TenantOut
+    csrf_token: str
+
+
+class MemberOut(msgspec.Struct):
+    user_id: uuid.UUID
+    email: str
+    display_name: str
+    role: str
+    joined_at: datetime
+
+
+class InvitationOut(msgspec.Struct):
+    id: uuid.UUID
+    email: str
+    role: str
+    expires_at: datetime
+    created_at: datetime
+
+
+class EntityOut(msgspec.Struct):
+    id: uuid.UUID
+    name: str
+    legal_name: str
+    country: str
+    currency: str
+    is_default: bool

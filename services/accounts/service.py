@@ -1,0 +1,789 @@
+"""The accounts service: sign-up, login sessions, tokens, invitations and members.
+
+Functions take a session in the caller's transaction and never commit: the route opens one
+transaction per request, so a failure anywhere leaves nothing half-created.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import re
+import secrets
+import uuid
+import zoneinfo
+from dataclasses import dataclass
+from datetime import timedelta
+from typing import Any
+
+from argon2 import PasswordHasher
+from argon2.exceptions import InvalidHashError, VerificationError
+from email_validator import EmailNotValidError, validate_email
+from sqlalchemy import delete, func, select, update
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from services.accounts.models import AuthSession, Invitation, User, UserToken
+from services.accounts.schemas import (
+    AcceptInvitationIn,
+    EntityIn,
+    InvitationIn,
+    SignupIn,
+    TenantPatch,
+)
+from services.errors import (
+    Conflict,
+    FieldProblem,
+    Forbidden,
+    Gone,
+    NotFound,
+    RateLimited,
+    Unauthorized,
+    ValidationProblem,
+)
+from services.mail import service as mail
+from services.outbox import service as outbox
+from services.ratelimit import AttemptCounter
+from services.settings import Settings
+from services.validation import register_check, validate
+from tenants import provisioning
+from tenants.base import new_id, utcnow
+from tenants.models import LOCALES, Entity, Industry, Membership, Role, Tenant, TenantStatus
+from tenants.sessions import bind_tenant, system_reads
+
+MIN_PASSWORD_LENGTH = 10
+MAX_PASSWORD_LENGTH = 128
+VERIFY_EMAIL = "verify_email"
+RESET_PASSWORD = "reset_password"  # noqa: S105  (a token purpose, not a secret)
+_COMMON_PASSWORDS = frozenset(
+    {
+        "password123",
+        "1234567890",
+        "12345678910",
+        "qwertyuiop",
+        "password1234",
+        "iloveyou123",
+        "abcdefghij",
+        "0123456789",
+        "qwerty123456",
+        "1q2w3e4r5t",
+        "a1234567890",
+        "admin12345",
+        "welcome123",
+        "password12",
+    }
+)
+_hasher = PasswordHasher()
+
+
+@dataclass(frozen=True)
+class Principal:
+    """Who is calling, in which tenant, with which role (from the session cookie)."""
+
+    user_id: uuid.UUID
+    session_id: uuid.UUID
+    tenant_id: uuid.UUID | None
+    role: Role | None
+    csrf_token: str
+
+    def require_tenant(self) -> uuid.UUID:
+        if self.tenant_id is None or self.role is None:
+            raise Forbidden("Choose a workspace first.", code="no_tenant_selected")
+        return self.tenant_id
+
+    def require_role(self, role: Role) -> uuid.UUID:
+        tenant_id = self.require_tenant()
+        assert self.role is not None
+        if not self.role.at_least(role):
+            raise Forbidden(f"This needs the {role.value} role or higher.", code="role_required")
+        return tenant_id
+
+
+# ---------------------------------------------------------------- secrets and tokens
+
+
+def hash_token(raw: str) -> str:
+    return hashlib.sha256(raw.encode()).hexdigest()
+
+
+def new_token() -> tuple[str, str]:
+    raw = secrets.token_urlsafe(32)
+    return raw, hash_token(raw)
+
+
+def hash_password(password: str) -> str:
+    return _hasher.hash(password)
+
+
+def verify_password(password_hash: str, password: str) -> bool:
+    try:
+        return _hasher.verify(password_hash, password)
+    except (VerificationError, InvalidHashError):
+        return False
+
+
+_DUMMY_HASH = _hasher.hash("guiju-timing-equaliser")
+
+
+# ---------------------------------------------------------------- input checks
+
+
+def normalize_email(raw: str, pointer: str = "/email") -> tuple[str | None, FieldProblem | None]:
+    try:
+        result = validate_email(raw, check_deliverability=False)
+    except EmailNotValidError as exc:
+        return None, FieldProblem(pointer=pointer, code="invalid_email", message=str(exc))
+    return result.normalized.lower(), None
+
+
+def password_problems(password: str, email: str | None, pointer: str = "/password") -> list[FieldProblem]:
+    if len(password) > MAX_PASSWORD_LENGTH:
+        return [
+            FieldProblem(
+                pointer=pointer, code="password_too_long", message=f"use at most {MAX_PASSWORD_LENGTH} characters"
+            )
+        ]
+    problems = []
+    if len(password) < MIN_PASSWORD_LENGTH:
+        problems.append(
+            FieldProblem(
+                pointer=pointer, code="password_too_short", message=f"use at least {MIN_PASSWORD_LENGTH} characters"
+            )
+        )
+    classes = sum(bool(re.search(p, password)) for p in (r"[a-z]", r"[A-Z]", r"[0-9]", r"[^a-zA-Z0-9]"))
+    lowered = password.lower()
+    if (
+        classes < 2
+        or lowered in _COMMON_PASSWORDS
+        or len(set(password)) < 4
+        or (
+            email
+            and lowered.split("@")[0] in lowered
+            and len(email.split("@")[0]) >= 4
+            and email.split("@")[0].lower() in lowered
+        )
+    ):
+        problems.append(
+            FieldProblem(
+                pointer=pointer,
+                code="password_too_weak",
+                message="mix letters with digits or symbols, and avoid common or personal words",
+            )
+        )
+    return problems
+
+
+def _timezone_ok(name: str) -> bool:
+    try:
+        zoneinfo.ZoneInfo(name)
+    except (zoneinfo.ZoneInfoNotFoundError, ValueError):
+        return False
+    return True
+
+
+# ---------------------------------------------------------------- sign-up
+
+
+def signup_problems(data: dict[str, Any]) -> list[FieldProblem]:
+    """Every problem of a sign-up form beyond its types (fields absent from ``data`` are skipped)."""
+    problems: list[FieldProblem] = []
+    email = None
+    if isinstance(data.get("email"), str):
+        email, problem = normalize_email(data["email"])
+        if problem:
+            problems.append(problem)
+    if isinstance(data.get("password"), str):
+        problems += password_problems(data["password"], email)
+    if "locale" in data and data["locale"] not in LOCALES:
+        problems.append(FieldProblem(pointer="/locale", code="unknown_locale", message=f"use one of {list(LOCALES)}"))
+    if "industry" in data and data["industry"] not in {i.value for i in Industry}:
+        problems.append(
+            FieldProblem(
+                pointer="/industry", code="unknown_industry", message=f"use one of {[i.value for i in Industry]}"
+            )
+        )
+    for field in ("display_name", "company_name"):
+        if isinstance(data.get(field), str) and not data[field].strip():
+            problems.append(FieldProblem(pointer=f"/{field}", code="required", message="this field cannot be empty"))
+    if data.get("timezone") is not None and not _timezone_ok(data["timezone"]):
+        problems.append(
+            FieldProblem(pointer="/timezone", code="unknown_timezone", message="use an IANA time zone name")
+        )
+    slug = data.get("slug")
+    if slug is not None and (not provisioning.SLUG_PATTERN.match(slug) or slug in provisioning.RESERVED_SLUGS):
+        problems.append(
+            FieldProblem(
+                pointer="/slug",
+                code="invalid_slug",
+                message="3–63 lower-case letters, digits and dashes, not a reserved word",
+            )
+        )
+    return problems
+
+
+register_check(SignupIn, signup_problems)
+
+
+async def signup(session: AsyncSession, data: SignupIn, settings: Settings) -> tuple[User, Tenant]:
+    """Create the user, their tenant, the owner membership and the default entity, in one transaction."""
+    validate(data)
+    email, _ = normalize_email(data.email)
+    slug = data.slug
+    assert email is not None
+
+    if await session.scalar(select(User.id).where(User.email == email)) is not None:
+        raise Conflict("An account with this email already exists; sign in instead.", code="email_taken")
+    if slug is None:
+        slug = provisioning.slug_from_name(data.company_name)
+    elif await provisioning.slug_taken(session, slug):
+        raise Conflict("This workspace address is taken.", code="slug_taken")
+
+    user = User(
+        id=new_id(),
+        email=email,
+        password_hash=hash_password(data.password),
+        display_name=data.display_name.strip(),
+        locale=data.locale,
+    )
+    session.add(user)
+    try:
+        await session.flush()
+        tenant = await provisioning.create_tenant(
+            session,
+            slug=slug,
+            name=data.company_name.strip(),
+            industry=data.industry,
+            timezone=data.timezone or ("Asia/Shanghai" if data.locale == "zh-CN" else "UTC"),
+            locale=data.locale,
+            owner_id=user.id,
+        )
+    except IntegrityError as exc:  # a concurrent sign-up won the race for the email or the slug
+        raise Conflict("This email or workspace address was just taken.", code="signup_conflict") from exc
+    await outbox.emit(
+        session,
+        "tenant.created",
+        {
+            "tenant_id": str(tenant.id),
+            "slug": tenant.slug,
+            "name": tenant.name,
+            "industry": tenant.industry,
+            "owner_id": str(user.id),
+        },
+    )
+    await send_verification(session, user, settings)
+    return user, tenant
+
+
+async def send_verification(session: AsyncSession, user: User, settings: Settings) -> None:
+    raw = await _issue_user_token(session, user, VERIFY_EMAIL, timedelta(hours=settings.verify_token_ttl_hours))
+    await mail.request_mail(
+        session,
+        to=user.email,
+        template=VERIFY_EMAIL,
+        locale=user.locale,
+        variables={"name": user.display_name, "hours": settings.verify_token_ttl_hours},
+        link=f"{settings.public_url}/verify-email?token={raw}",
+    )
+
+
+async def _issue_user_token(session: AsyncSession, user: User, purpose: str, ttl: timedelta) -> str:
+    # A new token retires the older unused ones of the same purpose.
+    await session.execute(
+        update(UserToken)
+        .where(UserToken.user_id == user.id, UserToken.purpose == purpose, UserToken.used_at.is_(None))
+        .values(used_at=utcnow())
+    )
+    raw, digest = new_token()
+    session.add(UserToken(id=new_id(), user_id=user.id, purpose=purpose, token_hash=digest, expires_at=utcnow() + ttl))
+    await session.flush()
+    return raw
+
+
+async def _consume_user_token(session: AsyncSession, raw: str, purpose: str) -> User:
+    token = await session.scalar(
+        select(UserToken).where(UserToken.token_hash == hash_token(raw), UserToken.purpose == purpose).with_for_update()
+    )
+    if token is None:
+        raise Gone("This link is not valid.", code="token_invalid")
+    if token.used_at is not None:
+        raise Gone("This link was already used.", code="token_used")
+    if token.expires_at <= utcnow():
+        raise Gone("This link has expired; ask for a new one.", code="token_expired")
+    # A conditional update makes the token single-use even under concurrent requests.
+    result = await session.execute(
+        update(UserToken).where(UserToken.id == token.id, UserToken.used_at.is_(None)).values(used_at=utcnow())
+    )
+    if result.rowcount != 1:  # type: ignore[attr-defined]
+        raise Gone("This link was already used.", code="token_used")
+    user = await session.get(User, token.user_id)
+    assert user is not None
+    return user
+
+
+async def verify_email(session: AsyncSession, raw_token: str) -> User:
+    user = await _consume_user_token(session, raw_token, VERIFY_EMAIL)
+    user.email_verified_at = user.email_verified_at or utcnow()
+    return user
+
+
+async def resend_verification(session: AsyncSession, principal: Principal, settings: Settings) -> None:
+    user = await session.get(User, principal.user_id)
+    assert user is not None
+    if user.email_verified_at is not None:
+        raise Conflict("This email is already verified.", code="already_verified")
+    await send_verification(session, user, settings)
+
+
+async def request_password_reset(session: AsyncSession, raw_email: str, settings: Settings) -> None:
+    """Mail a reset link if the account exists; answer the same either way (no account probing)."""
+    email, problem = normalize_email(raw_email)
+    if problem:
+        raise ValidationProblem(errors=[problem])
+    user = await session.scalar(select(User).where(User.email == email))
+    if user is None:
+        return
+    raw = await _issue_user_token(session, user, RESET_PASSWORD, timedelta(minutes=settings.reset_token_ttl_minutes))
+    await mail.request_mail(
+        session,
+        to=user.email,
+        template=RESET_PASSWORD,
+        locale=user.locale,
+        variables={"name": user.display_name, "minutes": settings.reset_token_ttl_minutes},
+        link=f"{settings.public_url}/reset-password?token={raw}",
+    )
+
+
+async def reset_password(session: AsyncSession, raw_token: str, new_password: str) -> User:
+    """Set a new password from a reset link; every existing login session of the user ends."""
+    user_problems = password_problems(new_password, None)
+    if user_problems:
+        raise ValidationProblem(errors=user_problems)
+    user = await _consume_user_token(session, raw_token, RESET_PASSWORD)
+    user.password_hash = hash_password(new_password)
+    user.password_changed_at = utcnow()
+    user.email_verified_at = user.email_verified_at or utcnow()  # the link proved the mailbox
+    await session.execute(delete(AuthSession).where(AuthSession.user_id == user.id))
+    return user
+
+
+# ---------------------------------------------------------------- login sessions
+
+
+async def login(
+    session: AsyncSession, raw_email: str, password: str, client: str, counter: AttemptCounter, settings: Settings
+) -> tuple[AuthSession, str]:
+    """Check the password (rate-limited per account and per client) and open a login session."""
+    email = raw_email.strip().lower()
+    keys = (f"login:email:{email}", f"login:client:{client}")
+    for key in keys:
+        limit = settings.login_max_attempts * (4 if key.startswith("login:client") else 1)
+        if await counter.count(key) >= limit:
+            raise RateLimited(
+                "Too many failed sign-ins; wait and try again.",
+                code="login_rate_limited",
+                headers={"Retry-After": str(await counter.retry_after(key))},
+            )
+    user = await session.scalar(select(User).where(User.email == email))
+    if user is None or len(password) > MAX_PASSWORD_LENGTH or not verify_password(user.password_hash, password):
+        if user is None:
+            verify_password(_DUMMY_HASH, password)  # same cost whether or not the account exists
+        for key in keys:
+            await counter.hit(key)
+        raise Unauthorized("The email or password is wrong.", code="invalid_credentials")
+    await counter.reset(keys[0])
+    if _hasher.check_needs_rehash(user.password_hash):
+        user.password_hash = hash_password(password)
+    tenant_ids = await member_tenant_ids(session, user.id)
+    return await open_login_session(session, user, tenant_ids[0] if tenant_ids else None, settings)
+
+
+async def open_login_session(
+    session: AsyncSession, user: User, tenant_id: uuid.UUID | None, settings: Settings
+) -> tuple[AuthSession, str]:
+    """Start a login session working in ``tenant_id``; returns it and the raw cookie token."""
+    raw, digest = new_token()
+    auth = AuthSession(
+        id=new_id(),
+        token_hash=digest,
+        user_id=user.id,
+        tenant_id=tenant_id,
+        csrf_token=secrets.token_urlsafe(32),
+        expires_at=utcnow() + timedelta(hours=settings.session_ttl_hours),
+    )
+    session.add(auth)
+    await session.flush()
+    return auth, raw
+
+
+async def member_tenant_ids(session: AsyncSession, user_id: uuid.UUID) -> list[uuid.UUID]:
+    """The active tenants a user belongs to, oldest membership first.
+
+    Reads memberships across tenants, filtered to this user: a reviewed system-scope read.
+    """
+    async with system_reads(session):
+        rows = await session.scalars(
+            select(Membership.tenant_id)
+            .join(Tenant, Tenant.id == Membership.tenant_id)
+            .where(Membership.user_id == user_id, Tenant.status == TenantStatus.ACTIVE)
+            .order_by(Membership.created_at)
+        )
+        return list(rows)
+
+
+async def logout(session: AsyncSession, principal: Principal) -> None:
+    await session.execute(delete(AuthSession).where(AuthSession.id == principal.session_id))
+
+
+async def authenticate(session: AsyncSession, raw_token: str | None) -> Principal | None:
+    """The principal of a session cookie, or None. Binds ``session`` to the session's tenant."""
+    if not raw_token:
+        return None
+    auth = await session.scalar(
+        select(AuthSession).where(AuthSession.token_hash == hash_token(raw_token), AuthSession.expires_at > utcnow())
+    )
+    if auth is None:
+        return None
+    role: Role | None = None
+    tenant_id = auth.tenant_id
+    if tenant_id is not None:
+        await bind_tenant(session, tenant_id)
+        row = (
+            await session.execute(
+                select(Membership.role, Tenant.status)
+                .join(Tenant, Tenant.id == Membership.tenant_id)
+                .where(Membership.user_id == auth.user_id)
+            )
+        ).first()
+        if row is None or row.status != TenantStatus.ACTIVE:
+            tenant_id = None
+        else:
+            role = Role(row.role)
+    return Principal(
+        user_id=auth.user_id, session_id=auth.id, tenant_id=tenant_id, role=role, csrf_token=auth.csrf_token
+    )
+
+
+def csrf_ok(principal: Principal, header: str | None) -> bool:
+    return bool(header) and hmac.compare_digest(principal.csrf_token, header or "")
+
+
+async def switch_tenant(session: AsyncSession, principal: Principal, tenant_id: uuid.UUID) -> Principal:
+    if tenant_id not in await member_tenant_ids(session, principal.user_id):
+        raise NotFound("No such workspace.", code="tenant_not_found")
+    await session.execute(update(AuthSession).where(AuthSession.id == principal.session_id).values(tenant_id=tenant_id))
+    await bind_tenant(session, tenant_id)
+    role = await session.scalar(select(Membership.role).where(Membership.user_id == principal.user_id))
+    assert role is not None
+    return Principal(
+        user_id=principal.user_id,
+        session_id=principal.session_id,
+        tenant_id=tenant_id,
+        role=Role(role),
+        csrf_token=principal.csrf_token,
+    )
+
+
+async def tenants_of(session: AsyncSession, user_id: uuid.UUID) -> list[tuple[Tenant, Role]]:
+    ids = await member_tenant_ids(session, user_id)
+    async with system_reads(session):
+        rows = await session.execute(
+            select(Tenant, Membership.role)
+            .join(Membership, Membership.tenant_id == Tenant.id)
+            .where(Membership.user_id == user_id, Tenant.id.in_(ids))
+        )
+        result = [(t, Role(r)) for t, r in rows.tuples()]
+    order = {tid: i for i, tid in enumerate(ids)}
+    return sorted(result, key=lambda tr: order[tr[0].id])
+
+
+async def get_user(session: AsyncSession, user_id: uuid.UUID) -> User:
+    user = await session.get(User, user_id)
+    assert user is not None
+    return user
+
+
+# ---------------------------------------------------------------- tenant, entities
+
+
+async def current_tenant(session: AsyncSession, principal: Principal) -> Tenant:
+    tenant = await session.get(Tenant, principal.require_tenant())
+    assert tenant is not None
+    return tenant
+
+
+async def update_tenant(session: AsyncSession, principal: Principal, patch: TenantPatch) -> Tenant:
+    principal.require_role(Role.ADMIN)
+    tenant = await current_tenant(session, principal)
+    problems = []
+    if patch.locale is not None and patch.locale not in LOCALES:
+        problems.append(FieldProblem(pointer="/locale", code="unknown_locale", message=f"use one of {list(LOCALES)}"))
+    if patch.timezone is not None and not _timezone_ok(patch.timezone):
+        problems.append(
+            FieldProblem(pointer="/timezone", code="unknown_timezone", message="use an IANA time zone name")
+        )
+    if patch.name is not None and not patch.name.strip():
+        problems.append(FieldProblem(pointer="/name", code="required", message="the name cannot be empty"))
+    if problems:
+        raise ValidationProblem(errors=problems)
+    for field in ("name", "timezone", "locale"):
+        value = getattr(patch, field)
+        if value is not None:
+            setattr(tenant, field, value.strip() if field == "name" else value)
+    return tenant
+
+
+async def list_entities(session: AsyncSession, principal: Principal) -> list[Entity]:
+    principal.require_tenant()
+    return list(await session.scalars(select(Entity).order_by(Entity.created_at)))
+
+
+async def create_entity(session: AsyncSession, principal: Principal, data: EntityIn) -> Entity:
+    principal.require_role(Role.ADMIN)
+    problems = []
+    if not data.name.strip():
+        problems.append(FieldProblem(pointer="/name", code="required", message="the name cannot be empty"))
+    if not re.fullmatch(r"[A-Z]{2}", data.country):
+        problems.append(FieldProblem(pointer="/country", code="invalid_country", message="an ISO 3166 alpha-2 code"))
+    if not re.fullmatch(r"[A-Z]{3}", data.currency):
+        problems.append(FieldProblem(pointer="/currency", code="invalid_currency", message="an ISO 4217 code"))
+    if problems:
+        raise ValidationProblem(errors=problems)
+    if await session.scalar(select(Entity.id).where(Entity.name == data.name.strip())) is not None:
+        raise Conflict("An entity with this name exists.", code="entity_name_taken")
+    entity = Entity(
+        id=new_id(),
+        name=data.name.strip(),
+        legal_name=data.legal_name or data.name.strip(),
+        country=data.country,
+        currency=data.currency,
+    )
+    session.add(entity)
+    await session.flush()
+    return entity
+
+
+async def get_entity(session: AsyncSession, principal: Principal, entity_id: uuid.UUID) -> Entity:
+    principal.require_tenant()
+    entity = await session.scalar(select(Entity).where(Entity.id == entity_id))
+    if entity is None:
+        raise NotFound("No such entity.", code="entity_not_found")
+    return entity
+
+
+# ---------------------------------------------------------------- members
+
+
+async def list_members(session: AsyncSession, principal: Principal) -> list[tuple[Membership, User]]:
+    principal.require_tenant()
+    rows = await session.execute(
+        select(Membership, User).join(User, User.id == Membership.user_id).order_by(Membership.created_at)
+    )
+    return [(m, u) for m, u in rows.tuples()]
+
+
+async def _membership(session: AsyncSession, user_id: uuid.UUID) -> Membership:
+    membership = await session.scalar(select(Membership).where(Membership.user_id == user_id).with_for_update())
+    if membership is None:
+        raise NotFound("No such member.", code="member_not_found")
+    return membership
+
+
+async def _owner_count(session: AsyncSession) -> int:
+    return int(
+        await session.scalar(select(func.count()).select_from(Membership).where(Membership.role == Role.OWNER)) or 0
+    )
+
+
+async def change_role(session: AsyncSession, principal: Principal, user_id: uuid.UUID, role: str) -> Membership:
+    principal.require_role(Role.ADMIN)
+    if role not in {r.value for r in Role}:
+        raise ValidationProblem(
+            errors=[FieldProblem(pointer="/role", code="unknown_role", message=f"use one of {[r.value for r in Role]}")]
+        )
+    membership = await _membership(session, user_id)
+    new_role = Role(role)
+    assert principal.role is not None
+    if (Role(membership.role) == Role.OWNER or new_role == Role.OWNER) and principal.role != Role.OWNER:
+        raise Forbidden("Only an owner can grant or take away the owner role.", code="owner_required")
+    if Role(membership.role) == Role.OWNER and new_role != Role.OWNER and await _owner_count(session) <= 1:
+        raise Conflict("A workspace keeps at least one owner.", code="last_owner")
+    membership.role = new_role
+    await outbox.emit(session, "member.role_changed", {"user_id": str(user_id), "role": new_role.value})
+    return membership
+
+
+async def remove_member(session: AsyncSession, principal: Principal, user_id: uuid.UUID) -> None:
+    if user_id != principal.user_id:
+        principal.require_role(Role.ADMIN)
+    else:
+        principal.require_tenant()
+    membership = await _membership(session, user_id)
+    assert principal.role is not None
+    if Role(membership.role) == Role.OWNER:
+        if principal.role != Role.OWNER:
+            raise Forbidden("Only an owner can remove an owner.", code="owner_required")
+        if await _owner_count(session) <= 1:
+            raise Conflict("A workspace keeps at least one owner.", code="last_owner")
+    await session.delete(membership)
+    await session.execute(
+        update(AuthSession)
+        .where(AuthSession.user_id == user_id, AuthSession.tenant_id == membership.tenant_id)
+        .values(tenant_id=None)
+    )
+    await outbox.emit(session, "member.removed", {"user_id": str(user_id)})
+
+
+# ---------------------------------------------------------------- invitations
+
+INVITATION_TOKEN = re.compile(r"^([0-9a-f]{32})\.([A-Za-z0-9_-]{20,100})$")
+
+
+async def invite(session: AsyncSession, principal: Principal, data: InvitationIn, settings: Settings) -> Invitation:
+    tenant_id = principal.require_role(Role.ADMIN)
+    problems = []
+    email, problem = normalize_email(data.email)
+    if problem:
+        problems.append(problem)
+    if data.role not in {r.value for r in Role}:
+        problems.append(
+            FieldProblem(pointer="/role", code="unknown_role", message=f"use one of {[r.value for r in Role]}")
+        )
+    if problems:
+        raise ValidationProblem(errors=problems)
+    assert principal.role is not None and email is not None
+    if Role(data.role) == Role.OWNER and principal.role != Role.OWNER:
+        raise Forbidden("Only an owner can invite an owner.", code="owner_required")
+    existing_member = await session.scalar(
+        select(Membership.user_id).join(User, User.id == Membership.user_id).where(User.email == email)
+    )
+    if existing_member is not None:
+        raise Conflict("This person is already a member.", code="already_member")
+    now = utcnow()
+    await session.execute(
+        update(Invitation)
+        .where(Invitation.email == email, Invitation.accepted_at.is_(None), Invitation.revoked_at.is_(None))
+        .values(revoked_at=now)
+    )
+    secret, _ = new_token()
+    raw = f"{tenant_id.hex}.{secret}"
+    invitation = Invitation(
+        id=new_id(),
+        email=email,
+        role=data.role,
+        token_hash=hash_token(raw),
+        invited_by=principal.user_id,
+        expires_at=now + timedelta(days=settings.invitation_ttl_days),
+    )
+    session.add(invitation)
+    await session.flush()
+    inviter = await get_user(session, principal.user_id)
+    tenant = await current_tenant(session, principal)
+    await mail.request_mail(
+        session,
+        to=email,
+        template="invitation",
+        locale=tenant.locale,
+        variables={
+            "inviter": inviter.display_name,
+            "tenant": tenant.name,
+            "role": data.role,
+            "days": settings.invitation_ttl_days,
+        },
+        link=f"{settings.public_url}/invitations/accept?token={raw}",
+    )
+    await outbox.emit(session, "member.invited", {"invitation_id": str(invitation.id), "role": data.role})
+    return invitation
+
+
+async def list_invitations(session: AsyncSession, principal: Principal) -> list[Invitation]:
+    principal.require_role(Role.ADMIN)
+    return list(
+        await session.scalars(
+            select(Invitation)
+            .where(Invitation.accepted_at.is_(None), Invitation.revoked_at.is_(None))
+            .order_by(Invitation.created_at)
+        )
+    )
+
+
+async def revoke_invitation(session: AsyncSession, principal: Principal, invitation_id: uuid.UUID) -> None:
+    principal.require_role(Role.ADMIN)
+    invitation = await session.scalar(select(Invitation).where(Invitation.id == invitation_id))
+    if invitation is None or invitation.revoked_at is not None or invitation.accepted_at is not None:
+        raise NotFound("No such pending invitation.", code="invitation_not_found")
+    invitation.revoked_at = utcnow()
+
+
+async def accept_invitation(
+    session: AsyncSession, data: AcceptInvitationIn, principal: Principal | None
+) -> tuple[User, Tenant, bool]:
+    """Join the invitation's tenant: as the signed-in user, or as a new account created here.
+
+    Returns the user, the tenant and whether the user was created.
+    """
+    match = INVITATION_TOKEN.match(data.token)
+    if not match:
+        raise Gone("This invitation link is not valid.", code="token_invalid")
+    tenant_id = uuid.UUID(match.group(1))
+    await bind_tenant(session, tenant_id)
+    invitation = await session.scalar(
+        select(Invitation).where(Invitation.token_hash == hash_token(data.token)).with_for_update()
+    )
+    if invitation is None or invitation.revoked_at is not None:
+        raise Gone("This invitation is not valid.", code="token_invalid")
+    if invitation.accepted_at is not None:
+        raise Gone("This invitation was already used.", code="token_used")
+    if invitation.expires_at <= utcnow():
+        raise Gone("This invitation has expired; ask for a new one.", code="token_expired")
+    tenant = await session.get(Tenant, tenant_id)
+    assert tenant is not None
+    if tenant.status != TenantStatus.ACTIVE:
+        raise Forbidden("This workspace is suspended.", code="tenant_suspended")
+
+    created = False
+    if principal is not None:
+        user = await get_user(session, principal.user_id)
+        if user.email != invitation.email:
+            raise Forbidden("This invitation was sent to another email address.", code="invitation_email_mismatch")
+    else:
+        user_or_none = await session.scalar(select(User).where(User.email == invitation.email))
+        if user_or_none is not None:
+            raise Unauthorized("An account with this email exists: sign in, then accept.", code="sign_in_to_accept")
+        problems = []
+        if not (data.display_name or "").strip():
+            problems.append(FieldProblem(pointer="/display_name", code="required", message="this field is required"))
+        if data.password is None:
+            problems.append(FieldProblem(pointer="/password", code="required", message="this field is required"))
+        else:
+            problems += password_problems(data.password, invitation.email)
+        if data.locale is not None and data.locale not in LOCALES:
+            problems.append(
+                FieldProblem(pointer="/locale", code="unknown_locale", message=f"use one of {list(LOCALES)}")
+            )
+        if problems:
+            raise ValidationProblem(errors=problems)
+        assert data.password is not None and data.display_name is not None
+        user = User(
+            id=new_id(),
+            email=invitation.email,
+            password_hash=hash_password(data.password),
+            display_name=data.display_name.strip(),
+            locale=data.locale or tenant.locale,
+            email_verified_at=utcnow(),
+        )  # the invitation link proved the mailbox
+        session.add(user)
+        created = True
+        await session.flush()
+    if await session.scalar(select(Membership.user_id).where(Membership.user_id == user.id)) is not None:
+        raise Conflict("You are already a member of this workspace.", code="already_member")
+    result = await session.execute(
+        update(Invitation)
+        .where(Invitation.id == invitation.id, Invitation.accepted_at.is_(None))
+        .values(accepted_at=utcnow(), accepted_by=user.id)
+    )
+    if result.rowcount != 1:  # type: ignore[attr-defined]
+        raise Gone("This invitation was already used.", code="token_used")
+    session.add(Membership(user_id=user.id, role=invitation.role))
+    await session.flush()
+    await outbox.emit(session, "member.joined", {"user_id": str(user.id), "role": invitation.role})
+    return user, tenant, created

@@ -1,0 +1,91 @@
+"""create_app(): composes every service's routes, dependencies, errors and the API docs."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from litestar import Litestar, Router
+from litestar.di import Provide
+from litestar.middleware import DefineMiddleware
+from litestar.openapi import OpenAPIConfig
+from litestar.openapi.plugins import SwaggerRenderPlugin
+from litestar.static_files import create_static_files_router
+from swagger_ui_bundle import swagger_ui_path
+
+import services.worker  # noqa: F401  (broker and actors exist before the first request)
+from services.accounts.routes import AuthController, TenantController
+from services.db import dispose_databases
+from services.http import (
+    EXCEPTION_HANDLERS,
+    RequestContextMiddleware,
+    provide_db,
+    provide_optional_principal,
+    provide_principal,
+    provide_settings,
+)
+from services.platform.routes import healthz, readyz
+from services.platform.service import EmbeddedRuntime
+from services.ratelimit import attempt_counter
+from services.settings import Settings, load_settings
+
+API_VERSION = "0.1.0"
+
+
+def create_app(settings: Settings | None = None, *, embedded: bool = False) -> Litestar:
+    """The ASGI app. ``embedded`` also runs the worker and the outbox relay in this process."""
+    settings = settings or load_settings()
+    runtime = EmbeddedRuntime(worker_threads=settings.worker_threads, relay_interval=settings.relay_interval_seconds)
+
+    @asynccontextmanager
+    async def lifespan(app: Litestar) -> AsyncIterator[None]:
+        if embedded:
+            await runtime.start()
+        try:
+            yield
+        finally:
+            if embedded:
+                await runtime.stop()
+            await dispose_databases()
+
+    swagger_assets = create_static_files_router(
+        path="/docs/assets", directories=[swagger_ui_path], include_in_schema=False, name="swagger-assets"
+    )
+    openapi = OpenAPIConfig(
+        title="Guiju API",
+        version=API_VERSION,
+        description="SOPs that run as software. Errors are application/problem+json with a stable `code`.",
+        path="/docs",
+        render_plugins=[
+            SwaggerRenderPlugin(
+                path="/",
+                js_url="/docs/assets/swagger-ui-bundle.js",
+                css_url="/docs/assets/swagger-ui.css",
+                standalone_preset_js_url="/docs/assets/swagger-ui-standalone-preset.js",
+            )
+        ],
+    )
+    app = Litestar(
+        route_handlers=[
+            Router(path="/", route_handlers=[AuthController, TenantController]),
+            healthz,
+            readyz,
+            swagger_assets,
+        ],
+        dependencies={
+            "db": Provide(provide_db),
+            "principal": Provide(provide_principal),
+            "optional_principal": Provide(provide_optional_principal),
+            "settings": Provide(provide_settings, sync_to_thread=False),
+        },
+        exception_handlers=EXCEPTION_HANDLERS,
+        middleware=[DefineMiddleware(RequestContextMiddleware)],
+        openapi_config=openapi,
+        lifespan=[lifespan],
+        logging_config=None,
+        debug=False,
+    )
+    app.state.settings = settings
+    app.state.login_attempts = attempt_counter(settings.redis_url, settings.login_window_seconds)
+    app.state.embedded = embedded
+    return app

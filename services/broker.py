@@ -1,0 +1,123 @@
+"""The Dramatiq broker: Redis when ``GUIJU_REDIS_URL`` is set, in-process otherwise.
+
+Importing this module sets the global broker, so it must be imported before any actor is
+declared (every ``actors.py`` imports it first). Tests and the CLI may swap the broker with
+:func:`use_broker`, which moves the declared actors over.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import dramatiq
+from dramatiq.brokers.redis import RedisBroker
+from dramatiq.brokers.stub import StubBroker
+from dramatiq.broker import MessageProxy
+from dramatiq.middleware import AsyncIO, CurrentMessage, Middleware
+
+from services.logs import actor_var
+from services.settings import load_settings
+
+log = logging.getLogger("guiju.worker")
+
+
+class TenantLogContext(Middleware):
+    """Binds the message's ``tenant_id`` (and actor) to the worker thread's log context.
+
+    Async actors run on the AsyncIO middleware's loop; the context travels there with the
+    coroutine, and :func:`tenant_actor` opens the tenant-scoped session.
+    """
+
+    def before_process_message(self, broker: dramatiq.Broker, message: MessageProxy) -> None:
+        from tenants.context import _current_tenant  # the kernel's context variable
+
+        tenant_id = message.kwargs.get("tenant_id")
+        message.options["_guiju_tokens"] = (
+            _current_tenant.set(_parse_uuid(tenant_id)),
+            actor_var.set(f"actor:{message.actor_name}"),
+        )
+
+    def after_process_message(
+        self, broker: dramatiq.Broker, message: MessageProxy, *, result: Any = None, exception: Any = None
+    ) -> None:
+        from tenants.context import _current_tenant
+
+        tokens = message.options.pop("_guiju_tokens", None)
+        if tokens:
+            _current_tenant.reset(tokens[0])
+            actor_var.reset(tokens[1])
+
+    def after_skip_message(self, broker: dramatiq.Broker, message: MessageProxy) -> None:
+        self.after_process_message(broker, message)
+
+
+def _parse_uuid(value: Any) -> Any:
+    import uuid
+
+    if value in (None, ""):
+        return None
+    return value if isinstance(value, uuid.UUID) else uuid.UUID(str(value))
+
+
+def _middleware() -> list[Middleware]:
+    return [AsyncIO(), CurrentMessage(), TenantLogContext()]
+
+
+def build_broker(redis_url: str | None) -> dramatiq.Broker:
+    if redis_url:
+        broker: dramatiq.Broker = RedisBroker(  # type: ignore[no-untyped-call]
+            url=redis_url, socket_connect_timeout=2, socket_timeout=5, health_check_interval=10
+        )
+    else:
+        broker = StubBroker()
+        broker.emit_after("process_boot")
+    for middleware in _middleware():
+        broker.add_middleware(middleware)
+    return broker
+
+
+def use_broker(new: dramatiq.Broker) -> dramatiq.Broker:
+    """Make ``new`` the global broker and move every declared actor onto it; returns the old one."""
+    old = dramatiq.get_broker()
+    for name in old.get_declared_actors():
+        actor = old.get_actor(name)
+        actor.broker = new
+        new.declare_actor(actor)
+    dramatiq.set_broker(new)
+    return old
+
+
+def tenant_actor(fn: Callable[..., Awaitable[Any]] | None = None, **options: Any) -> Any:
+    """Declare an async actor that receives a session bound to its ``tenant_id`` argument.
+
+    The decorated function is called as ``fn(session, **kwargs)`` inside one transaction,
+    committed when it returns and rolled back if it raises (Dramatiq then retries it).
+    """
+
+    def decorate(func: Callable[..., Awaitable[Any]]) -> dramatiq.Actor[Any, Any]:
+        async def run(*, tenant_id: str, **kwargs: Any) -> Any:
+            from services.db import open_session
+            from tenants.context import tenant_scope
+
+            tid = _parse_uuid(tenant_id)
+            if tid is None:
+                raise ValueError(f"{func.__name__} needs a tenant_id")
+            with tenant_scope(tid):
+                async with open_session(tid) as session:
+                    return await func(session, **kwargs)
+
+        run.__name__ = func.__name__
+        run.__qualname__ = func.__qualname__
+        run.__module__ = func.__module__
+        declared: dramatiq.Actor[Any, Any] = dramatiq.actor(
+            actor_name=options.pop("actor_name", func.__name__), **options
+        )(run)
+        return declared
+
+    return decorate(fn) if fn is not None else decorate
+
+
+broker = build_broker(load_settings().redis_url)
+dramatiq.set_broker(broker)

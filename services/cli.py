@@ -1,0 +1,277 @@
+"""The ``guiju`` command."""
+
+from __future__ import annotations
+
+import asyncio
+import getpass
+import os
+import signal
+import sys
+
+import click
+
+from services.logs import configure_logging
+from services.settings import Settings, SettingsError, load_settings
+
+
+def _fail(message: str) -> None:
+    click.echo(f"guiju: {message}", err=True)
+    sys.exit(2)
+
+
+def _production_settings() -> Settings:
+    """Settings for a production process: refuse a weak secret or an out-of-date schema."""
+    try:
+        settings = load_settings("production")
+    except SettingsError as exc:
+        _fail(str(exc))
+        raise  # unreachable
+    from services.db.migrate import pending_migrations
+
+    try:
+        pending = asyncio.run(pending_migrations(settings.migration_database_url))
+    except Exception as exc:
+        _fail(f"cannot reach the database at GUIJU_DATABASE_URL: {type(exc).__name__}: {exc}")
+    if pending:
+        _fail(
+            f"the database has {len(pending)} pending migration(s) ({', '.join(pending)}): "
+            "run `guiju db upgrade` first."
+        )
+    return settings
+
+
+@click.group()
+def main() -> None:
+    """Guiju: Standard Operating Procedures that run as software."""
+
+
+@main.command()
+@click.option("--host", default=None, help="Defaults to GUIJU_HOST (127.0.0.1).")
+@click.option("--port", type=int, default=None, help="Defaults to GUIJU_PORT (8000).")
+def run(host: str | None, port: int | None) -> None:
+    """Embedded all-in-one: migrate, then serve the API with the worker and relay in this process."""
+    import uvicorn
+
+    settings = load_settings("embedded")
+    configure_logging(settings.log_level)
+    settings.var_dir.mkdir(parents=True, exist_ok=True)
+    from services.db.migrate import upgrade
+
+    upgrade(settings.migration_database_url, settings.db_app_role)
+    from services.app import create_app
+
+    click.echo(
+        f"Guiju is starting at http://{host or settings.host}:{port or settings.port}  (API docs: /docs)", err=True
+    )
+    uvicorn.run(
+        create_app(settings, embedded=True),
+        host=host or settings.host,
+        port=port or settings.port,
+        log_config=None,
+        access_log=False,
+    )
+
+
+@main.command()
+@click.option("--workers", type=int, default=1, show_default=True, help="Uvicorn worker processes.")
+def api(workers: int) -> None:
+    """Serve the API (production: worker and scheduler run as their own processes)."""
+    import uvicorn
+
+    settings = _production_settings()
+    configure_logging(settings.log_level)
+    os.environ["GUIJU_MODE"] = "production"
+    uvicorn.run(
+        "services.asgi:app",
+        host=settings.host,
+        port=settings.port,
+        workers=workers,
+        log_config=None,
+        access_log=False,
+        proxy_headers=True,
+    )
+
+
+@main.command()
+@click.option("--processes", type=int, default=2, show_default=True)
+@click.option("--threads", type=int, default=None, help="Defaults to GUIJU_WORKER_THREADS.")
+def worker(processes: int, threads: int | None) -> None:
+    """Run Dramatiq worker processes on the Redis broker."""
+    settings = _production_settings()
+    if not settings.redis_url:
+        _fail("GUIJU_REDIS_URL is not set: production workers need Redis (`guiju run` embeds a worker instead).")
+    args = [
+        "dramatiq",
+        "services.worker",
+        "--processes",
+        str(processes),
+        "--threads",
+        str(threads or settings.worker_threads),
+    ]
+    os.execvp(sys.executable, [sys.executable, "-m", *args])  # noqa: S606
+
+
+@main.command()
+def scheduler() -> None:
+    """Run the outbox relay (and, as they arrive, timers); several may run at once."""
+    settings = _production_settings()
+    configure_logging(settings.log_level)
+    if not settings.redis_url:
+        _fail("GUIJU_REDIS_URL is not set: a production scheduler publishes to Redis.")
+    import services.worker  # noqa: F401
+    from services.outbox.actors import publish
+    from services.outbox.service import run_relay
+
+    async def _main() -> None:
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, stop.set)
+        await run_relay(publish, stop, interval=settings.relay_interval_seconds)
+
+    asyncio.run(_main())
+
+
+@main.group()
+def db() -> None:
+    """Database schema."""
+
+
+@db.command("upgrade")
+def db_upgrade() -> None:
+    """Apply pending migrations (with GUIJU_MIGRATION_DATABASE_URL if set)."""
+    settings = load_settings()
+    from services.db.migrate import upgrade
+
+    upgrade(settings.migration_database_url, settings.db_app_role)
+    click.echo("database is up to date")
+
+
+@db.command("pending")
+def db_pending() -> None:
+    """List migrations not yet applied."""
+    from services.db.migrate import pending_migrations
+
+    pending = asyncio.run(pending_migrations(load_settings().migration_database_url))
+    click.echo("\n".join(pending) if pending else "none")
+
+
+@main.group()
+def tenant() -> None:
+    """Workspaces (tenants)."""
+
+
+@tenant.command("create")
+@click.argument("slug")
+@click.option("--name", required=True)
+@click.option(
+    "--industry",
+    default="general",
+    show_default=True,
+    type=click.Choice(["ecommerce", "foreign_trade", "clinic", "general"]),
+)
+@click.option("--locale", default="zh-CN", show_default=True, type=click.Choice(["zh-CN", "en"]))
+@click.option("--owner-email", required=True)
+@click.option("--owner-name", default=None)
+def tenant_create(slug: str, name: str, industry: str, locale: str, owner_email: str, owner_name: str | None) -> None:
+    """Create a workspace and its owner account (the owner's password is asked for)."""
+    from services.accounts import service as accounts
+    from services.accounts.schemas import SignupIn
+    from services.db import open_session
+    from services.errors import ProblemError
+
+    password = os.environ.get("GUIJU_OWNER_PASSWORD") or getpass.getpass("Owner password: ")
+    data = SignupIn(
+        email=owner_email,
+        password=password,
+        display_name=owner_name or owner_email.split("@")[0],
+        company_name=name,
+        industry=industry,
+        locale=locale,
+        slug=slug,
+    )
+
+    async def _create() -> str:
+        async with open_session(system=True) as session:
+            _user, created = await accounts.signup(session, data, load_settings())
+            return str(created.id)
+
+    try:
+        tenant_id = asyncio.run(_create())
+    except ProblemError as exc:
+        problems = "; ".join(f"{p.pointer}: {p.message}" for p in exc.errors)
+        _fail(f"{exc.detail or exc.title}{' — ' + problems if problems else ''}")
+    click.echo(f"created tenant {slug} ({tenant_id})")
+
+
+@tenant.command("list")
+def tenant_list() -> None:
+    """List every workspace."""
+    from sqlalchemy import select
+
+    from services.db import open_session
+    from tenants.models import Tenant
+
+    async def _list() -> list[Tenant]:
+        async with open_session(system=True) as session:
+            return list(await session.scalars(select(Tenant).order_by(Tenant.created_at)))
+
+    for t in asyncio.run(_list()):
+        click.echo(f"{t.slug}\t{t.status}\t{t.industry}\t{t.name}\t{t.id}")
+
+
+def _set_status(slug: str, status: str) -> None:
+    from sqlalchemy import select
+
+    from services.db import open_session
+    from tenants import provisioning
+    from tenants.models import Tenant, TenantStatus
+
+    async def _apply() -> bool:
+        async with open_session(system=True) as session:
+            found = await session.scalar(select(Tenant).where(Tenant.slug == slug))
+            if found is None:
+                return False
+            await provisioning.set_status(session, found, TenantStatus(status))
+            return True
+
+    if not asyncio.run(_apply()):
+        _fail(f"no tenant with slug {slug!r}")
+    click.echo(f"tenant {slug} is {status}")
+
+
+@tenant.command("suspend")
+@click.argument("slug")
+def tenant_suspend(slug: str) -> None:
+    """Suspend a workspace: its members can no longer work in it."""
+    _set_status(slug, "suspended")
+
+
+@tenant.command("resume")
+@click.argument("slug")
+def tenant_resume(slug: str) -> None:
+    """Lift a suspension."""
+    _set_status(slug, "active")
+
+
+@main.group()
+def plugins() -> None:
+    """Plugins."""
+
+
+@plugins.command("list")
+def plugins_list() -> None:
+    """List the plugins found in the ``guiju`` entry-point group and whether they load."""
+    from services.marketplace.service import load_plugins
+
+    _manager, report = load_plugins(load_settings())
+    if not report:
+        click.echo("no plugins installed")
+    for item in report:
+        version = item.info.version if item.info else "?"
+        state = "loaded" if item.loaded else f"refused: {item.reason}"
+        click.echo(f"{item.name}\t{version}\t{state}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,1 @@
+"""Mail: requesting a message inside a transaction, and delivering it from a worker."""

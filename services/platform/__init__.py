@@ -1,0 +1,1 @@
+"""Platform concerns: health, readiness, the embedded runtime."""

@@ -1,0 +1,148 @@
+"""One Settings object, read from ``GUIJU_*`` environment variables, with embedded defaults.
+
+The embedded defaults (SQLite under ``var/``, no Redis, a development secret kept in ``var/``)
+let ``make run`` start the whole platform on a fresh machine. ``production`` mode is what
+``guiju api|worker|scheduler`` use: it refuses a missing or weak secret key.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Literal
+
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+MIN_SECRET_KEY_LENGTH = 32
+
+Mode = Literal["embedded", "production"]
+
+
+class SettingsError(RuntimeError):
+    """A setting is missing or wrong; the message says which and what to do."""
+
+
+def _env(name: str, default: str | None = None) -> str | None:
+    value = os.environ.get(f"GUIJU_{name}")
+    return value if value not in (None, "") else default
+
+
+def _bool(name: str, default: bool) -> bool:
+    raw = _env(name)
+    if raw is None:
+        return default
+    return raw.strip().lower() in {"1", "true", "yes", "on"}
+
+
+def _int(name: str, default: int) -> int:
+    raw = _env(name)
+    if raw is None:
+        return default
+    try:
+        return int(raw)
+    except ValueError as exc:
+        raise SettingsError(f"GUIJU_{name} must be an integer, got {raw!r}") from exc
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Every GUIJU_* setting; the README lists them in a table."""
+
+    var_dir: Path = field(default_factory=lambda: PROJECT_ROOT / "var")
+    database_url: str = ""
+    migration_database_url: str = ""
+    db_app_role: str = "guiju_app"
+    db_pool_size: int = 10
+    redis_url: str | None = None
+    host: str = "127.0.0.1"
+    port: int = 8000
+    secret_key: str = ""
+    base_url: str = ""
+    log_level: str = "INFO"
+    cookie_secure: bool = False
+    session_ttl_hours: int = 24 * 14
+    verify_token_ttl_hours: int = 48
+    reset_token_ttl_minutes: int = 60
+    invitation_ttl_days: int = 7
+    login_max_attempts: int = 5
+    login_window_seconds: int = 900
+    worker_threads: int = 4
+    relay_interval_seconds: float = 1.0
+    plugins_allow: tuple[str, ...] = ()
+    plugins_deny: tuple[str, ...] = ()
+
+    @property
+    def is_postgres(self) -> bool:
+        return self.database_url.startswith("postgresql")
+
+    @property
+    def public_url(self) -> str:
+        return self.base_url or f"http://{self.host}:{self.port}"
+
+
+def _dev_secret(var_dir: Path) -> str:
+    """A random development secret persisted in var/, so embedded sessions survive restarts."""
+    path = var_dir / "secret_key"
+    if path.exists():
+        return path.read_text().strip()
+    var_dir.mkdir(parents=True, exist_ok=True)
+    key = secrets.token_urlsafe(48)
+    path.write_text(key)
+    path.chmod(0o600)
+    return key
+
+
+def load_settings(mode: Mode = "embedded") -> Settings:
+    """Read the environment. In production mode a missing or short secret key is refused."""
+    var_dir = Path(_env("VAR_DIR", str(PROJECT_ROOT / "var")) or "var")
+    database_url = _env("DATABASE_URL") or f"sqlite+aiosqlite:///{var_dir / 'guiju.db'}"
+    secret_key = _env("SECRET_KEY") or ""
+    if mode == "production":
+        if not secret_key:
+            raise SettingsError(
+                "GUIJU_SECRET_KEY is not set: production needs a random secret of at least "
+                f"{MIN_SECRET_KEY_LENGTH} characters (for example `python -c 'import secrets; "
+                "print(secrets.token_urlsafe(48))'`)."
+            )
+        if len(secret_key) < MIN_SECRET_KEY_LENGTH:
+            raise SettingsError(
+                f"GUIJU_SECRET_KEY is {len(secret_key)} characters long: production needs at least "
+                f"{MIN_SECRET_KEY_LENGTH} random characters."
+            )
+    elif not secret_key:
+        secret_key = _dev_secret(var_dir)
+
+    def _list(name: str) -> tuple[str, ...]:
+        return tuple(p.strip() for p in (_env(name) or "").split(",") if p.strip())
+
+    return Settings(
+        var_dir=var_dir,
+        database_url=database_url,
+        migration_database_url=_env("MIGRATION_DATABASE_URL") or database_url,
+        db_app_role=_env("DB_APP_ROLE", "guiju_app") or "guiju_app",
+        db_pool_size=_int("DB_POOL_SIZE", 10),
+        redis_url=_env("REDIS_URL"),
+        host=_env("HOST", "127.0.0.1") or "127.0.0.1",
+        port=_int("PORT", 8000),
+        secret_key=secret_key,
+        base_url=_env("BASE_URL", "") or "",
+        log_level=(_env("LOG_LEVEL", "INFO") or "INFO").upper(),
+        cookie_secure=_bool("COOKIE_SECURE", mode == "production"),
+        session_ttl_hours=_int("SESSION_TTL_HOURS", 24 * 14),
+        verify_token_ttl_hours=_int("VERIFY_TOKEN_TTL_HOURS", 48),
+        reset_token_ttl_minutes=_int("RESET_TOKEN_TTL_MINUTES", 60),
+        invitation_ttl_days=_int("INVITATION_TTL_DAYS", 7),
+        login_max_attempts=_int("LOGIN_MAX_ATTEMPTS", 5),
+        login_window_seconds=_int("LOGIN_WINDOW_SECONDS", 900),
+        worker_threads=_int("WORKER_THREADS", 4),
+        relay_interval_seconds=float(_env("RELAY_INTERVAL_SECONDS", "1.0") or "1.0"),
+        plugins_allow=_list("PLUGINS_ALLOW"),
+        plugins_deny=_list("PLUGINS_DENY"),
+    )
+
+
+def setting_names() -> list[str]:
+    """The GUIJU_* names of every setting (a test keeps the README's table in step with this)."""
+    names = {f.name.upper() for f in fields(Settings)}
+    return sorted(f"GUIJU_{n}" for n in names)

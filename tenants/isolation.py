@@ -1,0 +1,125 @@
+"""Lock 1 of tenancy: the ORM adds the tenant criterion to every query of a tenant-scoped model.
+
+A session is bound to one tenant (``session.info["tenant_id"]``) or opened in system scope
+(``session.info["system"]``). Selects, updates and deletes of :class:`TenantScoped` models get
+``tenant_id = :current`` added; inserts are stamped with the tenant; and a query of a tenant-scoped
+model on a session bound to neither raises :class:`TenantContextError`.
+
+Lock 2 (Postgres Row-Level Security) is applied per transaction by :func:`apply_rls_settings`;
+see ``services/db/migrations`` for the policies.
+"""
+
+from __future__ import annotations
+
+import uuid
+from typing import Any
+
+from sqlalchemy import event, text
+from sqlalchemy.engine import Connection
+from sqlalchemy.orm import Mapped, ORMExecuteState, Session, SessionTransaction, mapped_column
+from sqlalchemy.orm import with_loader_criteria as _with_loader_criteria
+
+from tenants.context import TenantContextError
+
+TENANT_INFO_KEY = "tenant_id"
+SYSTEM_INFO_KEY = "system"
+
+
+class TenantScoped:
+    """Mixin for tenant-owned tables: ``tenant_id`` leads the primary key.
+
+    Subclasses declare their remaining primary-key columns after it, and lead every foreign key
+    to another tenant-owned table, every unique constraint and every index with ``tenant_id``.
+    """
+
+    tenant_id: Mapped[uuid.UUID] = mapped_column(primary_key=True)
+
+
+def session_tenant_id(session: Session) -> uuid.UUID | None:
+    value = session.info.get(TENANT_INFO_KEY)
+    return value if isinstance(value, uuid.UUID) else None
+
+
+def session_is_system(session: Session) -> bool:
+    return bool(session.info.get(SYSTEM_INFO_KEY))
+
+
+def bind_session(session: Session, tenant_id: uuid.UUID | None, *, system: bool = False) -> None:
+    """Bind a session to a tenant (or to system scope) before its first query."""
+    session.info[TENANT_INFO_KEY] = tenant_id
+    session.info[SYSTEM_INFO_KEY] = system
+
+
+def _is_tenant_scoped(mapper: Any) -> bool:
+    return isinstance(mapper.class_, type) and issubclass(mapper.class_, TenantScoped)
+
+
+@event.listens_for(Session, "do_orm_execute")
+def _add_tenant_criteria(state: ORMExecuteState) -> None:
+    if not (state.is_select or state.is_update or state.is_delete):
+        return
+    if state.is_column_load or state.is_relationship_load:
+        return  # criteria were already applied to the parent statement
+    session = state.session
+    if session_is_system(session):
+        return
+    tenant_id = session_tenant_id(session)
+    if tenant_id is None:
+        if any(_is_tenant_scoped(m) for m in state.all_mappers):
+            raise TenantContextError(
+                "query of a tenant-scoped table with no tenant bound to the session "
+                "(open a tenant session, or an explicit system_scope())"
+            )
+        return
+    state.statement = state.statement.options(
+        _with_loader_criteria(
+            TenantScoped,
+            lambda cls: cls.tenant_id == tenant_id,
+            include_aliases=True,
+            track_closure_variables=False,
+        )
+    )
+
+
+@event.listens_for(Session, "before_flush")
+def _stamp_tenant(session: Session, flush_context: Any, instances: Any) -> None:
+    system = session_is_system(session)
+    tenant_id = session_tenant_id(session)
+    for obj in session.new:
+        if not isinstance(obj, TenantScoped):
+            continue
+        if obj.tenant_id is None:
+            if tenant_id is None:
+                raise TenantContextError(f"cannot insert {type(obj).__name__}: no tenant bound to the session")
+            obj.tenant_id = tenant_id
+        elif not system and obj.tenant_id != tenant_id:
+            raise TenantContextError(f"cannot insert {type(obj).__name__} for another tenant")
+    if not system:
+        for obj in session.dirty:
+            if isinstance(obj, TenantScoped) and obj.tenant_id != tenant_id:
+                raise TenantContextError(f"cannot move {type(obj).__name__} to another tenant")
+
+
+RLS_SETTINGS_SQL = text(
+    "select set_config('app.tenant_id', :tenant_id, true), set_config('app.system_scope', :system, true)"
+)
+
+
+def apply_rls_settings(session: Session, connection: Connection) -> None:
+    """Lock 2: tell Postgres, for this transaction only, which tenant it is serving.
+
+    Bound parameters, transaction-local (``is_local = true``): never string-formatted, never
+    session-wide, so a pooled connection carries nothing over to the next transaction.
+    """
+    if connection.dialect.name != "postgresql":
+        return
+    tenant_id = session_tenant_id(session)
+    connection.execute(
+        RLS_SETTINGS_SQL,
+        {"tenant_id": str(tenant_id) if tenant_id else "", "system": "on" if session_is_system(session) else "off"},
+    )
+
+
+@event.listens_for(Session, "after_begin")
+def _after_begin(session: Session, transaction: SessionTransaction, connection: Connection) -> None:
+    apply_rls_settings(session, connection)
