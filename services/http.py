@@ -7,7 +7,7 @@ import logging
 import time
 import uuid
 from collections.abc import AsyncGenerator
-from typing import Any
+from typing import Annotated, Any, get_args, get_origin
 
 from litestar import Request, Response
 from litestar.datastructures import Cookie
@@ -18,6 +18,7 @@ from litestar.exceptions import (
     NotFoundException,
     ValidationException,
 )
+from litestar.di import NamedDependency
 from litestar.enums import ScopeType
 from litestar.types import ASGIApp, Message, Receive, Scope, Send
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -55,7 +56,7 @@ async def provide_db() -> AsyncGenerator[AsyncSession, None]:
         await session.close()
 
 
-async def _resolve_principal(request: Request[Any, Any, Any], db: AsyncSession) -> Principal | None:
+async def _resolve_principal(request: Request[Any, Any, Any], db: NamedDependency[AsyncSession]) -> Principal | None:
     principal = await accounts.authenticate(db, request.cookies.get(SESSION_COOKIE))
     if principal is None:
         return None
@@ -72,7 +73,7 @@ async def _resolve_principal(request: Request[Any, Any, Any], db: AsyncSession) 
     return principal
 
 
-async def provide_principal(request: Request[Any, Any, Any], db: AsyncSession) -> Principal:
+async def provide_principal(request: Request[Any, Any, Any], db: NamedDependency[AsyncSession]) -> Principal:
     """The signed-in caller; 401 without a valid session, 403 on a cookie write without CSRF."""
     principal = await _resolve_principal(request, db)
     if principal is None:
@@ -80,7 +81,9 @@ async def provide_principal(request: Request[Any, Any, Any], db: AsyncSession) -
     return principal
 
 
-async def provide_optional_principal(request: Request[Any, Any, Any], db: AsyncSession) -> Principal | None:
+async def provide_optional_principal(
+    request: Request[Any, Any, Any], db: NamedDependency[AsyncSession]
+) -> Principal | None:
     return await _resolve_principal(request, db)
 
 
@@ -162,7 +165,13 @@ def _body_type(request: Request[Any, Any, Any]) -> Any:
         field = handler.parsed_fn_signature.parameters.get("data")
     except Exception:  # the route is unknown or has no body
         return None
-    return getattr(field, "annotation", None) if field is not None else None
+    if field is None:
+        return None
+    annotation = getattr(field, "annotation", None)
+    # JSONBody[T] is Annotated[T, ...]: the struct type is its first argument.
+    if get_origin(annotation) is Annotated:
+        annotation = get_args(annotation)[0]
+    return annotation
 
 
 def handle_http_exception(request: Request[Any, Any, Any], exc: HTTPException) -> Response[Any]:

@@ -34,10 +34,10 @@ def validate(data: msgspec.Struct) -> None:
 
 def _problem_code(message: str) -> str:
     lowered = message.lower()
-    if lowered.startswith("expected `"):
-        return "wrong_type"
     if "length" in lowered:
         return "too_long" if "<=" in lowered else "too_short"
+    if lowered.startswith("expected `"):
+        return "wrong_type"
     if "invalid enum value" in lowered:
         return "not_allowed"
     if "must be" in lowered:

@@ -76,7 +76,8 @@ def _add_tenant_criteria(state: ORMExecuteState) -> None:
             TenantScoped,
             lambda cls: cls.tenant_id == tenant_id,
             include_aliases=True,
-            track_closure_variables=False,
+            # tenant_id must stay a tracked closure variable: it becomes a bound parameter of the
+            # cached statement, never a value baked into it.
         )
     )
 
@@ -114,6 +115,12 @@ def apply_rls_settings(session: Session, connection: Connection) -> None:
     if connection.dialect.name != "postgresql":
         return
     tenant_id = session_tenant_id(session)
+    system = session_is_system(session)
+    if tenant_id is None and not system and not session.info.get("_rls_applied"):
+        # Nothing was ever set in this transaction, and the settings are transaction-local, so
+        # they are already empty: skip the round trip.
+        return
+    session.info["_rls_applied"] = True
     connection.execute(
         RLS_SETTINGS_SQL,
         {"tenant_id": str(tenant_id) if tenant_id else "", "system": "on" if session_is_system(session) else "off"},
@@ -122,4 +129,5 @@ def apply_rls_settings(session: Session, connection: Connection) -> None:
 
 @event.listens_for(Session, "after_begin")
 def _after_begin(session: Session, transaction: SessionTransaction, connection: Connection) -> None:
+    session.info.pop("_rls_applied", None)  # a new transaction starts with empty settings
     apply_rls_settings(session, connection)

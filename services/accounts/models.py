@@ -45,7 +45,12 @@ class UserToken(Base):
 
 
 class AuthSession(Base):
-    """A login session: the cookie carries a random token, the table keeps only its hash."""
+    """A login session: the cookie carries a random token, the table keeps only its hash.
+
+    ``role`` copies the user's membership role in ``tenant_id`` so that authenticating a request is
+    one statement; every change of a membership updates it in the same transaction
+    (``services.accounts.service._sync_login_sessions``).
+    """
 
     __tablename__ = "auth_sessions"
     __table_args__ = (Index(None, "user_id"),)
@@ -54,6 +59,7 @@ class AuthSession(Base):
     token_hash: Mapped[str] = mapped_column(String(64), unique=True)
     user_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"))
     tenant_id: Mapped[uuid.UUID | None] = mapped_column(ForeignKey("tenants.id", ondelete="SET NULL"))
+    role: Mapped[str | None] = mapped_column(String(16), default=None)
     csrf_token: Mapped[str] = mapped_column(String(64))
     expires_at: Mapped[datetime]
     created_at: Mapped[datetime] = mapped_column(default=utcnow)

@@ -6,6 +6,8 @@ import uuid
 from typing import Any
 
 from litestar import Controller, Request, Response, delete, get, patch, post
+from litestar.di import NamedDependency
+from litestar.params import FromPath, JSONBody
 from litestar.status_codes import HTTP_200_OK, HTTP_202_ACCEPTED, HTTP_204_NO_CONTENT
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -77,7 +79,7 @@ def entity_out(entity: Entity) -> EntityOut:
     )
 
 
-async def session_out(db: AsyncSession, principal: Principal) -> SessionOut:
+async def session_out(db: NamedDependency[AsyncSession], principal: NamedDependency[Principal]) -> SessionOut:
     user = await service.get_user(db, principal.user_id)
     workspaces = await service.tenants_of(db, principal.user_id)
     current = next((t for t, _ in workspaces if t.id == principal.tenant_id), None)
@@ -95,7 +97,9 @@ class AuthController(Controller):
     tags = ["auth"]
 
     @post("/signup", status_code=201, summary="Sign up: create an account and its workspace")
-    async def signup(self, data: SignupIn, db: AsyncSession, settings: Settings) -> Response[SignupOut]:
+    async def signup(
+        self, data: JSONBody[SignupIn], db: NamedDependency[AsyncSession], settings: NamedDependency[Settings]
+    ) -> Response[SignupOut]:
         user, tenant = await service.signup(db, data, settings)
         auth, raw = await service.open_login_session(db, user, tenant.id, settings)
         return Response(
@@ -106,7 +110,11 @@ class AuthController(Controller):
 
     @post("/login", status_code=HTTP_200_OK, summary="Sign in with email and password")
     async def login(
-        self, request: Request[Any, Any, Any], data: LoginIn, db: AsyncSession, settings: Settings
+        self,
+        request: Request[Any, Any, Any],
+        data: JSONBody[LoginIn],
+        db: NamedDependency[AsyncSession],
+        settings: NamedDependency[Settings],
     ) -> Response[SessionOut]:
         _auth, raw = await service.login(
             db, data.email, data.password, client_key(request), request.app.state.login_attempts, settings
@@ -116,24 +124,38 @@ class AuthController(Controller):
         return Response(await session_out(db, principal), cookies=[session_cookie(raw, settings)])
 
     @post("/logout", status_code=HTTP_204_NO_CONTENT, summary="Sign out (ends this login session)")
-    async def logout(self, db: AsyncSession, principal: Principal, settings: Settings) -> Response[None]:
+    async def logout(
+        self,
+        db: NamedDependency[AsyncSession],
+        principal: NamedDependency[Principal],
+        settings: NamedDependency[Settings],
+    ) -> Response[None]:
         await service.logout(db, principal)
         return Response(None, status_code=HTTP_204_NO_CONTENT, cookies=[expired_session_cookie(settings)])
 
     @get("/session", summary="The signed-in user, current workspace and CSRF token")
-    async def current_session(self, db: AsyncSession, principal: Principal) -> SessionOut:
+    async def current_session(
+        self, db: NamedDependency[AsyncSession], principal: NamedDependency[Principal]
+    ) -> SessionOut:
         return await session_out(db, principal)
 
     @post("/switch-tenant", status_code=HTTP_200_OK, summary="Work in another of your workspaces")
-    async def switch_tenant(self, data: SwitchTenantIn, db: AsyncSession, principal: Principal) -> SessionOut:
+    async def switch_tenant(
+        self, data: JSONBody[SwitchTenantIn], db: NamedDependency[AsyncSession], principal: NamedDependency[Principal]
+    ) -> SessionOut:
         return await session_out(db, await service.switch_tenant(db, principal, data.tenant_id))
 
     @post("/verify-email", status_code=HTTP_200_OK, summary="Confirm an email address with the mailed token")
-    async def verify_email(self, data: TokenIn, db: AsyncSession) -> UserOut:
+    async def verify_email(self, data: JSONBody[TokenIn], db: NamedDependency[AsyncSession]) -> UserOut:
         return user_out(await service.verify_email(db, data.token))
 
     @post("/resend-verification", status_code=HTTP_202_ACCEPTED, summary="Mail a new verification link")
-    async def resend_verification(self, db: AsyncSession, principal: Principal, settings: Settings) -> None:
+    async def resend_verification(
+        self,
+        db: NamedDependency[AsyncSession],
+        principal: NamedDependency[Principal],
+        settings: NamedDependency[Settings],
+    ) -> None:
         await service.resend_verification(db, principal, settings)
 
     @post(
@@ -141,11 +163,13 @@ class AuthController(Controller):
         status_code=HTTP_202_ACCEPTED,
         summary="Mail a password-reset link (answers the same whether or not the account exists)",
     )
-    async def request_reset(self, data: EmailIn, db: AsyncSession, settings: Settings) -> None:
+    async def request_reset(
+        self, data: JSONBody[EmailIn], db: NamedDependency[AsyncSession], settings: NamedDependency[Settings]
+    ) -> None:
         await service.request_password_reset(db, data.email, settings)
 
     @post("/password-reset/confirm", status_code=HTTP_204_NO_CONTENT, summary="Set a new password from a reset link")
-    async def confirm_reset(self, data: ResetPasswordIn, db: AsyncSession) -> None:
+    async def confirm_reset(self, data: JSONBody[ResetPasswordIn], db: NamedDependency[AsyncSession]) -> None:
         await service.reset_password(db, data.token, data.password)
 
     @post(
@@ -154,7 +178,11 @@ class AuthController(Controller):
         summary="Accept an invitation, signed in or creating a new account",
     )
     async def accept_invitation(
-        self, data: AcceptInvitationIn, db: AsyncSession, optional_principal: Principal | None, settings: Settings
+        self,
+        data: JSONBody[AcceptInvitationIn],
+        db: NamedDependency[AsyncSession],
+        optional_principal: NamedDependency[Principal | None],
+        settings: NamedDependency[Settings],
     ) -> Response[SessionOut]:
         user, tenant, _created = await service.accept_invitation(db, data, optional_principal)
         if optional_principal is not None:
@@ -171,34 +199,50 @@ class TenantController(Controller):
     tags = ["workspace"]
 
     @get("/tenant", summary="The current workspace")
-    async def get_tenant(self, db: AsyncSession, principal: Principal) -> TenantOut:
+    async def get_tenant(self, db: NamedDependency[AsyncSession], principal: NamedDependency[Principal]) -> TenantOut:
         return tenant_out(await service.current_tenant(db, principal))
 
     @patch("/tenant", summary="Change the workspace's name, time zone or language (admin)")
-    async def patch_tenant(self, data: TenantPatch, db: AsyncSession, principal: Principal) -> TenantOut:
+    async def patch_tenant(
+        self, data: JSONBody[TenantPatch], db: NamedDependency[AsyncSession], principal: NamedDependency[Principal]
+    ) -> TenantOut:
         return tenant_out(await service.update_tenant(db, principal, data))
 
     @get("/entities", summary="Legal entities of the workspace")
-    async def list_entities(self, db: AsyncSession, principal: Principal) -> list[EntityOut]:
+    async def list_entities(
+        self, db: NamedDependency[AsyncSession], principal: NamedDependency[Principal]
+    ) -> list[EntityOut]:
         return [entity_out(e) for e in await service.list_entities(db, principal)]
 
     @post("/entities", status_code=201, summary="Add a legal entity (admin)")
-    async def create_entity(self, data: EntityIn, db: AsyncSession, principal: Principal) -> EntityOut:
+    async def create_entity(
+        self, data: JSONBody[EntityIn], db: NamedDependency[AsyncSession], principal: NamedDependency[Principal]
+    ) -> EntityOut:
         return entity_out(await service.create_entity(db, principal, data))
 
     @get("/entities/{entity_id:uuid}", summary="One legal entity")
-    async def get_entity(self, entity_id: uuid.UUID, db: AsyncSession, principal: Principal) -> EntityOut:
+    async def get_entity(
+        self, entity_id: FromPath[uuid.UUID], db: NamedDependency[AsyncSession], principal: NamedDependency[Principal]
+    ) -> EntityOut:
         return entity_out(await service.get_entity(db, principal, entity_id))
 
     @get("/members", summary="Members of the workspace")
-    async def list_members(self, db: AsyncSession, principal: Principal) -> list[MemberOut]:
+    async def list_members(
+        self, db: NamedDependency[AsyncSession], principal: NamedDependency[Principal]
+    ) -> list[MemberOut]:
         return [
-            MemberOut(user_id=u.id, email=u.email, display_name=u.display_name, role=m.role, joined_at=m.created_at)
-            for m, u in await service.list_members(db, principal)
+            MemberOut(user_id=r.user_id, email=r.email, display_name=r.display_name, role=r.role, joined_at=r.joined_at)
+            for r in await service.list_members(db, principal)
         ]
 
     @patch("/members/{user_id:uuid}", summary="Change a member's role (admin; owners for the owner role)")
-    async def change_role(self, user_id: uuid.UUID, data: RoleIn, db: AsyncSession, principal: Principal) -> MemberOut:
+    async def change_role(
+        self,
+        user_id: FromPath[uuid.UUID],
+        data: JSONBody[RoleIn],
+        db: NamedDependency[AsyncSession],
+        principal: NamedDependency[Principal],
+    ) -> MemberOut:
         membership = await service.change_role(db, principal, user_id, data.role)
         user = await service.get_user(db, user_id)
         return MemberOut(
@@ -214,19 +258,32 @@ class TenantController(Controller):
         status_code=HTTP_204_NO_CONTENT,
         summary="Remove a member (admin), or leave the workspace yourself",
     )
-    async def remove_member(self, user_id: uuid.UUID, db: AsyncSession, principal: Principal) -> None:
+    async def remove_member(
+        self, user_id: FromPath[uuid.UUID], db: NamedDependency[AsyncSession], principal: NamedDependency[Principal]
+    ) -> None:
         await service.remove_member(db, principal, user_id)
 
     @get("/invitations", summary="Pending invitations (admin)")
-    async def list_invitations(self, db: AsyncSession, principal: Principal) -> list[InvitationOut]:
+    async def list_invitations(
+        self, db: NamedDependency[AsyncSession], principal: NamedDependency[Principal]
+    ) -> list[InvitationOut]:
         return [invitation_out(i) for i in await service.list_invitations(db, principal)]
 
     @post("/invitations", status_code=201, summary="Invite someone by email with a role (admin)")
     async def invite(
-        self, data: InvitationIn, db: AsyncSession, principal: Principal, settings: Settings
+        self,
+        data: JSONBody[InvitationIn],
+        db: NamedDependency[AsyncSession],
+        principal: NamedDependency[Principal],
+        settings: NamedDependency[Settings],
     ) -> InvitationOut:
         return invitation_out(await service.invite(db, principal, data, settings))
 
     @delete("/invitations/{invitation_id:uuid}", status_code=HTTP_204_NO_CONTENT, summary="Revoke an invitation")
-    async def revoke_invitation(self, invitation_id: uuid.UUID, db: AsyncSession, principal: Principal) -> None:
+    async def revoke_invitation(
+        self,
+        invitation_id: FromPath[uuid.UUID],
+        db: NamedDependency[AsyncSession],
+        principal: NamedDependency[Principal],
+    ) -> None:
         await service.revoke_invitation(db, principal, invitation_id)

@@ -19,7 +19,7 @@ from typing import Any
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
 from email_validator import EmailNotValidError, validate_email
-from sqlalchemy import delete, func, select, update
+from sqlalchemy import String, cast, delete, func, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -49,6 +49,7 @@ from services.validation import register_check, validate
 from tenants import provisioning
 from tenants.base import new_id, utcnow
 from tenants.models import LOCALES, Entity, Industry, Membership, Role, Tenant, TenantStatus
+from tenants.isolation import bind_session
 from tenants.sessions import bind_tenant, system_reads
 
 MIN_PASSWORD_LENGTH = 10
@@ -401,12 +402,17 @@ async def open_login_session(
     session: AsyncSession, user: User, tenant_id: uuid.UUID | None, settings: Settings
 ) -> tuple[AuthSession, str]:
     """Start a login session working in ``tenant_id``; returns it and the raw cookie token."""
+    role: str | None = None
+    if tenant_id is not None:
+        await bind_tenant(session, tenant_id)
+        role = await session.scalar(select(Membership.role).where(Membership.user_id == user.id))
     raw, digest = new_token()
     auth = AuthSession(
         id=new_id(),
         token_hash=digest,
         user_id=user.id,
-        tenant_id=tenant_id,
+        tenant_id=tenant_id if role else None,
+        role=role,
         csrf_token=secrets.token_urlsafe(32),
         expires_at=utcnow() + timedelta(hours=settings.session_ttl_hours),
     )
@@ -435,31 +441,43 @@ async def logout(session: AsyncSession, principal: Principal) -> None:
 
 
 async def authenticate(session: AsyncSession, raw_token: str | None) -> Principal | None:
-    """The principal of a session cookie, or None. Binds ``session`` to the session's tenant."""
+    """The principal of a session cookie, or None. Binds ``session`` to the session's tenant.
+
+    One statement: on Postgres it also applies the tenant to the transaction for Row-Level
+    Security (``set_config`` with the value read from the row, a bound parameter throughout).
+    """
     if not raw_token:
         return None
-    auth = await session.scalar(
-        select(AuthSession).where(AuthSession.token_hash == hash_token(raw_token), AuthSession.expires_at > utcnow())
-    )
-    if auth is None:
+    columns: list[Any] = [
+        AuthSession.id,
+        AuthSession.user_id,
+        AuthSession.tenant_id,
+        AuthSession.role,
+        AuthSession.csrf_token,
+        Tenant.status,
+    ]
+    if session.bind.dialect.name == "postgresql":
+        columns.append(func.set_config("app.tenant_id", func.coalesce(cast(AuthSession.tenant_id, String), ""), True))
+    row = (
+        await session.execute(
+            select(*columns)
+            .outerjoin(Tenant, Tenant.id == AuthSession.tenant_id)
+            .where(AuthSession.token_hash == hash_token(raw_token), AuthSession.expires_at > utcnow())
+        )
+    ).first()
+    if row is None:
         return None
-    role: Role | None = None
-    tenant_id = auth.tenant_id
-    if tenant_id is not None:
-        await bind_tenant(session, tenant_id)
-        row = (
-            await session.execute(
-                select(Membership.role, Tenant.status)
-                .join(Tenant, Tenant.id == Membership.tenant_id)
-                .where(Membership.user_id == auth.user_id)
-            )
-        ).first()
-        if row is None or row.status != TenantStatus.ACTIVE:
-            tenant_id = None
-        else:
-            role = Role(row.role)
+    tenant_id, role = row.tenant_id, row.role
+    if tenant_id is None or role is None or row.status != TenantStatus.ACTIVE:
+        tenant_id, role = None, None
+    else:
+        bind_session(session.sync_session, tenant_id)  # the statement above already told Postgres
     return Principal(
-        user_id=auth.user_id, session_id=auth.id, tenant_id=tenant_id, role=role, csrf_token=auth.csrf_token
+        user_id=row.user_id,
+        session_id=row.id,
+        tenant_id=tenant_id,
+        role=Role(role) if role else None,
+        csrf_token=row.csrf_token,
     )
 
 
@@ -470,10 +488,12 @@ def csrf_ok(principal: Principal, header: str | None) -> bool:
 async def switch_tenant(session: AsyncSession, principal: Principal, tenant_id: uuid.UUID) -> Principal:
     if tenant_id not in await member_tenant_ids(session, principal.user_id):
         raise NotFound("No such workspace.", code="tenant_not_found")
-    await session.execute(update(AuthSession).where(AuthSession.id == principal.session_id).values(tenant_id=tenant_id))
     await bind_tenant(session, tenant_id)
     role = await session.scalar(select(Membership.role).where(Membership.user_id == principal.user_id))
     assert role is not None
+    await session.execute(
+        update(AuthSession).where(AuthSession.id == principal.session_id).values(tenant_id=tenant_id, role=role)
+    )
     return Principal(
         user_id=principal.user_id,
         session_id=principal.session_id,
@@ -481,6 +501,17 @@ async def switch_tenant(session: AsyncSession, principal: Principal, tenant_id: 
         role=Role(role),
         csrf_token=principal.csrf_token,
     )
+
+
+async def _sync_login_sessions(
+    session: AsyncSession, tenant_id: uuid.UUID, user_id: uuid.UUID, role: Role | None
+) -> None:
+    """Keep the role copied on the user's login sessions in ``tenant_id`` equal to the membership."""
+    where = (AuthSession.user_id == user_id, AuthSession.tenant_id == tenant_id)
+    if role is None:
+        await session.execute(update(AuthSession).where(*where).values(tenant_id=None, role=None))
+    else:
+        await session.execute(update(AuthSession).where(*where).values(role=role.value))
 
 
 async def tenants_of(session: AsyncSession, user_id: uuid.UUID) -> list[tuple[Tenant, Role]]:
@@ -573,12 +604,21 @@ async def get_entity(session: AsyncSession, principal: Principal, entity_id: uui
 # ---------------------------------------------------------------- members
 
 
-async def list_members(session: AsyncSession, principal: Principal) -> list[tuple[Membership, User]]:
+async def list_members(session: AsyncSession, principal: Principal) -> list[Any]:
+    """Rows of (user_id, email, display_name, role, joined_at), oldest member first."""
     principal.require_tenant()
     rows = await session.execute(
-        select(Membership, User).join(User, User.id == Membership.user_id).order_by(Membership.created_at)
+        select(
+            User.id.label("user_id"),
+            User.email,
+            User.display_name,
+            Membership.role,
+            Membership.created_at.label("joined_at"),
+        )
+        .join(User, User.id == Membership.user_id)
+        .order_by(Membership.created_at)
     )
-    return [(m, u) for m, u in rows.tuples()]
+    return list(rows.all())
 
 
 async def _membership(session: AsyncSession, user_id: uuid.UUID) -> Membership:
@@ -608,6 +648,7 @@ async def change_role(session: AsyncSession, principal: Principal, user_id: uuid
     if Role(membership.role) == Role.OWNER and new_role != Role.OWNER and await _owner_count(session) <= 1:
         raise Conflict("A workspace keeps at least one owner.", code="last_owner")
     membership.role = new_role
+    await _sync_login_sessions(session, membership.tenant_id, user_id, new_role)
     await outbox.emit(session, "member.role_changed", {"user_id": str(user_id), "role": new_role.value})
     return membership
 
@@ -625,11 +666,7 @@ async def remove_member(session: AsyncSession, principal: Principal, user_id: uu
         if await _owner_count(session) <= 1:
             raise Conflict("A workspace keeps at least one owner.", code="last_owner")
     await session.delete(membership)
-    await session.execute(
-        update(AuthSession)
-        .where(AuthSession.user_id == user_id, AuthSession.tenant_id == membership.tenant_id)
-        .values(tenant_id=None)
-    )
+    await _sync_login_sessions(session, membership.tenant_id, user_id, None)
     await outbox.emit(session, "member.removed", {"user_id": str(user_id)})
 
 

@@ -37,7 +37,9 @@ def create_engine(url: str, *, pool_size: int = 10) -> AsyncEngine:
         engine = create_async_engine(url, poolclass=NullPool if ":memory:" not in url else None)
         event.listen(engine.sync_engine, "connect", _sqlite_pragmas)
         return engine
-    return create_async_engine(url, pool_size=pool_size, max_overflow=pool_size, pool_pre_ping=True)
+    # No pre-ping (three extra round trips per checkout): stale connections are recycled instead,
+    # and a connection that died anyway fails that one request, which the client may retry.
+    return create_async_engine(url, pool_size=pool_size, max_overflow=pool_size, pool_recycle=1800)
 
 
 class Database:
@@ -63,6 +65,7 @@ class Database:
 
 
 _url_override: str | None = None
+_default_settings: tuple[str, int] | None = None  # read once: the environment does not change under us
 _databases: dict[tuple[int, str], Database] = {}
 
 
@@ -74,12 +77,15 @@ def set_database_url(url: str | None) -> None:
 
 def database() -> Database:
     """The Database of the running event loop, created on first use."""
-    url = _url_override or load_settings().database_url
-    loop = asyncio.get_running_loop()
-    key = (id(loop), url)
+    global _default_settings
+    if _url_override is None and _default_settings is None:
+        settings = load_settings()
+        _default_settings = (settings.database_url, settings.db_pool_size)
+    url = _url_override or (_default_settings[0] if _default_settings else "")
+    key = (id(asyncio.get_running_loop()), url)
     db = _databases.get(key)
     if db is None:
-        db = Database(url, pool_size=load_settings().db_pool_size)
+        db = Database(url, pool_size=_default_settings[1] if _default_settings else 10)
         _databases[key] = db
     return db
 

@@ -73,6 +73,7 @@ def upgrade() -> None:
         sa.Column("token_hash", sa.String(length=64), nullable=False),
         sa.Column("user_id", sa.Uuid(), nullable=False),
         sa.Column("tenant_id", sa.Uuid(), nullable=True),
+        sa.Column("role", sa.String(length=16), nullable=True),
         sa.Column("csrf_token", sa.String(length=64), nullable=False),
         sa.Column("expires_at", tenants.base.UTCDateTime(timezone=True), nullable=False),
         sa.Column("created_at", tenants.base.UTCDateTime(timezone=True), nullable=False),
