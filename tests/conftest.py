@@ -16,9 +16,9 @@ from pathlib import Path
 from typing import Any
 
 import dramatiq
+import httpx
 import pytest
 from litestar import Litestar
-from litestar.testing import AsyncTestClient
 
 from services.app import create_app
 from services.db import set_database_url
@@ -127,7 +127,7 @@ async def deliver_events(stub_worker: dramatiq.Worker | None = None) -> int:
 class Api:
     """An HTTP client with its own cookie jar that sends the CSRF token on writes."""
 
-    def __init__(self, client: AsyncTestClient[Litestar]) -> None:
+    def __init__(self, client: httpx.AsyncClient) -> None:
         self.client = client
         self.csrf: str | None = None
 
@@ -183,11 +183,12 @@ class World:
     backend: Backend
     app: Litestar
     settings: Settings
-    _clients: list[AsyncTestClient[Litestar]]
+    _clients: list[httpx.AsyncClient]
 
     async def client(self) -> Api:
-        client = AsyncTestClient(self.app, base_url="http://guiju.test")
-        await client.__aenter__()
+        # The app runs on the test's own event loop (no lifespan: nothing embedded to start).
+        transport = httpx.ASGITransport(app=self.app, raise_app_exceptions=False)
+        client = httpx.AsyncClient(transport=transport, base_url="http://guiju.test")
         self._clients.append(client)
         return Api(client)
 
@@ -222,5 +223,5 @@ async def world(backend: Backend, tmp_path: Path, stub_worker: dramatiq.Worker) 
         yield w
     finally:
         for client in w._clients:
-            await client.__aexit__(None, None, None)
+            await client.aclose()
         set_database_url(None)
