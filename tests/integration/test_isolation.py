@@ -1,0 +1,159 @@
+"""Tenants never see each other: the ORM lock, the Postgres RLS lock, and every endpoint."""
+
+from __future__ import annotations
+
+import re
+import uuid
+from typing import Any
+
+import pytest
+from sqlalchemy import delete, func, select, text, update
+from sqlalchemy.ext.asyncio import create_async_engine
+from sqlalchemy.pool import NullPool
+
+from services.db import database, open_session
+from tenants.base import utcnow
+from tenants.context import TenantContextError
+from tests.conftest import Backend, World
+from tests.isolation import REQUEST_BODIES, SeededTenant, seed_tenant, tenant_scoped_models
+
+
+@pytest.fixture
+async def two_tenants(world: World) -> tuple[SeededTenant, SeededTenant]:
+    return await seed_tenant(world), await seed_tenant(world)
+
+
+async def test_every_tenant_table_is_seeded_for_the_suite(world: World, two_tenants: Any) -> None:
+    a, _b = two_tenants
+    async with open_session(uuid.UUID(a.tenant_id)) as db:
+        empty = [m.__tablename__ for m in tenant_scoped_models()
+                 if not await db.scalar(select(func.count()).select_from(m))]
+    assert empty == [], f"seed_tenant() makes no rows in {empty}: extend tests/isolation.py"
+
+
+async def test_orm_reads_writes_and_deletes_stay_in_the_tenant(world: World, two_tenants: Any) -> None:
+    a, b = two_tenants
+    a_id, b_id = uuid.UUID(a.tenant_id), uuid.UUID(b.tenant_id)
+    async with open_session(a_id) as db:
+        a_counts = {m: await db.scalar(select(func.count()).select_from(m)) for m in tenant_scoped_models()}
+
+    async with open_session(b_id) as db:
+        for model in tenant_scoped_models():
+            seen = (await db.scalars(select(model))).all()
+            assert seen and all(row.tenant_id == b_id for row in seen), model.__tablename__
+            assert await db.scalar(select(func.count()).select_from(model).where(model.tenant_id == a_id)) == 0
+            updated = await db.execute(update(model).where(model.tenant_id == a_id).values(created_at=utcnow()))
+            assert updated.rowcount == 0, model.__tablename__
+            deleted = await db.execute(delete(model).where(model.tenant_id == a_id))
+            assert deleted.rowcount == 0, model.__tablename__
+
+    async with open_session(a_id) as db:
+        for model, count in a_counts.items():
+            assert await db.scalar(select(func.count()).select_from(model)) == count
+
+
+async def test_orm_refuses_tenant_queries_without_a_tenant(world: World) -> None:
+    for model in tenant_scoped_models():
+        async with database().session() as db:
+            with pytest.raises(TenantContextError):
+                await db.execute(select(model))
+
+
+async def test_orm_refuses_inserting_into_another_tenant(world: World, two_tenants: Any) -> None:
+    from tenants.models import Entity
+
+    a, b = two_tenants
+    with pytest.raises(TenantContextError):
+        async with open_session(uuid.UUID(b.tenant_id)) as db:
+            db.add(Entity(tenant_id=uuid.UUID(a.tenant_id), id=uuid.uuid4(), name="smuggled"))
+            await db.flush()
+
+
+def _route_params(path: str) -> list[str]:
+    return re.findall(r"{(\w+)(?::\w+)?}", path)
+
+
+async def test_every_endpoint_answers_404_for_another_tenants_ids(world: World, two_tenants: Any) -> None:
+    a, b = two_tenants
+    checked = 0
+    for route in world.app.routes:
+        params = _route_params(route.path)
+        if not route.path.startswith("/api/") or not params:
+            continue
+        for method in sorted(getattr(route, "methods", set()) - {"HEAD", "OPTIONS"}):
+            missing = [p for p in params if p not in a.ids]
+            assert not missing, f"{method} {route.path}: tell tests/isolation.py which of A's rows {missing} names"
+            path = route.path
+            for p in params:
+                path = re.sub(r"{%s(?::\w+)?}" % p, a.ids[p], path)
+            body = REQUEST_BODIES.get((method, route.path))
+            response = await b.api.request(method, path, json=body)
+            assert response.status_code == 404, f"{method} {route.path} answered {response.status_code}: {response.text}"
+            checked += 1
+    assert checked >= 4  # entity, member (patch, delete), invitation; later issues add more
+    # And A's rows are all still there.
+    assert len((await a.api.get("/api/v1/members")).json()) == 1
+    assert len((await a.api.get("/api/v1/invitations")).json()) == 1
+    assert (await a.api.get(f"/api/v1/entities/{a.ids['entity_id']}")).status_code == 200
+
+
+@pytest.fixture
+def postgres_only(backend: Backend) -> Backend:
+    if backend.name != "postgres":
+        pytest.skip("Row-Level Security is a Postgres lock; SQLite relies on the ORM lock")
+    return backend
+
+
+async def test_rls_is_enabled_and_forced_on_every_tenant_table(postgres_only: Backend, world: World) -> None:
+    engine = create_async_engine(postgres_only.url, poolclass=NullPool)
+    try:
+        async with engine.connect() as conn:
+            rows = (await conn.execute(text(
+                "select relname, relrowsecurity, relforcerowsecurity from pg_class where relname = any(:names)"
+            ), {"names": [m.__tablename__ for m in tenant_scoped_models()]})).all()
+            role = (await conn.execute(text(
+                "select rolsuper, rolbypassrls from pg_roles where rolname = current_user"
+            ))).one()
+            owners = (await conn.execute(text(
+                "select count(*) from pg_tables where schemaname = 'public' and tableowner = current_user"
+            ))).scalar()
+    finally:
+        await engine.dispose()
+    assert {r.relname for r in rows} == {m.__tablename__ for m in tenant_scoped_models()}
+    assert all(r.relrowsecurity and r.relforcerowsecurity for r in rows), rows
+    assert (role.rolsuper, role.rolbypassrls) == (False, False)
+    assert owners == 0  # the runtime role owns nothing: it cannot alter or disable the policies
+
+
+async def test_raw_sql_as_the_runtime_role_sees_no_other_tenant(
+    postgres_only: Backend, world: World, two_tenants: Any
+) -> None:
+    a, b = two_tenants
+    engine = create_async_engine(postgres_only.url, poolclass=NullPool)
+    try:
+        for model in tenant_scoped_models():
+            table = model.__tablename__
+            async with engine.connect() as conn:
+                # No tenant applied: nothing at all, whatever the query says.
+                assert (await conn.execute(text(f"select count(*) from {table}"))).scalar() == 0
+                await conn.rollback()
+                await conn.execute(text("select set_config('app.tenant_id', :t, true)"), {"t": b.tenant_id})
+                assert (await conn.execute(
+                    text(f"select count(*) from {table} where tenant_id = :a"), {"a": a.tenant_id}
+                )).scalar() == 0
+                assert (await conn.execute(text(f"select count(*) from {table}"))).scalar() > 0
+                updated = await conn.execute(text(f"update {table} set created_at = now() where tenant_id = :a"),
+                                             {"a": a.tenant_id})
+                assert updated.rowcount == 0
+                deleted = await conn.execute(text(f"delete from {table} where tenant_id = :a"), {"a": a.tenant_id})
+                assert deleted.rowcount == 0
+                await conn.rollback()
+        async with engine.connect() as conn:
+            await conn.execute(text("select set_config('app.tenant_id', :t, true)"), {"t": b.tenant_id})
+            with pytest.raises(Exception, match="row-level security"):
+                await conn.execute(text(
+                    "insert into entities (tenant_id, id, name, legal_name, country, currency, is_default, created_at)"
+                    " values (:a, gen_random_uuid(), 'smuggled', '', 'CN', 'CNY', false, now())"
+                ), {"a": a.tenant_id})
+    finally:
+        await engine.dispose()
