@@ -1,0 +1,186 @@
+"""The outbox: events leave only after commit, survive a broker outage, and are published once."""
+
+from __future__ import annotations
+
+import asyncio
+import shutil
+import socket
+import subprocess
+import time
+import uuid
+from collections.abc import Iterator
+from typing import Any
+
+import dramatiq
+import pytest
+from dramatiq.brokers.redis import RedisBroker
+from sqlalchemy import select, update
+
+from services.broker import build_broker, use_broker
+from services.db import open_session
+from services.outbox import service as outbox
+from services.outbox.actors import publish
+from services.outbox.models import OutboxEvent
+from tenants.base import utcnow
+from tests.conftest import REQUIRE_SERVICES, World, mail_to
+
+
+async def _pending() -> list[OutboxEvent]:
+    async with open_session(system=True) as db:
+        return list(await db.scalars(select(OutboxEvent).where(OutboxEvent.dispatched_at.is_(None))))
+
+
+async def _drain(publisher: Any) -> None:
+    while await outbox.relay_once(publisher):
+        pass
+
+
+async def test_events_of_a_rolled_back_transaction_never_leave(world: World) -> None:
+    marker = f"test.rolled_back.{uuid.uuid4().hex}"
+    with pytest.raises(RuntimeError):
+        async with open_session(system=True) as db:
+            await outbox.emit(db, marker, {})
+            raise RuntimeError("abort")
+    async with open_session(system=True) as db:
+        assert (await db.scalar(select(OutboxEvent).where(OutboxEvent.type == marker))) is None
+
+
+async def test_a_failed_publish_keeps_the_event_and_backs_off(world: World) -> None:
+    await _drain(lambda message: None)
+    marker = f"test.backoff.{uuid.uuid4().hex}"
+    async with open_session(system=True) as db:
+        await outbox.emit(db, marker, {"n": 1})
+
+    def down(message: dict[str, Any]) -> None:
+        raise ConnectionError("broker unreachable")
+
+    assert await outbox.relay_once(down) == 0
+    [row] = [r for r in await _pending() if r.type == marker]
+    assert row.attempts == 1
+    assert row.next_attempt_at > utcnow()
+    assert "broker unreachable" in (row.last_error or "")
+    assert await outbox.relay_once(lambda m: None) == 0  # not due yet: no hammering a dead broker
+
+    async with open_session(system=True) as db:
+        await db.execute(update(OutboxEvent).where(OutboxEvent.id == row.id).values(next_attempt_at=utcnow()))
+    seen: list[dict[str, Any]] = []
+    assert await outbox.relay_once(seen.append) == 1
+    assert [m["type"] for m in seen] == [marker]
+    assert await outbox.relay_once(seen.append) == 0  # published once
+
+
+async def test_concurrent_relays_publish_each_event_once(world: World) -> None:
+    await _drain(lambda message: None)
+    async with open_session(system=True) as db:
+        for i in range(40):
+            await outbox.emit(db, "test.concurrent", {"i": i})
+    seen: list[int] = []
+
+    def slow_publish(message: dict[str, Any]) -> None:
+        time.sleep(0.002)
+        seen.append(message["payload"]["i"])
+
+    async def relay() -> None:
+        await _drain(slow_publish)
+
+    if world.backend.name == "postgres":
+        await asyncio.gather(relay(), relay(), relay())
+    else:  # SQLite serialises writers; one relay runs in the embedded mode
+        await relay()
+    assert sorted(seen) == list(range(40))
+
+
+# ---------------------------------------------------------------- a real Redis, stopped and restarted
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+class RedisProcess:
+    def __init__(self, port: int) -> None:
+        self.port = port
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> None:
+        binary = shutil.which("redis-server")
+        assert binary
+        self.proc = subprocess.Popen(  # noqa: S603
+            [binary, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        )
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            try:
+                socket.create_connection(("127.0.0.1", self.port), timeout=0.2).close()
+                return
+            except OSError:
+                time.sleep(0.05)
+        raise RuntimeError("redis-server did not start")
+
+    def stop(self) -> None:
+        if self.proc is not None:
+            self.proc.kill()
+            self.proc.wait(timeout=10)
+            self.proc = None
+
+
+@pytest.fixture
+def private_redis() -> Iterator[RedisProcess]:
+    if shutil.which("redis-server") is None:
+        message = "no redis-server binary on this machine"
+        if REQUIRE_SERVICES:
+            pytest.fail(f"{message}, and GUIJU_REQUIRE_SERVICES=1 requires it")
+        pytest.skip(f"{message}: skipping the broker-outage test")
+    server = RedisProcess(_free_port())
+    server.start()
+    yield server
+    server.stop()
+
+
+async def test_signup_succeeds_with_redis_down_and_its_event_arrives_when_redis_is_back(
+    world: World, private_redis: RedisProcess
+) -> None:
+    await _drain(publish)  # leave nothing from earlier tests for the stub broker
+    redis_broker = build_broker(f"redis://127.0.0.1:{private_redis.port}/0")
+    assert isinstance(redis_broker, RedisBroker)
+    previous = use_broker(redis_broker)
+    worker = dramatiq.Worker(redis_broker, worker_threads=1, worker_timeout=100)
+    worker.start()
+    try:
+        private_redis.stop()
+        api = await world.client()
+        from tests.conftest import signup_body
+
+        body = signup_body()
+        response = await api.post("/api/v1/auth/signup", body)
+        assert response.status_code == 201, response.text  # the broker is not on the request path
+
+        assert await outbox.relay_once(publish) == 0
+        waiting = {r.type for r in await _pending()}
+        assert {"tenant.created", "mail.requested"} <= waiting
+
+        private_redis.start()
+        async with open_session(system=True) as db:
+            await db.execute(update(OutboxEvent).where(OutboxEvent.dispatched_at.is_(None))
+                             .values(next_attempt_at=utcnow()))
+        deadline = time.monotonic() + 30
+        while await _pending() and time.monotonic() < deadline:
+            await outbox.relay_once(publish)
+            await asyncio.sleep(0.2)
+        assert await _pending() == []
+        while not mail_to(body["email"], "verify_email") and time.monotonic() < deadline:
+            await asyncio.sleep(0.1)
+        assert len(mail_to(body["email"], "verify_email")) == 1
+    finally:
+        worker.stop()
+        use_broker(previous)
+        redis_broker.close()
+
+
+def test_the_broker_is_redis_when_configured() -> None:
+    broker = build_broker("redis://127.0.0.1:1/0")
+    assert isinstance(broker, RedisBroker)
+    broker.close()
