@@ -7,7 +7,6 @@ from contextlib import asynccontextmanager
 
 from litestar import Litestar, Router
 from litestar.di import Provide
-from litestar.middleware import DefineMiddleware
 from litestar.openapi import OpenAPIConfig
 from litestar.openapi.plugins import SwaggerRenderPlugin
 from litestar.static_files import create_static_files_router
@@ -25,8 +24,8 @@ from services.http import (
     provide_settings,
 )
 from services.platform.routes import healthz, readyz
-from services.platform.service import EmbeddedRuntime
 from services.ratelimit import attempt_counter
+from services.runtime import EmbeddedRuntime
 from services.settings import Settings, load_settings
 
 API_VERSION = "0.1.0"
@@ -79,12 +78,13 @@ def create_app(settings: Settings | None = None, *, embedded: bool = False) -> L
             "settings": Provide(provide_settings, sync_to_thread=False),
         },
         exception_handlers=EXCEPTION_HANDLERS,
-        middleware=[DefineMiddleware(RequestContextMiddleware)],
         openapi_config=openapi,
         lifespan=[lifespan],
         logging_config=None,
         debug=False,
     )
+    # Outermost, so that every request (unknown routes included) gets an id and a log line.
+    app.asgi_handler = RequestContextMiddleware(app.asgi_handler)
     app.state.settings = settings
     app.state.login_attempts = attempt_counter(settings.redis_url, settings.login_window_seconds)
     app.state.embedded = embedded

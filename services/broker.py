@@ -12,9 +12,9 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 import dramatiq
+from dramatiq.broker import MessageProxy
 from dramatiq.brokers.redis import RedisBroker
 from dramatiq.brokers.stub import StubBroker
-from dramatiq.broker import MessageProxy
 from dramatiq.middleware import AsyncIO, CurrentMessage, Middleware
 
 from services.logs import actor_var

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import getpass
 import os
 import signal
@@ -31,7 +32,10 @@ def _production_settings() -> Settings:
     try:
         pending = asyncio.run(pending_migrations(settings.migration_database_url))
     except Exception as exc:
-        _fail(f"cannot reach the database at GUIJU_DATABASE_URL: {type(exc).__name__}: {exc}")
+        _fail(
+            "cannot read the schema version through GUIJU_MIGRATION_DATABASE_URL (or GUIJU_DATABASE_URL): "
+            f"{type(exc).__name__}: {exc}"
+        )
     if pending:
         _fail(
             f"the database has {len(pending)} pending migration(s) ({', '.join(pending)}): "
@@ -53,6 +57,7 @@ def run(host: str | None, port: int | None) -> None:
     import uvicorn
 
     settings = load_settings("embedded")
+    settings = dataclasses.replace(settings, host=host or settings.host, port=port or settings.port)
     configure_logging(settings.log_level)
     settings.var_dir.mkdir(parents=True, exist_ok=True)
     from services.db.migrate import upgrade
@@ -80,7 +85,6 @@ def api(workers: int) -> None:
 
     settings = _production_settings()
     configure_logging(settings.log_level)
-    os.environ["GUIJU_MODE"] = "production"
     uvicorn.run(
         "services.asgi:app",
         host=settings.host,
@@ -140,10 +144,13 @@ def db() -> None:
 @db.command("upgrade")
 def db_upgrade() -> None:
     """Apply pending migrations (with GUIJU_MIGRATION_DATABASE_URL if set)."""
-    settings = load_settings()
+    settings = load_settings("admin")
     from services.db.migrate import upgrade
 
-    upgrade(settings.migration_database_url, settings.db_app_role)
+    try:
+        upgrade(settings.migration_database_url, settings.db_app_role)
+    except Exception as exc:
+        _fail(f"the migration failed and was rolled back: {type(exc).__name__}: {str(exc).splitlines()[0]}")
     click.echo("database is up to date")
 
 
@@ -152,7 +159,7 @@ def db_pending() -> None:
     """List migrations not yet applied."""
     from services.db.migrate import pending_migrations
 
-    pending = asyncio.run(pending_migrations(load_settings().migration_database_url))
+    pending = asyncio.run(pending_migrations(load_settings("admin").migration_database_url))
     click.echo("\n".join(pending) if pending else "none")
 
 
@@ -193,7 +200,7 @@ def tenant_create(slug: str, name: str, industry: str, locale: str, owner_email:
 
     async def _create() -> str:
         async with open_session(system=True) as session:
-            _user, created = await accounts.signup(session, data, load_settings())
+            _user, created = await accounts.signup(session, data, load_settings("admin"))
             return str(created.id)
 
     try:
@@ -264,7 +271,7 @@ def plugins_list() -> None:
     """List the plugins found in the ``guiju`` entry-point group and whether they load."""
     from services.marketplace.service import load_plugins
 
-    _manager, report = load_plugins(load_settings())
+    _manager, report = load_plugins(load_settings("admin"))
     if not report:
         click.echo("no plugins installed")
     for item in report:

@@ -11,6 +11,8 @@ from typing import Annotated, Any, get_args, get_origin
 
 from litestar import Request, Response
 from litestar.datastructures import Cookie
+from litestar.di import NamedDependency
+from litestar.enums import ScopeType
 from litestar.exceptions import (
     HTTPException,
     MethodNotAllowedException,
@@ -18,8 +20,6 @@ from litestar.exceptions import (
     NotFoundException,
     ValidationException,
 )
-from litestar.di import NamedDependency
-from litestar.enums import ScopeType
 from litestar.types import ASGIApp, Message, Receive, Scope, Send
 from sqlalchemy.ext.asyncio import AsyncSession
 

@@ -75,3 +75,5 @@ def configure_logging(level: str = "INFO") -> None:
         logger = logging.getLogger(name)
         logger.handlers[:] = []
         logger.propagate = True
+    # Each request is logged once, by services.http.RequestContextMiddleware, with its ids.
+    logging.getLogger("uvicorn.access").disabled = True

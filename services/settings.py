@@ -16,7 +16,8 @@ from typing import Literal
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 MIN_SECRET_KEY_LENGTH = 32
 
-Mode = Literal["embedded", "production"]
+# embedded: `guiju run`; production: api, worker, scheduler; admin: one-off commands (no secret needed).
+Mode = Literal["embedded", "production", "admin"]
 
 
 class SettingsError(RuntimeError):
@@ -110,7 +111,7 @@ def load_settings(mode: Mode = "embedded") -> Settings:
                 f"GUIJU_SECRET_KEY is {len(secret_key)} characters long: production needs at least "
                 f"{MIN_SECRET_KEY_LENGTH} random characters."
             )
-    elif not secret_key:
+    elif mode == "embedded" and not secret_key:
         secret_key = _dev_secret(var_dir)
 
     def _list(name: str) -> tuple[str, ...]:

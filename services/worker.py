@@ -3,8 +3,16 @@
 Run by ``guiju worker`` (as ``dramatiq services.worker``) and by the embedded runtime.
 """
 
+import os
+
 from services.broker import broker
 from services.mail import service as _mail  # noqa: F401  (subscribes mail delivery to the outbox)
 from services.outbox import actors as _outbox_actors  # noqa: F401
+
+if os.environ.get("GUIJU_PROCESS") == "worker":  # started by `guiju worker` through dramatiq's CLI
+    from services.logs import configure_logging
+    from services.settings import load_settings
+
+    configure_logging(load_settings("production").log_level)
 
 __all__ = ["broker"]

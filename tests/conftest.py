@@ -98,8 +98,12 @@ def backend(request: pytest.FixtureRequest) -> Backend:
 
 def make_settings(backend: Backend, tmp: Path, **overrides: Any) -> Settings:
     values: dict[str, Any] = {
-        "var_dir": tmp, "database_url": backend.url, "migration_database_url": backend.admin_url,
-        "secret_key": "t" * 48, "base_url": "http://guiju.test", "log_level": "WARNING",
+        "var_dir": tmp,
+        "database_url": backend.url,
+        "migration_database_url": backend.admin_url,
+        "secret_key": "t" * 48,
+        "base_url": "http://guiju.test",
+        "log_level": "WARNING",
     }
     values.update(overrides)
     return Settings(**values)
@@ -120,7 +124,7 @@ async def deliver_events(stub_worker: dramatiq.Worker | None = None) -> int:
     while count := await relay_once(publish):
         published += count
     broker = dramatiq.get_broker()
-    await asyncio.to_thread(broker.join, EVENTS_QUEUE)
+    await asyncio.to_thread(broker.join, EVENTS_QUEUE, timeout=30_000)  # milliseconds
     return published
 
 
@@ -161,8 +165,12 @@ def unique_email(prefix: str = "user") -> str:
 
 def signup_body(**overrides: Any) -> dict[str, Any]:
     body = {
-        "email": unique_email("owner"), "password": PASSWORD, "display_name": "Li Wei",
-        "company_name": "Hangzhou Tea Co", "industry": "foreign_trade", "locale": "en",
+        "email": unique_email("owner"),
+        "password": PASSWORD,
+        "display_name": "Li Wei",
+        "company_name": "Hangzhou Tea Co",
+        "industry": "foreign_trade",
+        "locale": "en",
     }
     body.update(overrides)
     return body

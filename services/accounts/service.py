@@ -48,8 +48,8 @@ from services.settings import Settings
 from services.validation import register_check, validate
 from tenants import provisioning
 from tenants.base import new_id, utcnow
-from tenants.models import LOCALES, Entity, Industry, Membership, Role, Tenant, TenantStatus
 from tenants.isolation import bind_session
+from tenants.models import LOCALES, Entity, Industry, Membership, Role, Tenant, TenantStatus
 from tenants.sessions import bind_tenant, system_reads
 
 MIN_PASSWORD_LENGTH = 10

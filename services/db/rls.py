@@ -39,3 +39,6 @@ def grant_app_role(role: str) -> None:
     op.execute(f"GRANT USAGE, SELECT ON ALL SEQUENCES IN SCHEMA public TO {quoted}")
     op.execute(f"ALTER DEFAULT PRIVILEGES IN SCHEMA public GRANT SELECT, INSERT, UPDATE, DELETE ON TABLES TO {quoted}")
     op.execute(f"ALTER DEFAULT PRIVILEGES IN SCHEMA public GRANT USAGE, SELECT ON SEQUENCES TO {quoted}")
+    # The schema version is the migration role's business alone.
+    op.execute(f"REVOKE ALL ON alembic_version FROM {quoted}")
+    op.execute(f"GRANT SELECT ON alembic_version TO {quoted}")

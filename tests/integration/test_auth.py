@@ -100,8 +100,11 @@ async def test_expired_tokens_are_refused(world: World) -> None:
     await deliver_events()
     token = token_from(mail_to(body["user"]["email"], "verify_email")[-1])
     async with open_session(system=True) as db:
-        await db.execute(update(UserToken).where(UserToken.token_hash == hash_token(token))
-                         .values(expires_at=utcnow() - timedelta(seconds=1)))
+        await db.execute(
+            update(UserToken)
+            .where(UserToken.token_hash == hash_token(token))
+            .values(expires_at=utcnow() - timedelta(seconds=1))
+        )
     response = await owner.post("/api/v1/auth/verify-email", {"token": token})
     assert response.status_code == 410
     assert response.json()["code"] == "token_expired"

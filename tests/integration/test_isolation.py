@@ -26,8 +26,9 @@ async def two_tenants(world: World) -> tuple[SeededTenant, SeededTenant]:
 async def test_every_tenant_table_is_seeded_for_the_suite(world: World, two_tenants: Any) -> None:
     a, _b = two_tenants
     async with open_session(uuid.UUID(a.tenant_id)) as db:
-        empty = [m.__tablename__ for m in tenant_scoped_models()
-                 if not await db.scalar(select(func.count()).select_from(m))]
+        empty = [
+            m.__tablename__ for m in tenant_scoped_models() if not await db.scalar(select(func.count()).select_from(m))
+        ]
     assert empty == [], f"seed_tenant() makes no rows in {empty}: extend tests/isolation.py"
 
 
@@ -85,10 +86,12 @@ async def test_every_endpoint_answers_404_for_another_tenants_ids(world: World, 
             assert not missing, f"{method} {route.path}: tell tests/isolation.py which of A's rows {missing} names"
             path = route.path
             for p in params:
-                path = re.sub(r"{%s(?::\w+)?}" % p, a.ids[p], path)
+                path = re.sub(rf"{{{p}(?::\w+)?}}", a.ids[p], path)
             body = REQUEST_BODIES.get((method, route.path))
             response = await b.api.request(method, path, json=body)
-            assert response.status_code == 404, f"{method} {route.path} answered {response.status_code}: {response.text}"
+            assert response.status_code == 404, (
+                f"{method} {route.path} answered {response.status_code}: {response.text}"
+            )
             checked += 1
     assert checked >= 4  # entity, member (patch, delete), invitation; later issues add more
     # And A's rows are all still there.
@@ -108,15 +111,22 @@ async def test_rls_is_enabled_and_forced_on_every_tenant_table(postgres_only: Ba
     engine = create_async_engine(postgres_only.url, poolclass=NullPool)
     try:
         async with engine.connect() as conn:
-            rows = (await conn.execute(text(
-                "select relname, relrowsecurity, relforcerowsecurity from pg_class where relname = any(:names)"
-            ), {"names": [m.__tablename__ for m in tenant_scoped_models()]})).all()
-            role = (await conn.execute(text(
-                "select rolsuper, rolbypassrls from pg_roles where rolname = current_user"
-            ))).one()
-            owners = (await conn.execute(text(
-                "select count(*) from pg_tables where schemaname = 'public' and tableowner = current_user"
-            ))).scalar()
+            rows = (
+                await conn.execute(
+                    text(
+                        "select relname, relrowsecurity, relforcerowsecurity from pg_class where relname = any(:names)"
+                    ),
+                    {"names": [m.__tablename__ for m in tenant_scoped_models()]},
+                )
+            ).all()
+            role = (
+                await conn.execute(text("select rolsuper, rolbypassrls from pg_roles where rolname = current_user"))
+            ).one()
+            owners = (
+                await conn.execute(
+                    text("select count(*) from pg_tables where schemaname = 'public' and tableowner = current_user")
+                )
+            ).scalar()
     finally:
         await engine.dispose()
     assert {r.relname for r in rows} == {m.__tablename__ for m in tenant_scoped_models()}
@@ -138,12 +148,13 @@ async def test_raw_sql_as_the_runtime_role_sees_no_other_tenant(
                 assert (await conn.execute(text(f"select count(*) from {table}"))).scalar() == 0
                 await conn.rollback()
                 await conn.execute(text("select set_config('app.tenant_id', :t, true)"), {"t": b.tenant_id})
-                assert (await conn.execute(
-                    text(f"select count(*) from {table} where tenant_id = :a"), {"a": a.tenant_id}
-                )).scalar() == 0
+                assert (
+                    await conn.execute(text(f"select count(*) from {table} where tenant_id = :a"), {"a": a.tenant_id})
+                ).scalar() == 0
                 assert (await conn.execute(text(f"select count(*) from {table}"))).scalar() > 0
-                updated = await conn.execute(text(f"update {table} set created_at = now() where tenant_id = :a"),
-                                             {"a": a.tenant_id})
+                updated = await conn.execute(
+                    text(f"update {table} set created_at = now() where tenant_id = :a"), {"a": a.tenant_id}
+                )
                 assert updated.rowcount == 0
                 deleted = await conn.execute(text(f"delete from {table} where tenant_id = :a"), {"a": a.tenant_id})
                 assert deleted.rowcount == 0
@@ -151,9 +162,13 @@ async def test_raw_sql_as_the_runtime_role_sees_no_other_tenant(
         async with engine.connect() as conn:
             await conn.execute(text("select set_config('app.tenant_id', :t, true)"), {"t": b.tenant_id})
             with pytest.raises(Exception, match="row-level security"):
-                await conn.execute(text(
-                    "insert into entities (tenant_id, id, name, legal_name, country, currency, is_default, created_at)"
-                    " values (:a, gen_random_uuid(), 'smuggled', '', 'CN', 'CNY', false, now())"
-                ), {"a": a.tenant_id})
+                await conn.execute(
+                    text(
+                        "insert into entities"
+                        " (tenant_id, id, name, legal_name, country, currency, is_default, created_at)"
+                        " values (:a, gen_random_uuid(), 'smuggled', '', 'CN', 'CNY', false, now())"
+                    ),
+                    {"a": a.tenant_id},
+                )
     finally:
         await engine.dispose()

@@ -20,13 +20,15 @@ async def test_invitation_flow_for_a_new_person(world: World) -> None:
     incomplete = await joiner.post("/api/v1/auth/accept-invitation", {"token": token_from(mail)})
     assert incomplete.status_code == 422
     assert {e["pointer"] for e in incomplete.json()["errors"]} == {"/display_name", "/password"}
-    accepted = await joiner.post("/api/v1/auth/accept-invitation",
-                                 {"token": token_from(mail), "display_name": "Wang Fang", "password": PASSWORD})
+    accepted = await joiner.post(
+        "/api/v1/auth/accept-invitation", {"token": token_from(mail), "display_name": "Wang Fang", "password": PASSWORD}
+    )
     assert accepted.status_code == 200
     assert accepted.json()["role"] == "manager"
     assert accepted.json()["user"]["email_verified"] is True
-    again = await (await world.client()).post("/api/v1/auth/accept-invitation",
-                                              {"token": token_from(mail), "display_name": "X", "password": PASSWORD})
+    again = await (await world.client()).post(
+        "/api/v1/auth/accept-invitation", {"token": token_from(mail), "display_name": "X", "password": PASSWORD}
+    )
     assert again.json()["code"] == "token_used"
     members = (await owner.get("/api/v1/members")).json()
     assert {(m["email"], m["role"]) for m in members} == {(body["user"]["email"], "owner"), (email, "manager")}
@@ -40,8 +42,9 @@ async def test_existing_account_must_sign_in_to_accept(world: World) -> None:
     await deliver_events()
     token = token_from(mail_to(other["user"]["email"], "invitation")[-1])
     anonymous = await world.client()
-    response = await anonymous.post("/api/v1/auth/accept-invitation",
-                                    {"token": token, "display_name": "Hijack", "password": PASSWORD})
+    response = await anonymous.post(
+        "/api/v1/auth/accept-invitation", {"token": token, "display_name": "Hijack", "password": PASSWORD}
+    )
     assert response.status_code == 401
     assert response.json()["code"] == "sign_in_to_accept"
 
@@ -66,8 +69,9 @@ async def test_revoked_and_forged_invitations_are_refused(world: World) -> None:
     token = token_from(mail_to(email, "invitation")[-1])
     assert (await owner.delete(f"/api/v1/invitations/{invitation['id']}")).status_code == 204
     joiner = await world.client()
-    revoked = await joiner.post("/api/v1/auth/accept-invitation",
-                                {"token": token, "display_name": "Z", "password": PASSWORD})
+    revoked = await joiner.post(
+        "/api/v1/auth/accept-invitation", {"token": token, "display_name": "Z", "password": PASSWORD}
+    )
     assert revoked.json()["code"] == "token_invalid"
     forged = f"{body['tenant']['id'].replace('-', '')}.{'A' * 43}"
     assert (await joiner.post("/api/v1/auth/accept-invitation", {"token": forged})).json()["code"] == "token_invalid"

@@ -14,6 +14,7 @@ from typing import Any
 import dramatiq
 import pytest
 from dramatiq.brokers.redis import RedisBroker
+from dramatiq.middleware import AsyncIO
 from sqlalchemy import select, update
 
 from services.broker import build_broker, use_broker
@@ -107,9 +108,10 @@ class RedisProcess:
     def start(self) -> None:
         binary = shutil.which("redis-server")
         assert binary
-        self.proc = subprocess.Popen(  # noqa: S603
+        self.proc = subprocess.Popen(
             [binary, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"],
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
         )
         deadline = time.monotonic() + 10
         while time.monotonic() < deadline:
@@ -141,11 +143,14 @@ def private_redis() -> Iterator[RedisProcess]:
 
 
 async def test_signup_succeeds_with_redis_down_and_its_event_arrives_when_redis_is_back(
-    world: World, private_redis: RedisProcess
+    world: World, private_redis: RedisProcess, stub_worker: dramatiq.Worker
 ) -> None:
     await _drain(publish)  # leave nothing from earlier tests for the stub broker
     redis_broker = build_broker(f"redis://127.0.0.1:{private_redis.port}/0")
     assert isinstance(redis_broker, RedisBroker)
+    # Dramatiq keeps one global event-loop thread for async actors; the session's stub worker already
+    # runs it, and a second AsyncIO middleware would stop it when this test's worker stops.
+    redis_broker.middleware[:] = [m for m in redis_broker.middleware if not isinstance(m, AsyncIO)]
     previous = use_broker(redis_broker)
     worker = dramatiq.Worker(redis_broker, worker_threads=1, worker_timeout=100)
     worker.start()
@@ -164,8 +169,9 @@ async def test_signup_succeeds_with_redis_down_and_its_event_arrives_when_redis_
 
         private_redis.start()
         async with open_session(system=True) as db:
-            await db.execute(update(OutboxEvent).where(OutboxEvent.dispatched_at.is_(None))
-                             .values(next_attempt_at=utcnow()))
+            await db.execute(
+                update(OutboxEvent).where(OutboxEvent.dispatched_at.is_(None)).values(next_attempt_at=utcnow())
+            )
         deadline = time.monotonic() + 30
         while await _pending() and time.monotonic() < deadline:
             await outbox.relay_once(publish)

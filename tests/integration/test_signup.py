@@ -44,26 +44,43 @@ async def test_verification_mail_is_sent_in_the_users_language(world: World) -> 
 
 async def test_every_validation_problem_is_listed(world: World) -> None:
     api = await world.client()
-    response = await api.post("/api/v1/auth/signup", {
-        "email": "not-an-email", "password": "short", "display_name": "x" * 101, "company_name": " ",
-        "industry": "mining", "locale": "fr", "timezone": "Mars/Olympus", "surprise": True,
-    })
+    response = await api.post(
+        "/api/v1/auth/signup",
+        {
+            "email": "not-an-email",
+            "password": "short",
+            "display_name": "x" * 101,
+            "company_name": " ",
+            "industry": "mining",
+            "locale": "fr",
+            "timezone": "Mars/Olympus",
+            "surprise": True,
+        },
+    )
     assert response.status_code == 422
     assert response.headers["content-type"].startswith("application/problem+json")
     problem = response.json()
     assert problem["code"] == "validation_failed"
     codes = {(e["pointer"], e["code"]) for e in problem["errors"]}
     assert codes >= {
-        ("/email", "invalid_email"), ("/password", "password_too_short"), ("/display_name", "too_long"),
-        ("/company_name", "required"), ("/industry", "unknown_industry"), ("/locale", "unknown_locale"),
-        ("/timezone", "unknown_timezone"), ("/surprise", "unknown_field"),
+        ("/email", "invalid_email"),
+        ("/password", "password_too_short"),
+        ("/display_name", "too_long"),
+        ("/company_name", "required"),
+        ("/industry", "unknown_industry"),
+        ("/locale", "unknown_locale"),
+        ("/timezone", "unknown_timezone"),
+        ("/surprise", "unknown_field"),
     }
 
 
 async def test_weak_and_overlong_passwords_are_refused(world: World) -> None:
     api = await world.client()
-    for password, code in [("aaaaaaaaaaaa", "password_too_weak"), ("password123", "password_too_weak"),
-                           ("Ab1-" * 40, "password_too_long")]:
+    for password, code in [
+        ("aaaaaaaaaaaa", "password_too_weak"),
+        ("password123", "password_too_weak"),
+        ("Ab1-" * 40, "password_too_long"),
+    ]:
         response = await api.post("/api/v1/auth/signup", signup_body(password=password))
         assert response.status_code == 422, password
         assert code in {e["code"] for e in response.json()["errors"]}
@@ -74,8 +91,13 @@ async def test_missing_fields_and_wrong_types_are_all_listed(world: World) -> No
     response = await api.post("/api/v1/auth/signup", {"email": 42, "password": ["x"]})
     assert response.status_code == 422
     found = {(e["pointer"], e["code"]) for e in response.json()["errors"]}
-    assert found >= {("/email", "wrong_type"), ("/password", "wrong_type"), ("/display_name", "required"),
-                     ("/company_name", "required"), ("/industry", "required")}
+    assert found >= {
+        ("/email", "wrong_type"),
+        ("/password", "wrong_type"),
+        ("/display_name", "required"),
+        ("/company_name", "required"),
+        ("/industry", "required"),
+    }
 
 
 async def test_malformed_json_is_a_clear_problem(world: World) -> None:

@@ -23,8 +23,11 @@ def test_tenant_id_leads_every_key_of_tenant_tables() -> None:
         if table.c.tenant_id.nullable:
             problems.append(f"{name}.tenant_id is nullable")
         for constraint in table.constraints:
-            cols = [c.name for c in constraint.columns] if not isinstance(constraint, ForeignKeyConstraint) else [
-                e.parent.name for e in constraint.elements]
+            cols = (
+                [c.name for c in constraint.columns]
+                if not isinstance(constraint, ForeignKeyConstraint)
+                else [e.parent.name for e in constraint.elements]
+            )
             if isinstance(constraint, PrimaryKeyConstraint | UniqueConstraint) and cols[:1] != ["tenant_id"]:
                 problems.append(f"{name}: {type(constraint).__name__} {cols} does not lead with tenant_id")
             if isinstance(constraint, ForeignKeyConstraint):
@@ -41,7 +44,8 @@ def test_tenant_id_leads_every_key_of_tenant_tables() -> None:
 
 def test_tables_with_a_required_tenant_id_are_tenant_scoped() -> None:
     untagged = [
-        t.name for t in Base.metadata.sorted_tables
+        t.name
+        for t in Base.metadata.sorted_tables
         if "tenant_id" in t.c and not t.c.tenant_id.nullable and t.name not in TENANT_TABLES
     ]
     assert untagged == [], "give these tables the TenantScoped mixin (and RLS in their migration)"

@@ -1,0 +1,167 @@
+"""The guiju command: production refusals, tenant administration, plugins."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import PASSWORD, Backend, unique_email
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def guiju(*args: str, env: dict[str, str], timeout: float = 60) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "services.cli", *args],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+    )
+
+
+def base_env(tmp_path: Path, url: str, **extra: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("GUIJU_")}
+    env.update({"GUIJU_DATABASE_URL": url, "GUIJU_VAR_DIR": str(tmp_path), "GUIJU_LOG_LEVEL": "WARNING"})
+    env.update(extra)
+    return env
+
+
+def test_production_refuses_a_missing_or_short_secret(tmp_path: Path, sqlite_backend: Backend) -> None:
+    env = base_env(tmp_path, sqlite_backend.url, GUIJU_REDIS_URL="redis://127.0.0.1:6379/15")
+    missing = guiju("scheduler", env=env)
+    assert missing.returncode == 2
+    assert "GUIJU_SECRET_KEY is not set" in missing.stderr
+    short = guiju("api", env={**env, "GUIJU_SECRET_KEY": "too-short"})
+    assert short.returncode == 2
+    assert "at least 32" in short.stderr
+
+
+def test_production_refuses_pending_migrations(tmp_path: Path) -> None:
+    env = base_env(tmp_path, f"sqlite+aiosqlite:///{tmp_path / 'empty.db'}", GUIJU_SECRET_KEY="k" * 40)
+    result = guiju("api", env=env)
+    assert result.returncode == 2
+    assert "pending migration" in result.stderr
+    assert "guiju db upgrade" in result.stderr
+
+
+def test_db_upgrade_then_tenant_create_list_suspend(tmp_path: Path) -> None:
+    env = base_env(tmp_path, f"sqlite+aiosqlite:///{tmp_path / 'cli.db'}", GUIJU_OWNER_PASSWORD=PASSWORD)
+    assert guiju("db", "upgrade", env=env).returncode == 0
+    assert guiju("db", "pending", env=env).stdout.strip() == "none"
+    email = unique_email("cli")
+    created = guiju(
+        "tenant",
+        "create",
+        "acme-clinic",
+        "--name",
+        "Acme Clinic",
+        "--industry",
+        "clinic",
+        "--owner-email",
+        email,
+        env=env,
+    )
+    assert created.returncode == 0, created.stderr
+    duplicate = guiju("tenant", "create", "acme-clinic", "--name", "Again", "--owner-email", unique_email(), env=env)
+    assert duplicate.returncode == 2
+    assert "taken" in duplicate.stderr
+    listed = guiju("tenant", "list", env=env).stdout
+    assert "acme-clinic\tactive\tclinic\tAcme Clinic" in listed
+    assert guiju("tenant", "suspend", "acme-clinic", env=env).returncode == 0
+    assert "acme-clinic\tsuspended" in guiju("tenant", "list", env=env).stdout
+    assert guiju("tenant", "suspend", "no-such", env=env).returncode == 2
+    assert guiju("tenant", "resume", "acme-clinic", env=env).returncode == 0
+
+
+def test_plugins_list_reports_no_plugins(tmp_path: Path, sqlite_backend: Backend) -> None:
+    result = guiju("plugins", "list", env=base_env(tmp_path, sqlite_backend.url))
+    assert result.returncode == 0
+    assert "no plugins installed" in result.stdout
+
+
+@pytest.mark.timeout(90)
+def test_guiju_run_serves_the_platform(tmp_path: Path) -> None:
+    """The embedded all-in-one: migrates a fresh SQLite database and serves health, docs and the API."""
+    import socket
+    import time
+
+    import httpx
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    env = base_env(tmp_path, f"sqlite+aiosqlite:///{tmp_path / 'run.db'}", GUIJU_PORT=str(port), GUIJU_LOG_LEVEL="INFO")
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "services.cli", "run"],
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    try:
+        base = f"http://127.0.0.1:{port}"
+        deadline = time.monotonic() + 45
+        while time.monotonic() < deadline:
+            try:
+                if httpx.get(f"{base}/readyz", timeout=1).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                time.sleep(0.2)
+        ready = httpx.get(f"{base}/readyz", timeout=5).json()
+        assert ready == {"status": "ready", "checks": {"database": "ok", "broker": "ok"}}
+        assert "swagger" in httpx.get(f"{base}/docs", timeout=5).text.lower()
+        assert httpx.get(f"{base}/docs/assets/swagger-ui-bundle.js", timeout=5).status_code == 200
+        with httpx.Client(base_url=base, timeout=10) as client:
+            email = unique_email("run")
+            signup = client.post(
+                "/api/v1/auth/signup",
+                json={
+                    "email": email,
+                    "password": PASSWORD,
+                    "display_name": "Li",
+                    "company_name": "Run Co",
+                    "industry": "ecommerce",
+                    "locale": "en",
+                },
+            )
+            assert signup.status_code == 201
+            # The in-process worker delivers the verification mail to the log.
+            deadline = time.monotonic() + 20
+            output = ""
+            while time.monotonic() < deadline:
+                time.sleep(0.5)
+                if proc.poll() is not None:
+                    break
+                output = _read_available(proc)
+                if "mail delivered to the log" in output and email in output:
+                    break
+            assert email in output and "verify-email?token=" in output
+    finally:
+        proc.terminate()
+        proc.wait(timeout=20)
+
+
+_buffer: list[str] = []
+
+
+def _read_available(proc: subprocess.Popen[str]) -> str:
+    import os as _os
+    import select
+
+    assert proc.stdout is not None
+    fd = proc.stdout.fileno()
+    _os.set_blocking(fd, False)
+    while select.select([fd], [], [], 0)[0]:
+        chunk = _os.read(fd, 65536)
+        if not chunk:
+            break
+        _buffer.append(chunk.decode(errors="replace"))
+    return "".join(_buffer)
