@@ -18,6 +18,7 @@ from sqlalchemy import event, text
 from sqlalchemy.engine import Connection
 from sqlalchemy.orm import Mapped, ORMExecuteState, Session, SessionTransaction, mapped_column
 from sqlalchemy.orm import with_loader_criteria as _with_loader_criteria
+from sqlalchemy.sql.util import surface_selectables
 
 from tenants.context import TenantContextError
 
@@ -54,6 +55,22 @@ def _is_tenant_scoped(mapper: Any) -> bool:
     return isinstance(mapper.class_, type) and issubclass(mapper.class_, TenantScoped)
 
 
+def _tenant_tables() -> set[str]:
+    return {getattr(cls, "__tablename__", "") for cls in TenantScoped.__subclasses__()} - {""}
+
+
+def _touches_tenant_table(statement: Any) -> bool:
+    """Whether a statement reads or writes a tenant table, even through ``select_from`` or a join."""
+    tenant_tables = _tenant_tables()
+    tables: list[Any] = []
+    if hasattr(statement, "table"):
+        tables.append(statement.table)
+    if hasattr(statement, "get_final_froms"):
+        for from_ in statement.get_final_froms():
+            tables.extend(surface_selectables(from_))  # type: ignore[no-untyped-call]
+    return any(getattr(t, "name", None) in tenant_tables for t in tables)
+
+
 @event.listens_for(Session, "do_orm_execute")
 def _add_tenant_criteria(state: ORMExecuteState) -> None:
     if not (state.is_select or state.is_update or state.is_delete):
@@ -65,7 +82,7 @@ def _add_tenant_criteria(state: ORMExecuteState) -> None:
         return
     tenant_id = session_tenant_id(session)
     if tenant_id is None:
-        if any(_is_tenant_scoped(m) for m in state.all_mappers):
+        if any(_is_tenant_scoped(m) for m in state.all_mappers) or _touches_tenant_table(state.statement):
             raise TenantContextError(
                 "query of a tenant-scoped table with no tenant bound to the session "
                 "(open a tenant session, or an explicit system_scope())"

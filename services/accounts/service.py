@@ -19,7 +19,7 @@ from typing import Any
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
 from email_validator import EmailNotValidError, validate_email
-from sqlalchemy import String, cast, delete, func, select, update
+from sqlalchemy import String, bindparam, cast, delete, func, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -440,6 +440,26 @@ async def logout(session: AsyncSession, principal: Principal) -> None:
     await session.execute(delete(AuthSession).where(AuthSession.id == principal.session_id))
 
 
+_AUTH_COLUMNS = (
+    AuthSession.id,
+    AuthSession.user_id,
+    AuthSession.tenant_id,
+    AuthSession.role,
+    AuthSession.csrf_token,
+    Tenant.status,
+)
+_AUTH_WHERE = (AuthSession.token_hash == bindparam("token_hash"), AuthSession.expires_at > bindparam("now"))
+_AUTH = select(*_AUTH_COLUMNS).outerjoin(Tenant, Tenant.id == AuthSession.tenant_id).where(*_AUTH_WHERE)
+# On Postgres the same statement applies the session's tenant to the transaction for RLS.
+_AUTH_PG = (
+    select(
+        *_AUTH_COLUMNS, func.set_config("app.tenant_id", func.coalesce(cast(AuthSession.tenant_id, String), ""), True)
+    )
+    .outerjoin(Tenant, Tenant.id == AuthSession.tenant_id)
+    .where(*_AUTH_WHERE)
+)
+
+
 async def authenticate(session: AsyncSession, raw_token: str | None) -> Principal | None:
     """The principal of a session cookie, or None. Binds ``session`` to the session's tenant.
 
@@ -448,23 +468,8 @@ async def authenticate(session: AsyncSession, raw_token: str | None) -> Principa
     """
     if not raw_token:
         return None
-    columns: list[Any] = [
-        AuthSession.id,
-        AuthSession.user_id,
-        AuthSession.tenant_id,
-        AuthSession.role,
-        AuthSession.csrf_token,
-        Tenant.status,
-    ]
-    if session.bind.dialect.name == "postgresql":
-        columns.append(func.set_config("app.tenant_id", func.coalesce(cast(AuthSession.tenant_id, String), ""), True))
-    row = (
-        await session.execute(
-            select(*columns)
-            .outerjoin(Tenant, Tenant.id == AuthSession.tenant_id)
-            .where(AuthSession.token_hash == hash_token(raw_token), AuthSession.expires_at > utcnow())
-        )
-    ).first()
+    statement = _AUTH_PG if session.bind.dialect.name == "postgresql" else _AUTH
+    row = (await session.execute(statement, {"token_hash": hash_token(raw_token), "now": utcnow()})).first()
     if row is None:
         return None
     tenant_id, role = row.tenant_id, row.role
@@ -604,21 +609,23 @@ async def get_entity(session: AsyncSession, principal: Principal, entity_id: uui
 # ---------------------------------------------------------------- members
 
 
+_LIST_MEMBERS = (
+    select(
+        User.id.label("user_id"),
+        User.email,
+        User.display_name,
+        Membership.role,
+        Membership.created_at.label("joined_at"),
+    )
+    .join(User, User.id == Membership.user_id)
+    .order_by(Membership.created_at)
+)
+
+
 async def list_members(session: AsyncSession, principal: Principal) -> list[Any]:
     """Rows of (user_id, email, display_name, role, joined_at), oldest member first."""
     principal.require_tenant()
-    rows = await session.execute(
-        select(
-            User.id.label("user_id"),
-            User.email,
-            User.display_name,
-            Membership.role,
-            Membership.created_at.label("joined_at"),
-        )
-        .join(User, User.id == Membership.user_id)
-        .order_by(Membership.created_at)
-    )
-    return list(rows.all())
+    return list((await session.execute(_LIST_MEMBERS)).all())
 
 
 async def _membership(session: AsyncSession, user_id: uuid.UUID) -> Membership:

@@ -55,9 +55,16 @@ async def test_orm_reads_writes_and_deletes_stay_in_the_tenant(world: World, two
 
 async def test_orm_refuses_tenant_queries_without_a_tenant(world: World) -> None:
     for model in tenant_scoped_models():
-        async with database().session() as db:
-            with pytest.raises(TenantContextError):
-                await db.execute(select(model))
+        for statement in (
+            select(model),
+            select(func.count()).select_from(model),
+            select(model.tenant_id),
+            update(model).values(created_at=utcnow()),
+            delete(model),
+        ):
+            async with database().session() as db:
+                with pytest.raises(TenantContextError):
+                    await db.execute(statement)
 
 
 async def test_orm_refuses_inserting_into_another_tenant(world: World, two_tenants: Any) -> None:
