@@ -468,8 +468,9 @@ async def authenticate(session: AsyncSession, raw_token: str | None) -> Principa
     """
     if not raw_token:
         return None
-    statement = _AUTH_PG if session.bind.dialect.name == "postgresql" else _AUTH
-    row = (await session.execute(statement, {"token_hash": hash_token(raw_token), "now": utcnow()})).first()
+    connection = await session.connection()
+    statement = _AUTH_PG if connection.dialect.name == "postgresql" else _AUTH
+    row = (await connection.execute(statement, {"token_hash": hash_token(raw_token), "now": utcnow()})).first()
     if row is None:
         return None
     tenant_id, role = row.tenant_id, row.role
