@@ -4,7 +4,7 @@ UV_VERSION := 0.13.9
 UV := $(or $(shell command -v uv 2>/dev/null),$(CURDIR)/.tools/bin/uv)
 RUN := $(UV) run --frozen
 
-.PHONY: install run api worker scheduler migrate test lint format bench clean
+.PHONY: install browser run api worker scheduler migrate test lint format bench clean
 
 # uv itself comes from PyPI into .tools/ when the machine has none.
 $(CURDIR)/.tools/bin/uv:
@@ -29,7 +29,14 @@ scheduler: install
 migrate: install
 	$(RUN) guiju db upgrade
 
-test: install
+# Page tests drive Debian's Chromium (no browser is downloaded at run time); installed here when
+# missing and the machine allows it, otherwise those tests skip and say why.
+browser:
+	@command -v chromium >/dev/null 2>&1 || { [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1 && \
+		{ apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium; } ; } || \
+		echo "chromium is not installed and cannot be installed here: page tests will skip"
+
+test: install browser
 	$(RUN) pytest
 
 lint: install

@@ -13,7 +13,7 @@ from litestar.static_files import create_static_files_router
 from swagger_ui_bundle import swagger_ui_path
 
 import services.worker  # noqa: F401  (broker and actors exist before the first request)
-from services.accounts.routes import AuthController, TenantController
+from services.accounts.routes import AuthController, LinkPagesController, TenantController
 from services.db import dispose_databases
 from services.http import (
     EXCEPTION_HANDLERS,
@@ -66,7 +66,7 @@ def create_app(settings: Settings | None = None, *, embedded: bool = False) -> L
     )
     app = Litestar(
         route_handlers=[
-            Router(path="/", route_handlers=[AuthController, TenantController]),
+            Router(path="/", route_handlers=[AuthController, TenantController, LinkPagesController]),
             healthz,
             readyz,
             swagger_assets,

@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import uuid
+from pathlib import Path
 from typing import Any
 
-from litestar import Controller, Request, Response, delete, get, patch, post
+from litestar import Controller, MediaType, Request, Response, delete, get, patch, post
 from litestar.di import NamedDependency
 from litestar.params import FromPath, JSONBody
 from litestar.status_codes import HTTP_200_OK, HTTP_202_ACCEPTED, HTTP_204_NO_CONTENT
@@ -192,6 +193,37 @@ class AuthController(Controller):
         principal = await service.authenticate(db, raw)
         assert principal is not None
         return Response(await session_out(db, principal), cookies=[session_cookie(raw, settings)])
+
+
+_LINK_PAGE = (Path(__file__).parent / "templates" / "link.html").read_text(encoding="utf-8")
+
+
+def _link_page(action: str) -> Response[str]:
+    # The page only posts the link's token to the API; opening it changes nothing (mail scanners
+    # prefetch links), and the token stays in the query string, which the request log omits.
+    return Response(
+        _LINK_PAGE.replace("__ACTION__", action),
+        media_type=MediaType.HTML,
+        headers={"Referrer-Policy": "no-referrer", "Cache-Control": "no-store"},
+    )
+
+
+class LinkPagesController(Controller):
+    """The pages the mailed links open: verify an email, reset a password, accept an invitation."""
+
+    include_in_schema = False
+
+    @get("/verify-email", sync_to_thread=False)
+    def verify_email_page(self) -> Response[str]:
+        return _link_page("verify")
+
+    @get("/reset-password", sync_to_thread=False)
+    def reset_password_page(self) -> Response[str]:
+        return _link_page("reset")
+
+    @get("/invitations/accept", sync_to_thread=False)
+    def accept_invitation_page(self) -> Response[str]:
+        return _link_page("accept")
 
 
 class TenantController(Controller):
