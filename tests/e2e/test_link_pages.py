@@ -2,22 +2,15 @@
 
 from __future__ import annotations
 
-import os
-import re
 import shutil
-import socket
-import subprocess
-import sys
-import time
 from collections.abc import Iterator
-from pathlib import Path
 
 import httpx
 import pytest
 
 from tests.conftest import PASSWORD, REQUIRE_SERVICES, unique_email
+from tests.embedded_server import EmbeddedServer as Server
 
-ROOT = Path(__file__).resolve().parents[2]
 CHROMIUM_FLAGS = [
     "--no-sandbox",
     "--disable-gpu",
@@ -38,53 +31,6 @@ def chromium() -> str:
             pytest.fail(f"{message}, and GUIJU_REQUIRE_SERVICES=1 requires it")
         pytest.skip(f"{message}: skipping page tests")
     return path
-
-
-class Server:
-    def __init__(self, tmp: Path) -> None:
-        with socket.socket() as s:
-            s.bind(("127.0.0.1", 0))
-            self.port = s.getsockname()[1]
-        self.base = f"http://127.0.0.1:{self.port}"
-        self.log_path = tmp / "server.log"
-        env = {k: v for k, v in os.environ.items() if not k.startswith("GUIJU_")}
-        env.update(
-            {
-                "GUIJU_DATABASE_URL": f"sqlite+aiosqlite:///{tmp / 'pages.db'}",
-                "GUIJU_VAR_DIR": str(tmp),
-                "GUIJU_PORT": str(self.port),
-                "GUIJU_LOG_LEVEL": "INFO",
-            }
-        )
-        self.log = self.log_path.open("w")
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "services.cli", "run"], cwd=ROOT, env=env, stdout=self.log, stderr=self.log
-        )
-        deadline = time.monotonic() + 45
-        while time.monotonic() < deadline:
-            try:
-                if httpx.get(f"{self.base}/readyz", timeout=1).status_code == 200:
-                    return
-            except httpx.HTTPError:
-                time.sleep(0.2)
-        raise RuntimeError(f"guiju run did not start: {self.log_path.read_text()[-2000:]}")
-
-    def link_for(self, email: str, path: str) -> str:
-        deadline = time.monotonic() + 20
-        pattern = re.compile(re.escape(self.base + path) + r"\?token=[A-Za-z0-9_.\-]+")
-        while time.monotonic() < deadline:
-            lines = [ln for ln in self.log_path.read_text().splitlines() if email in ln]
-            for line in reversed(lines):
-                found = pattern.search(line)
-                if found:
-                    return found.group(0)
-            time.sleep(0.2)
-        raise AssertionError(f"no {path} link mailed to {email}")
-
-    def stop(self) -> None:
-        self.proc.terminate()
-        self.proc.wait(timeout=20)
-        self.log.close()
 
 
 @pytest.fixture(scope="module")

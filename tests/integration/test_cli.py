@@ -89,79 +89,31 @@ def test_plugins_list_reports_no_plugins(tmp_path: Path, sqlite_backend: Backend
 @pytest.mark.timeout(90)
 def test_guiju_run_serves_the_platform(tmp_path: Path) -> None:
     """The embedded all-in-one: migrates a fresh SQLite database and serves health, docs and the API."""
-    import socket
-    import time
-
     import httpx
 
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    env = base_env(tmp_path, f"sqlite+aiosqlite:///{tmp_path / 'run.db'}", GUIJU_PORT=str(port), GUIJU_LOG_LEVEL="INFO")
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "services.cli", "run"],
-        cwd=ROOT,
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-    )
+    from tests.embedded_server import EmbeddedServer
+
+    server = EmbeddedServer(tmp_path)
     try:
-        base = f"http://127.0.0.1:{port}"
-        deadline = time.monotonic() + 45
-        while time.monotonic() < deadline:
-            try:
-                if httpx.get(f"{base}/readyz", timeout=1).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                time.sleep(0.2)
-        ready = httpx.get(f"{base}/readyz", timeout=5).json()
+        ready = httpx.get(f"{server.base}/readyz", timeout=5).json()
         assert ready == {"status": "ready", "checks": {"database": "ok", "broker": "ok"}}
-        assert "swagger" in httpx.get(f"{base}/docs", timeout=5).text.lower()
-        assert httpx.get(f"{base}/docs/assets/swagger-ui-bundle.js", timeout=5).status_code == 200
-        with httpx.Client(base_url=base, timeout=10) as client:
-            email = unique_email("run")
-            signup = client.post(
-                "/api/v1/auth/signup",
-                json={
-                    "email": email,
-                    "password": PASSWORD,
-                    "display_name": "Li",
-                    "company_name": "Run Co",
-                    "industry": "ecommerce",
-                    "locale": "en",
-                },
-            )
-            assert signup.status_code == 201
-            # The in-process worker delivers the verification mail to the log.
-            deadline = time.monotonic() + 20
-            output = ""
-            while time.monotonic() < deadline:
-                time.sleep(0.5)
-                if proc.poll() is not None:
-                    break
-                output = _read_available(proc)
-                if "mail delivered to the log" in output and email in output:
-                    break
-            assert email in output and "verify-email?token=" in output
+        assert "swagger" in httpx.get(f"{server.base}/docs", timeout=5).text.lower()
+        assert httpx.get(f"{server.base}/docs/assets/swagger-ui-bundle.js", timeout=5).status_code == 200
+        email = unique_email("run")
+        signup = httpx.post(
+            f"{server.base}/api/v1/auth/signup",
+            timeout=10,
+            json={
+                "email": email,
+                "password": PASSWORD,
+                "display_name": "Li",
+                "company_name": "Run Co",
+                "industry": "ecommerce",
+                "locale": "en",
+            },
+        )
+        assert signup.status_code == 201
+        # The in-process worker delivers the verification mail to the log.
+        assert server.link_for(email, "/verify-email").startswith(f"{server.base}/verify-email?token=")
     finally:
-        proc.terminate()
-        proc.wait(timeout=20)
-
-
-_buffer: list[str] = []
-
-
-def _read_available(proc: subprocess.Popen[str]) -> str:
-    import os as _os
-    import select
-
-    assert proc.stdout is not None
-    fd = proc.stdout.fileno()
-    _os.set_blocking(fd, False)
-    while select.select([fd], [], [], 0)[0]:
-        chunk = _os.read(fd, 65536)
-        if not chunk:
-            break
-        _buffer.append(chunk.decode(errors="replace"))
-    return "".join(_buffer)
+        server.stop()
