@@ -14,7 +14,6 @@ from contextlib import asynccontextmanager
 from typing import Any
 
 from sqlalchemy import event
-from sqlalchemy.engine import Engine
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
 from sqlalchemy.pool import NullPool
 
@@ -49,10 +48,6 @@ class Database:
         self.url = url
         self.engine = create_engine(url, pool_size=pool_size)
         self.sessions = async_sessionmaker(self.engine, expire_on_commit=False, autoflush=True)
-
-    @property
-    def sync_engine(self) -> Engine:
-        return self.engine.sync_engine
 
     def session(self, tenant_id: uuid.UUID | None = None, *, system: bool = False) -> AsyncSession:
         """A session bound to ``tenant_id`` (default: the tenant in context) or to system scope."""

@@ -78,11 +78,6 @@ def subscribe(event_type: str, handler: EventHandler) -> None:
         handlers.append(handler)
 
 
-def unsubscribe(event_type: str, handler: EventHandler) -> None:
-    if handler in _subscribers.get(event_type, []):
-        _subscribers[event_type].remove(handler)
-
-
 async def dispatch(message: dict[str, Any]) -> int:
     """Run every handler subscribed to the message's type; returns how many ran."""
     handlers = list(_subscribers.get(message["type"], []))
