@@ -8,6 +8,7 @@ declared (every ``actors.py`` imports it first). Tests and the CLI may swap the 
 from __future__ import annotations
 
 import logging
+import uuid
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -17,8 +18,10 @@ from dramatiq.brokers.redis import RedisBroker
 from dramatiq.brokers.stub import StubBroker
 from dramatiq.middleware import AsyncIO, CurrentMessage, Middleware
 
+from services.db import open_session
 from services.logs import actor_var
 from services.settings import load_settings
+from tenants.context import enter_tenant, leave_tenant, tenant_scope
 
 log = logging.getLogger("guiju.worker")
 
@@ -31,31 +34,25 @@ class TenantLogContext(Middleware):
     """
 
     def before_process_message(self, broker: dramatiq.Broker, message: MessageProxy) -> None:
-        from tenants.context import _current_tenant  # the kernel's context variable
-
         tenant_id = message.kwargs.get("tenant_id")
         message.options["_guiju_tokens"] = (
-            _current_tenant.set(_parse_uuid(tenant_id)),
+            enter_tenant(_parse_uuid(tenant_id)),
             actor_var.set(f"actor:{message.actor_name}"),
         )
 
     def after_process_message(
         self, broker: dramatiq.Broker, message: MessageProxy, *, result: Any = None, exception: Any = None
     ) -> None:
-        from tenants.context import _current_tenant
-
         tokens = message.options.pop("_guiju_tokens", None)
         if tokens:
-            _current_tenant.reset(tokens[0])
+            leave_tenant(tokens[0])
             actor_var.reset(tokens[1])
 
     def after_skip_message(self, broker: dramatiq.Broker, message: MessageProxy) -> None:
         self.after_process_message(broker, message)
 
 
-def _parse_uuid(value: Any) -> Any:
-    import uuid
-
+def _parse_uuid(value: Any) -> uuid.UUID | None:
     if value in (None, ""):
         return None
     return value if isinstance(value, uuid.UUID) else uuid.UUID(str(value))
@@ -98,9 +95,6 @@ def tenant_actor(fn: Callable[..., Awaitable[Any]] | None = None, **options: Any
 
     def decorate(func: Callable[..., Awaitable[Any]]) -> dramatiq.Actor[Any, Any]:
         async def run(*, tenant_id: str, **kwargs: Any) -> Any:
-            from services.db import open_session
-            from tenants.context import tenant_scope
-
             tid = _parse_uuid(tenant_id)
             if tid is None:
                 raise ValueError(f"{func.__name__} needs a tenant_id")

@@ -26,7 +26,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from services.accounts import service as accounts
 from services.accounts.service import Principal
 from services.db import database
-from services.errors import Forbidden, ProblemError, Unauthorized, ValidationProblem
+from services.errors import FieldProblem, Forbidden, ProblemError, Unauthorized, ValidationProblem
 from services.logs import request_id_var, request_log_context
 from services.settings import Settings
 from services.validation import decode_all
@@ -150,9 +150,7 @@ def handle_validation(request: Request[Any, Any, Any], exc: ValidationException)
     )
 
 
-def _field_problem(item: Any) -> Any:
-    from services.errors import FieldProblem
-
+def _field_problem(item: Any) -> FieldProblem:
     if isinstance(item, dict):
         key = item.get("key") or ""
         return FieldProblem(pointer=f"/{key}" if key else "", code="invalid", message=str(item.get("message", "")))

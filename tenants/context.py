@@ -10,7 +10,7 @@ from __future__ import annotations
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
-from contextvars import ContextVar
+from contextvars import ContextVar, Token
 
 _current_tenant: ContextVar[uuid.UUID | None] = ContextVar("guiju_tenant_id", default=None)
 _system_scope: ContextVar[bool] = ContextVar("guiju_system_scope", default=False)
@@ -35,6 +35,15 @@ def require_tenant_id() -> uuid.UUID:
 
 def in_system_scope() -> bool:
     return _system_scope.get()
+
+
+def enter_tenant(tenant_id: uuid.UUID | None) -> Token[uuid.UUID | None]:
+    """Set the current tenant until :func:`leave_tenant` (for hooks that cannot use a ``with`` block)."""
+    return _current_tenant.set(tenant_id)
+
+
+def leave_tenant(token: Token[uuid.UUID | None]) -> None:
+    _current_tenant.reset(token)
 
 
 @contextmanager
