@@ -12,7 +12,7 @@ $(CURDIR)/.tools/bin/uv:
 	.tools/bin/pip install --quiet "uv==$(UV_VERSION)"
 
 install: $(UV)
-	$(UV) sync --frozen --all-groups
+	$(UV) sync --frozen
 
 run: install
 	$(RUN) guiju run
@@ -49,8 +49,10 @@ format: install
 	$(RUN) ruff format .
 	$(RUN) ruff check --fix .
 
+# The bench has its own environment: its comparison engines never reach the app's or the tests'.
 bench: install
-	$(RUN) python -m tests.bench
+	UV_PROJECT_ENVIRONMENT=.venv-bench $(UV) sync --frozen --group bench
+	UV_PROJECT_ENVIRONMENT=.venv-bench $(RUN) --group bench python -m tests.bench
 
 clean:
-	rm -rf .venv .tools var .pytest_cache .mypy_cache .ruff_cache
+	rm -rf .venv .venv-bench .tools var .pytest_cache .mypy_cache .ruff_cache

@@ -14,6 +14,7 @@ from swagger_ui_bundle import swagger_ui_path
 
 import services.worker  # noqa: F401  (broker and actors exist before the first request)
 from services.accounts.routes import AuthController, LinkPagesController, TenantController
+from services.audit.routes import CONTROLLERS as AUDIT_CONTROLLERS
 from services.db import dispose_databases
 from services.http import (
     EXCEPTION_HANDLERS,
@@ -25,8 +26,12 @@ from services.http import (
 )
 from services.platform.routes import healthz, readyz
 from services.ratelimit import attempt_counter
+from services.records.routes import CONTROLLERS as RECORDS_CONTROLLERS
 from services.runtime import EmbeddedRuntime
 from services.settings import Settings, load_settings
+from services.sops.calendar.routes import CONTROLLERS as CALENDAR_CONTROLLERS
+from services.sops.procedures.routes import CONTROLLERS as PROCEDURES_CONTROLLERS
+from services.sops.runs.routes import CONTROLLERS as RUNS_CONTROLLERS
 
 API_VERSION = "0.1.0"
 
@@ -66,7 +71,19 @@ def create_app(settings: Settings | None = None, *, embedded: bool = False) -> L
     )
     app = Litestar(
         route_handlers=[
-            Router(path="/", route_handlers=[AuthController, TenantController, LinkPagesController]),
+            Router(
+                path="/",
+                route_handlers=[
+                    AuthController,
+                    TenantController,
+                    LinkPagesController,
+                    *AUDIT_CONTROLLERS,
+                    *RECORDS_CONTROLLERS,
+                    *CALENDAR_CONTROLLERS,
+                    *PROCEDURES_CONTROLLERS,
+                    *RUNS_CONTROLLERS,
+                ],
+            ),
             healthz,
             readyz,
             swagger_assets,

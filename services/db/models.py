@@ -1,10 +1,25 @@
 """Imports every table so that one metadata holds the whole schema (Alembic and tests use this)."""
 
 from services.accounts import models as accounts_models
+from services.audit import models as audit_models
 from services.outbox import models as outbox_models
+from services.records import models as records_models
+from services.sops.calendar import models as calendar_models
+from services.sops.procedures import models as procedures_models
+from services.sops.runs import models as runs_models
 from tenants import models as tenant_models
 from tenants.base import Base
 
 metadata = Base.metadata
 
-__all__ = ["accounts_models", "metadata", "outbox_models", "tenant_models"]
+__all__ = [
+    "accounts_models",
+    "audit_models",
+    "calendar_models",
+    "metadata",
+    "outbox_models",
+    "procedures_models",
+    "records_models",
+    "runs_models",
+    "tenant_models",
+]

@@ -1,0 +1,3 @@
+"""Tables of the audit service."""
+
+from __future__ import annotations

@@ -1,0 +1,3 @@
+"""Tables of the records service."""
+
+from __future__ import annotations

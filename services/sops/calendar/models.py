@@ -1,0 +1,3 @@
+"""Tables of the sops calendar service."""
+
+from __future__ import annotations

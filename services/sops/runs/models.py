@@ -1,0 +1,3 @@
+"""Tables of the sops runs service."""
+
+from __future__ import annotations
