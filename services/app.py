@@ -16,6 +16,7 @@ import services.worker  # noqa: F401  (broker and actors exist before the first 
 from services.accounts.routes import AuthController, LinkPagesController, TenantController
 from services.audit.routes import CONTROLLERS as AUDIT_CONTROLLERS
 from services.db import dispose_databases
+from services.files.routes import CONTROLLERS as FILES_CONTROLLERS
 from services.http import (
     EXCEPTION_HANDLERS,
     RequestContextMiddleware,
@@ -78,6 +79,7 @@ def create_app(settings: Settings | None = None, *, embedded: bool = False) -> L
                     TenantController,
                     LinkPagesController,
                     *AUDIT_CONTROLLERS,
+                    *FILES_CONTROLLERS,
                     *RECORDS_CONTROLLERS,
                     *CALENDAR_CONTROLLERS,
                     *PROCEDURES_CONTROLLERS,

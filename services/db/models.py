@@ -2,6 +2,7 @@
 
 from services.accounts import models as accounts_models
 from services.audit import models as audit_models
+from services.files import models as files_models
 from services.outbox import models as outbox_models
 from services.records import models as records_models
 from services.sops.calendar import models as calendar_models
@@ -16,6 +17,7 @@ __all__ = [
     "accounts_models",
     "audit_models",
     "calendar_models",
+    "files_models",
     "metadata",
     "outbox_models",
     "procedures_models",

@@ -1,0 +1,3 @@
+"""Tables of the files service."""
+
+from __future__ import annotations
