@@ -9,44 +9,45 @@ applies to both); the load comes from this process over keep-alive connections. 
 
 from __future__ import annotations
 
-import asyncio
-import json
-import math
 import os
 import secrets
-import socket
 import statistics
-import subprocess
 import sys
 import tempfile
-import time
 import uuid
-from collections.abc import Coroutine
-from contextlib import ExitStack, suppress
+from contextlib import ExitStack
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from types import TracebackType
-from typing import Any, TypeVar
+from typing import Any
 
-import uvloop
 from litestar import Litestar, get
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import create_async_engine
 
 from services.db.migrate import upgrade
+from tests.bench.harness import (
+    APP_ROLE,
+    SESSION_COOKIE,
+    Round,
+    Server,
+    constant_request,
+    drop_database,
+    fetch,
+    load,
+    request_bytes,
+    run_async,
+    runtime_url,
+    server_env,
+    signup,
+    superuser_url,
+)
 
-ROOT = Path(__file__).resolve().parents[2]
-HOST = "127.0.0.1"
-POSTGRES = f"{HOST}:5432"
 DB_NAME = "guiju_bench"
-APP_ROLE = "guiju_app"
-ADMIN_URL = f"postgresql+asyncpg://postgres@{POSTGRES}/postgres"
-SUPERUSER_URL = f"postgresql+asyncpg://postgres@{POSTGRES}/{DB_NAME}"
-RUNTIME_URL = f"postgresql+asyncpg://{APP_ROLE}@{POSTGRES}/{DB_NAME}"
+SUPERUSER_URL = superuser_url(DB_NAME)
+RUNTIME_URL = runtime_url(DB_NAME)
 
 PATH = "/api/v1/members"
-SESSION_COOKIE = "guiju_session"
 CLIENTS = 50
 WARMUP_SECONDS = 2.0
 MEASURE_SECONDS = 10.0
@@ -55,14 +56,9 @@ POOL_SIZE = 10  # the app's default GUIJU_DB_POOL_SIZE
 MEMBERS = 20  # in the measured tenant, owner included
 OTHER_TENANTS = 4  # as large as the measured one, so the query has rows to filter out
 TARGET_RATIO = 0.6
-STARTUP_SECONDS = 30.0
-PASSWORD = "bench-Passw0rd-2024"
 
 BARE_URL_ENV = "GUIJU_BENCH_DATABASE_URL"
 BARE_TENANT_ENV = "GUIJU_BENCH_TENANT_ID"
-
-T = TypeVar("T")
-
 
 # ---------------------------------------------------------------- the bare endpoint
 
@@ -100,180 +96,7 @@ def create_bare_app() -> Litestar:
 # ---------------------------------------------------------------- servers
 
 
-def _free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind((HOST, 0))
-        port: int = sock.getsockname()[1]
-        return port
-
-
-def _server_env(extra: dict[str, str]) -> dict[str, str]:
-    # The caller's GUIJU_* settings (a Redis URL, a pool size) must not change what is measured.
-    env = {k: v for k, v in os.environ.items() if not k.startswith("GUIJU_")}
-    env.update(extra)
-    return env
-
-
-class Server:
-    """A one-worker uvicorn process on a free local port, stopped on exit."""
-
-    def __init__(self, name: str, app_args: list[str], env: dict[str, str], log_dir: Path) -> None:
-        self.name = name
-        self.port = _free_port()
-        self.log_path = log_dir / f"{name}.log"
-        self._argv = [
-            sys.executable,
-            "-m",
-            "uvicorn",
-            *app_args,
-            "--host",
-            HOST,
-            "--port",
-            str(self.port),
-            "--log-level",
-            "warning",
-            "--no-access-log",
-        ]
-        self._env = env
-        self._process: subprocess.Popen[bytes] | None = None
-
-    @property
-    def pid(self) -> int:
-        assert self._process is not None
-        return self._process.pid
-
-    def __enter__(self) -> Server:
-        with self.log_path.open("wb") as log:
-            self._process = subprocess.Popen(
-                self._argv, cwd=ROOT, env=self._env, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT
-            )
-        try:
-            self._wait_ready()
-        except BaseException:
-            self.stop()
-            raise
-        return self
-
-    def __exit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        self.stop()
-
-    def stop(self) -> None:
-        process = self._process
-        if process is None or process.poll() is not None:
-            return
-        process.terminate()
-        try:
-            process.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
-
-    def log_tail(self, chars: int = 3000) -> str:
-        try:
-            return self.log_path.read_text(errors="replace")[-chars:]
-        except OSError:
-            return ""
-
-    def _wait_ready(self) -> None:
-        # uvicorn accepts connections only once the app's startup has finished.
-        assert self._process is not None
-        deadline = time.monotonic() + STARTUP_SECONDS
-        while True:
-            code = self._process.poll()
-            if code is not None:
-                raise RuntimeError(f"the {self.name} server exited with status {code}:\n{self.log_tail()}")
-            with suppress(OSError), socket.create_connection((HOST, self.port), timeout=1):
-                return
-            if time.monotonic() > deadline:
-                raise RuntimeError(f"the {self.name} server did not start within {STARTUP_SECONDS:.0f} s")
-            time.sleep(0.1)
-
-
-# ---------------------------------------------------------------- a minimal HTTP/1.1 client
-
-# A minimal keep-alive client keeps the load generator's own CPU use small, which matters when it
-# shares two cores with both servers and Postgres.
-
-
-def _request_bytes(method: str, path: str, port: int, headers: dict[str, str], body: bytes = b"") -> bytes:
-    lines = [f"{method} {path} HTTP/1.1", f"Host: {HOST}:{port}"]
-    lines += [f"{name}: {value}" for name, value in headers.items()]
-    if body or method not in {"GET", "HEAD"}:
-        lines.append(f"Content-Length: {len(body)}")
-    return ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1") + body
-
-
-@dataclass
-class Reply:
-    status: int
-    headers: list[tuple[str, str]]
-    body: bytes
-
-    def header_values(self, name: str) -> list[str]:
-        return [value for key, value in self.headers if key == name]
-
-    def json(self) -> Any:
-        return json.loads(self.body)
-
-
-class Connection:
-    """One keep-alive connection; one request at a time."""
-
-    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        self._reader = reader
-        self._writer = writer
-
-    @classmethod
-    async def open(cls, port: int) -> Connection:
-        reader, writer = await asyncio.open_connection(HOST, port)
-        return cls(reader, writer)
-
-    async def exchange(self, request: bytes) -> Reply:
-        self._writer.write(request)
-        head = (await self._reader.readuntil(b"\r\n\r\n")).decode("latin-1")
-        status_line, *header_lines = head[:-4].split("\r\n")
-        headers = []
-        length: int | None = None
-        for line in header_lines:
-            name, _, value = line.partition(":")
-            name, value = name.strip().lower(), value.strip()
-            headers.append((name, value))
-            if name == "content-length":
-                length = int(value)
-            elif name == "transfer-encoding":
-                raise RuntimeError(f"unexpected Transfer-Encoding: {value}")
-        if length is None:
-            raise RuntimeError(f"a response without Content-Length: {status_line}")
-        body = await self._reader.readexactly(length)
-        return Reply(status=int(status_line.split(" ", 2)[1]), headers=headers, body=body)
-
-    def close(self) -> None:
-        self._writer.close()
-
-
-async def _fetch(port: int, request: bytes) -> Reply:
-    conn = await Connection.open(port)
-    try:
-        async with asyncio.timeout(30):
-            return await conn.exchange(request)
-    finally:
-        conn.close()
-
-
 # ---------------------------------------------------------------- database and seed data
-
-
-async def _drop_database(*, recreate: bool) -> None:
-    engine = create_async_engine(ADMIN_URL, isolation_level="AUTOCOMMIT")
-    try:
-        async with engine.connect() as conn:
-            await conn.execute(text(f'drop database if exists "{DB_NAME}" with (force)'))
-            if recreate:
-                await conn.execute(text(f'create database "{DB_NAME}"'))
-    finally:
-        await engine.dispose()
 
 
 @dataclass(frozen=True)
@@ -282,32 +105,9 @@ class Seeded:
     session_token: str
 
 
-async def _signup(port: int, n: int) -> tuple[uuid.UUID, str]:
-    body = json.dumps(
-        {
-            "email": f"owner{n}@bench.example.com",
-            "password": PASSWORD,
-            "display_name": f"Owner {n}",
-            "company_name": f"Bench Company {n}",
-            "industry": "general",
-            "locale": "en",
-        }
-    ).encode()
-    reply = await _fetch(
-        port, _request_bytes("POST", "/api/v1/auth/signup", port, {"Content-Type": "application/json"}, body)
-    )
-    if reply.status != 201:
-        raise RuntimeError(f"signup answered {reply.status}: {reply.body[:500]!r}")
-    for cookie in reply.header_values("set-cookie"):
-        name, _, rest = cookie.partition("=")
-        if name.strip() == SESSION_COOKIE:
-            return uuid.UUID(reply.json()["tenant"]["id"]), rest.split(";", 1)[0]
-    raise RuntimeError(f"signup set no {SESSION_COOKIE} cookie")
-
-
 async def _seed(port: int) -> Seeded:
     """Tenants through the real sign-up; their other members straight in SQL (invitations go by mail)."""
-    tenants = [await _signup(port, n) for n in range(1 + OTHER_TENANTS)]
+    tenants = [await signup(port, n) for n in range(1 + OTHER_TENANTS)]
     # Later than the owners' memberships, and distinct, so the order by created_at is stable.
     start = datetime.now(UTC) + timedelta(seconds=1)
     users: list[dict[str, Any]] = []
@@ -351,66 +151,6 @@ async def _seed(port: int) -> Seeded:
 # ---------------------------------------------------------------- load
 
 
-@dataclass(frozen=True)
-class Round:
-    target: str
-    number: int
-    completed: int
-    seconds: float
-    latencies: list[float]  # seconds, sorted
-
-    @property
-    def throughput(self) -> float:
-        return self.completed / self.seconds
-
-    def percentile_ms(self, q: float) -> float:
-        if not self.latencies:
-            return math.nan
-        index = min(len(self.latencies) - 1, max(0, math.ceil(q * len(self.latencies)) - 1))
-        return self.latencies[index] * 1000
-
-    @property
-    def p50_ms(self) -> float:
-        return self.percentile_ms(0.50)
-
-    @property
-    def p99_ms(self) -> float:
-        return self.percentile_ms(0.99)
-
-
-async def _load(target: str, number: int, port: int, request: bytes) -> Round:
-    """``CLIENTS`` connections in closed loops: a warm-up, then a fixed measured window."""
-    conns: list[Connection] = []
-    latencies: list[float] = []
-    completed = 0
-    window_start = window_end = 0.0
-
-    async def client(conn: Connection) -> None:
-        nonlocal completed
-        while (sent := time.perf_counter()) < window_end:
-            reply = await conn.exchange(request)
-            done = time.perf_counter()
-            if reply.status != 200:
-                raise RuntimeError(f"{target} answered {reply.status}: {reply.body[:500]!r}")
-            if window_start <= done <= window_end:
-                completed += 1
-                if sent >= window_start:
-                    latencies.append(done - sent)
-
-    try:
-        async with asyncio.timeout(WARMUP_SECONDS + MEASURE_SECONDS + 30):
-            for _ in range(CLIENTS):
-                conns.append(await Connection.open(port))
-            window_start = time.perf_counter() + WARMUP_SECONDS
-            window_end = window_start + MEASURE_SECONDS
-            await asyncio.gather(*(client(conn) for conn in conns))
-    finally:
-        for conn in conns:
-            conn.close()
-    latencies.sort()
-    return Round(target=target, number=number, completed=completed, seconds=MEASURE_SECONDS, latencies=latencies)
-
-
 def _row(label: str, target: str, throughput: float, p50: float, p99: float) -> str:
     return f"{label:<8}{target:<6}{throughput:>10.1f}{p50:>10.1f}{p99:>10.1f}"
 
@@ -419,14 +159,14 @@ async def _measure(app: Server, bare: Server, seeded: Seeded) -> list[Round]:
     # Both targets get the identical request bytes; the bare endpoint ignores the cookie.
     headers = {"Cookie": f"{SESSION_COOKIE}={seeded.session_token}", "Accept": "application/json"}
     requests = {
-        "app": _request_bytes("GET", PATH, app.port, headers),
-        "bare": _request_bytes("GET", PATH, bare.port, headers),
+        "app": request_bytes("GET", PATH, app.port, headers),
+        "bare": request_bytes("GET", PATH, bare.port, headers),
     }
     ports = {"app": app.port, "bare": bare.port}
 
     answers = {}
     for target in ("app", "bare"):
-        reply = await _fetch(ports[target], requests[target])
+        reply = await fetch(ports[target], requests[target])
         if reply.status != 200:
             raise RuntimeError(f"{target} answered {reply.status}: {reply.body[:500]!r}")
         answers[target] = reply.json()
@@ -444,7 +184,15 @@ async def _measure(app: Server, bare: Server, seeded: Seeded) -> list[Round]:
     rounds: list[Round] = []
     for number in range(1, ROUNDS + 1):
         for target in ("bare", "app"):
-            result = await _load(target, number, ports[target], requests[target])
+            result = await load(
+                target,
+                number,
+                ports[target],
+                constant_request(requests[target]),
+                clients=CLIENTS,
+                warmup_seconds=WARMUP_SECONDS,
+                measure_seconds=MEASURE_SECONDS,
+            )
             rounds.append(result)
             print(_row(str(number), target, result.throughput, result.p50_ms, result.p99_ms), flush=True)
     return rounds
@@ -468,18 +216,13 @@ def _report(rounds: list[Round]) -> None:
 # ---------------------------------------------------------------- entry point
 
 
-def _run_async(coro: Coroutine[Any, Any, T]) -> T:
-    with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
-        return runner.run(coro)
-
-
 def run() -> None:
     """Recreate the bench database, serve both targets, seed, measure, report, drop the database."""
-    _run_async(_drop_database(recreate=True))
+    run_async(drop_database(DB_NAME, recreate=True))
     try:
         rounds = _serve_and_measure()
     finally:
-        _run_async(_drop_database(recreate=False))
+        run_async(drop_database(DB_NAME, recreate=False))
     _report(rounds)
 
 
@@ -494,7 +237,7 @@ def _serve_and_measure() -> list[Round]:
         log_dir = Path(tmp)
         started: list[Server] = []
         try:
-            app_env = _server_env(
+            app_env = server_env(
                 {
                     "GUIJU_DATABASE_URL": RUNTIME_URL,
                     "GUIJU_SECRET_KEY": secrets.token_urlsafe(36),
@@ -506,12 +249,12 @@ def _serve_and_measure() -> list[Round]:
             app = Server("app", ["services.asgi:app"], app_env, log_dir)
             started.append(app)
             stack.enter_context(app)
-            seeded = _run_async(_seed(app.port))
-            bare_env = _server_env({BARE_URL_ENV: RUNTIME_URL, BARE_TENANT_ENV: str(seeded.tenant_id)})
+            seeded = run_async(_seed(app.port))
+            bare_env = server_env({BARE_URL_ENV: RUNTIME_URL, BARE_TENANT_ENV: str(seeded.tenant_id)})
             bare = Server("bare", ["--factory", "tests.bench.bench_members:create_bare_app"], bare_env, log_dir)
             started.append(bare)
             stack.enter_context(bare)
-            return _run_async(_measure(app, bare, seeded))
+            return run_async(_measure(app, bare, seeded))
         except Exception:
             for server in started:
                 print(f"--- {server.name} server log (tail):\n{server.log_tail()}", file=sys.stderr)
