@@ -16,6 +16,7 @@ import services.worker  # noqa: F401  (broker and actors exist before the first 
 from services.accounts.routes import AuthController, LinkPagesController, TenantController
 from services.audit.routes import CONTROLLERS as AUDIT_CONTROLLERS
 from services.db import dispose_databases
+from services.files import service as files
 from services.files.routes import CONTROLLERS as FILES_CONTROLLERS
 from services.http import (
     EXCEPTION_HANDLERS,
@@ -40,6 +41,7 @@ API_VERSION = "0.1.0"
 def create_app(settings: Settings | None = None, *, embedded: bool = False) -> Litestar:
     """The ASGI app. ``embedded`` also runs the worker and the outbox relay in this process."""
     settings = settings or load_settings()
+    files.configure(settings)
     runtime = EmbeddedRuntime(worker_threads=settings.worker_threads, relay_interval=settings.relay_interval_seconds)
 
     @asynccontextmanager

@@ -72,6 +72,13 @@ class Settings:
     relay_interval_seconds: float = 1.0
     plugins_allow: tuple[str, ...] = ()
     plugins_deny: tuple[str, ...] = ()
+    storage_dir: Path | None = None  # None: var_dir / "files"
+    max_upload_mb: int = 25
+
+    @property
+    def files_dir(self) -> Path:
+        """Where uploaded files are kept on local disk."""
+        return self.storage_dir or self.var_dir / "files"
 
     @property
     def is_postgres(self) -> bool:
@@ -140,6 +147,8 @@ def load_settings(mode: Mode = "embedded") -> Settings:
         relay_interval_seconds=float(_env("RELAY_INTERVAL_SECONDS", "1.0") or "1.0"),
         plugins_allow=_list("PLUGINS_ALLOW"),
         plugins_deny=_list("PLUGINS_DENY"),
+        storage_dir=Path(_env("STORAGE_DIR") or var_dir / "files"),
+        max_upload_mb=_int("MAX_UPLOAD_MB", 25),
     )
 
 
