@@ -607,6 +607,20 @@ async def get_entity(session: AsyncSession, principal: Principal, entity_id: uui
     return entity
 
 
+async def existing_entity_ids(session: AsyncSession, entity_ids: set[uuid.UUID]) -> set[uuid.UUID]:
+    """Which of ``entity_ids`` are entities of the session's tenant."""
+    if not entity_ids:
+        return set()
+    return set(await session.scalars(select(Entity.id).where(Entity.id.in_(entity_ids))))
+
+
+async def existing_member_ids(session: AsyncSession, user_ids: set[uuid.UUID]) -> set[uuid.UUID]:
+    """Which of ``user_ids`` are members of the session's tenant."""
+    if not user_ids:
+        return set()
+    return set(await session.scalars(select(Membership.user_id).where(Membership.user_id.in_(user_ids))))
+
+
 # ---------------------------------------------------------------- members
 
 

@@ -2,7 +2,256 @@
 
 from __future__ import annotations
 
-from litestar import Controller
+import uuid
+from typing import Annotated, Any
+
+from litestar import Controller, Request, Response, delete, get, patch, post
+from litestar.datastructures import UploadFile
+from litestar.di import NamedDependency
+from litestar.params import FromPath, FromQuery, JSONBody, QueryParameter
+from litestar.status_codes import HTTP_200_OK, HTTP_204_NO_CONTENT
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from services.accounts.service import Principal
+from services.errors import FieldProblem, ValidationProblem
+from services.records import service
+from services.records.models import Collection, CollectionVersion, Record
+from services.records.schemas import (
+    CollectionIn,
+    CollectionOut,
+    CollectionPatch,
+    CollectionVersionOut,
+    ImportReport,
+    PurgeIn,
+    RecordIn,
+    RecordOut,
+    RecordPage,
+    RecordPatch,
+)
+
+# Litestar refuses request bodies over 10 MB before this handler runs.
+MAX_UPLOAD_BYTES = 10 * 1024 * 1024
+
+
+def collection_out(collection: Collection) -> CollectionOut:
+    defs = service.all_fields(collection)
+    return CollectionOut(
+        id=collection.id,
+        key=collection.key,
+        name=collection.name,
+        entity_scoped=collection.entity_scoped,
+        schema_version=collection.schema_version,
+        fields=[d for d in defs if not d.removed],
+        hidden_fields=[d for d in defs if d.removed],
+        created_at=collection.created_at,
+        updated_at=collection.updated_at,
+    )
+
+
+def version_out(version: CollectionVersion) -> CollectionVersionOut:
+    return CollectionVersionOut(
+        version=version.version,
+        fields=service.parse_field_defs(version.fields)[0],
+        summary=version.summary,
+        actor_id=version.actor_id,
+        created_at=version.created_at,
+    )
+
+
+def record_out(collection: Collection, record: Record) -> RecordOut:
+    return RecordOut(
+        id=record.id,
+        collection_id=record.collection_id,
+        entity_id=record.entity_id,
+        values=service.visible_values(service.all_fields(collection), record.values),
+        version=record.version,
+        created_by=record.created_by,
+        updated_by=record.updated_by,
+        created_at=record.created_at,
+        updated_at=record.updated_at,
+    )
+
+
+class CollectionController(Controller):
+    path = "/api/v1/collections"
+    tags = ["collections"]
+
+    @get("", summary="Collections of the workspace")
+    async def list_collections(
+        self, db: NamedDependency[AsyncSession], principal: NamedDependency[Principal]
+    ) -> list[CollectionOut]:
+        return [collection_out(c) for c in await service.list_collections(db, principal)]
+
+    @post("", status_code=201, summary="Define a collection and its fields (manager)")
+    async def create_collection(
+        self, data: JSONBody[CollectionIn], db: NamedDependency[AsyncSession], principal: NamedDependency[Principal]
+    ) -> CollectionOut:
+        return collection_out(await service.create_collection(db, principal, data))
+
+    @get("/{collection_id:uuid}", summary="One collection with its current fields")
+    async def get_collection(
+        self,
+        collection_id: FromPath[uuid.UUID],
+        db: NamedDependency[AsyncSession],
+        principal: NamedDependency[Principal],
+    ) -> CollectionOut:
+        return collection_out(await service.read_collection(db, principal, collection_id))
+
+    @patch(
+        "/{collection_id:uuid}",
+        summary="Change the name or the fields (manager): a new schema version; values are converted, never lost",
+    )
+    async def alter_collection(
+        self,
+        collection_id: FromPath[uuid.UUID],
+        data: JSONBody[CollectionPatch],
+        db: NamedDependency[AsyncSession],
+        principal: NamedDependency[Principal],
+    ) -> CollectionOut:
+        return collection_out(await service.alter_collection(db, principal, collection_id, data))
+
+    @get("/{collection_id:uuid}/versions", summary="Schema versions, newest first")
+    async def list_versions(
+        self,
+        collection_id: FromPath[uuid.UUID],
+        db: NamedDependency[AsyncSession],
+        principal: NamedDependency[Principal],
+    ) -> list[CollectionVersionOut]:
+        return [version_out(v) for v in await service.list_versions(db, principal, collection_id)]
+
+    @post(
+        "/{collection_id:uuid}/purge",
+        status_code=HTTP_200_OK,
+        summary="Delete hidden fields and their values for good (admin)",
+    )
+    async def purge_fields(
+        self,
+        collection_id: FromPath[uuid.UUID],
+        data: JSONBody[PurgeIn],
+        db: NamedDependency[AsyncSession],
+        principal: NamedDependency[Principal],
+    ) -> CollectionOut:
+        return collection_out(await service.purge_fields(db, principal, collection_id, data.field_keys))
+
+
+class RecordController(Controller):
+    path = "/api/v1/collections/{collection_id:uuid}"
+    tags = ["records"]
+
+    @get(
+        "/records",
+        summary="List records: filter[<field>][<op>]=<value>, sort=[-]<field>, keyset pages via cursor",
+    )
+    async def list_records(
+        self,
+        request: Request[Any, Any, Any],
+        collection_id: FromPath[uuid.UUID],
+        db: NamedDependency[AsyncSession],
+        principal: NamedDependency[Principal],
+        sort: FromQuery[str | None] = None,
+        limit: FromQuery[int] = service.DEFAULT_PAGE,
+        cursor: FromQuery[str | None] = None,
+    ) -> RecordPage:
+        params = {key: request.query_params.getall(key) for key in request.query_params}
+        collection, rows, next_cursor = await service.list_records(
+            db, principal, collection_id, params, sort_spec=sort, limit=limit, cursor=cursor
+        )
+        return RecordPage(items=[record_out(collection, r) for r in rows], next_cursor=next_cursor)
+
+    @post("/records", status_code=201, summary="Create a record")
+    async def create_record(
+        self,
+        collection_id: FromPath[uuid.UUID],
+        data: JSONBody[RecordIn],
+        db: NamedDependency[AsyncSession],
+        principal: NamedDependency[Principal],
+    ) -> RecordOut:
+        record = await service.create_record(db, principal, collection_id, data)
+        collection, _ = await service.read_record(db, principal, collection_id, record.id)
+        return record_out(collection, record)
+
+    @get("/records/{record_id:uuid}", summary="One record")
+    async def get_record(
+        self,
+        collection_id: FromPath[uuid.UUID],
+        record_id: FromPath[uuid.UUID],
+        db: NamedDependency[AsyncSession],
+        principal: NamedDependency[Principal],
+    ) -> RecordOut:
+        collection, record = await service.read_record(db, principal, collection_id, record_id)
+        return record_out(collection, record)
+
+    @patch("/records/{record_id:uuid}", summary="Change some values of a record")
+    async def update_record(
+        self,
+        collection_id: FromPath[uuid.UUID],
+        record_id: FromPath[uuid.UUID],
+        data: JSONBody[RecordPatch],
+        db: NamedDependency[AsyncSession],
+        principal: NamedDependency[Principal],
+    ) -> RecordOut:
+        record = await service.update_record(db, principal, collection_id, record_id, data)
+        collection, _ = await service.read_record(db, principal, collection_id, record.id)
+        return record_out(collection, record)
+
+    @delete("/records/{record_id:uuid}", status_code=HTTP_204_NO_CONTENT, summary="Delete a record")
+    async def delete_record(
+        self,
+        collection_id: FromPath[uuid.UUID],
+        record_id: FromPath[uuid.UUID],
+        db: NamedDependency[AsyncSession],
+        principal: NamedDependency[Principal],
+    ) -> None:
+        await service.delete_record(db, principal, collection_id, record_id)
+
+    @get("/export", summary="Download every record as CSV or XLSX")
+    async def export_records(
+        self,
+        collection_id: FromPath[uuid.UUID],
+        db: NamedDependency[AsyncSession],
+        principal: NamedDependency[Principal],
+        file_format: Annotated[str, QueryParameter(name="format")] = "csv",
+    ) -> Response[bytes]:
+        content, media_type, filename = await service.export_records(db, principal, collection_id, file_format)
+        return Response(
+            content,
+            media_type=media_type,
+            headers={"Content-Disposition": f'attachment; filename="{filename}"'},
+        )
+
+    @post(
+        "/import",
+        status_code=HTTP_200_OK,
+        summary="Import a CSV or XLSX file (multipart field 'file'); all or nothing unless skip_invalid=true",
+    )
+    async def import_records(
+        self,
+        request: Request[Any, Any, Any],
+        collection_id: FromPath[uuid.UUID],
+        db: NamedDependency[AsyncSession],
+        principal: NamedDependency[Principal],
+        skip_invalid: FromQuery[bool] = False,
+    ) -> ImportReport:
+        # The collection is looked up before the upload is read: another tenant's id is a plain 404.
+        await service.read_collection(db, principal, collection_id)
+        form = await request.form()
+        upload = form.get("file")
+        if not isinstance(upload, UploadFile):
+            raise ValidationProblem(
+                errors=[
+                    FieldProblem(pointer="/file", code="required", message="upload the file as multipart field 'file'")
+                ]
+            )
+        content = await upload.read(MAX_UPLOAD_BYTES + 1)
+        if len(content) > MAX_UPLOAD_BYTES:
+            raise ValidationProblem(
+                errors=[FieldProblem(pointer="/file", code="too_large", message="at most 10 MB per import")]
+            )
+        imported, skipped = await service.import_records(
+            db, principal, collection_id, content, upload.filename or "", skip_invalid=skip_invalid
+        )
+        return ImportReport(imported=imported, skipped=skipped)
+
 
 # Composed into the app by services.app.
-CONTROLLERS: list[type[Controller]] = []
+CONTROLLERS: list[type[Controller]] = [CollectionController, RecordController]

@@ -1,0 +1,103 @@
+"""Request and response bodies of the records API."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import datetime
+from typing import Annotated, Any
+
+import msgspec
+from msgspec import Meta
+
+from services.records.fields import FieldDef
+
+Key = Annotated[str, Meta(max_length=63, description="lower_snake_case, stable for the collection's life")]
+Name = Annotated[str, Meta(max_length=200)]
+
+
+class Input(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
+    """Base of request bodies: unknown fields are refused rather than silently ignored."""
+
+
+class CollectionIn(Input):
+    key: Key
+    name: Name
+    entity_scoped: bool = False
+    # Decoded one by one by the service, so that every definition's problems are listed at once.
+    fields: list[dict[str, Any]] = []
+
+
+class CollectionPatch(Input):
+    """A schema change. ``fields`` is the complete list of visible fields, in order: a field left
+    out is hidden (its values are kept until purged); a hidden field listed again is restored."""
+
+    name: Name | None = None
+    fields: list[dict[str, Any]] | None = None
+    summary: Annotated[str, Meta(max_length=500)] | None = None
+
+
+class PurgeIn(Input):
+    field_keys: list[Key]
+
+
+class RecordIn(Input):
+    values: dict[str, Any] = {}
+    entity_id: uuid.UUID | None = None
+
+
+class RecordPatch(Input):
+    """Only the given values change; ``version``, when sent, must be the record's current version."""
+
+    values: dict[str, Any] = {}
+    entity_id: uuid.UUID | None = None
+    version: int | None = None
+
+
+class CollectionOut(msgspec.Struct, kw_only=True):
+    id: uuid.UUID
+    key: str
+    name: str
+    entity_scoped: bool
+    schema_version: int
+    fields: list[FieldDef]
+    hidden_fields: list[FieldDef]
+    created_at: datetime
+    updated_at: datetime
+
+
+class CollectionVersionOut(msgspec.Struct, kw_only=True):
+    version: int
+    fields: list[FieldDef]
+    summary: list[str]
+    actor_id: uuid.UUID | None
+    created_at: datetime
+
+
+class RecordOut(msgspec.Struct, kw_only=True):
+    id: uuid.UUID
+    collection_id: uuid.UUID
+    entity_id: uuid.UUID | None
+    values: dict[str, Any]
+    version: int
+    created_by: uuid.UUID | None
+    updated_by: uuid.UUID | None
+    created_at: datetime
+    updated_at: datetime
+
+
+class RecordPage(msgspec.Struct, kw_only=True):
+    items: list[RecordOut]
+    # Pass as ``cursor`` to get the next page; null on the last page.
+    next_cursor: str | None
+
+
+class RowProblem(msgspec.Struct, kw_only=True):
+    row: int
+    field: str | None
+    code: str
+    message: str
+
+
+class ImportReport(msgspec.Struct, kw_only=True):
+    imported: int
+    skipped: list[RowProblem]
