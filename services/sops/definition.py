@@ -93,7 +93,14 @@ class Due(Struct, forbid_unknown_fields=True):
     """When a step is due: ``within`` after the step became ready, or after a date field."""
 
     within: Duration
-    relative_to: Literal["step_start"] | FieldPath = "step_start"
+    # One pattern for both forms: msgspec merges a str literal and a constrained str into the latter.
+    relative_to: Annotated[
+        str,
+        Meta(
+            pattern=r"^(step_start|(data|record)\.[a-z][a-z0-9_]{0,62})$",
+            description="`step_start`, or a date field: `data.x` or `record.x`",
+        ),
+    ] = "step_start"
     remind_before: Duration | None = None
 
 
@@ -159,7 +166,7 @@ class Branch(Struct, forbid_unknown_fields=True):
 class _StepBase(Struct, forbid_unknown_fields=True, kw_only=True):
     key: StepKey
     title: Title
-    instructions: Instructions = Instructions()
+    instructions: Instructions = msgspec.field(default_factory=Instructions)
 
 
 class _HumanStep(_StepBase, kw_only=True):
@@ -171,7 +178,7 @@ class _HumanStep(_StepBase, kw_only=True):
     optional: bool = False
     # An optional step left undone this long after it became ready expires instead of blocking.
     expires_after: Duration | None = None
-    evidence: Evidence = Evidence()
+    evidence: Evidence = msgspec.field(default_factory=Evidence)
     exceptions: list[ExceptionKind] = []
     requires_acknowledgement: bool = False
 
@@ -200,7 +207,7 @@ class ApprovalStep(_HumanStep, tag="approval", tag_field="kind", kw_only=True):
     # must approve and one rejection rejects.
     mode: Literal["one", "any", "all"] = "one"
     approvers: list[Owner] = []
-    on_reject: OnReject = OnReject()
+    on_reject: OnReject = msgspec.field(default_factory=OnReject)
 
 
 class DecisionStep(_StepBase, tag="decision", tag_field="kind", kw_only=True):
@@ -237,7 +244,7 @@ class ActionStep(_StepBase, tag="action", tag_field="kind", kw_only=True):
     # Input values are expressions over the run's data and record.
     input: dict[str, Expression] = {}
     next: StepKey | None = None
-    on_failure: OnReject = OnReject()
+    on_failure: OnReject = msgspec.field(default_factory=OnReject)
 
 
 class SubprocedureStep(_StepBase, tag="subprocedure", tag_field="kind", kw_only=True):
