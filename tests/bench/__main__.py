@@ -1,4 +1,8 @@
-"""Run every ``bench_*`` module of this package in name order; exit 1 if any of them failed to run."""
+"""Run every ``bench_*`` module of this package in name order; exit 1 if any of them failed to run.
+
+Arguments name the benchmarks to run instead (``engine`` or ``bench_engine``), e.g.
+``python -m tests.bench engine``.
+"""
 
 from __future__ import annotations
 
@@ -21,6 +25,9 @@ def main() -> int:
     signal.signal(signal.SIGTERM, _exit_on_sigterm)
     package = __package__ or "tests.bench"
     names = sorted(m.name for m in pkgutil.iter_modules([str(Path(__file__).parent)]) if m.name.startswith("bench_"))
+    wanted = set(sys.argv[1:])
+    if wanted:
+        names = [n for n in names if n in wanted or n.removeprefix("bench_") in wanted]
     if not names:
         print("no benchmark modules found", file=sys.stderr)
         return 1
