@@ -125,13 +125,19 @@ def scheduler() -> None:
     import services.worker  # noqa: F401
     from services.outbox.actors import publish
     from services.outbox.service import run_relay
+    from services.sops.runs.service import run_timers
 
     async def _main() -> None:
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, stop.set)
-        await run_relay(publish, stop, interval=settings.relay_interval_seconds)
+        # Step timers (overdue notices, expiries, ends of waits) are claimed row by row with
+        # SKIP LOCKED, so several schedulers may sweep at once.
+        await asyncio.gather(
+            run_relay(publish, stop, interval=settings.relay_interval_seconds),
+            run_timers(stop),
+        )
 
     asyncio.run(_main())
 
@@ -259,6 +265,51 @@ def tenant_suspend(slug: str) -> None:
 def tenant_resume(slug: str) -> None:
     """Lift a suspension."""
     _set_status(slug, "active")
+
+
+@main.group()
+def audit() -> None:
+    """The tamper-evident audit trail."""
+
+
+@audit.command("verify")
+@click.option("--tenant", "slug", required=True, help="The workspace's slug.")
+def audit_verify(slug: str) -> None:
+    """Recompute a workspace's audit chain: exit 0 when intact, 1 naming altered or deleted events."""
+    from sqlalchemy import select
+
+    from services.audit.service import AuditVerification, verify_chain
+    from services.db import dispose_databases, open_session
+    from tenants.models import Tenant
+
+    async def _verify() -> AuditVerification | None:
+        try:
+            async with open_session(system=True) as session:
+                tenant_id = await session.scalar(select(Tenant.id).where(Tenant.slug == slug))
+            if tenant_id is None:
+                return None
+            async with open_session(tenant_id) as session:
+                return await verify_chain(session, tenant_id)
+        finally:
+            await dispose_databases()
+
+    result = asyncio.run(_verify())
+    if result is None:
+        _fail(f"no tenant with slug {slug!r}")
+        return
+    if result.intact:
+        click.echo(
+            f"audit chain of {slug} is intact: {result.events_checked} event(s), "
+            f"head seq {result.head_seq or 0}, head hash {result.head_hash or '-'}"
+        )
+        return
+    click.echo(
+        f"audit chain of {slug} is BROKEN: {len(result.problems)} problem(s) in {result.events_checked} event(s), "
+        f"first at seq {result.first_broken_seq}"
+    )
+    for problem in result.problems:
+        click.echo(f"  seq {problem.seq}: {problem.kind}: {problem.message}")
+    sys.exit(1)
 
 
 @main.group()

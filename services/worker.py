@@ -8,6 +8,7 @@ import os
 from services.broker import broker
 from services.mail import service as _mail  # noqa: F401  (subscribes mail delivery to the outbox)
 from services.outbox import actors as _outbox_actors  # noqa: F401
+from services.sops.runs import actors as _runs_actors  # noqa: F401  (SLA timers)
 
 if os.environ.get("GUIJU_PROCESS") == "worker":  # started by `guiju worker` through dramatiq's CLI
     from services.logs import configure_logging

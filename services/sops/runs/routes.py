@@ -2,7 +2,387 @@
 
 from __future__ import annotations
 
-from litestar import Controller
+import uuid
+from datetime import datetime
+from typing import Annotated, Any
+
+from litestar import Controller, get, post
+from litestar.di import NamedDependency
+from litestar.params import FromPath, FromQuery, JSONBody, QueryParameter
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from services.accounts.service import Principal
+from services.sops.engine import Actor
+from services.sops.runs import service
+from services.sops.runs.models import Run, RunComment, RunException, StepInstance
+from services.sops.runs.schemas import (
+    AbortIn,
+    AssignIn,
+    BulkMigrateIn,
+    BulkMigrationOut,
+    CommentIn,
+    CommentOut,
+    CompleteIn,
+    DecisionNoteIn,
+    ExceptionOut,
+    MigrateIn,
+    MigrationResult,
+    RaiseExceptionIn,
+    ResolveExceptionIn,
+    RunDetailOut,
+    RunOut,
+    RunPage,
+    StartRunIn,
+    StepOut,
+    TaskOut,
+    TaskPage,
+)
+from tenants.base import utcnow
+
+
+def actor_of(principal: Principal) -> Actor:
+    principal.require_tenant()
+    assert principal.role is not None
+    return Actor(user_id=principal.user_id, role=principal.role.value)
+
+
+def run_out(run: Run) -> RunOut:
+    return RunOut(
+        id=run.id,
+        procedure_id=run.procedure_id,
+        version_id=run.version_id,
+        version_number=run.version_number,
+        status=run.status,
+        title=run.title,
+        collection_id=run.collection_id,
+        record_id=run.record_id,
+        parent_run_id=run.parent_run_id,
+        parent_step_id=run.parent_step_id,
+        started_by=run.started_by,
+        started_at=run.started_at,
+        finished_at=run.finished_at,
+    )
+
+
+def _overdue(status: str, due_at: datetime | None, now: datetime) -> bool:
+    return due_at is not None and due_at < now and status in service.OPEN_STATUSES
+
+
+def step_out(row: StepInstance, now: datetime) -> StepOut:
+    return StepOut(
+        id=row.step_id,
+        key=row.key,
+        title=row.title,
+        kind=row.kind,
+        status=row.status,
+        optional=row.optional,
+        assignee_id=row.assignee_id,
+        role=row.role,
+        ready_at=row.ready_at,
+        due_at=row.due_at,
+        expires_at=row.expires_at,
+        finished_at=row.finished_at,
+        finished_by=row.finished_by,
+        outcome=row.outcome,
+        overdue=_overdue(row.status, row.due_at, now),
+    )
+
+
+def exception_out(row: RunException) -> ExceptionOut:
+    return ExceptionOut(
+        id=row.exception_id,
+        kind=row.kind,
+        step_id=row.step_id,
+        status=row.status,
+        note=row.note,
+        file_ids=list(row.file_ids or []),
+        raised_by=row.raised_by,
+        raised_at=row.raised_at,
+        outcome=row.outcome,
+        resolved_by=row.resolved_by,
+        resolved_at=row.resolved_at,
+    )
+
+
+def comment_out(row: RunComment) -> CommentOut:
+    return CommentOut(
+        id=row.id,
+        step_id=row.step_id,
+        author_id=row.author_id,
+        body=row.body,
+        file_ids=list(row.file_ids or []),
+        created_at=row.created_at,
+    )
+
+
+async def detail_out(db: AsyncSession, run_id: uuid.UUID) -> RunDetailOut:
+    detail = await service.run_detail(db, run_id)
+    now = utcnow()
+    base = run_out(detail.run)
+    return RunDetailOut(
+        **{f: getattr(base, f) for f in base.__struct_fields__},
+        data=dict(detail.state.data),
+        steps=[step_out(s, now) for s in detail.steps],
+        exceptions=[exception_out(e) for e in detail.exceptions],
+    )
+
+
+class RunsController(Controller):
+    path = "/api/v1/runs"
+    tags = ["runs"]
+
+    @post("/", status_code=201, summary="Start a run of a procedure's latest published version")
+    async def start(
+        self, data: JSONBody[StartRunIn], db: NamedDependency[AsyncSession], principal: NamedDependency[Principal]
+    ) -> RunDetailOut:
+        run = await service.start_run(
+            db, data.procedure_id, actor_of(principal), data.data, data.record_id, title=data.title
+        )
+        return await detail_out(db, run.id)
+
+    @get("/", summary="Runs, newest first, with filters and keyset pagination")
+    async def list_runs(
+        self,
+        db: NamedDependency[AsyncSession],
+        principal: NamedDependency[Principal],
+        status: FromQuery[str | None] = None,
+        procedure_id: FromQuery[uuid.UUID | None] = None,
+        cursor: FromQuery[str | None] = None,
+        limit: Annotated[int, QueryParameter(ge=1, le=service.MAX_PAGE)] = 50,
+    ) -> RunPage:
+        actor_of(principal)
+        rows, next_cursor = await service.list_runs(
+            db, status=status, procedure_id=procedure_id, cursor=cursor, limit=limit
+        )
+        return RunPage(items=[run_out(r) for r in rows], next_cursor=next_cursor)
+
+    @post("/migrate", status_code=200, summary="Move every running run of a procedure to a version (manager)")
+    async def migrate_all(
+        self, data: JSONBody[BulkMigrateIn], db: NamedDependency[AsyncSession], principal: NamedDependency[Principal]
+    ) -> BulkMigrationOut:
+        outcomes = await service.migrate_runs(db, actor_of(principal), data.procedure_id, data.version_id)
+        return BulkMigrationOut(
+            results=[MigrationResult(run_id=o.run_id, migrated=o.migrated, problems=o.problems) for o in outcomes]
+        )
+
+    @get("/{run_id:uuid}", summary="A run with its steps and exceptions")
+    async def get_run(
+        self, run_id: FromPath[uuid.UUID], db: NamedDependency[AsyncSession], principal: NamedDependency[Principal]
+    ) -> RunDetailOut:
+        actor_of(principal)
+        return await detail_out(db, run_id)
+
+    @post("/{run_id:uuid}/steps/{step_id:int}/claim", status_code=200, summary="Claim a step your role may do")
+    async def claim(
+        self,
+        run_id: FromPath[uuid.UUID],
+        step_id: FromPath[int],
+        db: NamedDependency[AsyncSession],
+        principal: NamedDependency[Principal],
+    ) -> RunDetailOut:
+        await service.claim_step(db, actor_of(principal), run_id, step_id)
+        return await detail_out(db, run_id)
+
+    @post("/{run_id:uuid}/steps/{step_id:int}/assign", status_code=200, summary="Assign or reassign (manager)")
+    async def assign(
+        self,
+        run_id: FromPath[uuid.UUID],
+        step_id: FromPath[int],
+        data: JSONBody[AssignIn],
+        db: NamedDependency[AsyncSession],
+        principal: NamedDependency[Principal],
+    ) -> RunDetailOut:
+        await service.assign_step(db, actor_of(principal), run_id, step_id, data.user_id)
+        return await detail_out(db, run_id)
+
+    @post("/{run_id:uuid}/steps/{step_id:int}/start", status_code=200, summary="Start working on a step")
+    async def start_step(
+        self,
+        run_id: FromPath[uuid.UUID],
+        step_id: FromPath[int],
+        db: NamedDependency[AsyncSession],
+        principal: NamedDependency[Principal],
+    ) -> RunDetailOut:
+        await service.start_step(db, actor_of(principal), run_id, step_id)
+        return await detail_out(db, run_id)
+
+    @post("/{run_id:uuid}/steps/{step_id:int}/complete", status_code=200, summary="Complete a step with evidence")
+    async def complete(
+        self,
+        run_id: FromPath[uuid.UUID],
+        step_id: FromPath[int],
+        data: JSONBody[CompleteIn],
+        db: NamedDependency[AsyncSession],
+        principal: NamedDependency[Principal],
+    ) -> RunDetailOut:
+        await service.complete_step(
+            db,
+            actor_of(principal),
+            run_id,
+            step_id,
+            values=data.values,
+            checked=data.checked,
+            note=data.evidence.note,
+            file_ids=data.evidence.files,
+            value=data.evidence.value,
+        )
+        return await detail_out(db, run_id)
+
+    @post("/{run_id:uuid}/steps/{step_id:int}/approve", status_code=200, summary="Approve an approval step")
+    async def approve(
+        self,
+        run_id: FromPath[uuid.UUID],
+        step_id: FromPath[int],
+        data: JSONBody[DecisionNoteIn],
+        db: NamedDependency[AsyncSession],
+        principal: NamedDependency[Principal],
+    ) -> RunDetailOut:
+        await service.approve_step(db, actor_of(principal), run_id, step_id, data.note)
+        return await detail_out(db, run_id)
+
+    @post("/{run_id:uuid}/steps/{step_id:int}/reject", status_code=200, summary="Reject an approval step")
+    async def reject(
+        self,
+        run_id: FromPath[uuid.UUID],
+        step_id: FromPath[int],
+        data: JSONBody[DecisionNoteIn],
+        db: NamedDependency[AsyncSession],
+        principal: NamedDependency[Principal],
+    ) -> RunDetailOut:
+        await service.reject_step(db, actor_of(principal), run_id, step_id, data.note)
+        return await detail_out(db, run_id)
+
+    @post("/{run_id:uuid}/steps/{step_id:int}/skip", status_code=200, summary="Skip an optional step")
+    async def skip(
+        self,
+        run_id: FromPath[uuid.UUID],
+        step_id: FromPath[int],
+        db: NamedDependency[AsyncSession],
+        principal: NamedDependency[Principal],
+    ) -> RunDetailOut:
+        await service.skip_step(db, actor_of(principal), run_id, step_id)
+        return await detail_out(db, run_id)
+
+    @get("/{run_id:uuid}/comments", summary="Comments on a run, oldest first")
+    async def list_comments(
+        self, run_id: FromPath[uuid.UUID], db: NamedDependency[AsyncSession], principal: NamedDependency[Principal]
+    ) -> list[CommentOut]:
+        actor_of(principal)
+        return [comment_out(c) for c in await service.list_comments(db, run_id)]
+
+    @post("/{run_id:uuid}/comments", status_code=201, summary="Comment on a run or a step, with attachments")
+    async def add_comment(
+        self,
+        run_id: FromPath[uuid.UUID],
+        data: JSONBody[CommentIn],
+        db: NamedDependency[AsyncSession],
+        principal: NamedDependency[Principal],
+    ) -> CommentOut:
+        comment = await service.add_comment(
+            db, actor_of(principal), run_id, data.body, step_id=data.step_id, file_ids=data.file_ids
+        )
+        return comment_out(comment)
+
+    @post("/{run_id:uuid}/exceptions", status_code=201, summary="Raise an exception (anyone on the run)")
+    async def raise_exception(
+        self,
+        run_id: FromPath[uuid.UUID],
+        data: JSONBody[RaiseExceptionIn],
+        db: NamedDependency[AsyncSession],
+        principal: NamedDependency[Principal],
+    ) -> ExceptionOut:
+        _run, exception_id = await service.raise_exception(
+            db, actor_of(principal), run_id, data.kind, step_id=data.step_id, note=data.note, file_ids=data.file_ids
+        )
+        detail = await service.run_detail(db, run_id)
+        return exception_out(next(e for e in detail.exceptions if e.exception_id == exception_id))
+
+    @post(
+        "/{run_id:uuid}/exceptions/{exception_id:int}/resolve",
+        status_code=200,
+        summary="Resolve an exception (manager, or whoever it notifies)",
+    )
+    async def resolve_exception(
+        self,
+        run_id: FromPath[uuid.UUID],
+        exception_id: FromPath[int],
+        data: JSONBody[ResolveExceptionIn],
+        db: NamedDependency[AsyncSession],
+        principal: NamedDependency[Principal],
+    ) -> RunDetailOut:
+        await service.resolve_exception(db, actor_of(principal), run_id, exception_id, data.outcome)
+        return await detail_out(db, run_id)
+
+    @post("/{run_id:uuid}/abort", status_code=200, summary="Abort a run (manager)")
+    async def abort(
+        self,
+        run_id: FromPath[uuid.UUID],
+        data: JSONBody[AbortIn],
+        db: NamedDependency[AsyncSession],
+        principal: NamedDependency[Principal],
+    ) -> RunDetailOut:
+        await service.abort_run(db, actor_of(principal), run_id, data.reason)
+        return await detail_out(db, run_id)
+
+    @post("/{run_id:uuid}/migrate", status_code=200, summary="Move a running run to another version (manager)")
+    async def migrate(
+        self,
+        run_id: FromPath[uuid.UUID],
+        data: JSONBody[MigrateIn],
+        db: NamedDependency[AsyncSession],
+        principal: NamedDependency[Principal],
+    ) -> RunDetailOut:
+        await service.migrate_run(db, actor_of(principal), run_id, data.version_id)
+        return await detail_out(db, run_id)
+
+
+class MyTasksController(Controller):
+    path = "/api/v1/my"
+    tags = ["runs"]
+
+    @get("/tasks", summary="My open steps across runs, soonest due first")
+    async def my_tasks(
+        self,
+        db: NamedDependency[AsyncSession],
+        principal: NamedDependency[Principal],
+        procedure_id: FromQuery[uuid.UUID | None] = None,
+        status: FromQuery[str | None] = None,
+        overdue: FromQuery[bool] = False,
+        due_before: FromQuery[datetime | None] = None,
+        include_claimable: FromQuery[bool] = False,
+        cursor: FromQuery[str | None] = None,
+        limit: Annotated[int, QueryParameter(ge=1, le=service.MAX_PAGE)] = 50,
+    ) -> TaskPage:
+        actor = actor_of(principal)
+        filters = service.TaskFilters(
+            procedure_id=procedure_id,
+            status=status,
+            overdue=overdue,
+            due_before=due_before,
+            include_claimable=include_claimable,
+        )
+        rows, next_cursor = await service.my_tasks(db, actor, filters, cursor=cursor, limit=limit)
+        now = utcnow()
+        return TaskPage(items=[task_out(r, now) for r in rows], next_cursor=next_cursor)
+
+
+def task_out(row: Any, now: datetime) -> TaskOut:
+    return TaskOut(
+        run_id=row.run_id,
+        run_title=row.run_title,
+        procedure_id=row.procedure_id,
+        step_id=row.step_id,
+        key=row.key,
+        title=row.title,
+        kind=row.kind,
+        status=row.status,
+        assignee_id=row.assignee_id,
+        role=row.role,
+        ready_at=row.ready_at,
+        due_at=row.due_at,
+        overdue=_overdue(row.status, row.due_at, now),
+    )
+
 
 # Composed into the app by services.app.
-CONTROLLERS: list[type[Controller]] = []
+CONTROLLERS: list[type[Controller]] = [RunsController, MyTasksController]

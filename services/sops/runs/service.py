@@ -1,0 +1,1299 @@
+"""The runs service: what people do with procedures.
+
+A run keeps the version it started on. Every change goes through the pure engine
+(``services.sops.engine``): load the run (locked), apply one action, then settle its events — owners
+resolved and assigned, linked-record updates written, sub-runs started, outbox events emitted — and
+store the new state with an optimistic ``lock_version`` check, so that of two concurrent actions on
+the same run exactly one wins. ``step_instances`` and ``run_exceptions`` mirror the state for "my
+tasks", listings and the SLA timers.
+
+Functions take a session in the caller's transaction and never commit.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import contextlib
+import logging
+import uuid
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any, Literal
+
+import msgspec
+from sqlalchemy import Select, and_, func, or_, select, update
+from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.orm.attributes import set_committed_value
+
+from services import expressions
+from services.audit import service as audit
+from services.db import open_session
+from services.errors import Conflict, FieldProblem, Forbidden, NotFound, ProblemError, ValidationProblem
+from services.files import service as files
+from services.outbox import service as outbox
+from services.records import service as records
+from services.sops import engine
+from services.sops.calendar import service as calendar
+from services.sops.definition import (
+    HUMAN_STEPS,
+    Definition,
+    FieldOwner,
+    FormStep,
+    LeastLoadedOwner,
+    MemberOwner,
+    Owner,
+    RoleOwner,
+    RoundRobinOwner,
+    StarterOwner,
+    Step,
+)
+from services.sops.engine import (
+    Abort,
+    Action,
+    Actor,
+    Assign,
+    Claim,
+    Complete,
+    EngineError,
+    Env,
+    Event,
+    EvidenceIn,
+    Expire,
+    RaiseException,
+    ResolveException,
+    RunState,
+    RunStatus,
+    StepState,
+    StepStatus,
+    SubprocedureFinished,
+    Transition,
+    WaitElapsed,
+)
+from services.sops.procedures import service as procedures
+from services.sops.procedures.service import PublishedVersion
+from services.sops.runs.models import Run, RunComment, RunException, StepInstance
+from tenants.base import new_id, utcnow
+from tenants.context import tenant_scope
+from tenants.isolation import session_tenant_id
+from tenants.models import Membership, Role
+
+log = logging.getLogger("guiju.runs")
+
+OPEN_STATUSES = tuple(s.value for s in StepStatus if s.is_open)
+TASK_STATUSES = (StepStatus.READY.value, StepStatus.IN_PROGRESS.value)
+MAX_PAGE = 200
+
+
+# ---------------------------------------------------------------- state and small helpers
+
+
+def encode_state(state: RunState) -> dict[str, Any]:
+    built: dict[str, Any] = msgspec.to_builtins(state)
+    return built
+
+
+def decode_state(raw: Any) -> RunState:
+    return msgspec.convert(raw, type=RunState)
+
+
+def _jsonable(value: Any) -> Any:
+    return msgspec.to_builtins(value)
+
+
+def _role(actor: Actor) -> Role:
+    return Role(actor.role)
+
+
+def _require_manager(actor: Actor) -> None:
+    if not _role(actor).at_least(Role.MANAGER):
+        raise Forbidden("This needs the manager role or higher.", code="role_required")
+
+
+def _step_kind(step: Step) -> str:
+    tag = type(step).__struct_config__.tag
+    return str(tag)
+
+
+def _engine_problem(exc: EngineError) -> ProblemError:
+    """An engine refusal as problem+json: same code and status, every problem listed."""
+    errors = list(exc.details)
+    title = "The input is not valid" if exc.status == 422 else "The run does not allow this"
+    return ProblemError(str(exc), code=exc.code, status=exc.status, title=title, errors=errors)
+
+
+def _apply_engine(definition: Definition, state: RunState, action: Action, env: Env) -> Transition:
+    try:
+        return engine.apply(definition, state, action, env)
+    except EngineError as exc:
+        raise _engine_problem(exc) from exc
+
+
+def _find_step(state: RunState, step_id: int) -> StepState:
+    for step in state.steps:
+        if step.id == step_id:
+            return step
+    raise NotFound(f"The run has no step {step_id}.", code="step_not_found")
+
+
+def _as_uuid(value: Any) -> uuid.UUID | None:
+    if isinstance(value, uuid.UUID):
+        return value
+    if isinstance(value, str):
+        try:
+            return uuid.UUID(value)
+        except ValueError:
+            return None
+    return None
+
+
+def _as_datetime(value: Any) -> datetime | None:
+    if isinstance(value, datetime):
+        return value
+    if isinstance(value, str):
+        try:
+            return msgspec.convert(value, type=datetime)
+        except msgspec.ValidationError:
+            return None
+    return None
+
+
+# ---------------------------------------------------------------- loading
+
+
+async def _load_run(db: AsyncSession, run_id: uuid.UUID, *, lock: bool = False) -> Run:
+    query = select(Run).where(Run.id == run_id).execution_options(populate_existing=True)
+    if lock:
+        # On Postgres a second writer waits here and then sees the first one's state.
+        query = query.with_for_update()
+    run = await db.scalar(query)
+    if run is None:
+        raise NotFound("No such run.", code="run_not_found")
+    return run
+
+
+async def _record_values(db: AsyncSession, run: Run) -> Mapping[str, Any] | None:
+    if run.collection_id is None or run.record_id is None:
+        return None
+    return await records.get_record_values(db, run.collection_id, run.record_id)
+
+
+async def _env(db: AsyncSession, run: Run) -> Env:
+    return Env(
+        now=utcnow(),
+        due_at=await calendar.due_function(db),
+        evaluate=expressions.evaluate,
+        record=await _record_values(db, run),
+    )
+
+
+def _require_running(run: Run) -> None:
+    if run.status != RunStatus.RUNNING:
+        raise Conflict(f"The run is {run.status}: nothing more can be done on it.", code="run_finished")
+
+
+# ---------------------------------------------------------------- owners
+
+
+async def _members_with_role(db: AsyncSession, role: Role) -> list[uuid.UUID]:
+    """Members holding exactly ``role``; those holding it or higher when nobody holds it exactly."""
+    rows = (await db.execute(select(Membership.user_id, Membership.role))).all()
+    exact = sorted((r.user_id for r in rows if r.role == role.value), key=str)
+    if exact:
+        return exact
+    return sorted((r.user_id for r in rows if Role(r.role).at_least(role)), key=str)
+
+
+async def _is_member(db: AsyncSession, user_id: uuid.UUID) -> bool:
+    return await db.scalar(select(Membership.user_id).where(Membership.user_id == user_id)) is not None
+
+
+def _field_value(path: str, state: RunState, record: Mapping[str, Any] | None) -> Any:
+    source, _, name = path.partition(".")
+    values: Mapping[str, Any] = state.data if source == "data" else (record or {})
+    return values.get(name)
+
+
+async def _resolve_owner(
+    db: AsyncSession, run: Run, owner: Owner, step_key: str, state: RunState, record: Mapping[str, Any] | None
+) -> uuid.UUID | None:
+    """The member a step goes to by its owner rule; None leaves it to be claimed (role-owned)."""
+    if isinstance(owner, MemberOwner):
+        return owner.user_id
+    if isinstance(owner, StarterOwner):
+        return state.started_by or run.started_by
+    if isinstance(owner, FieldOwner):
+        user_id = _as_uuid(_field_value(owner.field, state, record))
+        return user_id if user_id is not None and await _is_member(db, user_id) else None
+    if isinstance(owner, RoundRobinOwner):
+        members = await _members_with_role(db, owner.role)
+        if not members:
+            return None
+        last = await db.scalar(
+            select(StepInstance.assignee_id)
+            .where(
+                StepInstance.procedure_id == run.procedure_id,
+                StepInstance.key == step_key,
+                StepInstance.assignee_id.is_not(None),
+            )
+            .order_by(StepInstance.ready_at.desc(), StepInstance.created_at.desc())
+            .limit(1)
+        )
+        if last not in members:
+            return members[0]
+        return members[(members.index(last) + 1) % len(members)]
+    if isinstance(owner, LeastLoadedOwner):
+        members = await _members_with_role(db, owner.role)
+        if not members:
+            return None
+        loads = await db.execute(
+            select(StepInstance.assignee_id, func.count())
+            .where(StepInstance.assignee_id.in_(members), StepInstance.status.in_(OPEN_STATUSES))
+            .group_by(StepInstance.assignee_id)
+        )
+        counts: dict[uuid.UUID | None, int] = {row[0]: int(row[1]) for row in loads}
+        return min(members, key=lambda m: (counts.get(m, 0), str(m)))
+    return None  # RoleOwner: anyone with the role claims it
+
+
+def _claim_role(step: Step) -> str | None:
+    """The role that may claim an unassigned step, for its "my tasks" listing."""
+    if not isinstance(step, HUMAN_STEPS):
+        return None
+    owner = step.owner
+    if isinstance(owner, RoleOwner | RoundRobinOwner | LeastLoadedOwner):
+        return owner.role.value
+    return None
+
+
+async def _owner_matches(
+    db: AsyncSession, run: Run, owner: Owner, actor: Actor, state: RunState, record: Mapping[str, Any] | None
+) -> bool:
+    if isinstance(owner, RoleOwner | RoundRobinOwner | LeastLoadedOwner):
+        return _role(actor).at_least(owner.role)
+    if isinstance(owner, MemberOwner):
+        return owner.user_id == actor.user_id
+    if isinstance(owner, StarterOwner):
+        return (state.started_by or run.started_by) == actor.user_id
+    if isinstance(owner, FieldOwner):
+        return _as_uuid(_field_value(owner.field, state, record)) == actor.user_id
+    return False
+
+
+# ---------------------------------------------------------------- settling a transition
+
+
+@dataclass
+class _Work:
+    """One run's transition in progress: the state before, the state now, what happened."""
+
+    run: Run
+    version: PublishedVersion
+    before: RunState
+    state: RunState
+    env: Env
+    events: list[Event]
+    actions_requested: set[int]
+    finished_child: bool = False
+
+
+async def _settle(
+    db: AsyncSession,
+    work: _Work,
+    pending: list[Event],
+    *,
+    actor_id: uuid.UUID | None,
+    notify_parent: bool = True,
+) -> None:
+    """Handle every event (which may apply follow-up actions), then store state, rows and events."""
+    definition = work.version.definition
+    run = work.run
+    while pending:
+        event = pending.pop(0)
+        work.events.append(event)
+        follow: list[Action] = []
+        if event.type == "step.ready" and event.step_id is not None:
+            step = _find_step(work.state, event.step_id)
+            step_def = definition.step(step.key)
+            if step.assignee is None and isinstance(step_def, HUMAN_STEPS):
+                user_id = await _resolve_owner(db, run, step_def.owner, step.key, work.state, work.env.record)
+                if user_id is not None:
+                    follow.append(Assign(step_id=step.id, user_id=user_id, actor=None))
+        elif event.type == "record.update_requested":
+            values = dict(event.data.get("values", event.data))
+            if run.collection_id is not None and run.record_id is not None and values:
+                await records.update_record_values(db, run.collection_id, run.record_id, values, actor_id)
+        elif event.type == "action.requested" and event.step_id is not None:
+            # Plugin actions run in the automation workers; they answer with ActionSucceeded/Failed.
+            work.actions_requested.add(event.step_id)
+        elif event.type == "subprocedure.requested" and event.step_id is not None:
+            child_procedure = _as_uuid(event.data.get("procedure_id"))
+            if child_procedure is None:
+                step_def = definition.step(_find_step(work.state, event.step_id).key)
+                child_procedure = getattr(step_def, "procedure_id", None)
+            assert child_procedure is not None
+            child = await start_run(
+                db,
+                child_procedure,
+                None,
+                data={},
+                record_id=None,
+                parent=(run.id, event.step_id),
+                started_by=actor_id,
+                parent_record=(run.collection_id, run.record_id),
+            )
+            if child.status != RunStatus.RUNNING:
+                follow.append(
+                    SubprocedureFinished(step_id=event.step_id, completed=child.status == RunStatus.COMPLETED)
+                )
+        for action in follow:
+            transition = _apply_engine(definition, work.state, action, work.env)
+            work.state = transition.state
+            pending.extend(transition.events)
+    await _store(db, work)
+    finished = work.state.status != RunStatus.RUNNING
+    if finished and notify_parent and run.parent_run_id is not None and run.parent_step_id is not None:
+        parent = await _load_run(db, run.parent_run_id, lock=True)
+        if parent.status == RunStatus.RUNNING:
+            await _act(
+                db,
+                parent,
+                SubprocedureFinished(step_id=run.parent_step_id, completed=work.state.status == RunStatus.COMPLETED),
+                actor_id=actor_id,
+                audit_action="run.subprocedure_finished",
+            )
+
+
+async def _store(db: AsyncSession, work: _Work) -> None:
+    run, state, now = work.run, work.state, work.env.now
+    seen = run.lock_version
+    finished_at = now if state.status != RunStatus.RUNNING else None
+    values: dict[str, Any] = {
+        "state": encode_state(state),
+        "status": state.status.value,
+        "lock_version": seen + 1,
+        "updated_at": now,
+        "finished_at": finished_at,
+    }
+    result = await db.execute(
+        update(Run)
+        .where(Run.id == run.id, Run.lock_version == seen)
+        .values(**values)
+        .execution_options(synchronize_session=False)
+    )
+    if result.rowcount != 1:  # type: ignore[attr-defined]
+        raise Conflict("Someone else changed this run at the same moment; reload and retry.", code="step_conflict")
+    for name, value in values.items():
+        set_committed_value(run, name, value)
+    await _sync_steps(db, work)
+    await _sync_exceptions(db, work)
+    await _emit_events(db, work)
+
+
+def _timer_at(row: StepInstance) -> datetime | None:
+    if row.status not in OPEN_STATUSES:
+        return None
+    moments = [row.expires_at, row.wait_until]
+    if row.overdue_notified_at is None:
+        moments.append(row.due_at)
+    present = [m for m in moments if m is not None]
+    return min(present) if present else None
+
+
+async def _sync_steps(db: AsyncSession, work: _Work) -> None:
+    before = {s.id: s for s in work.before.steps}
+    changed = [s for s in work.state.steps if before.get(s.id) != s]
+    touched = work.actions_requested
+    if not changed and not touched:
+        return
+    rows = {
+        r.step_id: r for r in (await db.scalars(select(StepInstance).where(StepInstance.run_id == work.run.id))).all()
+    }
+    definition = work.version.definition
+    now = work.env.now
+    for step in work.state.steps:
+        if step in changed or step.id in touched or step.id not in rows:
+            row = rows.get(step.id)
+            if row is None:
+                step_def = definition.step(step.key)
+                row = StepInstance(
+                    run_id=work.run.id,
+                    step_id=step.id,
+                    procedure_id=work.run.procedure_id,
+                    run_title=work.run.title,
+                    key=step.key,
+                    title=step_def.title,
+                    kind=_step_kind(step_def),
+                    optional=bool(getattr(step_def, "optional", False)),
+                    role=_claim_role(step_def),
+                    created_at=now,
+                )
+                db.add(row)
+                rows[step.id] = row
+            row.status = step.status.value
+            row.assignee_id = step.assignee
+            row.ready_at = step.ready_at
+            row.due_at = step.due_at
+            row.expires_at = step.expires_at
+            row.finished_at = step.finished_at
+            row.finished_by = step.finished_by
+            row.outcome = step.outcome[:200] if step.outcome else None
+            row.wait_until = step.wake_at
+            if step.id in work.actions_requested:
+                row.action_requested_at = now
+            row.timer_at = _timer_at(row)
+            row.updated_at = now
+
+
+async def _sync_exceptions(db: AsyncSession, work: _Work) -> None:
+    before = {e.id: e for e in work.before.exceptions}
+    changed = [e for e in work.state.exceptions if before.get(e.id) != e]
+    if not changed:
+        return
+    rows = {
+        r.exception_id: r
+        for r in (await db.scalars(select(RunException).where(RunException.run_id == work.run.id))).all()
+    }
+    for exc in changed:
+        row = rows.get(exc.id)
+        if row is None:
+            row = RunException(run_id=work.run.id, exception_id=exc.id, file_ids=[], created_at=work.env.now)
+            db.add(row)
+        row.kind = exc.kind
+        row.step_id = exc.step_id
+        row.status = exc.status
+        row.note = exc.note
+        row.raised_by = exc.raised_by
+        row.raised_at = exc.raised_at
+        row.outcome = exc.outcome
+        row.resolved_by = exc.resolved_by
+        row.resolved_at = exc.resolved_at
+
+
+def _event_payload(work: _Work, event: Event) -> dict[str, Any]:
+    payload: dict[str, Any] = {
+        "run_id": str(work.run.id),
+        "procedure_id": str(work.run.procedure_id),
+        "version_id": str(work.run.version_id),
+        "run_title": work.run.title,
+        "run_status": work.state.status.value,
+        "record_id": str(work.run.record_id) if work.run.record_id else None,
+        "collection_id": str(work.run.collection_id) if work.run.collection_id else None,
+        "data": _jsonable(event.data),
+    }
+    if event.step_id is not None:
+        step = next((s for s in work.state.steps if s.id == event.step_id), None)
+        payload["step_id"] = event.step_id
+        payload["step_key"] = event.step_key or (step.key if step else None)
+        if step is not None:
+            payload["assignee_id"] = str(step.assignee) if step.assignee else None
+            payload["due_at"] = step.due_at.isoformat() if step.due_at else None
+    return payload
+
+
+async def _emit_events(db: AsyncSession, work: _Work) -> None:
+    for event in work.events:
+        await outbox.emit(db, event.type, _event_payload(work, event))
+        if event.type == "action.requested":
+            await outbox.emit(db, "step.action_requested", _event_payload(work, event))
+
+
+def _step_snapshot(state: RunState, step_id: int | None) -> Any:
+    if step_id is None:
+        return None
+    step = next((s for s in state.steps if s.id == step_id), None)
+    return _jsonable(step) if step is not None else None
+
+
+async def _act(
+    db: AsyncSession,
+    run: Run,
+    action: Action,
+    *,
+    actor_id: uuid.UUID | None,
+    audit_action: str,
+    version: PublishedVersion | None = None,
+) -> _Work:
+    """Apply one action to a (locked) run and settle it, with its audit event."""
+    _require_running(run)
+    version = version or await procedures.version_by_id(db, run.version_id)
+    state = decode_state(run.state)
+    env = await _env(db, run)
+    transition = _apply_engine(version.definition, state, action, env)
+    work = _Work(run, version, state, transition.state, env, [], set())
+    await _settle(db, work, list(transition.events), actor_id=actor_id)
+    step_id = getattr(action, "step_id", None)
+    await audit.record_change(
+        db,
+        actor_id=actor_id,
+        action=audit_action,
+        subject_type="run",
+        subject_id=run.id,
+        before={"status": state.status.value, "step": _step_snapshot(state, step_id)},
+        after={"status": work.state.status.value, "step": _step_snapshot(work.state, step_id)},
+    )
+    return work
+
+
+# ---------------------------------------------------------------- starting and reading runs
+
+
+def _repoint(problem: ValidationProblem, pointer: str) -> list[FieldProblem]:
+    """A value's problems (pointing at ``/value``) as problems of the input field at ``pointer``."""
+    return [FieldProblem(pointer=pointer, code=p.code, message=p.message) for p in problem.errors] or [
+        FieldProblem(pointer=pointer, code=problem.code, message=str(problem))
+    ]
+
+
+def _validate_data(definition: Definition, data: Mapping[str, Any]) -> tuple[dict[str, Any], list[FieldProblem]]:
+    fields = {f.key: f for f in definition.data}
+    values: dict[str, Any] = {}
+    problems: list[FieldProblem] = []
+    for key, raw in data.items():
+        field = fields.get(key)
+        if field is None:
+            problems.append(
+                FieldProblem(pointer=f"/data/{key}", code="unknown_field", message="not a field of the run")
+            )
+            continue
+        try:
+            values[key] = records.validate_value(field.type, raw)
+        except ValidationProblem as exc:
+            problems += _repoint(exc, f"/data/{key}")
+    return values, problems
+
+
+async def start_run(
+    db: AsyncSession,
+    procedure_id: uuid.UUID,
+    actor: Actor | None,
+    data: Mapping[str, Any] | None = None,
+    record_id: uuid.UUID | None = None,
+    *,
+    title: str | None = None,
+    parent: tuple[uuid.UUID, int] | None = None,
+    started_by: uuid.UUID | None = None,
+    parent_record: tuple[uuid.UUID | None, uuid.UUID | None] = (None, None),
+) -> Run:
+    """Start a run of the procedure's latest published version.
+
+    ``actor`` is None when the platform starts it (a trigger, a sub-procedure step); ``record_id``
+    is required when the procedure is linked to a collection. Every problem of the input is listed.
+    """
+    version = await procedures.version_for_run(db, procedure_id)
+    definition = version.definition
+    values, problems = _validate_data(definition, data or {})
+    if record_id is None and parent is not None and version.collection_id == parent_record[0]:
+        record_id = parent_record[1]  # a sub-procedure about the same collection works on the same record
+    if version.collection_id is not None and record_id is None and parent is None:
+        problems.append(
+            FieldProblem(pointer="/record_id", code="required", message="this procedure runs about a record")
+        )
+    if version.collection_id is None and record_id is not None:
+        problems.append(
+            FieldProblem(
+                pointer="/record_id", code="not_linked", message="this procedure is not linked to a collection"
+            )
+        )
+    if problems:
+        raise ValidationProblem(errors=problems)
+    starter = actor.user_id if actor is not None else started_by
+    run = Run(
+        id=new_id(),
+        procedure_id=version.procedure_id,
+        version_id=version.version_id,
+        version_number=version.number,
+        status=RunStatus.RUNNING.value,
+        title=title or version.title,
+        collection_id=version.collection_id if record_id is not None else None,
+        record_id=record_id,
+        parent_run_id=parent[0] if parent else None,
+        parent_step_id=parent[1] if parent else None,
+        started_by=starter,
+        state={},
+        lock_version=0,
+    )
+    env = await _env(db, run)  # reads the record: a missing one is a 404 before anything is written
+    db.add(run)
+    await db.flush()
+    try:
+        transition = engine.start(definition, env, started_by=starter, data=values)
+    except EngineError as exc:
+        raise _engine_problem(exc) from exc
+    work = _Work(run, version, RunState(), transition.state, env, [], set())
+    # A sub-run that finishes at once is reported by the caller, whose own state is not stored yet.
+    await _settle(db, work, list(transition.events), actor_id=starter, notify_parent=False)
+    await audit.record_change(
+        db,
+        actor_id=starter,
+        action="run.started",
+        subject_type="run",
+        subject_id=run.id,
+        after={"procedure_id": str(run.procedure_id), "version_id": str(run.version_id), "data": _jsonable(values)},
+    )
+    return run
+
+
+async def get_run(db: AsyncSession, run_id: uuid.UUID) -> Run:
+    return await _load_run(db, run_id)
+
+
+@dataclass(frozen=True)
+class RunDetail:
+    run: Run
+    state: RunState
+    steps: list[StepInstance]
+    exceptions: list[RunException]
+
+
+async def run_detail(db: AsyncSession, run_id: uuid.UUID) -> RunDetail:
+    run = await _load_run(db, run_id)
+    steps = (
+        await db.scalars(select(StepInstance).where(StepInstance.run_id == run_id).order_by(StepInstance.step_id))
+    ).all()
+    exceptions = (
+        await db.scalars(select(RunException).where(RunException.run_id == run_id).order_by(RunException.exception_id))
+    ).all()
+    return RunDetail(run, decode_state(run.state), list(steps), list(exceptions))
+
+
+def _encode_cursor(values: list[Any]) -> str:
+    return base64.urlsafe_b64encode(msgspec.json.encode(values)).decode()
+
+
+def _decode_cursor(cursor: str) -> list[Any]:
+    try:
+        values = msgspec.json.decode(base64.urlsafe_b64decode(cursor.encode()))
+    except (ValueError, msgspec.DecodeError) as exc:
+        raise ValidationProblem(
+            errors=[FieldProblem(pointer="/cursor", code="invalid_cursor", message="not a cursor of this list")]
+        ) from exc
+    if not isinstance(values, list):
+        raise ValidationProblem(
+            errors=[FieldProblem(pointer="/cursor", code="invalid_cursor", message="not a cursor of this list")]
+        )
+    return values
+
+
+async def list_runs(
+    db: AsyncSession,
+    *,
+    status: str | None = None,
+    procedure_id: uuid.UUID | None = None,
+    cursor: str | None = None,
+    limit: int = 50,
+) -> tuple[list[Run], str | None]:
+    """Runs, newest first (ids are time-ordered), with keyset pagination."""
+    limit = max(1, min(limit, MAX_PAGE))
+    query = select(Run).order_by(Run.id.desc()).limit(limit + 1)
+    if status is not None:
+        query = query.where(Run.status == status)
+    if procedure_id is not None:
+        query = query.where(Run.procedure_id == procedure_id)
+    if cursor:
+        after = _as_uuid(_decode_cursor(cursor)[0])
+        if after is None:
+            raise ValidationProblem(
+                errors=[FieldProblem(pointer="/cursor", code="invalid_cursor", message="not a cursor of this list")]
+            )
+        query = query.where(Run.id < after)
+    rows = list((await db.scalars(query)).all())
+    next_cursor = _encode_cursor([str(rows[limit - 1].id)]) if len(rows) > limit else None
+    return rows[:limit], next_cursor
+
+
+# ---------------------------------------------------------------- step actions
+
+
+async def _files_problems(db: AsyncSession, file_ids: Sequence[uuid.UUID | str], pointer: str) -> list[FieldProblem]:
+    if not file_ids:
+        return []
+    wanted = [i if isinstance(i, uuid.UUID) else uuid.UUID(str(i)) for i in file_ids]
+    missing = {str(m) for m in await files.files_exist(db, wanted)}
+    return [
+        FieldProblem(pointer=f"{pointer}/{i}", code="file_not_found", message="no such uploaded file")
+        for i, file_id in enumerate(wanted)
+        if str(file_id) in missing
+    ]
+
+
+async def _step_action(db: AsyncSession, run_id: uuid.UUID, action: Action, *, actor: Actor, audit_action: str) -> Run:
+    run = await _load_run(db, run_id, lock=True)
+    await _act(db, run, action, actor_id=actor.user_id, audit_action=audit_action)
+    return run
+
+
+def _guard_own_step(state: RunState, step_id: int, actor: Actor) -> StepState:
+    """A step assigned to someone else is theirs (the engine decides who may claim an open one)."""
+    step = _find_step(state, step_id)
+    if step.assignee is not None and step.assignee != actor.user_id:
+        raise Forbidden("This step is assigned to someone else.", code="not_step_owner")
+    return step
+
+
+async def claim_step(db: AsyncSession, actor: Actor, run_id: uuid.UUID, step_id: int) -> Run:
+    return await _step_action(
+        db, run_id, Claim(step_id=step_id, actor=actor), actor=actor, audit_action="run.step_claimed"
+    )
+
+
+async def assign_step(db: AsyncSession, actor: Actor, run_id: uuid.UUID, step_id: int, user_id: uuid.UUID) -> Run:
+    """Assign or reassign a step (manager or higher) to a member."""
+    run = await _load_run(db, run_id, lock=True)
+    _require_manager(actor)
+    _require_running(run)
+    _find_step(decode_state(run.state), step_id)
+    if not await _is_member(db, user_id):
+        raise ValidationProblem(
+            errors=[FieldProblem(pointer="/user_id", code="not_a_member", message="not a member of this workspace")]
+        )
+    await _act(
+        db,
+        run,
+        Assign(step_id=step_id, user_id=user_id, actor=actor),
+        actor_id=actor.user_id,
+        audit_action="run.step_assigned",
+    )
+    return run
+
+
+async def start_step(db: AsyncSession, actor: Actor, run_id: uuid.UUID, step_id: int) -> Run:
+    return await _step_action(
+        db, run_id, engine.Start(step_id=step_id, actor=actor), actor=actor, audit_action="run.step_started"
+    )
+
+
+async def complete_step(
+    db: AsyncSession,
+    actor: Actor,
+    run_id: uuid.UUID,
+    step_id: int,
+    *,
+    values: Mapping[str, Any] | None = None,
+    checked: Sequence[str] = (),
+    note: str = "",
+    file_ids: Sequence[uuid.UUID] = (),
+    value: float | None = None,
+) -> Run:
+    """Complete a step with its form values and evidence; every problem of the input is listed."""
+    run = await _load_run(db, run_id, lock=True)
+    _require_running(run)
+    state = decode_state(run.state)
+    step = _guard_own_step(state, step_id, actor)
+    version = await procedures.version_by_id(db, run.version_id)
+    step_def = version.definition.step(step.key)
+    if (
+        isinstance(step_def, HUMAN_STEPS)
+        and step_def.requires_acknowledgement
+        and not await procedures.has_acknowledged(db, actor.user_id, run.version_id)
+    ):
+        raise Conflict(
+            "Acknowledge the current version of this procedure before completing this step.",
+            code="acknowledgement_required",
+        )
+    problems: list[FieldProblem] = []
+    clean: dict[str, Any] = {}
+    raw_values = dict(values or {})
+    if isinstance(step_def, FormStep):
+        fields = {f.key: f for f in step_def.fields}
+        for key in raw_values:
+            if key not in fields:
+                problems.append(
+                    FieldProblem(pointer=f"/values/{key}", code="unknown_field", message="not a field of this form")
+                )
+        for key, form_field in fields.items():
+            raw = raw_values.get(key)
+            try:
+                clean[key] = records.validate_value(
+                    form_field.type, raw, options=form_field.options or None, required=form_field.required
+                )
+            except ValidationProblem as exc:
+                problems += _repoint(exc, f"/values/{key}")
+    elif raw_values:
+        problems.append(FieldProblem(pointer="/values", code="not_a_form", message="this step has no form"))
+    problems += await _files_problems(db, file_ids, "/evidence/files")
+    action = Complete(
+        step_id=step_id,
+        actor=actor,
+        values={k: v for k, v in clean.items() if v is not None},
+        checked=list(checked),
+        evidence=EvidenceIn(note=note, files=[str(f) for f in file_ids], value=value),
+        acknowledged=True,
+    )
+    if problems:
+        # The engine checks the evidence and the checklist: its problems join ours in one answer,
+        # unless the step cannot be completed at all (a conflict, not a problem of the input).
+        try:
+            engine.apply(version.definition, state, action, await _env(db, run))
+        except EngineError as exc:
+            refusal = _engine_problem(exc)
+            if not refusal.errors:
+                raise refusal from exc
+            seen = {(p.pointer, p.code) for p in problems}
+            problems += [p for p in refusal.errors if (p.pointer, p.code) not in seen]
+        raise ValidationProblem(errors=problems)
+    await _act(db, run, action, actor_id=actor.user_id, audit_action="run.step_completed", version=version)
+    return run
+
+
+async def approve_step(db: AsyncSession, actor: Actor, run_id: uuid.UUID, step_id: int, note: str = "") -> Run:
+    return await _step_action(
+        db,
+        run_id,
+        engine.Approve(step_id=step_id, actor=actor, note=note),
+        actor=actor,
+        audit_action="run.step_approved",
+    )
+
+
+async def reject_step(db: AsyncSession, actor: Actor, run_id: uuid.UUID, step_id: int, note: str = "") -> Run:
+    return await _step_action(
+        db,
+        run_id,
+        engine.Reject(step_id=step_id, actor=actor, note=note),
+        actor=actor,
+        audit_action="run.step_rejected",
+    )
+
+
+async def skip_step(db: AsyncSession, actor: Actor, run_id: uuid.UUID, step_id: int) -> Run:
+    return await _step_action(
+        db, run_id, engine.Skip(step_id=step_id, actor=actor), actor=actor, audit_action="run.step_skipped"
+    )
+
+
+# ---------------------------------------------------------------- comments, exceptions, abort
+
+
+async def add_comment(
+    db: AsyncSession,
+    actor: Actor,
+    run_id: uuid.UUID,
+    body: str,
+    *,
+    step_id: int | None = None,
+    file_ids: Sequence[uuid.UUID] = (),
+) -> RunComment:
+    """Comment on a run or one of its steps (any member; finished runs too), with attachments."""
+    run = await _load_run(db, run_id)
+    problems: list[FieldProblem] = []
+    if step_id is not None and all(s.id != step_id for s in decode_state(run.state).steps):
+        problems.append(FieldProblem(pointer="/step_id", code="step_not_found", message="the run has no such step"))
+    problems += await _files_problems(db, file_ids, "/file_ids")
+    if problems:
+        raise ValidationProblem(errors=problems)
+    comment = RunComment(
+        id=new_id(),
+        run_id=run.id,
+        step_id=step_id,
+        author_id=actor.user_id,
+        body=body,
+        file_ids=[str(f) for f in file_ids],
+    )
+    db.add(comment)
+    await db.flush()
+    await audit.record_change(
+        db,
+        actor_id=actor.user_id,
+        action="run.commented",
+        subject_type="run",
+        subject_id=run.id,
+        after={"comment_id": str(comment.id), "step_id": step_id, "body": body, "file_ids": comment.file_ids},
+    )
+    await outbox.emit(
+        db,
+        "run.commented",
+        {
+            "run_id": str(run.id),
+            "procedure_id": str(run.procedure_id),
+            "comment_id": str(comment.id),
+            "step_id": step_id,
+            "author_id": str(actor.user_id),
+        },
+    )
+    return comment
+
+
+async def list_comments(db: AsyncSession, run_id: uuid.UUID) -> list[RunComment]:
+    await _load_run(db, run_id)
+    return list((await db.scalars(select(RunComment).where(RunComment.run_id == run_id).order_by(RunComment.id))).all())
+
+
+async def raise_exception(
+    db: AsyncSession,
+    actor: Actor,
+    run_id: uuid.UUID,
+    kind: str,
+    *,
+    step_id: int | None = None,
+    note: str = "",
+    file_ids: Sequence[uuid.UUID] = (),
+) -> tuple[Run, int]:
+    """Anyone who can see the run raises an exception in one action; returns the run and its id."""
+    run = await _load_run(db, run_id, lock=True)
+    _require_running(run)
+    problems = await _files_problems(db, file_ids, "/file_ids")
+    if problems:
+        raise ValidationProblem(errors=problems)
+    before_ids = {e.id for e in decode_state(run.state).exceptions}
+    work = await _act(
+        db,
+        run,
+        RaiseException(kind=kind, actor=actor, step_id=step_id, note=note),
+        actor_id=actor.user_id,
+        audit_action="run.exception_raised",
+    )
+    new_ids = [e.id for e in work.state.exceptions if e.id not in before_ids]
+    exception_id = new_ids[0] if new_ids else max(before_ids, default=0)
+    if file_ids:
+        await db.execute(
+            update(RunException)
+            .where(RunException.run_id == run.id, RunException.exception_id == exception_id)
+            .values(file_ids=[str(f) for f in file_ids])
+            .execution_options(synchronize_session=False)
+        )
+    return run, exception_id
+
+
+async def resolve_exception(
+    db: AsyncSession,
+    actor: Actor,
+    run_id: uuid.UUID,
+    exception_id: int,
+    outcome: Literal["resume", "abort"] | None = None,
+) -> Run:
+    """Resolve an open exception: managers, or whoever the exception kind notifies."""
+    run = await _load_run(db, run_id, lock=True)
+    state = decode_state(run.state)
+    found = next((e for e in state.exceptions if e.id == exception_id), None)
+    if found is None:
+        raise NotFound("The run has no such exception.", code="exception_not_found")
+    _require_running(run)
+    if not _role(actor).at_least(Role.MANAGER):
+        version = await procedures.version_by_id(db, run.version_id)
+        notified: list[Owner] = []
+        if found.step_id is not None:
+            step_def = version.definition.step(_find_step(state, found.step_id).key)
+            if isinstance(step_def, HUMAN_STEPS):
+                kind = next((k for k in step_def.exceptions if k.key == found.kind), None)
+                notified = list(kind.notify) if kind else []
+        record = await _record_values(db, run)
+        allowed = [await _owner_matches(db, run, o, actor, state, record) for o in notified]
+        if not any(allowed):
+            raise Forbidden("Only managers or the people this exception notifies resolve it.", code="not_notified")
+    await _act(
+        db,
+        run,
+        ResolveException(exception_id=exception_id, actor=actor, outcome=outcome),
+        actor_id=actor.user_id,
+        audit_action="run.exception_resolved",
+    )
+    return run
+
+
+async def abort_run(db: AsyncSession, actor: Actor, run_id: uuid.UUID, reason: str = "") -> Run:
+    run = await _load_run(db, run_id, lock=True)
+    _require_manager(actor)
+    await _act(db, run, Abort(actor=actor, reason=reason), actor_id=actor.user_id, audit_action="run.aborted")
+    return run
+
+
+# ---------------------------------------------------------------- platform-driven actions
+
+
+async def apply_system_action(db: AsyncSession, run_id: uuid.UUID, action: Action, *, audit_action: str) -> Run:
+    """Apply an action the platform takes (a timer, a plugin action's result) to a running run."""
+    run = await _load_run(db, run_id, lock=True)
+    await _act(db, run, action, actor_id=None, audit_action=audit_action)
+    return run
+
+
+# ---------------------------------------------------------------- my tasks
+
+_steps = StepInstance.__table__
+_TASK_COLUMNS = (
+    _steps.c.run_id,
+    _steps.c.run_title,
+    _steps.c.procedure_id,
+    _steps.c.step_id,
+    _steps.c.key,
+    _steps.c.title,
+    _steps.c.kind,
+    _steps.c.status,
+    _steps.c.assignee_id,
+    _steps.c.role,
+    _steps.c.ready_at,
+    _steps.c.due_at,
+)
+
+
+@dataclass(frozen=True)
+class TaskFilters:
+    procedure_id: uuid.UUID | None = None
+    status: str | None = None
+    overdue: bool = False
+    due_before: datetime | None = None
+    include_claimable: bool = False
+
+
+def my_tasks_query(
+    tenant_id: uuid.UUID, actor: Actor, filters: TaskFilters, *, cursor: str | None = None, limit: int = 50
+) -> Select[Any]:
+    """The "my tasks" statement: one indexed query with the tenant named explicitly (it runs as
+    Core on the session's connection, which lock 1 does not rewrite; lock 2 still applies)."""
+    statuses = (filters.status,) if filters.status else TASK_STATUSES
+    mine = _steps.c.assignee_id == actor.user_id
+    if filters.include_claimable:
+        roles = [r.value for r in Role if _role(actor).at_least(r)]
+        mine = or_(mine, and_(_steps.c.assignee_id.is_(None), _steps.c.role.in_(roles)))
+    query = (
+        select(*_TASK_COLUMNS)
+        .where(_steps.c.tenant_id == tenant_id, mine, _steps.c.status.in_(statuses))
+        .order_by(_steps.c.due_at.asc().nulls_last(), _steps.c.run_id, _steps.c.step_id)
+        .limit(limit + 1)
+    )
+    if filters.procedure_id is not None:
+        query = query.where(_steps.c.procedure_id == filters.procedure_id)
+    if filters.overdue:
+        query = query.where(_steps.c.due_at < utcnow())
+    if filters.due_before is not None:
+        query = query.where(_steps.c.due_at < filters.due_before)
+    if cursor:
+        query = query.where(_after_task(_decode_cursor(cursor)))
+    return query
+
+
+async def my_tasks(
+    db: AsyncSession, actor: Actor, filters: TaskFilters, *, cursor: str | None = None, limit: int = 50
+) -> tuple[list[Any], str | None]:
+    """The caller's open steps across runs, soonest due first (no due time last), then by id."""
+    tenant_id = session_tenant_id(db.sync_session)
+    if tenant_id is None:
+        raise Forbidden("Choose a workspace first.", code="no_tenant_selected")
+    limit = max(1, min(limit, MAX_PAGE))
+    query = my_tasks_query(tenant_id, actor, filters, cursor=cursor, limit=limit)
+    connection = await db.connection()
+    rows = list((await connection.execute(query)).all())
+    next_cursor = None
+    if len(rows) > limit:
+        last = rows[limit - 1]
+        next_cursor = _encode_cursor([last.due_at.isoformat() if last.due_at else None, str(last.run_id), last.step_id])
+    return rows[:limit], next_cursor
+
+
+def _after_task(values: list[Any]) -> Any:
+    if len(values) != 3 or not isinstance(values[2], int) or _as_uuid(values[1]) is None:
+        raise ValidationProblem(
+            errors=[FieldProblem(pointer="/cursor", code="invalid_cursor", message="not a cursor of this list")]
+        )
+    due, run_id, step_id = _as_datetime(values[0]), _as_uuid(values[1]), values[2]
+    same_due_later = or_(_steps.c.run_id > run_id, and_(_steps.c.run_id == run_id, _steps.c.step_id > step_id))
+    if due is None:
+        return and_(_steps.c.due_at.is_(None), same_due_later)
+    return or_(
+        _steps.c.due_at > due,
+        and_(_steps.c.due_at == due, same_due_later),
+        _steps.c.due_at.is_(None),
+    )
+
+
+# ---------------------------------------------------------------- SLA timers
+
+
+async def mark_overdue(db: AsyncSession, now: datetime | None = None) -> int:
+    """The tenant's timers that are due: emit ``step.overdue`` once per step instance, expire
+    optional steps past their expiry, and end waits whose time came. Returns how many fired."""
+    now = now or utcnow()
+    rows = list(
+        (
+            await db.scalars(
+                select(StepInstance)
+                .where(StepInstance.timer_at <= now, StepInstance.status.in_(OPEN_STATUSES))
+                .order_by(StepInstance.timer_at)
+                .limit(500)
+                .with_for_update(skip_locked=True)
+            )
+        ).all()
+    )
+    fired = 0
+    actions: list[tuple[uuid.UUID, Action, str]] = []
+    for row in rows:
+        if row.due_at is not None and row.due_at <= now and row.overdue_notified_at is None:
+            row.overdue_notified_at = now
+            fired += 1
+            await outbox.emit(
+                db,
+                "step.overdue",
+                {
+                    "run_id": str(row.run_id),
+                    "procedure_id": str(row.procedure_id),
+                    "step_id": row.step_id,
+                    "step_key": row.key,
+                    "title": row.title,
+                    "assignee_id": str(row.assignee_id) if row.assignee_id else None,
+                    "role": row.role,
+                    "due_at": row.due_at.isoformat(),
+                },
+            )
+        if row.expires_at is not None and row.expires_at <= now:
+            actions.append((row.run_id, Expire(step_id=row.step_id), "run.step_expired"))
+        if row.wait_until is not None and row.wait_until <= now:
+            actions.append((row.run_id, WaitElapsed(step_id=row.step_id), "run.wait_elapsed"))
+        row.timer_at = _timer_at(row)
+        if row.timer_at is not None and row.timer_at <= now:
+            row.timer_at = None  # fired: the action below moves the step on (or it can never)
+    await db.flush()
+    for run_id, action, audit_action in actions:
+        try:
+            async with db.begin_nested():
+                await apply_system_action(db, run_id, action, audit_action=audit_action)
+            fired += 1
+        except ProblemError as exc:
+            log.warning(
+                "timer action refused",
+                extra={"run_id": str(run_id), "action": type(action).__name__, "code": exc.code},
+            )
+    return fired
+
+
+async def tenants_with_due_timers(now: datetime | None = None) -> list[uuid.UUID]:
+    """Tenants with a step timer due (a reviewed cross-tenant read: the scheduler's sweep)."""
+    now = now or utcnow()
+    async with open_session(system=True) as db:
+        connection = await db.connection()
+        rows = await connection.execute(
+            select(_steps.c.tenant_id).where(_steps.c.timer_at <= now).group_by(_steps.c.tenant_id)
+        )
+        return [r.tenant_id for r in rows]
+
+
+async def sweep_timers(now: datetime | None = None) -> int:
+    """Fire every due step timer of every tenant, one tenant-scoped transaction per tenant."""
+    now = now or utcnow()
+    fired = 0
+    for tenant_id in await tenants_with_due_timers(now):
+        try:
+            with tenant_scope(tenant_id):
+                async with open_session(tenant_id) as db:
+                    fired += await mark_overdue(db, now)
+        except Exception:
+            log.exception("step timers failed for a tenant", extra={"tenant_id": str(tenant_id)})
+    return fired
+
+
+async def run_timers(stop: asyncio.Event, *, interval: float = 30.0) -> None:
+    """Sweep step timers every ``interval`` seconds until ``stop`` is set (scheduler, embedded runtime)."""
+    while not stop.is_set():
+        try:
+            await sweep_timers()
+        except Exception:
+            log.exception("step timer sweep failed")
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(stop.wait(), timeout=interval)
+
+
+# ---------------------------------------------------------------- moving runs to a new version
+
+
+async def _migration_problems(run: Run, old: PublishedVersion, new: PublishedVersion) -> list[str]:
+    if new.procedure_id != run.procedure_id:
+        return ["the version belongs to another procedure"]
+    if run.status != RunStatus.RUNNING:
+        return [f"the run is {run.status}"]
+    if new.version_id == run.version_id:
+        return ["the run is already on this version"]
+    return list(engine.migration_problems(old.definition, new.definition, decode_state(run.state)))
+
+
+async def _move_run(db: AsyncSession, actor: Actor, run: Run, old: PublishedVersion, new: PublishedVersion) -> None:
+    seen = run.lock_version
+    result = await db.execute(
+        update(Run)
+        .where(Run.id == run.id, Run.lock_version == seen)
+        .values(version_id=new.version_id, version_number=new.number, lock_version=seen + 1, updated_at=utcnow())
+        .execution_options(synchronize_session=False)
+    )
+    if result.rowcount != 1:  # type: ignore[attr-defined]
+        raise Conflict("Someone else changed this run at the same moment; reload and retry.", code="step_conflict")
+    set_committed_value(run, "version_id", new.version_id)
+    set_committed_value(run, "version_number", new.number)
+    set_committed_value(run, "lock_version", seen + 1)
+    by_key = new.definition.by_key()
+    for row in (await db.scalars(select(StepInstance).where(StepInstance.run_id == run.id))).all():
+        step_def = by_key.get(row.key)
+        if step_def is not None and row.status in OPEN_STATUSES:
+            row.title = step_def.title
+            row.role = _claim_role(step_def)
+    await audit.record_change(
+        db,
+        actor_id=actor.user_id,
+        action="run.migrated",
+        subject_type="run",
+        subject_id=run.id,
+        before={"version_id": str(old.version_id), "number": old.number},
+        after={"version_id": str(new.version_id), "number": new.number},
+    )
+    await outbox.emit(
+        db,
+        "run.migrated",
+        {
+            "run_id": str(run.id),
+            "procedure_id": str(run.procedure_id),
+            "from_version_id": str(old.version_id),
+            "to_version_id": str(new.version_id),
+        },
+    )
+
+
+async def migrate_run(db: AsyncSession, actor: Actor, run_id: uuid.UUID, version_id: uuid.UUID) -> Run:
+    """Move a running run to another published version of its procedure (manager or higher);
+    409 ``migration_refused`` listing every reason when an open step has no counterpart."""
+    run = await _load_run(db, run_id, lock=True)
+    _require_manager(actor)
+    new = await procedures.version_by_id(db, version_id)
+    old = await procedures.version_by_id(db, run.version_id)
+    problems = await _migration_problems(run, old, new)
+    if problems:
+        raise Conflict(
+            "The run cannot move to that version.",
+            code="migration_refused",
+            errors=[FieldProblem(pointer="", code="migration_refused", message=p) for p in problems],
+        )
+    await _move_run(db, actor, run, old, new)
+    return run
+
+
+@dataclass(frozen=True)
+class MigrationOutcome:
+    run_id: uuid.UUID
+    migrated: bool
+    problems: list[str]
+
+
+async def migrate_runs(
+    db: AsyncSession, actor: Actor, procedure_id: uuid.UUID, version_id: uuid.UUID
+) -> list[MigrationOutcome]:
+    """Move every running run of a procedure that can move; report each run's result."""
+    _require_manager(actor)
+    new = await procedures.version_by_id(db, version_id)
+    if new.procedure_id != procedure_id:
+        raise NotFound("No such published version of this procedure.", code="version_not_found")
+    runs = (
+        await db.scalars(
+            select(Run)
+            .where(Run.procedure_id == procedure_id, Run.status == RunStatus.RUNNING.value)
+            .order_by(Run.id)
+            .with_for_update()
+        )
+    ).all()
+    outcomes: list[MigrationOutcome] = []
+    for run in runs:
+        old = await procedures.version_by_id(db, run.version_id)
+        problems = await _migration_problems(run, old, new)
+        if run.version_id == new.version_id:
+            continue
+        if not problems:
+            await _move_run(db, actor, run, old, new)
+        outcomes.append(MigrationOutcome(run.id, not problems, problems))
+    return outcomes
