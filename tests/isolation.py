@@ -45,10 +45,114 @@ async def seed_tenant(world: World) -> SeededTenant:
         "entity_id": entity.json()["id"],
         "invitation_id": invitation.json()["id"],
     }
+    uploaded = await api.post("/api/v1/files", files={"file": ("seed.txt", b"seed", "text/plain")})
+    assert uploaded.status_code == 201, uploaded.text
+    seeded.ids["file_id"] = uploaded.json()["id"]
+    calendar = await api.request(
+        "PUT", "/api/v1/calendar", json={"holidays": [{"date": "2025-10-01", "name": "National Day"}]}
+    )
+    assert calendar.status_code == 200, calendar.text
+    collection = await api.post(
+        "/api/v1/collections",
+        {
+            "key": "orders",
+            "name": "Orders",
+            "fields": [{"key": "code", "label": "Code", "type": "text", "unique": True}],
+        },
+    )
+    assert collection.status_code == 201, collection.text
+    seeded.ids["collection_id"] = collection.json()["id"]
+    record = await api.post(f"/api/v1/collections/{seeded.ids['collection_id']}/records", {"values": {"code": "A-1"}})
+    assert record.status_code == 201, record.text
+    seeded.ids["record_id"] = record.json()["id"]
+    await _seed_procedure(api, seeded)
+    await _seed_run(api, seeded)
     return seeded
+
+
+async def _seed_procedure(api: Any, seeded: SeededTenant) -> None:
+    """A procedure linked to the collection, with a published version the owner acknowledged."""
+    definition = {
+        "start": "confirm",
+        "steps": [{"kind": "task", "key": "confirm", "title": "Confirm", "owner": {"kind": "role", "role": "member"}}],
+    }
+    procedure = await api.post(
+        "/api/v1/procedures",
+        {
+            "key": "seed_procedure",
+            "title": "Seed",
+            "collection_id": seeded.ids["collection_id"],
+            "definition": definition,
+        },
+    )
+    assert procedure.status_code == 201, procedure.text
+    seeded.ids["procedure_id"] = procedure.json()["id"]
+    seeded.ids["version_id"] = procedure.json()["draft_version_id"]
+    version_path = f"/api/v1/procedures/{seeded.ids['procedure_id']}/versions/{seeded.ids['version_id']}"
+    published = await api.post(f"{version_path}/publish", {"change_note": "seed"})
+    assert published.status_code == 200, published.text
+    acknowledged = await api.post(f"{version_path}/acknowledge")
+    assert acknowledged.status_code == 200, acknowledged.text
+
+
+async def _seed_run(api: Any, seeded: SeededTenant) -> None:
+    """A run with an open step, a comment and an open exception."""
+    definition = {
+        "start": "check",
+        "steps": [
+            {
+                "kind": "task",
+                "key": "check",
+                "title": "Check",
+                "owner": {"kind": "starter"},
+                "exceptions": [{"key": "broken", "label": "Broken"}],
+            }
+        ],
+    }
+    procedure = await api.post("/api/v1/procedures", {"key": "seed_run", "title": "Seed run", "definition": definition})
+    assert procedure.status_code == 201, procedure.text
+    published = await api.post(
+        f"/api/v1/procedures/{procedure.json()['id']}/versions/{procedure.json()['draft_version_id']}/publish",
+        {"change_note": "seed"},
+    )
+    assert published.status_code == 200, published.text
+    run = await api.post("/api/v1/runs", {"procedure_id": procedure.json()["id"]})
+    assert run.status_code == 201, run.text
+    seeded.ids["run_id"] = run.json()["id"]
+    seeded.ids["step_id"] = str(run.json()["steps"][0]["id"])
+    comment = await api.post(f"/api/v1/runs/{seeded.ids['run_id']}/comments", {"body": "seed"})
+    assert comment.status_code == 201, comment.text
+    raised = await api.post(
+        f"/api/v1/runs/{seeded.ids['run_id']}/exceptions", {"kind": "broken", "step_id": run.json()["steps"][0]["id"]}
+    )
+    assert raised.status_code == 201, raised.text
+    seeded.ids["exception_id"] = str(raised.json()["id"])
 
 
 # Bodies for writes whose validation would otherwise answer before the lookup does.
 REQUEST_BODIES: dict[tuple[str, str], dict[str, Any]] = {
     ("PATCH", "/api/v1/members/{user_id:uuid}"): {"role": "member"},
+    ("PATCH", "/api/v1/collections/{collection_id:uuid}"): {"name": "Peek"},
+    ("POST", "/api/v1/collections/{collection_id:uuid}/purge"): {"field_keys": ["code"]},
+    ("POST", "/api/v1/collections/{collection_id:uuid}/records"): {"values": {}},
+    ("PATCH", "/api/v1/collections/{collection_id:uuid}/records/{record_id:uuid}"): {"values": {}},
+    ("PATCH", "/api/v1/procedures/{procedure_id:uuid}"): {"title": "Peek"},
+    ("PUT", "/api/v1/procedures/{procedure_id:uuid}/versions/{version_id:uuid}"): {
+        "definition": {
+            "start": "a",
+            "steps": [{"kind": "task", "key": "a", "title": "A", "owner": {"kind": "starter"}}],
+        }
+    },
+    ("POST", "/api/v1/procedures/{procedure_id:uuid}/versions/{version_id:uuid}/publish"): {"change_note": "peek"},
+    ("POST", "/api/v1/runs/{run_id:uuid}/steps/{step_id:int}/assign"): {
+        "user_id": "00000000-0000-0000-0000-000000000001"
+    },
+    ("POST", "/api/v1/runs/{run_id:uuid}/steps/{step_id:int}/complete"): {},
+    ("POST", "/api/v1/runs/{run_id:uuid}/steps/{step_id:int}/approve"): {},
+    ("POST", "/api/v1/runs/{run_id:uuid}/steps/{step_id:int}/reject"): {},
+    ("POST", "/api/v1/runs/{run_id:uuid}/comments"): {"body": "peek"},
+    ("POST", "/api/v1/runs/{run_id:uuid}/exceptions"): {"kind": "broken"},
+    ("POST", "/api/v1/runs/{run_id:uuid}/exceptions/{exception_id:int}/resolve"): {},
+    ("POST", "/api/v1/runs/{run_id:uuid}/abort"): {},
+    ("POST", "/api/v1/runs/{run_id:uuid}/migrate"): {"version_id": "00000000-0000-0000-0000-000000000001"},
 }
