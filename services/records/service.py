@@ -55,6 +55,9 @@ from services.validation import struct_problems
 from tenants.base import new_id, utcnow
 from tenants.models import Role
 
+# The field types other services may name (procedure form fields and run data).
+FIELD_TYPES: frozenset[str] = frozenset(t.value for t in FieldType)
+
 MAX_PAGE = 200
 DEFAULT_PAGE = 50
 MAX_IMPORT_ROWS = 10_000

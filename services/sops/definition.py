@@ -295,8 +295,9 @@ class Definition(Struct, forbid_unknown_fields=True):
         return {step.key: step for step in self.steps}
 
 
-def successors(step: Step) -> list[str]:
-    """Every step key this step can lead to (for reachability and loop checks)."""
+def successors(step: Step, *, fallbacks: bool = True) -> list[str]:
+    """Every step key this step can lead to (for reachability and loop checks); ``fallbacks=False``
+    keeps to the normal flow, without the fallback steps of exception kinds."""
     keys: list[str | None] = []
     if isinstance(step, DecisionStep):
         keys = [b.next for b in step.branches] + [step.default]
@@ -308,7 +309,7 @@ def successors(step: Step) -> list[str]:
         keys = [step.next, step.on_failure.goto]
     else:
         keys = [step.next]
-    if isinstance(step, HUMAN_STEPS):
+    if fallbacks and isinstance(step, HUMAN_STEPS):
         keys += [k for e in step.exceptions for k in e.fallback]
     return [k for k in keys if k is not None]
 

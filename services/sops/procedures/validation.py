@@ -17,6 +17,7 @@ import msgspec
 
 from services.errors import FieldProblem
 from services.expressions import ExpressionError, compile_expression
+from services.records.service import FIELD_TYPES
 from services.sops.definition import (
     ActionStep,
     ApprovalStep,
@@ -38,27 +39,6 @@ from services.sops.definition import (
 
 HumanStep = TaskStep | ChecklistStep | FormStep | ApprovalStep
 
-# The record field types (what a form field or a data field may be), as the records service names them.
-FIELD_TYPES: frozenset[str] = frozenset(
-    {
-        "text",
-        "long_text",
-        "number",
-        "money",
-        "date",
-        "datetime",
-        "boolean",
-        "select",
-        "multi_select",
-        "email",
-        "phone",
-        "user",
-        "entity",
-        "file",
-        "relation",
-        "line_items",
-    }
-)
 DATE_TYPES = frozenset({"date", "datetime"})
 # Names an expression may read besides ``data.*`` and ``record.*``.
 BUILTIN_NAMES = frozenset({"now", "today"})
@@ -147,22 +127,6 @@ def decode_definition(raw: Any) -> tuple[Definition | None, list[FieldProblem]]:
 
 
 # ---------------------------------------------------------------- the graph
-
-
-def flow_successors(step: Step) -> list[str]:
-    """Where the normal flow goes from a step: :func:`successors` without exception fallbacks."""
-    keys: list[str | None]
-    if isinstance(step, DecisionStep):
-        keys = [b.next for b in step.branches] + [step.default]
-    elif isinstance(step, ParallelStep):
-        keys = list(step.branches)
-    elif isinstance(step, ApprovalStep):
-        keys = [step.next, step.on_reject.goto]
-    elif isinstance(step, ActionStep):
-        keys = [step.next, step.on_failure.goto]
-    else:
-        keys = [step.next]
-    return [k for k in keys if k is not None]
 
 
 def can_end(step: Step) -> bool:
@@ -283,7 +247,7 @@ class _Checker:
 
     def flow(self, key: str) -> list[str]:
         step = self.steps.get(key)
-        return [k for k in flow_successors(step) if k in self.steps] if step else []
+        return [k for k in successors(step, fallbacks=False) if k in self.steps] if step else []
 
     # -------------------------------------------------------- data the definition knows
 
@@ -418,7 +382,7 @@ class _Checker:
                         f"the branch from `{branch}` never reaches the join `{step.join}`",
                     )
             for k, other in enumerate(self.d.steps):
-                if other.key not in region and step.join in flow_successors(other):
+                if other.key not in region and step.join in successors(other, fallbacks=False):
                     self.add(
                         f"/steps/{k}",
                         "join_entered_outside_split",
