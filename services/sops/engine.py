@@ -19,7 +19,11 @@ Rules worth knowing (the rest is in each action's handler):
 - an exception with fallback steps runs them one after the other (a fallback instance does not
   follow its own ``next``), then resumes or aborts as its kind says; without fallback steps it waits
   for a person to resolve it. An open exception blocks completing its step, never skipping it;
-- a condition or action input that cannot be evaluated does not hold / makes the action fail.
+- a condition or action input that cannot be evaluated does not hold / makes the action fail;
+- timers the caller schedules are computed here, on the tenant's calendar through ``Env.due_at``:
+  a step's reminder (``remind_at``: its due time less ``remind_before``) and an exception's
+  escalation (``escalate_at``: ``escalate_after`` past the moment it was raised). ``Escalate``
+  escalates an open exception once; its ``escalate_to`` owners may then resolve it too.
 
 Invariants (tested with Hypothesis in tests/unit/test_engine_properties.py):
 - a join fires once per activation of its parallel split;
@@ -136,6 +140,8 @@ class StepState(Struct, kw_only=True):
     wake_at: datetime | None = None
     # An approval in mode "all": indexes of its approver rules already satisfied.
     approved_rules: list[int] = field(default_factory=list)
+    # When to remind the owner that the step is due soon (its due time less ``remind_before``).
+    remind_at: datetime | None = None
 
 
 class ExceptionState(Struct, kw_only=True):
@@ -153,6 +159,9 @@ class ExceptionState(Struct, kw_only=True):
     pending_fallback: list[str] = field(default_factory=list)
     # What the kind says happens after the fallback: resume or abort.
     then: Literal["resume", "abort"] = "resume"
+    # Unresolved by this moment, the exception escalates (its kind's ``escalate_after``).
+    escalate_at: datetime | None = None
+    escalated_at: datetime | None = None
 
 
 class RunState(Struct, kw_only=True):
@@ -276,6 +285,12 @@ class Abort(Struct, tag="abort", tag_field="action", kw_only=True):
     reason: str = ""
 
 
+class Escalate(Struct, tag="escalate", tag_field="action", kw_only=True):
+    """An open exception stayed unresolved past its ``escalate_at`` (the platform's timer)."""
+
+    exception_id: int
+
+
 Action = (
     Claim
     | Assign
@@ -292,6 +307,7 @@ Action = (
     | RaiseException
     | ResolveException
     | Abort
+    | Escalate
 )
 
 
@@ -327,6 +343,7 @@ EVENT_TYPES = frozenset(
         "record.update_requested",  # data: values for the linked record (form fields with target=record)
         "exception.raised",
         "exception.resolved",
+        "exception.escalated",  # data: exception_id, kind, label, escalate_to (owner rules), escalate_at
     }
 )
 
@@ -346,6 +363,8 @@ class Env(Struct, frozen=True):
     evaluate: Callable[[str, Mapping[str, Any]], Any]
     # The linked record's values, if the procedure is linked to a collection.
     record: Mapping[str, Any] | None = None
+    # The date now in the tenant's timezone, for ``today()``; None: the UTC date of ``now``.
+    today: date | None = None
 
 
 # ---------------------------------------------------------------- per-definition lookups
@@ -357,6 +376,9 @@ _OPEN_WORK = (StepStatus.READY, StepStatus.IN_PROGRESS)
 # System steps run through within one transition; a definition that loops through system steps
 # alone (publish validation rejects it) must not hang the caller.
 _ACTIVATION_LIMIT = 10_000
+# Looking back for a reminder's start doubles the window at most this often (about 2**20 times
+# the span: far beyond any calendar with working time in it).
+_BACKWARD_DOUBLINGS = 20
 
 
 class _Index:
@@ -451,7 +473,7 @@ class _Run:
         )
 
     def context(self) -> dict[str, Any]:
-        return {"data": self.data, "record": self.env.record or {}, "now": self.env.now}
+        return {"data": self.data, "record": self.env.record or {}, "now": self.env.now, "today": self.env.today}
 
     def set_data(self, key: str, value: Any) -> None:
         if not self._data_owned:
@@ -595,10 +617,15 @@ class _Run:
     def activate_human(self, step: HumanStep, path: Path, exception_id: int | None) -> None:
         now = self.env.now
         due_at = self.env.due_at(step.due, now, self.context()) if step.due is not None else None
-        expires_at = None
+        expires_at = remind_at = None
         if step.optional and step.expires_after is not None:
             expires_at = self.after(step.expires_after)
-        instance = self.instance(step, path, exception_id, StepStatus.READY, due_at=due_at, expires_at=expires_at)
+        if due_at is not None and step.due is not None and step.due.remind_before is not None:
+            remind_at = self.before(due_at, step.due.remind_before)
+            remind_at = max(remind_at, now) if remind_at is not None else None
+        instance = self.instance(
+            step, path, exception_id, StepStatus.READY, due_at=due_at, expires_at=expires_at, remind_at=remind_at
+        )
         ready: dict[str, Any] = {
             "owner": msgspec.to_builtins(step.owner),
             "due_at": _iso(due_at),
@@ -618,6 +645,37 @@ class _Run:
         if span.business:
             return self.env.due_at(Due(within=span), self.env.now, self.context())
         return self.env.now + timedelta(minutes=span.total_minutes)
+
+    def before(self, moment: datetime, span: Duration) -> datetime | None:
+        """The latest start from which ``span`` ends no later than ``moment`` (business time
+        counted backwards by searching the calendar's forward arithmetic); None if none is found."""
+        if not span.business:
+            return moment - timedelta(minutes=span.total_minutes)
+        within = Due(within=span)
+        context = self.context()
+
+        def fits(offset: int) -> bool:
+            end = self.env.due_at(within, moment - timedelta(microseconds=offset), context)
+            return end is not None and end <= moment
+
+        # A span of business time lasts at least as long on the wall clock: start the search there.
+        good = max(span.total_minutes, 1) * 60_000_000
+        for _ in range(_BACKWARD_DOUBLINGS):
+            if fits(good):
+                break
+            good *= 2
+        else:
+            return None
+        bad = 0  # the span from ``moment`` itself ends after it (a zero span: it fits at once)
+        if fits(bad):
+            return moment
+        while good - bad > 1:
+            middle = (good + bad) // 2
+            if fits(middle):
+                good = middle
+            else:
+                bad = middle
+        return moment - timedelta(microseconds=good)
 
     def decide(self, step: DecisionStep, path: Path, exception_id: int | None) -> None:
         context = self.context()
@@ -772,6 +830,7 @@ class _Run:
             note=note,
             pending_fallback=list(kind.fallback),
             then=kind.then,
+            escalate_at=self.after(kind.escalate_after) if kind.escalate_after is not None else None,
         )
         self.exceptions.append(exc)
         self._owned_exceptions.add(exc.id)
@@ -791,6 +850,7 @@ class _Run:
                     "then": kind.then,
                     "escalate_after": msgspec.to_builtins(kind.escalate_after),
                     "escalate_to": msgspec.to_builtins(kind.escalate_to),
+                    "escalate_at": _iso(exc.escalate_at),
                 },
             )
         )
@@ -1210,6 +1270,32 @@ def _abort(run: _Run, action: Abort) -> None:
     run.abort(action.reason or "Aborted by hand.", action.actor)
 
 
+def _escalate(run: _Run, action: Escalate) -> None:
+    exc = run.find_exception(action.exception_id)
+    if exc.status != "open":
+        raise EngineError("This exception is already resolved.", code="exception_resolved")
+    if exc.escalated_at is not None:
+        raise EngineError("This exception has already escalated.", code="exception_escalated")
+    at = run.find(exc.step_id) if exc.step_id is not None else None
+    kind = (run.ix.step_kinds.get(at.key, {}) if at is not None else {}).get(exc.kind) or run.ix.kinds.get(exc.kind)
+    exc = run.edit_exception(exc.id)
+    exc.escalated_at = run.env.now
+    run.events.append(
+        Event(
+            type="exception.escalated",
+            step_id=exc.step_id,
+            step_key=at.key if at is not None else None,
+            data={
+                "exception_id": exc.id,
+                "kind": exc.kind,
+                "label": kind.label if kind is not None else exc.kind,
+                "escalate_to": msgspec.to_builtins(kind.escalate_to) if kind is not None else [],
+                "escalate_at": _iso(exc.escalate_at),
+            },
+        )
+    )
+
+
 _HANDLERS: dict[type[Any], Callable[[_Run, Any], None]] = {
     Claim: _claim,
     Assign: _assign,
@@ -1226,6 +1312,7 @@ _HANDLERS: dict[type[Any], Callable[[_Run, Any], None]] = {
     RaiseException: _raise,
     ResolveException: _resolve,
     Abort: _abort,
+    Escalate: _escalate,
 }
 
 

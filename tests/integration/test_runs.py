@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import dramatiq
@@ -14,8 +14,12 @@ from sqlalchemy.dialects import postgresql
 from sqlalchemy.ext.asyncio import create_async_engine
 from sqlalchemy.pool import NullPool
 
+from services.audit import service as audit
 from services.db import open_session
 from services.outbox.models import OutboxEvent
+from services.sops.calendar import hours
+from services.sops.calendar import service as calendar
+from services.sops.definition import Duration
 from services.sops.engine import ActionSucceeded, Actor
 from services.sops.runs import service as runs
 from services.sops.runs.actors import TIMERS_QUEUE, scan_overdue_steps
@@ -766,3 +770,202 @@ async def test_the_timer_actor_sweeps_every_tenant(world: World) -> None:
     scan_overdue_steps.send()
     await asyncio.to_thread(dramatiq.get_broker().join, TIMERS_QUEUE, timeout=30_000)
     assert len(await events_of("step.overdue", run["id"])) == 1
+
+
+# ---------------------------------------------------------------- escalation, reminders, the tenant's date
+
+
+def _escalating_flow(escalate_to: list[dict[str, Any]]) -> dict[str, Any]:
+    return {
+        "start": "deliver",
+        "steps": [
+            {
+                "kind": "task",
+                "key": "deliver",
+                "title": "Deliver the parcel",
+                "owner": role("member"),
+                "exceptions": [
+                    {
+                        "key": "stuck",
+                        "label": "Parcel stuck at customs",
+                        "notify": [STARTER],
+                        "escalate_after": {"hours": 2, "business": False},
+                        "escalate_to": escalate_to,
+                    },
+                    {
+                        "key": "lost",
+                        "label": "Parcel lost",
+                        "escalate_after": {"hours": 1},  # working hours
+                        "escalate_to": [role("manager")],
+                    },
+                ],
+            }
+        ],
+    }
+
+
+async def test_an_unanswered_exception_escalates_once(world: World) -> None:
+    owner, body = await world.signup()
+    owner_id = body["user"]["id"]
+    tenant_id = uuid.UUID(body["tenant"]["id"])
+    chief, chief_id = await world.invite_and_join(owner, "member")
+    bystander, _ = await world.invite_and_join(owner, "member")
+    _manager, manager_id = await world.invite_and_join(owner, "manager")
+    flow = _escalating_flow([{"kind": "member", "user_id": chief_id}, role("manager"), STARTER])
+    procedure_id, _ = await publish(owner, flow)
+    run = await start(owner, procedure_id)
+    deliver = open_step(run, "deliver")
+
+    raised = await bystander.post(f"/api/v1/runs/{run['id']}/exceptions", {"kind": "stuck", "step_id": deliver["id"]})
+    assert raised.status_code == 201, raised.text
+    exception = raised.json()
+    raised_at = datetime.fromisoformat(exception["raised_at"])
+    escalate_at = datetime.fromisoformat(exception["escalate_at"])
+    assert escalate_at == raised_at + timedelta(hours=2) and exception["escalated_at"] is None
+    resolve = f"/api/v1/runs/{run['id']}/exceptions/{exception['id']}/resolve"
+    # Before it escalates, the people it escalates to are not yet the ones to answer it.
+    early = await chief.post(resolve, {})
+    assert early.status_code == 403 and early.json()["code"] == "not_notified"
+
+    async with open_session(tenant_id) as db:
+        assert await runs.mark_overdue(db, raised_at + timedelta(hours=1)) == 0
+    assert tenant_id not in await runs.tenants_with_due_timers(raised_at + timedelta(hours=1))
+    later = raised_at + timedelta(hours=3)
+    assert tenant_id in await runs.tenants_with_due_timers(later)
+    await runs.sweep_timers(later)
+    await runs.sweep_timers(later + timedelta(hours=1))  # a second sweep finds nothing more to do
+    async with open_session(tenant_id) as db:
+        assert await runs.mark_overdue(db, later + timedelta(hours=2)) == 0
+    assert tenant_id not in await runs.tenants_with_due_timers(later + timedelta(hours=2))
+    escalated = await events_of("exception.escalated", run["id"])
+    assert len(escalated) == 1
+    event = escalated[0]
+    assert event["exception_id"] == exception["id"] and event["data"]["kind"] == "stuck"
+    assert event["step_id"] == deliver["id"]
+    assert sorted(event["data"]["user_ids"]) == sorted([chief_id, manager_id, owner_id])
+
+    detail = (await owner.get(f"/api/v1/runs/{run['id']}")).json()
+    stored = detail["exceptions"][0]
+    assert datetime.fromisoformat(stored["escalated_at"]) == later and stored["escalate_at"] is None
+    async with open_session(tenant_id) as db:
+        trail = await audit.list_events(db, subject_type="run", subject_id=run["id"])
+    escalations = [e for e in trail if e.action == "run.exception_escalated"]
+    assert len(escalations) == 1 and escalations[0].actor_id is None
+    assert escalations[0].after["exception"]["escalated_at"] is not None
+
+    # Now whoever it escalated to answers it; a member it neither notifies nor escalates to may not.
+    refused = await bystander.post(resolve, {})
+    assert refused.status_code == 403 and refused.json()["code"] == "not_notified"
+    resolved = await chief.post(resolve, {})
+    assert resolved.status_code == 200, resolved.text
+    assert resolved.json()["exceptions"][0]["status"] == "resolved"
+
+    # Counted in working hours when the duration says so: one working hour on the tenant's calendar.
+    raised = await bystander.post(f"/api/v1/runs/{run['id']}/exceptions", {"kind": "lost", "step_id": deliver["id"]})
+    lost = raised.json()
+    async with open_session(tenant_id) as db:
+        working_time = await calendar.get_calendar(db)
+    expected = hours.add_duration(datetime.fromisoformat(lost["raised_at"]), Duration(hours=1), working_time)
+    assert datetime.fromisoformat(lost["escalate_at"]) == expected
+    # Resolved before its time, it never escalates.
+    assert (await owner.post(f"/api/v1/runs/{run['id']}/exceptions/{lost['id']}/resolve", {})).status_code == 200
+    await runs.sweep_timers(expected + timedelta(days=30))
+    assert len(await events_of("exception.escalated", run["id"])) == 1
+    await deliver_events()
+
+
+def _reminding_flow(within: dict[str, Any], remind_before: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "start": "check",
+        "steps": [
+            {
+                "kind": "task",
+                "key": "check",
+                "title": "Check",
+                "owner": STARTER,
+                "due": {"within": within, "remind_before": remind_before},
+            }
+        ],
+    }
+
+
+async def test_a_step_reminds_before_it_is_due(world: World) -> None:
+    owner, body = await world.signup()
+    tenant_id = uuid.UUID(body["tenant"]["id"])
+    procedure_id, _ = await publish(
+        owner, _reminding_flow({"hours": 4, "business": False}, {"hours": 1, "business": False})
+    )
+    run = await start(owner, procedure_id)
+    late = await start(owner, procedure_id)
+    step = open_step(run, "check")
+    due_at = datetime.fromisoformat(step["due_at"])
+    assert datetime.fromisoformat(step["remind_at"]) == due_at - timedelta(hours=1)
+
+    async with open_session(tenant_id) as db:
+        assert await runs.mark_overdue(db, due_at - timedelta(hours=2)) == 0
+    soon = due_at - timedelta(minutes=30)
+    await runs.sweep_timers(soon)
+    await runs.sweep_timers(soon + timedelta(minutes=10))
+    reminders = await events_of("step.due_soon", run["id"])
+    assert len(reminders) == 1 and reminders[0]["step_id"] == step["id"]
+    assert datetime.fromisoformat(reminders[0]["due_at"]) == due_at
+    assert datetime.fromisoformat(reminders[0]["remind_at"]) == due_at - timedelta(hours=1)
+    assert len(await events_of("step.due_soon", late["id"])) == 1  # the other run's step too, once
+    assert await events_of("step.overdue", run["id"]) == []
+    await runs.sweep_timers(due_at + timedelta(hours=1))
+    assert len(await events_of("step.overdue", run["id"])) == 1
+    assert len(await events_of("step.due_soon", run["id"])) == 1
+
+    # A sweep that comes only after the due time sends the overdue notice, not a late reminder.
+    missed = await start(owner, procedure_id)
+    missed_due = datetime.fromisoformat(open_step(missed, "check")["due_at"])
+    await runs.sweep_timers(missed_due + timedelta(minutes=1))
+    assert await events_of("step.due_soon", missed["id"]) == []
+    assert len(await events_of("step.overdue", missed["id"])) == 1
+
+    # In working hours, the reminder counts back on the tenant's calendar.
+    business_id, _ = await publish(owner, _reminding_flow({"hours": 3}, {"hours": 1}))
+    business = open_step(await start(owner, business_id), "check")
+    async with open_session(tenant_id) as db:
+        working_time = await calendar.get_calendar(db)
+    remind_at = datetime.fromisoformat(business["remind_at"])
+    assert hours.add_duration(remind_at, Duration(hours=1), working_time) == datetime.fromisoformat(business["due_at"])
+    assert remind_at > datetime.fromisoformat(business["ready_at"])
+    await deliver_events()
+
+
+TODAY_FLOW: dict[str, Any] = {
+    "start": "when",
+    "data": [{"key": "ship_date", "type": "date", "label": "Ship on"}],
+    "steps": [
+        {
+            "kind": "decision",
+            "key": "when",
+            "title": "Ship today?",
+            "branches": [{"when": "data.ship_date == today()", "next": "ship_now"}],
+            "default": "ship_later",
+        },
+        {"kind": "task", "key": "ship_now", "title": "Ship now", "owner": STARTER},
+        {"kind": "task", "key": "ship_later", "title": "Ship later", "owner": STARTER},
+    ],
+}
+
+
+async def test_today_is_the_tenant_s_date_not_utc_s(world: World, monkeypatch: pytest.MonkeyPatch) -> None:
+    owner, _ = await world.signup(timezone="Asia/Shanghai")
+    procedure_id, _ = await publish(owner, TODAY_FLOW)
+
+    async def branch(now: datetime, ship_date: str) -> str:
+        monkeypatch.setattr(runs, "utcnow", lambda: now)
+        run = await start(owner, procedure_id, data={"ship_date": ship_date})
+        (step,) = [s for s in run["steps"] if s["status"] == "ready"]
+        return str(step["key"])
+
+    # 16:30 UTC on 3 March is 00:30 on 4 March in Shanghai.
+    after_midnight = datetime(2025, 3, 3, 16, 30, tzinfo=UTC)
+    assert await branch(after_midnight, "2025-03-04") == "ship_now"
+    assert await branch(after_midnight, "2025-03-03") == "ship_later"  # UTC's date, not the tenant's
+    # 15:30 UTC is 23:30 on 3 March in Shanghai: still the 3rd there.
+    before_midnight = datetime(2025, 3, 3, 15, 30, tzinfo=UTC)
+    assert await branch(before_midnight, "2025-03-03") == "ship_now"
+    assert await branch(before_midnight, "2025-03-04") == "ship_later"

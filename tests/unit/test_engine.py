@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import uuid
-from datetime import timedelta
+from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
 import msgspec
 import pytest
 
+from services.expressions import evaluate as evaluate_expression
+from services.sops.calendar.hours import WorkingTime
+from services.sops.calendar.hours import due_at as business_due_at
 from services.sops.definition import (
     ActionStep,
     ApprovalStep,
@@ -48,6 +51,7 @@ from services.sops.engine import (
     Complete,
     EngineError,
     Env,
+    Escalate,
     EvidenceIn,
     Expire,
     RaiseException,
@@ -754,3 +758,81 @@ def test_migration_problems() -> None:
     ]
     run.do(Abort(actor=MANAGER))
     assert migration_problems(old, same, run.state) == ["The run has aborted."]
+
+
+# ---------------------------------------------------------------- escalation, reminders, today
+
+
+def test_an_exception_escalates_once_at_the_time_set_when_raised() -> None:
+    run = Runner(exception_flow(fallback=[]))
+    run.do(RaiseException(kind="damaged", step_id=run.open("pack").id, actor=MEMBER))
+    exc = run.state.exceptions[0]
+    assert exc.escalate_at == NOW + timedelta(hours=1) and exc.escalated_at is None  # the env's due rule
+    later = make_env(NOW + timedelta(hours=2))
+    run.do(Escalate(exception_id=exc.id), later)
+    escalated = run.events[-1]
+    assert escalated.type == "exception.escalated" and escalated.step_key == "pack"
+    assert escalated.data["escalate_to"] == [{"kind": "role", "role": "admin"}]
+    assert run.state.exceptions[0].escalated_at == NOW + timedelta(hours=2)
+    run.fails(Escalate(exception_id=exc.id), "exception_escalated", 409)
+    run.do(ResolveException(exception_id=exc.id, actor=MEMBER))
+    run.fails(Escalate(exception_id=exc.id), "exception_resolved", 409)
+
+
+def test_an_exception_kind_without_escalation_has_no_escalation_time() -> None:
+    kind = ExceptionKind(key="late", label="Late")
+    run = Runner(flow(task("pack", exceptions=[kind])))
+    run.do(RaiseException(kind="late", step_id=run.open("pack").id, actor=MEMBER))
+    assert run.state.exceptions[0].escalate_at is None
+
+
+def _shanghai_env(now: datetime) -> Env:
+    cal = WorkingTime(timezone="Asia/Shanghai")  # Monday to Friday, 09:00-18:00
+
+    def due_at(due: Due, ready_at: datetime, values: Any) -> datetime | None:
+        return business_due_at(due, ready_at, values, cal)
+
+    return Env(now=now, due_at=due_at, evaluate=ENV.evaluate)
+
+
+def test_a_reminder_counts_back_on_the_business_calendar() -> None:
+    env = _shanghai_env(NOW)  # Monday 09:00 UTC is 17:00 in Shanghai
+    # Due in two working hours: 18:00 today and 10:00 tomorrow (Tuesday 02:00 UTC).
+    due = Due(within=Duration(hours=2), remind_before=Duration(hours=1))
+    run = Runner(flow(task("pack", due=due)), env=env)
+    pack = run.open("pack")
+    assert pack.due_at == datetime(2025, 3, 4, 2, 0, tzinfo=UTC)
+    assert pack.remind_at == datetime(2025, 3, 4, 1, 0, tzinfo=UTC)  # one working hour before: 09:00 Tuesday
+    # Remind half a working hour before 10:00: 17:30 on Monday, over the night.
+    half = Due(within=Duration(hours=2), remind_before=Duration(minutes=90))
+    assert Runner(flow(task("pack", due=half)), env=env).open("pack").remind_at == datetime(
+        2025, 3, 3, 9, 30, tzinfo=UTC
+    )
+    # More than the time there is: remind at once. Wall-clock time counts back on the wall clock.
+    early = Due(within=Duration(hours=2), remind_before=Duration(hours=5))
+    assert Runner(flow(task("pack", due=early)), env=env).open("pack").remind_at == NOW
+    wall = Due(within=Duration(hours=2), remind_before=Duration(hours=3, business=False))
+    assert Runner(flow(task("pack", due=wall)), env=env).open("pack").remind_at == datetime(
+        2025, 3, 3, 23, 0, tzinfo=UTC
+    )
+    assert Runner(flow(task("pack", due=Due(within=Duration(hours=2)))), env=env).open("pack").remind_at is None
+
+
+def test_today_is_the_date_the_env_gives() -> None:
+    definition = flow(
+        DecisionStep(
+            key="when", title="When", branches=[Branch(when="data.ship_date == today()", next="now")], default="later"
+        ),
+        task("now"),
+        task("later"),
+    )
+    # 09:00 UTC on 3 March: the UTC date is the 3rd; an env in a timezone ahead says the 4th.
+    utc_day = Runner(
+        definition,
+        data={"ship_date": "2025-03-04"},
+        env=Env(now=NOW, due_at=ENV.due_at, evaluate=evaluate_expression),
+    )
+    assert [s.key for s in utc_day.state.open_steps()] == ["later"]
+    ahead = Env(now=NOW, due_at=ENV.due_at, evaluate=evaluate_expression, today=date(2025, 3, 4))
+    local_day = Runner(definition, data={"ship_date": "2025-03-04"}, env=ahead)
+    assert [s.key for s in local_day.state.open_steps()] == ["now"]

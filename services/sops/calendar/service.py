@@ -100,14 +100,18 @@ async def get_calendar(db: AsyncSession) -> WorkingTime:
     return cal
 
 
-async def due_function(db: AsyncSession) -> DueFunction:
-    """Load the calendar once and return a pure ``due_at(due, ready_at, values)`` for the run engine."""
-    cal = await get_calendar(db)
+def due_function_for(cal: WorkingTime) -> DueFunction:
+    """A pure ``due_at(due, ready_at, values)`` on ``cal``, for the run engine."""
 
     def due_at(due: Due, ready_at: datetime, values: Mapping[str, Any]) -> datetime | None:
         return _due_at(due, ready_at, values, cal)
 
     return due_at
+
+
+async def due_function(db: AsyncSession) -> DueFunction:
+    """Load the calendar once and return a pure ``due_at(due, ready_at, values)`` for the run engine."""
+    return due_function_for(await get_calendar(db))
 
 
 def calendar_out(cal: WorkingTime, row: BusinessCalendar | None) -> CalendarOut:
@@ -305,6 +309,7 @@ __all__ = [
     "WorkingTime",
     "calendar_problems",
     "due_function",
+    "due_function_for",
     "get_calendar",
     "show_calendar",
     "update_calendar",

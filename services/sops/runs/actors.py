@@ -1,4 +1,5 @@
-"""The SLA timer actor: fires due step timers (overdue notices, expiries, ends of waits)."""
+"""The SLA timer actor: fires due timers (reminders, overdue notices, expiries, ends of waits,
+exception escalations)."""
 
 from __future__ import annotations
 

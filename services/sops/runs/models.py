@@ -53,9 +53,9 @@ class Run(TenantScoped, Base):
 class StepInstance(TenantScoped, Base):
     """One engine step instance of a run (``step_id`` is the engine's int id within the run).
 
-    ``timer_at`` is the earliest moment the scheduler has something to do for this step (overdue
-    notice, expiry, end of a wait); it is null when there is nothing, so the cross-tenant sweep
-    reads only a small partial index.
+    ``timer_at`` is the earliest moment the scheduler has something to do for this step (due-soon
+    reminder, overdue notice, expiry, end of a wait); it is null when there is nothing, so the
+    cross-tenant sweep reads only a small partial index.
     """
 
     __tablename__ = "step_instances"
@@ -92,7 +92,10 @@ class StepInstance(TenantScoped, Base):
     due_at: Mapped[datetime | None] = mapped_column(default=None)
     expires_at: Mapped[datetime | None] = mapped_column(default=None)
     wait_until: Mapped[datetime | None] = mapped_column(default=None)
+    # The due time less the due rule's ``remind_before``, computed when the step became ready.
+    remind_at: Mapped[datetime | None] = mapped_column(default=None)
     timer_at: Mapped[datetime | None] = mapped_column(default=None)
+    reminded_at: Mapped[datetime | None] = mapped_column(default=None)
     overdue_notified_at: Mapped[datetime | None] = mapped_column(default=None)
     action_requested_at: Mapped[datetime | None] = mapped_column(default=None)
     finished_at: Mapped[datetime | None] = mapped_column(default=None)
@@ -122,12 +125,24 @@ class RunComment(TenantScoped, Base):
 
 
 class RunException(TenantScoped, Base):
-    """Mirror of an engine exception of a run (``exception_id`` is the engine's int id), for listing."""
+    """Mirror of an engine exception of a run (``exception_id`` is the engine's int id), for listing.
+
+    ``escalate_at`` is set only while the exception is open and has not escalated yet, so that the
+    scheduler finds the escalations due in a small partial index (like ``step_instances.timer_at``);
+    ``escalated_at`` records when it escalated.
+    """
 
     __tablename__ = "run_exceptions"
     __table_args__ = (
         ForeignKeyConstraint(["tenant_id", "run_id"], ["runs.tenant_id", "runs.id"], ondelete="CASCADE"),
         Index(None, "tenant_id", "status", "raised_at"),
+        Index(
+            "ix_run_exceptions_tenant_id_escalate_at",
+            "tenant_id",
+            "escalate_at",
+            postgresql_where=text("escalate_at IS NOT NULL"),
+            sqlite_where=text("escalate_at IS NOT NULL"),
+        ),
     )
 
     tenant_id: Mapped[uuid.UUID] = mapped_column(primary_key=True)
@@ -143,4 +158,6 @@ class RunException(TenantScoped, Base):
     outcome: Mapped[str | None] = mapped_column(String(16), default=None)
     resolved_by: Mapped[uuid.UUID | None] = mapped_column(default=None)
     resolved_at: Mapped[datetime | None] = mapped_column(default=None)
+    escalate_at: Mapped[datetime | None] = mapped_column(default=None)
+    escalated_at: Mapped[datetime | None] = mapped_column(default=None)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)

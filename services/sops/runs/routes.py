@@ -80,6 +80,7 @@ def step_out(row: StepInstance, now: datetime) -> StepOut:
         role=row.role,
         ready_at=row.ready_at,
         due_at=row.due_at,
+        remind_at=row.remind_at,
         expires_at=row.expires_at,
         finished_at=row.finished_at,
         finished_by=row.finished_by,
@@ -101,6 +102,8 @@ def exception_out(row: RunException) -> ExceptionOut:
         outcome=row.outcome,
         resolved_by=row.resolved_by,
         resolved_at=row.resolved_at,
+        escalate_at=row.escalate_at,
+        escalated_at=row.escalated_at,
     )
 
 

@@ -88,6 +88,7 @@ class StepOut(msgspec.Struct, kw_only=True):
     role: str | None
     ready_at: datetime | None
     due_at: datetime | None
+    remind_at: datetime | None
     expires_at: datetime | None
     finished_at: datetime | None
     finished_by: uuid.UUID | None
@@ -107,6 +108,8 @@ class ExceptionOut(msgspec.Struct, kw_only=True):
     outcome: str | None
     resolved_by: uuid.UUID | None
     resolved_at: datetime | None
+    escalate_at: datetime | None  # set while open and not yet escalated
+    escalated_at: datetime | None
 
 
 class CommentOut(msgspec.Struct, kw_only=True):

@@ -17,13 +17,14 @@ import base64
 import contextlib
 import logging
 import uuid
+import zoneinfo
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import date, datetime
 from typing import Any, Literal
 
 import msgspec
-from sqlalchemy import Select, and_, func, or_, select, update
+from sqlalchemy import Select, and_, bindparam, func, or_, select, union, update
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm.attributes import set_committed_value
 
@@ -39,6 +40,7 @@ from services.sops.calendar import service as calendar
 from services.sops.definition import (
     HUMAN_STEPS,
     Definition,
+    ExceptionKind,
     FieldOwner,
     FormStep,
     LeastLoadedOwner,
@@ -58,6 +60,7 @@ from services.sops.engine import (
     Complete,
     EngineError,
     Env,
+    Escalate,
     Event,
     EvidenceIn,
     Expire,
@@ -179,12 +182,24 @@ async def _record_values(db: AsyncSession, run: Run) -> Mapping[str, Any] | None
     return await records.get_record_values(db, run.collection_id, run.record_id)
 
 
-async def _env(db: AsyncSession, run: Run) -> Env:
+def _local_date(now: datetime, timezone: str) -> date:
+    try:
+        zone = zoneinfo.ZoneInfo(timezone)
+    except (zoneinfo.ZoneInfoNotFoundError, ValueError):
+        return now.date()
+    return now.astimezone(zone).date()
+
+
+async def _env(db: AsyncSession, run: Run, now: datetime | None = None) -> Env:
+    now = now or utcnow()
+    working_time = await calendar.get_calendar(db)
     return Env(
-        now=utcnow(),
-        due_at=await calendar.due_function(db),
+        now=now,
+        due_at=calendar.due_function_for(working_time),
         evaluate=expressions.evaluate,
         record=await _record_values(db, run),
+        # "today" in decisions and expressions is the tenant's date, not UTC's.
+        today=_local_date(now, working_time.timezone),
     )
 
 
@@ -257,6 +272,37 @@ async def _resolve_owner(
     return None  # RoleOwner: anyone with the role claims it
 
 
+async def _owner_user_ids(
+    db: AsyncSession, run: Run, owner: Owner, state: RunState, record: Mapping[str, Any] | None
+) -> list[uuid.UUID]:
+    """Every member an owner rule names: a member, the starter, a user field, or a role's members."""
+    if isinstance(owner, RoleOwner | RoundRobinOwner | LeastLoadedOwner):
+        return await _members_with_role(db, owner.role)
+    user_id: uuid.UUID | None = None
+    if isinstance(owner, MemberOwner):
+        user_id = owner.user_id
+    elif isinstance(owner, StarterOwner):
+        user_id = state.started_by or run.started_by
+    elif isinstance(owner, FieldOwner):
+        user_id = _as_uuid(_field_value(owner.field, state, record))
+    return [user_id] if user_id is not None and await _is_member(db, user_id) else []
+
+
+def _exception_kind(definition: Definition, state: RunState, kind: str, step_id: int | None) -> ExceptionKind | None:
+    """The kind of an exception: its step's own kind first, else any step's (as the engine finds it
+    for an exception raised on the run, a rejection or a failed action)."""
+    steps: list[Step] = list(definition.steps)
+    at = next((s for s in state.steps if s.id == step_id), None) if step_id is not None else None
+    if at is not None:
+        steps.insert(0, definition.step(at.key))
+    for step in steps:
+        if isinstance(step, HUMAN_STEPS):
+            found = next((k for k in step.exceptions if k.key == kind), None)
+            if found is not None:
+                return found
+    return None
+
+
 def _claim_role(step: Step) -> str | None:
     """The role that may claim an unassigned step, for its "my tasks" listing."""
     if not isinstance(step, HUMAN_STEPS):
@@ -324,6 +370,14 @@ async def _settle(
             values = dict(event.data.get("values", event.data))
             if run.collection_id is not None and run.record_id is not None and values:
                 await records.update_record_values(db, run.collection_id, run.record_id, values, actor_id)
+        elif event.type == "exception.escalated":
+            # Tell the people it escalates to by id; the rules stay in the event for automations.
+            user_ids: list[str] = []
+            for rule in msgspec.convert(event.data.get("escalate_to", []), type=list[Owner]):
+                for user_id in await _owner_user_ids(db, run, rule, work.state, work.env.record):
+                    if str(user_id) not in user_ids:
+                        user_ids.append(str(user_id))
+            event.data = {**event.data, "user_ids": user_ids}
         elif event.type == "action.requested" and event.step_id is not None:
             # Plugin actions run in the automation workers; they answer with ActionSucceeded/Failed.
             work.actions_requested.add(event.step_id)
@@ -397,6 +451,8 @@ def _timer_at(row: StepInstance) -> datetime | None:
     moments = [row.expires_at, row.wait_until]
     if row.overdue_notified_at is None:
         moments.append(row.due_at)
+    if row.reminded_at is None:
+        moments.append(row.remind_at)
     present = [m for m in moments if m is not None]
     return min(present) if present else None
 
@@ -440,6 +496,7 @@ async def _sync_steps(db: AsyncSession, work: _Work) -> None:
             row.finished_by = step.finished_by
             row.outcome = step.outcome[:200] if step.outcome else None
             row.wait_until = step.wake_at
+            row.remind_at = step.remind_at
             if step.id in work.actions_requested:
                 row.action_requested_at = now
             row.timer_at = _timer_at(row)
@@ -469,6 +526,9 @@ async def _sync_exceptions(db: AsyncSession, work: _Work) -> None:
         row.outcome = exc.outcome
         row.resolved_by = exc.resolved_by
         row.resolved_at = exc.resolved_at
+        row.escalated_at = exc.escalated_at
+        # The escalation timer is armed only while the exception is open and has not escalated.
+        row.escalate_at = exc.escalate_at if exc.status == "open" and exc.escalated_at is None else None
 
 
 def _event_payload(work: _Work, event: Event) -> dict[str, Any]:
@@ -482,6 +542,8 @@ def _event_payload(work: _Work, event: Event) -> dict[str, Any]:
         "collection_id": str(work.run.collection_id) if work.run.collection_id else None,
         "data": _jsonable(event.data),
     }
+    if "exception_id" in event.data:
+        payload["exception_id"] = event.data["exception_id"]
     if event.step_id is not None:
         step = next((s for s in work.state.steps if s.id == event.step_id), None)
         payload["step_id"] = event.step_id
@@ -499,6 +561,11 @@ async def _emit_events(db: AsyncSession, work: _Work) -> None:
             await outbox.emit(db, "step.action_requested", _event_payload(work, event))
 
 
+def _exception_snapshot(state: RunState, exception_id: int) -> Any:
+    exc = next((e for e in state.exceptions if e.id == exception_id), None)
+    return _jsonable(exc) if exc is not None else None
+
+
 def _step_snapshot(state: RunState, step_id: int | None) -> Any:
     if step_id is None:
         return None
@@ -514,24 +581,31 @@ async def _act(
     actor_id: uuid.UUID | None,
     audit_action: str,
     version: PublishedVersion | None = None,
+    now: datetime | None = None,
 ) -> _Work:
     """Apply one action to a (locked) run and settle it, with its audit event."""
     _require_running(run)
     version = version or await procedures.version_by_id(db, run.version_id)
     state = decode_state(run.state)
-    env = await _env(db, run)
+    env = await _env(db, run, now)
     transition = _apply_engine(version.definition, state, action, env)
     work = _Work(run, version, state, transition.state, env, [], set())
     await _settle(db, work, list(transition.events), actor_id=actor_id)
     step_id = getattr(action, "step_id", None)
+    before: dict[str, Any] = {"status": state.status.value, "step": _step_snapshot(state, step_id)}
+    after: dict[str, Any] = {"status": work.state.status.value, "step": _step_snapshot(work.state, step_id)}
+    exception_id = getattr(action, "exception_id", None)
+    if exception_id is not None:
+        before["exception"] = _exception_snapshot(state, exception_id)
+        after["exception"] = _exception_snapshot(work.state, exception_id)
     await audit.record_change(
         db,
         actor_id=actor_id,
         action=audit_action,
         subject_type="run",
         subject_id=run.id,
-        before={"status": state.status.value, "step": _step_snapshot(state, step_id)},
-        after={"status": work.state.status.value, "step": _step_snapshot(work.state, step_id)},
+        before=before,
+        after=after,
     )
     return work
 
@@ -963,7 +1037,8 @@ async def resolve_exception(
     exception_id: int,
     outcome: Literal["resume", "abort"] | None = None,
 ) -> Run:
-    """Resolve an open exception: managers, or whoever the exception kind notifies."""
+    """Resolve an open exception: managers, whoever the exception kind notifies, and, once it
+    has escalated, whoever it escalated to."""
     run = await _load_run(db, run_id, lock=True)
     state = decode_state(run.state)
     found = next((e for e in state.exceptions if e.id == exception_id), None)
@@ -972,16 +1047,17 @@ async def resolve_exception(
     _require_running(run)
     if not _role(actor).at_least(Role.MANAGER):
         version = await procedures.version_by_id(db, run.version_id)
-        notified: list[Owner] = []
-        if found.step_id is not None:
-            step_def = version.definition.step(_find_step(state, found.step_id).key)
-            if isinstance(step_def, HUMAN_STEPS):
-                kind = next((k for k in step_def.exceptions if k.key == found.kind), None)
-                notified = list(kind.notify) if kind else []
+        kind = _exception_kind(version.definition, state, found.kind, found.step_id)
+        allowed_owners: list[Owner] = list(kind.notify) if kind else []
+        if kind is not None and found.escalated_at is not None:
+            allowed_owners += kind.escalate_to
         record = await _record_values(db, run)
-        allowed = [await _owner_matches(db, run, o, actor, state, record) for o in notified]
+        allowed = [await _owner_matches(db, run, o, actor, state, record) for o in allowed_owners]
         if not any(allowed):
-            raise Forbidden("Only managers or the people this exception notifies resolve it.", code="not_notified")
+            raise Forbidden(
+                "Only managers, the people this exception notifies, or those it escalated to resolve it.",
+                code="not_notified",
+            )
     await _act(
         db,
         run,
@@ -1002,10 +1078,13 @@ async def abort_run(db: AsyncSession, actor: Actor, run_id: uuid.UUID, reason: s
 # ---------------------------------------------------------------- platform-driven actions
 
 
-async def apply_system_action(db: AsyncSession, run_id: uuid.UUID, action: Action, *, audit_action: str) -> Run:
-    """Apply an action the platform takes (a timer, a plugin action's result) to a running run."""
+async def apply_system_action(
+    db: AsyncSession, run_id: uuid.UUID, action: Action, *, audit_action: str, now: datetime | None = None
+) -> Run:
+    """Apply an action the platform takes (a timer, a plugin action's result) to a running run;
+    ``now`` is the platform's clock (the timer sweep's), the current time by default."""
     run = await _load_run(db, run_id, lock=True)
-    await _act(db, run, action, actor_id=None, audit_action=audit_action)
+    await _act(db, run, action, actor_id=None, audit_action=audit_action, now=now)
     return run
 
 
@@ -1037,19 +1116,37 @@ class TaskFilters:
     include_claimable: bool = False
 
 
+_KNOWN_STATUSES = frozenset(s.value for s in StepStatus)
+
+
+def _in_fixed_set(column: Any, values: Sequence[str]) -> Any:
+    """``column IN (values)`` with the values written into the statement (they come from a fixed set).
+
+    asyncpg prepares every statement, and after a few runs Postgres may keep a generic plan, made
+    without the parameters' values: given ``status IN ($4, $5)`` that plan reads every row of the
+    caller's index prefix (their whole finished history) and filters; given the values, it seeks
+    the open rows only, as the one-off plan does.
+    """
+    return column.in_(bindparam(None, list(values), expanding=True, literal_execute=True, unique=True))
+
+
 def my_tasks_query(
     tenant_id: uuid.UUID, actor: Actor, filters: TaskFilters, *, cursor: str | None = None, limit: int = 50
 ) -> Select[Any]:
     """The "my tasks" statement: one indexed query with the tenant named explicitly (it runs as
     Core on the session's connection, which lock 1 does not rewrite; lock 2 still applies)."""
     statuses = (filters.status,) if filters.status else TASK_STATUSES
+    # A status outside the known set stays a bound parameter: it matches nothing anyway.
+    status_in = (
+        _in_fixed_set(_steps.c.status, statuses) if set(statuses) <= _KNOWN_STATUSES else _steps.c.status.in_(statuses)
+    )
     mine = _steps.c.assignee_id == actor.user_id
     if filters.include_claimable:
         roles = [r.value for r in Role if _role(actor).at_least(r)]
-        mine = or_(mine, and_(_steps.c.assignee_id.is_(None), _steps.c.role.in_(roles)))
+        mine = or_(mine, and_(_steps.c.assignee_id.is_(None), _in_fixed_set(_steps.c.role, roles)))
     query = (
         select(*_TASK_COLUMNS)
-        .where(_steps.c.tenant_id == tenant_id, mine, _steps.c.status.in_(statuses))
+        .where(_steps.c.tenant_id == tenant_id, mine, status_in)
         .order_by(_steps.c.due_at.asc().nulls_last(), _steps.c.run_id, _steps.c.step_id)
         .limit(limit + 1)
     )
@@ -1101,9 +1198,23 @@ def _after_task(values: list[Any]) -> Any:
 # ---------------------------------------------------------------- SLA timers
 
 
+def _timer_payload(row: StepInstance) -> dict[str, Any]:
+    return {
+        "run_id": str(row.run_id),
+        "procedure_id": str(row.procedure_id),
+        "step_id": row.step_id,
+        "step_key": row.key,
+        "title": row.title,
+        "assignee_id": str(row.assignee_id) if row.assignee_id else None,
+        "role": row.role,
+        "due_at": row.due_at.isoformat() if row.due_at else None,
+    }
+
+
 async def mark_overdue(db: AsyncSession, now: datetime | None = None) -> int:
-    """The tenant's timers that are due: emit ``step.overdue`` once per step instance, expire
-    optional steps past their expiry, and end waits whose time came. Returns how many fired."""
+    """The tenant's timers that are due: emit ``step.due_soon`` and ``step.overdue`` once per step
+    instance, expire optional steps past their expiry, end waits whose time came, and escalate
+    open exceptions left unresolved past their ``escalate_at``. Returns how many fired."""
     now = now or utcnow()
     rows = list(
         (
@@ -1119,23 +1230,16 @@ async def mark_overdue(db: AsyncSession, now: datetime | None = None) -> int:
     fired = 0
     actions: list[tuple[uuid.UUID, Action, str]] = []
     for row in rows:
+        if row.remind_at is not None and row.remind_at <= now and row.reminded_at is None:
+            row.reminded_at = now
+            # A step already overdue gets the overdue notice instead (a sweep that ran late).
+            if row.due_at is None or now < row.due_at:
+                fired += 1
+                await outbox.emit(db, "step.due_soon", {**_timer_payload(row), "remind_at": row.remind_at.isoformat()})
         if row.due_at is not None and row.due_at <= now and row.overdue_notified_at is None:
             row.overdue_notified_at = now
             fired += 1
-            await outbox.emit(
-                db,
-                "step.overdue",
-                {
-                    "run_id": str(row.run_id),
-                    "procedure_id": str(row.procedure_id),
-                    "step_id": row.step_id,
-                    "step_key": row.key,
-                    "title": row.title,
-                    "assignee_id": str(row.assignee_id) if row.assignee_id else None,
-                    "role": row.role,
-                    "due_at": row.due_at.isoformat(),
-                },
-            )
+            await outbox.emit(db, "step.overdue", _timer_payload(row))
         if row.expires_at is not None and row.expires_at <= now:
             actions.append((row.run_id, Expire(step_id=row.step_id), "run.step_expired"))
         if row.wait_until is not None and row.wait_until <= now:
@@ -1144,32 +1248,59 @@ async def mark_overdue(db: AsyncSession, now: datetime | None = None) -> int:
         if row.timer_at is not None and row.timer_at <= now:
             row.timer_at = None  # fired: the action below moves the step on (or it can never)
     await db.flush()
+    # Escalations: one indexed query (the partial index on tenant_id, escalate_at). The rows are not
+    # locked: exactly-once comes from the run's lock and its state (a second escalation is refused),
+    # and a sweep never holds an exception row while waiting for a run that a person holds.
+    escalations = (
+        await db.execute(
+            select(RunException.run_id, RunException.exception_id)
+            .where(RunException.escalate_at <= now, RunException.status == "open")
+            .order_by(RunException.escalate_at)
+            .limit(500)
+        )
+    ).all()
+    for run_id, exception_id in escalations:
+        actions.append((run_id, Escalate(exception_id=exception_id), "run.exception_escalated"))
     for run_id, action, audit_action in actions:
         try:
             async with db.begin_nested():
-                await apply_system_action(db, run_id, action, audit_action=audit_action)
+                await apply_system_action(db, run_id, action, audit_action=audit_action, now=now)
             fired += 1
         except ProblemError as exc:
             log.warning(
                 "timer action refused",
                 extra={"run_id": str(run_id), "action": type(action).__name__, "code": exc.code},
             )
+            if isinstance(action, Escalate):
+                # Refused for good (resolved or escalated meanwhile, the run finished): disarm it.
+                await db.execute(
+                    update(RunException)
+                    .where(RunException.run_id == run_id, RunException.exception_id == action.exception_id)
+                    .values(escalate_at=None)
+                    .execution_options(synchronize_session=False)
+                )
     return fired
 
 
 async def tenants_with_due_timers(now: datetime | None = None) -> list[uuid.UUID]:
-    """Tenants with a step timer due (a reviewed cross-tenant read: the scheduler's sweep)."""
+    """Tenants with a step timer or an exception escalation due (a reviewed cross-tenant read: the
+    scheduler's sweep; both read a partial index)."""
     now = now or utcnow()
+    exceptions = RunException.__table__
     async with open_session(system=True) as db:
         connection = await db.connection()
         rows = await connection.execute(
-            select(_steps.c.tenant_id).where(_steps.c.timer_at <= now).group_by(_steps.c.tenant_id)
+            union(
+                select(_steps.c.tenant_id).where(_steps.c.timer_at <= now),
+                select(exceptions.c.tenant_id).where(exceptions.c.escalate_at <= now),
+            )
         )
         return [r.tenant_id for r in rows]
 
 
 async def sweep_timers(now: datetime | None = None) -> int:
-    """Fire every due step timer of every tenant, one tenant-scoped transaction per tenant."""
+    """Fire every due step timer and exception escalation of every tenant, one tenant-scoped
+    transaction per tenant."""
     now = now or utcnow()
     fired = 0
     for tenant_id in await tenants_with_due_timers(now):

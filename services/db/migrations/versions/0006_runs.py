@@ -86,7 +86,9 @@ def upgrade() -> None:
         _utc("due_at", True),
         _utc("expires_at", True),
         _utc("wait_until", True),
+        _utc("remind_at", True),
         _utc("timer_at", True),
+        _utc("reminded_at", True),
         _utc("overdue_notified_at", True),
         _utc("action_requested_at", True),
         _utc("finished_at", True),
@@ -156,12 +158,21 @@ def upgrade() -> None:
         sa.Column("outcome", sa.String(length=16), nullable=True),
         sa.Column("resolved_by", sa.Uuid(), nullable=True),
         _utc("resolved_at", True),
+        _utc("escalate_at", True),
+        _utc("escalated_at", True),
         _utc("created_at", False),
         _run_fk("run_exceptions"),
         sa.PrimaryKeyConstraint("tenant_id", "run_id", "exception_id", name=op.f("pk_run_exceptions")),
     )
     op.create_index(
         op.f("ix_run_exceptions_tenant_id_status_raised_at"), "run_exceptions", ["tenant_id", "status", "raised_at"]
+    )
+    op.create_index(
+        "ix_run_exceptions_tenant_id_escalate_at",
+        "run_exceptions",
+        ["tenant_id", "escalate_at"],
+        postgresql_where=sa.text("escalate_at IS NOT NULL"),
+        sqlite_where=sa.text("escalate_at IS NOT NULL"),
     )
 
     for table in _TABLES:
