@@ -1319,8 +1319,13 @@ _HANDLERS: dict[type[Any], Callable[[_Run, Any], None]] = {
 # ---------------------------------------------------------------- invariants
 
 
+class InvariantBroken(AssertionError):
+    """The engine reached a state it must never reach: a bug, never a user's mistake. Raised
+    explicitly (not by ``assert``) so that it holds under ``python -O`` too."""
+
+
 def check_invariants(definition: Definition, state: RunState) -> None:
-    """Raise AssertionError when ``state`` breaks an invariant of the engine (run after every
+    """Raise InvariantBroken when ``state`` breaks an invariant of the engine (run after every
     transition; the property tests rely on it too)."""
     steps = _index(definition).steps
     ids: set[int] = set()
@@ -1330,36 +1335,49 @@ def check_invariants(definition: Definition, state: RunState) -> None:
     any_open = False
     for step in state.steps:
         status = step.status
-        assert step.id not in ids and step.id < next_id, f"step id {step.id} used twice or not below next_id"
+        if not (step.id not in ids and step.id < next_id):
+            raise InvariantBroken(f"step id {step.id} used twice or not below next_id")
         ids.add(step.id)
         if status in open_statuses:
             any_open = True
-            assert step.key in steps, f"open step {step.key!r} is not in the definition"
-            assert status != StepStatus.PENDING, f"step {step.key!r} left pending"
+            if step.key not in steps:
+                raise InvariantBroken(f"open step {step.key!r} is not in the definition")
+            if not (status != StepStatus.PENDING):
+                raise InvariantBroken(f"step {step.key!r} left pending")
         elif status == StepStatus.SKIPPED or status == StepStatus.EXPIRED:
             definition_step = steps.get(step.key)
-            assert isinstance(definition_step, _HUMAN), f"system step {step.key!r} was {status.value}"
-            assert definition_step.optional, f"mandatory step {step.key!r} was {status.value}"
+            if not (isinstance(definition_step, _HUMAN)):
+                raise InvariantBroken(f"system step {step.key!r} was {status.value}")
+            if not (definition_step.optional):
+                raise InvariantBroken(f"mandatory step {step.key!r} was {status.value}")
         if step.joined_split is not None:
             fired = (step.key, step.joined_split)
-            assert fired not in joins, f"join {step.key!r} fired twice for split {step.joined_split}"
+            if not (fired not in joins):
+                raise InvariantBroken(f"join {step.key!r} fired twice for split {step.joined_split}")
             joins.add(fired)
         path = step.branch_path
-        assert step.split_id == (path[-1][0] if path else None), f"step {step.id}: split_id is not its branch's"
+        if not (step.split_id == (path[-1][0] if path else None)):
+            raise InvariantBroken(f"step {step.id}: split_id is not its branch's")
     for arrival_key, arrived in state.arrivals.items():
-        assert len(set(arrived)) == len(arrived), f"a branch arrived twice at {arrival_key}"
+        if not (len(set(arrived)) == len(arrived)):
+            raise InvariantBroken(f"a branch arrived twice at {arrival_key}")
     open_exceptions = False
     for exc in state.exceptions:
-        assert exc.id not in ids, f"exception id {exc.id} also names a step"
-        assert exc.id < state.next_id, f"exception id {exc.id} not below next_id"
+        if not (exc.id not in ids):
+            raise InvariantBroken(f"exception id {exc.id} also names a step")
+        if not (exc.id < state.next_id):
+            raise InvariantBroken(f"exception id {exc.id} not below next_id")
         ids.add(exc.id)
         if exc.status == "open":
             open_exceptions = True
     if state.status == RunStatus.RUNNING:
-        assert any_open or open_exceptions, "a running run has nothing open"
+        if not (any_open or open_exceptions):
+            raise InvariantBroken("a running run has nothing open")
     else:
-        assert not any_open, f"a {state.status.value} run has open steps"
-        assert not open_exceptions, f"a {state.status.value} run has open exceptions"
+        if any_open:
+            raise InvariantBroken(f"a {state.status.value} run has open steps")
+        if open_exceptions:
+            raise InvariantBroken(f"a {state.status.value} run has open exceptions")
 
 
 # ---------------------------------------------------------------- entry points
