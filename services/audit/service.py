@@ -11,14 +11,17 @@ from __future__ import annotations
 
 import hashlib
 import uuid
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Literal
 
 import msgspec
+from sqlalchemy import event as sa_event
 from sqlalchemy import insert, select, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.orm import Session, SessionTransaction
 
 from services.audit.models import AuditEvent, AuditHead
 from tenants.base import new_id, utcnow
@@ -165,27 +168,46 @@ def _stored_hash(event: Any) -> str:
 
 # ---------------------------------------------------------------- appending
 
+# Events wait in the session until its transaction commits, and are chained then: the tenant's head
+# row is locked only for the moment of the commit, not for the rest of the request, so concurrent
+# writers in one tenant queue for a few milliseconds instead of for each other's whole request.
+_PENDING = "audit_pending"
 
-async def _lock_head(db: AsyncSession, tenant_id: uuid.UUID) -> tuple[int, str]:
-    """Create the tenant's head on first use and lock it until the transaction ends.
 
-    Insert-or-nothing first, then ``SELECT … FOR UPDATE``: two first appends racing in a new
-    tenant both end up queued on the one row. On SQLite the insert takes the database's write
-    lock, which serialises appends just the same.
+@dataclass(frozen=True)
+class _PendingEvent:
+    transaction: SessionTransaction  # where it was recorded: a rolled-back savepoint drops it
+    tenant_id: uuid.UUID
+    event_id: uuid.UUID
+    occurred_at: datetime
+    actor_id: uuid.UUID | None
+    action: str
+    subject_type: str
+    subject_id: str
+    before: Any
+    after: Any
+    prefix: tuple[str, str, str | None, str, str, str]
+    before_bytes: bytes
+    after_bytes: bytes
+
+
+def _lock_head(session: Session, tenant_id: uuid.UUID) -> tuple[int, str]:
+    """Lock the tenant's head until the transaction ends, creating it on first use.
+
+    ``SELECT … FOR UPDATE`` first; only a new tenant inserts (or-nothing, so two first appends
+    racing both end up queued on the one row). On SQLite the write lock serialises appends already.
     """
-    connection = await db.connection()
-    upsert = pg_insert if connection.dialect.name == "postgresql" else sqlite_insert
-    now = utcnow()
-    await db.execute(
-        upsert(AuditHead)
-        .values(tenant_id=tenant_id, last_seq=0, last_hash=GENESIS_HASH, created_at=now, updated_at=now)
-        .on_conflict_do_nothing(index_elements=["tenant_id"])
-    )
-    row = (
-        await db.execute(
-            select(AuditHead.last_seq, AuditHead.last_hash).where(AuditHead.tenant_id == tenant_id).with_for_update()
+    locked = select(AuditHead.last_seq, AuditHead.last_hash).where(AuditHead.tenant_id == tenant_id).with_for_update()
+    row = session.execute(locked).one_or_none()
+    if row is None:
+        upsert = pg_insert if session.get_bind().dialect.name == "postgresql" else sqlite_insert
+        now = utcnow()
+        session.execute(
+            upsert(AuditHead)
+            .values(tenant_id=tenant_id, last_seq=0, last_hash=GENESIS_HASH, created_at=now, updated_at=now)
+            .on_conflict_do_nothing(index_elements=["tenant_id"])
         )
-    ).one()
+        row = session.execute(locked).one()
     return int(row.last_seq), str(row.last_hash)
 
 
@@ -199,47 +221,91 @@ async def record_change(
     before: Any = None,
     after: Any = None,
 ) -> None:
-    """Append an audit event for the session's tenant, in the caller's transaction.
+    """Record an audit event for the session's tenant, written and chained when the caller's
+    transaction commits (and dropped if it, or the savepoint it was recorded in, rolls back).
 
     ``action`` is e.g. ``record.updated``; ``before``/``after`` are JSON-able (msgspec encodes
-    UUIDs, datetimes and structs). Appends in one tenant queue on the tenant's head row until the
-    caller's transaction ends, so keep the work after this call short.
+    UUIDs, datetimes and structs).
     """
-    tenant_id = session_tenant_id(db.sync_session)
+    session = db.sync_session
+    tenant_id = session_tenant_id(session)
     if tenant_id is None:
         raise TenantContextError("record_change needs a session bound to a tenant")
-    # Everything that does not depend on the chain's tail is computed before taking the lock.
     occurred_at = utcnow()
     subject = str(subject_id)
     before_value, after_value = _normalise(before), _normalise(after)
-    prefix = _prefix(tenant_id, occurred_at, actor_id, action, subject_type, subject)
-    before_bytes, after_bytes = _canonical(before_value), _canonical(after_value)
-    event_id = new_id()
-
-    last_seq, last_hash = await _lock_head(db, tenant_id)
-    seq = last_seq + 1
-    digest = _hash_parts(prefix, before_bytes, after_bytes, seq, last_hash)
-    await db.execute(
-        insert(AuditEvent).values(
+    transaction = session.get_nested_transaction() or session.get_transaction()
+    if transaction is None:
+        transaction = session.begin()
+    session.info.setdefault(_PENDING, []).append(
+        _PendingEvent(
+            transaction=transaction,
             tenant_id=tenant_id,
-            seq=seq,
-            id=event_id,
-            created_at=occurred_at,
+            event_id=new_id(),
+            occurred_at=occurred_at,
             actor_id=actor_id,
             action=action,
             subject_type=subject_type,
             subject_id=subject,
             before=before_value,
             after=after_value,
-            prev_hash=last_hash,
-            hash=digest,
+            prefix=_prefix(tenant_id, occurred_at, actor_id, action, subject_type, subject),
+            before_bytes=_canonical(before_value),
+            after_bytes=_canonical(after_value),
         )
     )
-    await db.execute(
-        update(AuditHead)
-        .where(AuditHead.tenant_id == tenant_id)
-        .values(last_seq=seq, last_hash=digest, updated_at=occurred_at)
-    )
+
+
+@sa_event.listens_for(Session, "before_commit")
+def _chain_pending_events(session: Session) -> None:
+    pending: list[_PendingEvent] = session.info.pop(_PENDING, [])
+    by_tenant: dict[uuid.UUID, list[_PendingEvent]] = {}
+    for entry in pending:
+        by_tenant.setdefault(entry.tenant_id, []).append(entry)
+    for tenant_id, entries in by_tenant.items():
+        last_seq, last_hash = _lock_head(session, tenant_id)
+        rows = []
+        for entry in entries:
+            last_seq += 1
+            digest = _hash_parts(entry.prefix, entry.before_bytes, entry.after_bytes, last_seq, last_hash)
+            rows.append(
+                {
+                    "tenant_id": tenant_id,
+                    "seq": last_seq,
+                    "id": entry.event_id,
+                    "created_at": entry.occurred_at,
+                    "actor_id": entry.actor_id,
+                    "action": entry.action,
+                    "subject_type": entry.subject_type,
+                    "subject_id": entry.subject_id,
+                    "before": entry.before,
+                    "after": entry.after,
+                    "prev_hash": last_hash,
+                    "hash": digest,
+                }
+            )
+            last_hash = digest
+        session.execute(insert(AuditEvent), rows)
+        session.execute(
+            update(AuditHead)
+            .where(AuditHead.tenant_id == tenant_id)
+            .values(last_seq=last_seq, last_hash=last_hash, updated_at=utcnow())
+        )
+
+
+def _within(transaction: SessionTransaction | None, ancestor: SessionTransaction) -> bool:
+    while transaction is not None:
+        if transaction is ancestor:
+            return True
+        transaction = transaction.parent
+    return False
+
+
+@sa_event.listens_for(Session, "after_soft_rollback")
+def _drop_rolled_back_events(session: Session, previous_transaction: SessionTransaction) -> None:
+    pending: list[_PendingEvent] | None = session.info.get(_PENDING)
+    if pending:
+        pending[:] = [e for e in pending if not _within(e.transaction, previous_transaction)]
 
 
 # ---------------------------------------------------------------- reading and verifying

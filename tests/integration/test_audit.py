@@ -241,6 +241,25 @@ async def test_a_rolled_back_change_leaves_no_event(world: World) -> None:
     assert (result.intact, result.events_checked, result.last_seq) == (True, 2, 2)
 
 
+async def test_events_of_a_rolled_back_savepoint_are_dropped_and_the_rest_kept(world: World) -> None:
+    tenant_id, _slug, _api = await new_tenant(world)
+    async with open_session(tenant_id) as db:
+        await record_change(db, actor_id=None, action="record.created", subject_type="record", subject_id="kept-1")
+        with pytest.raises(RuntimeError):
+            async with db.begin_nested():
+                await record_change(
+                    db, actor_id=None, action="record.updated", subject_type="record", subject_id="lost"
+                )
+                raise RuntimeError("the step failed")
+        async with db.begin_nested():
+            await record_change(db, actor_id=None, action="record.updated", subject_type="record", subject_id="kept-2")
+    result = await verify(tenant_id)
+    assert (result.intact, result.events_checked) == (True, 2)
+    async with open_session(tenant_id) as db:
+        events = await list_events(db, limit=10)
+    assert [(e.seq, e.subject_id) for e in events] == [(2, "kept-2"), (1, "kept-1")]
+
+
 async def test_tenants_have_independent_chains(world: World, admin_engine: AsyncEngine) -> None:
     a_id, _a_slug, _ = await new_tenant(world)
     b_id, b_slug, _ = await new_tenant(world)
