@@ -15,6 +15,7 @@ from swagger_ui_bundle import swagger_ui_path
 import services.worker  # noqa: F401  (broker and actors exist before the first request)
 from services.accounts.routes import AuthController, LinkPagesController, TenantController
 from services.audit.routes import CONTROLLERS as AUDIT_CONTROLLERS
+from services.automation.routes import CONTROLLERS as AUTOMATION_CONTROLLERS
 from services.db import dispose_databases
 from services.files import service as files
 from services.files.routes import CONTROLLERS as FILES_CONTROLLERS
@@ -26,6 +27,7 @@ from services.http import (
     provide_principal,
     provide_settings,
 )
+from services.notifications.routes import CONTROLLERS as NOTIFICATIONS_CONTROLLERS
 from services.platform.routes import healthz, readyz
 from services.ratelimit import attempt_counter
 from services.records.routes import CONTROLLERS as RECORDS_CONTROLLERS
@@ -86,6 +88,8 @@ def create_app(settings: Settings | None = None, *, embedded: bool = False) -> L
                     *CALENDAR_CONTROLLERS,
                     *PROCEDURES_CONTROLLERS,
                     *RUNS_CONTROLLERS,
+                    *AUTOMATION_CONTROLLERS,
+                    *NOTIFICATIONS_CONTROLLERS,
                 ],
             ),
             healthz,

@@ -2,9 +2,12 @@
 
 from services.accounts import models as accounts_models
 from services.audit import models as audit_models
+from services.automation import models as automation_models
 from services.files import models as files_models
+from services.notifications import models as notifications_models
 from services.outbox import models as outbox_models
 from services.records import models as records_models
+from services.scheduler import models as scheduler_models
 from services.sops.calendar import models as calendar_models
 from services.sops.procedures import models as procedures_models
 from services.sops.runs import models as runs_models
@@ -16,12 +19,15 @@ metadata = Base.metadata
 __all__ = [
     "accounts_models",
     "audit_models",
+    "automation_models",
     "calendar_models",
     "files_models",
     "metadata",
+    "notifications_models",
     "outbox_models",
     "procedures_models",
     "records_models",
     "runs_models",
+    "scheduler_models",
     "tenant_models",
 ]

@@ -1,0 +1,3 @@
+"""Tables of the automation service."""
+
+from __future__ import annotations

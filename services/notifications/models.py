@@ -1,0 +1,3 @@
+"""Tables of the notifications service."""
+
+from __future__ import annotations

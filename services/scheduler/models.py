@@ -1,0 +1,3 @@
+"""Tables of the scheduler service."""
+
+from __future__ import annotations
