@@ -156,6 +156,27 @@ async def version_by_id(db: AsyncSession, version_id: uuid.UUID) -> PublishedVer
     return await _published(db, row)
 
 
+async def definition_by_version_id(db: AsyncSession, version_id: uuid.UUID) -> Definition:
+    """The definition of a published version, for acting on a run of it: from the cache when it
+    was read before (no statement), else read; 404 if unknown or a draft.
+
+    The id must come from the caller's own tenant (a run's ``version_id``): a hit is not checked
+    against the tenant, which is safe because only the tenant's own reads fill the cache.
+    """
+    definition = _definitions.get(version_id)
+    if definition is not None:
+        _definitions.move_to_end(version_id)
+        return definition
+    raw = await db.scalar(
+        select(ProcedureVersion.definition).where(
+            ProcedureVersion.id == version_id, ProcedureVersion.status == VersionStatus.PUBLISHED
+        )
+    )
+    if raw is None:
+        raise NotFound("No such published version.", code="version_not_found")
+    return _cached_definition(version_id, raw)
+
+
 async def has_acknowledged(db: AsyncSession, user_id: uuid.UUID, version_id: uuid.UUID) -> bool:
     """Whether the user confirmed reading this version."""
     found = await db.scalar(

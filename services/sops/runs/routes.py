@@ -119,7 +119,10 @@ def comment_out(row: RunComment) -> CommentOut:
 
 
 async def detail_out(db: AsyncSession, run_id: uuid.UUID) -> RunDetailOut:
-    detail = await service.run_detail(db, run_id)
+    return run_detail_out(await service.run_detail(db, run_id))
+
+
+def run_detail_out(detail: service.RunDetail) -> RunDetailOut:
     now = utcnow()
     base = run_out(detail.run)
     return RunDetailOut(
@@ -183,8 +186,7 @@ class RunsController(Controller):
         db: NamedDependency[AsyncSession],
         principal: NamedDependency[Principal],
     ) -> RunDetailOut:
-        await service.claim_step(db, actor_of(principal), run_id, step_id)
-        return await detail_out(db, run_id)
+        return run_detail_out(await service.claim_step(db, actor_of(principal), run_id, step_id))
 
     @post("/{run_id:uuid}/steps/{step_id:int}/assign", status_code=200, summary="Assign or reassign (manager)")
     async def assign(
@@ -195,8 +197,7 @@ class RunsController(Controller):
         db: NamedDependency[AsyncSession],
         principal: NamedDependency[Principal],
     ) -> RunDetailOut:
-        await service.assign_step(db, actor_of(principal), run_id, step_id, data.user_id)
-        return await detail_out(db, run_id)
+        return run_detail_out(await service.assign_step(db, actor_of(principal), run_id, step_id, data.user_id))
 
     @post("/{run_id:uuid}/steps/{step_id:int}/start", status_code=200, summary="Start working on a step")
     async def start_step(
@@ -206,8 +207,7 @@ class RunsController(Controller):
         db: NamedDependency[AsyncSession],
         principal: NamedDependency[Principal],
     ) -> RunDetailOut:
-        await service.start_step(db, actor_of(principal), run_id, step_id)
-        return await detail_out(db, run_id)
+        return run_detail_out(await service.start_step(db, actor_of(principal), run_id, step_id))
 
     @post("/{run_id:uuid}/steps/{step_id:int}/complete", status_code=200, summary="Complete a step with evidence")
     async def complete(
@@ -218,7 +218,7 @@ class RunsController(Controller):
         db: NamedDependency[AsyncSession],
         principal: NamedDependency[Principal],
     ) -> RunDetailOut:
-        await service.complete_step(
+        detail = await service.complete_step(
             db,
             actor_of(principal),
             run_id,
@@ -229,7 +229,7 @@ class RunsController(Controller):
             file_ids=data.evidence.files,
             value=data.evidence.value,
         )
-        return await detail_out(db, run_id)
+        return run_detail_out(detail)
 
     @post("/{run_id:uuid}/steps/{step_id:int}/approve", status_code=200, summary="Approve an approval step")
     async def approve(
@@ -240,8 +240,7 @@ class RunsController(Controller):
         db: NamedDependency[AsyncSession],
         principal: NamedDependency[Principal],
     ) -> RunDetailOut:
-        await service.approve_step(db, actor_of(principal), run_id, step_id, data.note)
-        return await detail_out(db, run_id)
+        return run_detail_out(await service.approve_step(db, actor_of(principal), run_id, step_id, data.note))
 
     @post("/{run_id:uuid}/steps/{step_id:int}/reject", status_code=200, summary="Reject an approval step")
     async def reject(
@@ -252,8 +251,7 @@ class RunsController(Controller):
         db: NamedDependency[AsyncSession],
         principal: NamedDependency[Principal],
     ) -> RunDetailOut:
-        await service.reject_step(db, actor_of(principal), run_id, step_id, data.note)
-        return await detail_out(db, run_id)
+        return run_detail_out(await service.reject_step(db, actor_of(principal), run_id, step_id, data.note))
 
     @post("/{run_id:uuid}/steps/{step_id:int}/skip", status_code=200, summary="Skip an optional step")
     async def skip(
@@ -263,8 +261,7 @@ class RunsController(Controller):
         db: NamedDependency[AsyncSession],
         principal: NamedDependency[Principal],
     ) -> RunDetailOut:
-        await service.skip_step(db, actor_of(principal), run_id, step_id)
-        return await detail_out(db, run_id)
+        return run_detail_out(await service.skip_step(db, actor_of(principal), run_id, step_id))
 
     @get("/{run_id:uuid}/comments", summary="Comments on a run, oldest first")
     async def list_comments(
