@@ -7,14 +7,17 @@ refused with its reason; the others load. Allow- and deny-lists come from settin
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
+from collections.abc import Iterable
+from dataclasses import dataclass, field
 from importlib.metadata import EntryPoint, entry_points
+from typing import Any
 
 import pluggy
 from guiju_sdk import (
     API_VERSION,
     ENTRY_POINT_GROUP,
     PROJECT_NAME,
+    ActionHandler,
     GuijuSpec,
     PluginInfo,
     api_version_supported,
@@ -94,3 +97,84 @@ def load_plugins(
         else:
             report.append(LoadedPlugin(ep.name, info, True))
     return manager, report
+
+
+# ---------------------------------------------------------------- the loaded plugins and their actions
+
+MAX_ACTION_TIME_LIMIT_MS = 300_000
+
+
+@dataclass(frozen=True)
+class PluginAction:
+    """An action a loaded plugin registered through ``guiju_actions``."""
+
+    plugin: str
+    name: str
+    handler: ActionHandler
+    labels: dict[str, str]
+    input_schema: dict[str, Any] | None = None
+    output_schema: dict[str, Any] | None = None
+    time_limit_ms: int = 30_000
+
+    @property
+    def key(self) -> str:
+        return f"{self.plugin}.{self.name}"
+
+
+@dataclass
+class _Active:
+    manager: pluggy.PluginManager | None = None
+    names: frozenset[str] = frozenset()
+    actions: dict[str, PluginAction] = field(default_factory=dict)
+
+
+_active = _Active()
+
+
+def collect_actions(manager: pluggy.PluginManager, plugin_names: Iterable[str]) -> dict[str, PluginAction]:
+    """Call each plugin's ``guiju_actions`` hook; a malformed registration is logged and skipped."""
+    found: dict[str, PluginAction] = {}
+    for plugin_name in plugin_names:
+        plugin = manager.get_plugin(plugin_name)
+        if plugin is None:
+            continue
+
+        def register(
+            name: str,
+            handler: ActionHandler,
+            *,
+            labels: dict[str, str],
+            input_schema: dict[str, Any] | None = None,
+            output_schema: dict[str, Any] | None = None,
+            time_limit_ms: int = 30_000,
+            _plugin: str = plugin_name,
+        ) -> None:
+            if not name or "." in name or not callable(handler) or not 0 < time_limit_ms <= MAX_ACTION_TIME_LIMIT_MS:
+                log.warning("plugin action refused", extra={"plugin": _plugin, "action": name})
+                return
+            action = PluginAction(_plugin, name, handler, dict(labels), input_schema, output_schema, time_limit_ms)
+            found[action.key] = action
+
+        caller = manager.subset_hook_caller(
+            "guiju_actions", remove_plugins=[p for p in manager.get_plugins() if p is not plugin]
+        )
+        caller(register=register)
+    return found
+
+
+def activate(manager: pluggy.PluginManager, report: list[LoadedPlugin]) -> None:
+    """Make the loaded plugins of ``report`` the process's plugins (app and worker start-up)."""
+    names = frozenset(r.name for r in report if r.loaded)
+    _active.manager = manager
+    _active.names = names
+    _active.actions = collect_actions(manager, sorted(names))
+
+
+def installed_plugin_names() -> frozenset[str]:
+    """Names of the plugins loaded in this process."""
+    return _active.names
+
+
+def plugin_actions() -> dict[str, PluginAction]:
+    """Actions of the loaded plugins, by ``"plugin.action"``."""
+    return dict(_active.actions)

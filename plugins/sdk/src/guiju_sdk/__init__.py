@@ -5,7 +5,8 @@ This package is the only thing a Guiju plugin imports. It carries:
 - :data:`API_VERSION`, the version of the plugin API that this SDK describes;
 - :data:`hookimpl`, the marker a plugin puts on its hook implementations;
 - :class:`GuijuSpec`, the hook specifications the host calls;
-- :class:`PluginInfo`, the manifest a plugin registers about itself.
+- :class:`PluginInfo`, the manifest a plugin registers about itself;
+- :class:`ActionCall` and :class:`ActionFailed`, what a plugin action receives and may raise.
 
 A plugin is a distribution that declares an entry point in the group ``guiju``
 (see :data:`ENTRY_POINT_GROUP`) pointing at a module or object holding hook
@@ -13,16 +14,20 @@ implementations.
 """
 
 from guiju_sdk.hookspecs import GuijuSpec, hookimpl, hookspec
-from guiju_sdk.types import PluginInfo, Register
+from guiju_sdk.types import ActionCall, ActionFailed, ActionHandler, PluginInfo, Register, RegisterAction
 from guiju_sdk.version import API_VERSION, ENTRY_POINT_GROUP, PROJECT_NAME, api_version_supported
 
 __all__ = [
     "API_VERSION",
     "ENTRY_POINT_GROUP",
     "PROJECT_NAME",
+    "ActionCall",
+    "ActionFailed",
+    "ActionHandler",
     "GuijuSpec",
     "PluginInfo",
     "Register",
+    "RegisterAction",
     "api_version_supported",
     "hookimpl",
     "hookspec",

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import pluggy
 
-from guiju_sdk.types import Register
+from guiju_sdk.types import Register, RegisterAction
 from guiju_sdk.version import PROJECT_NAME
 
 #: Marker for hook specifications (used by the host).
@@ -28,4 +28,17 @@ class GuijuSpec:
 
         Every plugin implements this hook; the host refuses a plugin without it, or one whose
         ``api_range`` does not include the host's :data:`guiju_sdk.API_VERSION`.
+        """
+
+    @hookspec
+    def guiju_actions(self, register: RegisterAction) -> None:
+        """Register the actions this plugin offers to automations.
+
+        Call ``register(name, handler, labels={"zh-CN": ..., "en": ...}, input_schema=...,
+        output_schema=..., time_limit_ms=...)`` once per action. ``name`` is unique within the
+        plugin (automations name it ``"<plugin>.<name>"``); ``handler`` receives an
+        :class:`guiju_sdk.ActionCall` and returns a JSON object. The host runs it in a worker, on
+        the plugin's own queue, within ``time_limit_ms``; raise :class:`guiju_sdk.ActionFailed`
+        to report a failure (retryable or not). ``input_schema``/``output_schema`` are JSON Schemas
+        shown to people building automations.
         """
