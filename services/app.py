@@ -27,6 +27,7 @@ from services.http import (
     provide_principal,
     provide_settings,
 )
+from services.marketplace import service as marketplace
 from services.notifications.routes import CONTROLLERS as NOTIFICATIONS_CONTROLLERS
 from services.platform.routes import healthz, readyz
 from services.ratelimit import attempt_counter
@@ -44,6 +45,7 @@ def create_app(settings: Settings | None = None, *, embedded: bool = False) -> L
     """The ASGI app. ``embedded`` also runs the worker and the outbox relay in this process."""
     settings = settings or load_settings()
     files.configure(settings)
+    marketplace.activate(*marketplace.load_plugins(settings))
     runtime = EmbeddedRuntime(worker_threads=settings.worker_threads, relay_interval=settings.relay_interval_seconds)
 
     @asynccontextmanager

@@ -15,6 +15,8 @@ from typing import Literal
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 MIN_SECRET_KEY_LENGTH = 32
+# Every plan keeps automation execution history at least this long.
+MIN_EXECUTION_RETENTION_DAYS = 90
 
 # embedded: `guiju run`; production: api, worker, scheduler; admin: one-off commands (no secret needed).
 Mode = Literal["embedded", "production", "admin"]
@@ -70,10 +72,24 @@ class Settings:
     login_window_seconds: int = 900
     worker_threads: int = 4
     relay_interval_seconds: float = 1.0
+    broker_heartbeat_timeout_ms: int = 60_000
     plugins_allow: tuple[str, ...] = ()
     plugins_deny: tuple[str, ...] = ()
     storage_dir: Path | None = None  # None: var_dir / "files"
     max_upload_mb: int = 25
+    automation_max_attempts: int = 5
+    automation_tenant_concurrency: int = 4
+    automation_max_chain: int = 5  # automation executions one event may cause in a row (loop guard)
+    execution_retention_days: int = 90
+    webhook_max_bytes: int = 256 * 1024
+    webhook_allow_http_hosts: tuple[str, ...] = ()  # outbound webhooks may use plain http to these hosts
+
+    def __post_init__(self) -> None:
+        if self.execution_retention_days < MIN_EXECUTION_RETENTION_DAYS:
+            raise SettingsError(
+                f"GUIJU_EXECUTION_RETENTION_DAYS is {self.execution_retention_days}: execution history is kept "
+                f"at least {MIN_EXECUTION_RETENTION_DAYS} days."
+            )
 
     @property
     def files_dir(self) -> Path:
@@ -145,10 +161,17 @@ def load_settings(mode: Mode = "embedded") -> Settings:
         login_window_seconds=_int("LOGIN_WINDOW_SECONDS", 900),
         worker_threads=_int("WORKER_THREADS", 4),
         relay_interval_seconds=float(_env("RELAY_INTERVAL_SECONDS", "1.0") or "1.0"),
+        broker_heartbeat_timeout_ms=_int("BROKER_HEARTBEAT_TIMEOUT_MS", 60_000),
         plugins_allow=_list("PLUGINS_ALLOW"),
         plugins_deny=_list("PLUGINS_DENY"),
         storage_dir=Path(_env("STORAGE_DIR") or var_dir / "files"),
         max_upload_mb=_int("MAX_UPLOAD_MB", 25),
+        automation_max_attempts=_int("AUTOMATION_MAX_ATTEMPTS", 5),
+        automation_tenant_concurrency=_int("AUTOMATION_TENANT_CONCURRENCY", 4),
+        automation_max_chain=_int("AUTOMATION_MAX_CHAIN", 5),
+        execution_retention_days=_int("EXECUTION_RETENTION_DAYS", 90),
+        webhook_max_bytes=_int("WEBHOOK_MAX_BYTES", 256 * 1024),
+        webhook_allow_http_hosts=_list("WEBHOOK_ALLOW_HTTP_HOSTS"),
     )
 
 

@@ -5,6 +5,8 @@ Run by ``guiju worker`` (as ``dramatiq services.worker``) and by the embedded ru
 
 import os
 
+from services.automation import actors as _automation_actors  # noqa: F401  (executors, dispatcher, timers)
+from services.automation import escalations as _escalations  # noqa: F401  (default SLA escalations)
 from services.broker import broker
 from services.mail import service as _mail  # noqa: F401  (subscribes mail delivery to the outbox)
 from services.outbox import actors as _outbox_actors  # noqa: F401
@@ -12,8 +14,11 @@ from services.sops.runs import actors as _runs_actors  # noqa: F401  (SLA timers
 
 if os.environ.get("GUIJU_PROCESS") == "worker":  # started by `guiju worker` through dramatiq's CLI
     from services.logs import configure_logging
+    from services.marketplace import service as marketplace
     from services.settings import load_settings
 
-    configure_logging(load_settings("production").log_level)
+    worker_settings = load_settings("production")
+    configure_logging(worker_settings.log_level)
+    marketplace.activate(*marketplace.load_plugins(worker_settings))
 
 __all__ = ["broker"]

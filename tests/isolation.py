@@ -12,7 +12,7 @@ from typing import Any
 
 from tenants.base import Base
 from tenants.isolation import TenantScoped
-from tests.conftest import World, unique_email
+from tests.conftest import World, deliver_events, unique_email
 
 
 def tenant_scoped_models() -> list[type[Any]]:
@@ -67,6 +67,8 @@ async def seed_tenant(world: World) -> SeededTenant:
     seeded.ids["record_id"] = record.json()["id"]
     await _seed_procedure(api, seeded)
     await _seed_run(api, seeded)
+    await _seed_automation(api, seeded)
+    await _seed_notifications_and_webhooks(world, api, seeded)
     return seeded
 
 
@@ -129,10 +131,63 @@ async def _seed_run(api: Any, seeded: SeededTenant) -> None:
     seeded.ids["exception_id"] = str(raised.json()["id"])
 
 
+async def _seed_automation(api: Any, seeded: SeededTenant) -> None:
+    collection_id = seeded.ids["collection_id"]
+    automation = await api.post(
+        "/api/v1/automations",
+        {
+            "name": "Seed",
+            "trigger": {"type": "record_event", "collection_id": collection_id, "events": ["updated"]},
+            "actions": [{"kind": "create_record", "collection_id": collection_id, "values": {}}],
+        },
+    )
+    assert automation.status_code == 201, automation.text
+    seeded.ids["automation_id"] = automation.json()["id"]
+    records = f"/api/v1/collections/{collection_id}/records"
+    other = await api.post(records, {"values": {"code": "B-1"}})
+    assert other.status_code == 201, other.text
+    changed = await api.patch(f"{records}/{other.json()['id']}", {"values": {"code": "B-2"}})
+    assert changed.status_code == 200, changed.text
+    await deliver_events()
+    executions = await api.get(f"/api/v1/automations/{seeded.ids['automation_id']}/executions")
+    assert len(executions.json()) == 1, executions.text
+    seeded.ids["execution_id"] = executions.json()[0]["id"]
+
+
+async def _seed_notifications_and_webhooks(world: World, api: Any, seeded: SeededTenant) -> None:
+    """A webhook automation called once (its URL and a delivery) that notifies the owner; a procedure
+    with a due step (its default escalations)."""
+    from tests.integration.test_notifications import notify_by_webhook
+
+    await notify_by_webhook(api, (await world.client()).client, seeded.ids["user_id"], "Seed")
+    notifications = (await api.get("/api/v1/notifications")).json()["items"]
+    assert len(notifications) == 1, notifications
+    seeded.ids["notification_id"] = notifications[0]["id"]
+    due_step = {
+        "kind": "task",
+        "key": "due",
+        "title": "Due",
+        "owner": {"kind": "starter"},
+        "due": {"within": {"hours": 1}},
+    }
+    procedure = await api.post(
+        "/api/v1/procedures",
+        {"key": "seed_sla", "title": "Seed SLA", "definition": {"start": "due", "steps": [due_step]}},
+    )
+    assert procedure.status_code == 201, procedure.text
+    published = await api.post(
+        f"/api/v1/procedures/{procedure.json()['id']}/versions/{procedure.json()['draft_version_id']}/publish",
+        {"change_note": "seed"},
+    )
+    assert published.status_code == 200, published.text
+    await deliver_events()
+
+
 # Bodies for writes whose validation would otherwise answer before the lookup does.
 REQUEST_BODIES: dict[tuple[str, str], dict[str, Any]] = {
     ("PATCH", "/api/v1/members/{user_id:uuid}"): {"role": "member"},
     ("PATCH", "/api/v1/collections/{collection_id:uuid}"): {"name": "Peek"},
+    ("PATCH", "/api/v1/automations/{automation_id:uuid}"): {"name": "Peek"},
     ("POST", "/api/v1/collections/{collection_id:uuid}/purge"): {"field_keys": ["code"]},
     ("POST", "/api/v1/collections/{collection_id:uuid}/records"): {"values": {}},
     ("PATCH", "/api/v1/collections/{collection_id:uuid}/records/{record_id:uuid}"): {"values": {}},

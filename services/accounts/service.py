@@ -621,6 +621,14 @@ async def existing_member_ids(session: AsyncSession, user_ids: set[uuid.UUID]) -
     return set(await session.scalars(select(Membership.user_id).where(Membership.user_id.in_(user_ids))))
 
 
+async def user_locales(session: AsyncSession, user_ids: set[uuid.UUID]) -> dict[uuid.UUID, str]:
+    """The preferred locale (``zh-CN`` or ``en``) of each of ``user_ids`` that exists."""
+    if not user_ids:
+        return {}
+    rows = await session.execute(select(User.id, User.locale).where(User.id.in_(user_ids)))
+    return {row[0]: row[1] for row in rows}
+
+
 # ---------------------------------------------------------------- members
 
 

@@ -290,6 +290,9 @@ def _chain_pending_events(session: Session) -> None:
             update(AuditHead)
             .where(AuditHead.tenant_id == tenant_id)
             .values(last_seq=last_seq, last_hash=last_hash, updated_at=utcnow())
+            # This module reads the head by columns, never as objects: nothing to synchronise, and the
+            # default ("auto") evaluates the criteria in Python at every commit.
+            .execution_options(synchronize_session=False)
         )
 
 

@@ -9,9 +9,11 @@ once: consumers are idempotent.
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import contextvars
 import logging
 import uuid
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator, Mapping
 from datetime import timedelta
 from typing import Any
 
@@ -30,7 +32,39 @@ log = logging.getLogger("guiju.outbox")
 EventHandler = Callable[[dict[str, Any]], Awaitable[None]]
 Publisher = Callable[[dict[str, Any]], None]
 
+# The payload key under which an event carries what caused it (see caused_by()).
+CAUSE_KEY = "_cause"
+
 _subscribers: dict[str, list[EventHandler]] = {}
+_cause_var: contextvars.ContextVar[dict[str, Any] | None] = contextvars.ContextVar("event_cause", default=None)
+
+
+@contextlib.contextmanager
+def caused_by(cause: Mapping[str, Any]) -> Iterator[None]:
+    """Every event emitted inside the block carries ``cause`` in its payload under ``CAUSE_KEY``.
+
+    Whatever runs work on behalf of an event (an automation action, say) sets this, so the
+    consumers of the events that work causes can see the lineage and stop a loop. ``cause`` must
+    be JSON-serialisable.
+    """
+    token = _cause_var.set(dict(cause))
+    try:
+        yield
+    finally:
+        _cause_var.reset(token)
+
+
+def current_cause() -> dict[str, Any] | None:
+    """The cause set by the innermost :func:`caused_by` block, if any."""
+    return _cause_var.get()
+
+
+def cause_of(message: Mapping[str, Any]) -> dict[str, Any] | None:
+    """The cause an event message carries (None: caused by a person, a timer, the outside world)."""
+    cause = (message.get("payload") or {}).get(CAUSE_KEY)
+    return dict(cause) if isinstance(cause, Mapping) else None
+
+
 _relay_wakers: list[tuple[asyncio.AbstractEventLoop, asyncio.Event]] = []
 MAX_BACKOFF_SECONDS = 60.0
 
@@ -38,7 +72,13 @@ MAX_BACKOFF_SECONDS = 60.0
 async def emit(
     session: AsyncSession, type: str, payload: dict[str, Any], *, tenant_id: uuid.UUID | None = None
 ) -> OutboxEvent:
-    """Record ``type`` with ``payload`` in the session's transaction (the tenant defaults to the session's)."""
+    """Record ``type`` with ``payload`` in the session's transaction (the tenant defaults to the session's).
+
+    Inside a :func:`caused_by` block the payload also carries the cause (unless it names one itself).
+    """
+    cause = _cause_var.get()
+    if cause is not None and CAUSE_KEY not in payload:
+        payload = {**payload, CAUSE_KEY: cause}
     row = OutboxEvent(
         id=new_id(),
         tenant_id=tenant_id or session_tenant_id(session.sync_session),

@@ -795,6 +795,18 @@ async def create_record(db: AsyncSession, principal: Principal, collection_id: u
     return await _create(db, collection, data.values, data.entity_id, principal.user_id)
 
 
+async def create_record_values(
+    db: AsyncSession,
+    collection_id: uuid.UUID,
+    values: Mapping[str, Any],
+    actor_id: uuid.UUID | None,
+    entity_id: uuid.UUID | None = None,
+) -> Record:
+    """Create a record on the platform's behalf (an automation): same checks, event and audit."""
+    collection = await _collection(db, collection_id)
+    return await _create(db, collection, values, entity_id, actor_id)
+
+
 async def _create(
     db: AsyncSession,
     collection: Collection,

@@ -39,7 +39,10 @@ from services.sops import engine
 from services.sops.calendar import service as calendar
 from services.sops.definition import (
     HUMAN_STEPS,
+    ActionStep,
+    DecisionStep,
     Definition,
+    Due,
     ExceptionKind,
     FieldOwner,
     FormStep,
@@ -50,6 +53,7 @@ from services.sops.definition import (
     RoundRobinOwner,
     StarterOwner,
     Step,
+    WaitStep,
 )
 from services.sops.engine import (
     Abort,
@@ -190,14 +194,38 @@ def _local_date(now: datetime, timezone: str) -> date:
     return now.astimezone(zone).date()
 
 
-async def _env(db: AsyncSession, run: Run, now: datetime | None = None) -> Env:
+def _uses_calendar(definition: Definition) -> bool:
+    """Whether the engine can ask, on this definition, for a due time or for the tenant's date: it
+    does so only for a step's due time or expiry, an exception's escalation, a wait's duration, and
+    ``today()`` in a decision's conditions or an action's inputs."""
+    for step in definition.steps:
+        if isinstance(step, HUMAN_STEPS):
+            if step.due is not None or step.expires_after is not None:
+                return True
+            if any(kind.escalate_after is not None for kind in step.exceptions):
+                return True
+        elif isinstance(step, DecisionStep | WaitStep | ActionStep):
+            return True
+    return False
+
+
+def _no_due_times(due: Due, ready_at: datetime, values: Mapping[str, Any]) -> datetime | None:
+    raise RuntimeError("the calendar was not loaded: _uses_calendar() must name every use of it")
+
+
+async def _env(db: AsyncSession, run: Run, definition: Definition, now: datetime | None = None) -> Env:
     now = now or utcnow()
+    record = await _record_values(db, run)
+    if not _uses_calendar(definition):
+        # Most procedures have no due times, durations or conditions: reading the calendar (two
+        # statements) would be wasted on every action of their runs.
+        return Env(now=now, due_at=_no_due_times, evaluate=expressions.evaluate, record=record)
     working_time = await calendar.get_calendar(db)
     return Env(
         now=now,
         due_at=calendar.due_function_for(working_time),
         evaluate=expressions.evaluate,
-        record=await _record_values(db, run),
+        record=record,
         # "today" in decisions and expressions is the tenant's date, not UTC's.
         today=_local_date(now, working_time.timezone),
     )
@@ -335,13 +363,17 @@ class _Work:
     """One run's transition in progress: the state before, the state now, what happened."""
 
     run: Run
-    version: PublishedVersion
+    definition: Definition
     before: RunState
     state: RunState
     env: Env
     events: list[Event]
     actions_requested: set[int]
     finished_child: bool = False
+    # The run's step and exception rows by id, once storing the state has read them (the answer
+    # to the action is built from them instead of reading them again).
+    step_rows: dict[int, StepInstance] | None = None
+    exception_rows: dict[int, RunException] | None = None
 
 
 async def _settle(
@@ -353,7 +385,7 @@ async def _settle(
     notify_parent: bool = True,
 ) -> None:
     """Handle every event (which may apply follow-up actions), then store state, rows and events."""
-    definition = work.version.definition
+    definition = work.definition
     run = work.run
     while pending:
         event = pending.pop(0)
@@ -463,10 +495,9 @@ async def _sync_steps(db: AsyncSession, work: _Work) -> None:
     touched = work.actions_requested
     if not changed and not touched:
         return
-    rows = {
-        r.step_id: r for r in (await db.scalars(select(StepInstance).where(StepInstance.run_id == work.run.id))).all()
-    }
-    definition = work.version.definition
+    rows = await _step_rows(db, work.run.id)
+    work.step_rows = rows
+    definition = work.definition
     now = work.env.now
     for step in work.state.steps:
         if step in changed or step.id in touched or step.id not in rows:
@@ -508,15 +539,14 @@ async def _sync_exceptions(db: AsyncSession, work: _Work) -> None:
     changed = [e for e in work.state.exceptions if before.get(e.id) != e]
     if not changed:
         return
-    rows = {
-        r.exception_id: r
-        for r in (await db.scalars(select(RunException).where(RunException.run_id == work.run.id))).all()
-    }
+    rows = await _exception_rows(db, work.run.id)
+    work.exception_rows = rows
     for exc in changed:
         row = rows.get(exc.id)
         if row is None:
             row = RunException(run_id=work.run.id, exception_id=exc.id, file_ids=[], created_at=work.env.now)
             db.add(row)
+            rows[exc.id] = row
         row.kind = exc.kind
         row.step_id = exc.step_id
         row.status = exc.status
@@ -580,16 +610,16 @@ async def _act(
     *,
     actor_id: uuid.UUID | None,
     audit_action: str,
-    version: PublishedVersion | None = None,
+    definition: Definition | None = None,
     now: datetime | None = None,
 ) -> _Work:
     """Apply one action to a (locked) run and settle it, with its audit event."""
     _require_running(run)
-    version = version or await procedures.version_by_id(db, run.version_id)
+    definition = definition or await procedures.definition_by_version_id(db, run.version_id)
     state = decode_state(run.state)
-    env = await _env(db, run, now)
-    transition = _apply_engine(version.definition, state, action, env)
-    work = _Work(run, version, state, transition.state, env, [], set())
+    env = await _env(db, run, definition, now)
+    transition = _apply_engine(definition, state, action, env)
+    work = _Work(run, definition, state, transition.state, env, [], set())
     await _settle(db, work, list(transition.events), actor_id=actor_id)
     step_id = getattr(action, "step_id", None)
     before: dict[str, Any] = {"status": state.status.value, "step": _step_snapshot(state, step_id)}
@@ -688,14 +718,14 @@ async def start_run(
         state={},
         lock_version=0,
     )
-    env = await _env(db, run)  # reads the record: a missing one is a 404 before anything is written
+    env = await _env(db, run, definition)  # reads the record: a missing one is a 404 before anything is written
     db.add(run)
     await db.flush()
     try:
         transition = engine.start(definition, env, started_by=starter, data=values)
     except EngineError as exc:
         raise _engine_problem(exc) from exc
-    work = _Work(run, version, RunState(), transition.state, env, [], set())
+    work = _Work(run, definition, RunState(), transition.state, env, [], set())
     # A sub-run that finishes at once is reported by the caller, whose own state is not stored yet.
     await _settle(db, work, list(transition.events), actor_id=starter, notify_parent=False)
     await audit.record_change(
@@ -721,15 +751,37 @@ class RunDetail:
     exceptions: list[RunException]
 
 
+async def _step_rows(db: AsyncSession, run_id: uuid.UUID) -> dict[int, StepInstance]:
+    rows = await db.scalars(select(StepInstance).where(StepInstance.run_id == run_id))
+    return {r.step_id: r for r in rows}
+
+
+async def _exception_rows(db: AsyncSession, run_id: uuid.UUID) -> dict[int, RunException]:
+    rows = await db.scalars(select(RunException).where(RunException.run_id == run_id))
+    return {r.exception_id: r for r in rows}
+
+
+def _detail_of(
+    run: Run, state: RunState, steps: dict[int, StepInstance], exceptions: dict[int, RunException]
+) -> RunDetail:
+    return RunDetail(run, state, [steps[i] for i in sorted(steps)], [exceptions[i] for i in sorted(exceptions)])
+
+
 async def run_detail(db: AsyncSession, run_id: uuid.UUID) -> RunDetail:
     run = await _load_run(db, run_id)
-    steps = (
-        await db.scalars(select(StepInstance).where(StepInstance.run_id == run_id).order_by(StepInstance.step_id))
-    ).all()
-    exceptions = (
-        await db.scalars(select(RunException).where(RunException.run_id == run_id).order_by(RunException.exception_id))
-    ).all()
-    return RunDetail(run, decode_state(run.state), list(steps), list(exceptions))
+    return _detail_of(run, decode_state(run.state), await _step_rows(db, run_id), await _exception_rows(db, run_id))
+
+
+async def _detail_after(db: AsyncSession, work: _Work) -> RunDetail:
+    """The run as an action left it, from what settling the action already holds: the run row
+    and the state are current, and so are the rows it read to store the state (the session's
+    identity map would hand back the same objects on a second read)."""
+    steps = work.step_rows if work.step_rows is not None else await _step_rows(db, work.run.id)
+    exceptions = work.exception_rows
+    if exceptions is None:
+        # The exception rows mirror the state's exceptions: a run that never had one has no row.
+        exceptions = await _exception_rows(db, work.run.id) if work.state.exceptions else {}
+    return _detail_of(work.run, work.state, steps, exceptions)
 
 
 def _encode_cursor(values: list[Any]) -> str:
@@ -792,10 +844,12 @@ async def _files_problems(db: AsyncSession, file_ids: Sequence[uuid.UUID | str],
     ]
 
 
-async def _step_action(db: AsyncSession, run_id: uuid.UUID, action: Action, *, actor: Actor, audit_action: str) -> Run:
+async def _step_action(
+    db: AsyncSession, run_id: uuid.UUID, action: Action, *, actor: Actor, audit_action: str
+) -> RunDetail:
     run = await _load_run(db, run_id, lock=True)
-    await _act(db, run, action, actor_id=actor.user_id, audit_action=audit_action)
-    return run
+    work = await _act(db, run, action, actor_id=actor.user_id, audit_action=audit_action)
+    return await _detail_after(db, work)
 
 
 def _guard_own_step(state: RunState, step_id: int, actor: Actor) -> StepState:
@@ -806,13 +860,13 @@ def _guard_own_step(state: RunState, step_id: int, actor: Actor) -> StepState:
     return step
 
 
-async def claim_step(db: AsyncSession, actor: Actor, run_id: uuid.UUID, step_id: int) -> Run:
+async def claim_step(db: AsyncSession, actor: Actor, run_id: uuid.UUID, step_id: int) -> RunDetail:
     return await _step_action(
         db, run_id, Claim(step_id=step_id, actor=actor), actor=actor, audit_action="run.step_claimed"
     )
 
 
-async def assign_step(db: AsyncSession, actor: Actor, run_id: uuid.UUID, step_id: int, user_id: uuid.UUID) -> Run:
+async def assign_step(db: AsyncSession, actor: Actor, run_id: uuid.UUID, step_id: int, user_id: uuid.UUID) -> RunDetail:
     """Assign or reassign a step (manager or higher) to a member."""
     run = await _load_run(db, run_id, lock=True)
     _require_manager(actor)
@@ -822,17 +876,17 @@ async def assign_step(db: AsyncSession, actor: Actor, run_id: uuid.UUID, step_id
         raise ValidationProblem(
             errors=[FieldProblem(pointer="/user_id", code="not_a_member", message="not a member of this workspace")]
         )
-    await _act(
+    work = await _act(
         db,
         run,
         Assign(step_id=step_id, user_id=user_id, actor=actor),
         actor_id=actor.user_id,
         audit_action="run.step_assigned",
     )
-    return run
+    return await _detail_after(db, work)
 
 
-async def start_step(db: AsyncSession, actor: Actor, run_id: uuid.UUID, step_id: int) -> Run:
+async def start_step(db: AsyncSession, actor: Actor, run_id: uuid.UUID, step_id: int) -> RunDetail:
     return await _step_action(
         db, run_id, engine.Start(step_id=step_id, actor=actor), actor=actor, audit_action="run.step_started"
     )
@@ -849,14 +903,15 @@ async def complete_step(
     note: str = "",
     file_ids: Sequence[uuid.UUID] = (),
     value: float | None = None,
-) -> Run:
-    """Complete a step with its form values and evidence; every problem of the input is listed."""
+) -> RunDetail:
+    """Complete a step with its form values and evidence; every problem of the input is listed.
+    Returns the run as the completion left it."""
     run = await _load_run(db, run_id, lock=True)
     _require_running(run)
     state = decode_state(run.state)
     step = _guard_own_step(state, step_id, actor)
-    version = await procedures.version_by_id(db, run.version_id)
-    step_def = version.definition.step(step.key)
+    definition = await procedures.definition_by_version_id(db, run.version_id)
+    step_def = definition.step(step.key)
     if (
         isinstance(step_def, HUMAN_STEPS)
         and step_def.requires_acknowledgement
@@ -899,7 +954,7 @@ async def complete_step(
         # The engine checks the evidence and the checklist: its problems join ours in one answer,
         # unless the step cannot be completed at all (a conflict, not a problem of the input).
         try:
-            engine.apply(version.definition, state, action, await _env(db, run))
+            engine.apply(definition, state, action, await _env(db, run, definition))
         except EngineError as exc:
             refusal = _engine_problem(exc)
             if not refusal.errors:
@@ -907,11 +962,11 @@ async def complete_step(
             seen = {(p.pointer, p.code) for p in problems}
             problems += [p for p in refusal.errors if (p.pointer, p.code) not in seen]
         raise ValidationProblem(errors=problems)
-    await _act(db, run, action, actor_id=actor.user_id, audit_action="run.step_completed", version=version)
-    return run
+    work = await _act(db, run, action, actor_id=actor.user_id, audit_action="run.step_completed", definition=definition)
+    return await _detail_after(db, work)
 
 
-async def approve_step(db: AsyncSession, actor: Actor, run_id: uuid.UUID, step_id: int, note: str = "") -> Run:
+async def approve_step(db: AsyncSession, actor: Actor, run_id: uuid.UUID, step_id: int, note: str = "") -> RunDetail:
     return await _step_action(
         db,
         run_id,
@@ -921,7 +976,7 @@ async def approve_step(db: AsyncSession, actor: Actor, run_id: uuid.UUID, step_i
     )
 
 
-async def reject_step(db: AsyncSession, actor: Actor, run_id: uuid.UUID, step_id: int, note: str = "") -> Run:
+async def reject_step(db: AsyncSession, actor: Actor, run_id: uuid.UUID, step_id: int, note: str = "") -> RunDetail:
     return await _step_action(
         db,
         run_id,
@@ -931,7 +986,7 @@ async def reject_step(db: AsyncSession, actor: Actor, run_id: uuid.UUID, step_id
     )
 
 
-async def skip_step(db: AsyncSession, actor: Actor, run_id: uuid.UUID, step_id: int) -> Run:
+async def skip_step(db: AsyncSession, actor: Actor, run_id: uuid.UUID, step_id: int) -> RunDetail:
     return await _step_action(
         db, run_id, engine.Skip(step_id=step_id, actor=actor), actor=actor, audit_action="run.step_skipped"
     )
@@ -1046,8 +1101,8 @@ async def resolve_exception(
         raise NotFound("The run has no such exception.", code="exception_not_found")
     _require_running(run)
     if not _role(actor).at_least(Role.MANAGER):
-        version = await procedures.version_by_id(db, run.version_id)
-        kind = _exception_kind(version.definition, state, found.kind, found.step_id)
+        definition = await procedures.definition_by_version_id(db, run.version_id)
+        kind = _exception_kind(definition, state, found.kind, found.step_id)
         allowed_owners: list[Owner] = list(kind.notify) if kind else []
         if kind is not None and found.escalated_at is not None:
             allowed_owners += kind.escalate_to
@@ -1086,6 +1141,76 @@ async def apply_system_action(
     run = await _load_run(db, run_id, lock=True)
     await _act(db, run, action, actor_id=None, audit_action=audit_action, now=now)
     return run
+
+
+async def assign_step_as_platform(db: AsyncSession, run_id: uuid.UUID, step_id: int, user_id: uuid.UUID) -> Run:
+    """Assign or reassign an open step to a member on the platform's behalf (an automation)."""
+    run = await _load_run(db, run_id, lock=True)
+    _require_running(run)
+    _find_step(decode_state(run.state), step_id)
+    if not await _is_member(db, user_id):
+        raise ValidationProblem(
+            errors=[FieldProblem(pointer="/user_id", code="not_a_member", message="not a member of this workspace")]
+        )
+    await _act(
+        db, run, Assign(step_id=step_id, user_id=user_id, actor=None), actor_id=None, audit_action="run.step_assigned"
+    )
+    return run
+
+
+async def members_with_role(db: AsyncSession, role: Role) -> list[uuid.UUID]:
+    """Members holding exactly ``role``; those holding it or higher when nobody holds it exactly."""
+    return await _members_with_role(db, role)
+
+
+async def least_loaded_member(db: AsyncSession, role: Role, *, exclude: uuid.UUID | None = None) -> uuid.UUID | None:
+    """The member of ``role`` with the fewest open steps (ties by id); ``exclude`` is passed over
+    unless nobody else holds the role."""
+    members = await _members_with_role(db, role)
+    if exclude is not None and len(members) > 1:
+        members = [m for m in members if m != exclude]
+    if not members:
+        return None
+    loads = await db.execute(
+        select(StepInstance.assignee_id, func.count())
+        .where(StepInstance.assignee_id.in_(members), StepInstance.status.in_(OPEN_STATUSES))
+        .group_by(StepInstance.assignee_id)
+    )
+    counts: dict[uuid.UUID | None, int] = {row[0]: int(row[1]) for row in loads}
+    return min(members, key=lambda m: (counts.get(m, 0), str(m)))
+
+
+async def step_view(
+    db: AsyncSession, run_id: uuid.UUID, *, step_id: int | None = None, step_key: str | None = None
+) -> dict[str, Any] | None:
+    """A fresh, JSON-shaped view of one step instance (by id, or the latest instance of a key) and
+    its run, for automations that re-check a step before acting; None when there is no such step."""
+    query = select(StepInstance).where(StepInstance.run_id == run_id)
+    if step_id is not None:
+        query = query.where(StepInstance.step_id == step_id)
+    elif step_key is not None:
+        query = query.where(StepInstance.key == step_key).order_by(StepInstance.step_id.desc()).limit(1)
+    else:
+        return None
+    row = await db.scalar(query.execution_options(populate_existing=True))
+    if row is None:
+        return None
+    run = await db.scalar(select(Run).where(Run.id == run_id))
+    return {
+        "run_id": str(row.run_id),
+        "procedure_id": str(row.procedure_id),
+        "step_id": row.step_id,
+        "key": row.key,
+        "title": row.title,
+        "status": row.status,
+        # A step of a finished run is not open, whatever its last status.
+        "open": row.status in OPEN_STATUSES and run is not None and run.status == RunStatus.RUNNING,
+        "assignee_id": str(row.assignee_id) if row.assignee_id else None,
+        "role": row.role,
+        "due_at": row.due_at.isoformat() if row.due_at else None,
+        "run_status": run.status if run is not None else None,
+        "started_by": str(run.started_by) if run is not None and run.started_by else None,
+    }
 
 
 # ---------------------------------------------------------------- my tasks
