@@ -117,7 +117,7 @@ def worker(processes: int, threads: int | None) -> None:
 
 @main.command()
 def scheduler() -> None:
-    """Run the outbox relay, the timer table and the step timers; several may run at once."""
+    """Run the outbox relay and the timer table (cron, delays, step SLAs); several may run at once."""
     settings = _production_settings()
     configure_logging(settings.log_level)
     if not settings.redis_url:
@@ -127,19 +127,17 @@ def scheduler() -> None:
     from services.outbox.actors import publish
     from services.outbox.service import run_relay
     from services.scheduler.service import run_scheduler
-    from services.sops.runs.service import run_timers
 
     async def _main() -> None:
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, stop.set)
-        # Timers and step timers (overdue notices, expiries, ends of waits) are claimed row by row
-        # with SKIP LOCKED, so several schedulers may run at once, each fire happening once.
+        # Timers (cron, delayed actions, step SLAs, escalations) are claimed row by row with
+        # SKIP LOCKED, so several schedulers may run at once, each fire happening once.
         await asyncio.gather(
             run_relay(publish, stop, interval=settings.relay_interval_seconds),
             run_scheduler(stop),
-            run_timers(stop),
         )
 
     asyncio.run(_main())

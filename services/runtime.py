@@ -1,5 +1,5 @@
-"""The embedded runtime: the worker, outbox relay, timer table and step timers that ``guiju run`` keeps
-in the API process (on SQLite, this one scheduler is the only one)."""
+"""The embedded runtime: the worker, outbox relay and timer table (cron, delays, step SLAs) that
+``guiju run`` keeps in the API process (on SQLite, this one scheduler is the only one)."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ import dramatiq
 from services.outbox import service as outbox
 from services.outbox.actors import publish
 from services.scheduler import service as scheduler
-from services.sops.runs import service as runs
+from services.sops.runs import service as _runs  # noqa: F401  (registers the step and escalation timers)
 
 log = logging.getLogger("guiju.runtime")
 
@@ -26,14 +26,12 @@ class EmbeddedRuntime:
     _worker: dramatiq.Worker | None = None
     _stop: asyncio.Event = field(default_factory=asyncio.Event)
     _relay_task: asyncio.Task[None] | None = None
-    _timers_task: asyncio.Task[None] | None = None
     _scheduler_task: asyncio.Task[None] | None = None
 
     async def start(self) -> None:
         self._worker = dramatiq.Worker(dramatiq.get_broker(), worker_threads=self.worker_threads, worker_timeout=100)
         self._worker.start()
         self._relay_task = asyncio.create_task(outbox.run_relay(publish, self._stop, interval=self.relay_interval))
-        self._timers_task = asyncio.create_task(runs.run_timers(self._stop))
         self._scheduler_task = asyncio.create_task(scheduler.run_scheduler(self._stop))
         log.info("embedded worker and relay started")
 
@@ -41,8 +39,6 @@ class EmbeddedRuntime:
         self._stop.set()
         if self._relay_task is not None:
             await self._relay_task
-        if self._timers_task is not None:
-            await self._timers_task
         if self._scheduler_task is not None:
             await self._scheduler_task
         if self._worker is not None:

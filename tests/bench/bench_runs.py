@@ -416,7 +416,6 @@ STEP_COLUMNS = (
     "role",
     "ready_at",
     "due_at",
-    "timer_at",
     "overdue_notified_at",
     "finished_at",
     "finished_by",
@@ -482,7 +481,6 @@ class Seed:
                     moment,
                     moment + timedelta(hours=24),
                     None,
-                    None,
                     finished,
                     worker,
                     moment,
@@ -495,7 +493,6 @@ class Seed:
             due, notified = open_step.due_at, None
             if due is not None and due < self.now:
                 notified = due  # the scheduler has already told: no timer left
-            timer = due if notified is None else None
             self.steps.append(
                 (
                     ws.tenant_id,
@@ -512,7 +509,6 @@ class Seed:
                     open_step.role,
                     moment,
                     due,
-                    timer,
                     notified,
                     None,
                     None,

@@ -14,7 +14,6 @@ from services.automation import escalations
 from services.automation import service as automations
 from services.db import open_session
 from services.scheduler import service as scheduler
-from services.sops.runs import service as runs
 from tenants.base import utcnow
 from tests.conftest import World, deliver_events
 
@@ -91,7 +90,7 @@ async def test_overdue_tells_the_managers_then_reassigns_an_open_step(world: Wor
     assert run.json()["steps"][0]["assignee_id"] == body["user"]["id"]
 
     later = utcnow() + timedelta(hours=3)
-    await runs.sweep_timers(later)  # the step is overdue: step.overdue is emitted
+    await scheduler.fire_due(later)  # the step's timer: step.overdue is emitted
     await _run_actions()
     told = (await manager.get("/api/v1/notifications")).json()["items"]
     assert [n["title"] for n in told] == ["Overdue: Pack"]

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import uuid
+from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-import dramatiq
 import pytest
-from sqlalchemy import delete, insert, select, text
+from sqlalchemy import Engine, delete, event, insert, select, text
 from sqlalchemy.dialects import postgresql
 from sqlalchemy.ext.asyncio import create_async_engine
 from sqlalchemy.pool import NullPool
@@ -17,12 +18,13 @@ from sqlalchemy.pool import NullPool
 from services.audit import service as audit
 from services.db import open_session
 from services.outbox.models import OutboxEvent
+from services.scheduler import service as scheduler
+from services.scheduler.models import Timer
 from services.sops.calendar import hours
 from services.sops.calendar import service as calendar
 from services.sops.definition import Duration
 from services.sops.engine import ActionSucceeded, Actor
 from services.sops.runs import service as runs
-from services.sops.runs.actors import TIMERS_QUEUE, scan_overdue_steps
 from tenants.base import Base, utcnow
 from tests.conftest import Api, World, deliver_events
 
@@ -472,6 +474,17 @@ async def test_my_tasks_ordering_filters_and_pages(world: World) -> None:
     assert (await member.get("/api/v1/my/tasks", params={"cursor": "garbage"})).status_code == 422
 
 
+async def run_timers_due(tenant_id: uuid.UUID, now: datetime) -> list[str]:
+    """Keys of the tenant's step and escalation timers due at ``now``."""
+    async with open_session(tenant_id) as db:
+        keys = await db.scalars(
+            select(Timer.key)
+            .where(Timer.due_at <= now, Timer.kind.in_([runs.STEP_TIMER, runs.ESCALATION_TIMER]))
+            .order_by(Timer.key)
+        )
+        return list(keys)
+
+
 async def test_overdue_steps_emit_step_overdue_once(world: World) -> None:
     owner, body = await world.signup()
     tenant_id = uuid.UUID(body["tenant"]["id"])
@@ -506,16 +519,17 @@ async def test_overdue_steps_emit_step_overdue_once(world: World) -> None:
     waiting = await start(owner, wait_id)
     assert waiting["status"] == "running"
 
-    async with open_session(tenant_id) as db:
-        assert await runs.mark_overdue(db, utcnow()) == 0  # nothing is due yet
+    assert await run_timers_due(tenant_id, utcnow()) == []  # nothing is due yet
     later = utcnow() + timedelta(days=1)
-    assert tenant_id in await runs.tenants_with_due_timers(later)
-    await runs.sweep_timers(later)  # every tenant's due timers, each in its own transaction
+    # One timer per step with an SLA moment: the overdue notice, the expiry, the end of the wait.
+    assert await run_timers_due(tenant_id, later) == sorted(
+        f"step:{r['id']}:{r['steps'][0]['id']}" for r in (run, expiring, waiting)
+    )
+    await scheduler.fire_due(later)  # every tenant's due timers, each in its own transaction
     assert len(await events_of("step.overdue", run["id"])) == 1
-    async with open_session(tenant_id) as db:
-        assert await runs.mark_overdue(db, later + timedelta(hours=1)) == 0
+    await scheduler.fire_due(later + timedelta(hours=1))
     assert len(await events_of("step.overdue", run["id"])) == 1
-    assert tenant_id not in await runs.tenants_with_due_timers(later)
+    assert await run_timers_due(tenant_id, later + timedelta(days=365)) == []  # nothing left to do
 
     expired = (await owner.get(f"/api/v1/runs/{expiring['id']}")).json()
     assert expired["status"] == "completed" and expired["steps"][0]["status"] == "expired"
@@ -762,14 +776,89 @@ async def test_an_action_step_asks_the_workers_and_waits(world: World) -> None:
     assert done["status"] == "completed"
 
 
-async def test_the_timer_actor_sweeps_every_tenant(world: World) -> None:
+async def test_the_scheduler_fires_a_step_timer(world: World) -> None:
     owner, _ = await world.signup()
     procedure_id, _ = await publish(owner, _task_flow(0))
     run = await start(owner, procedure_id)
     await asyncio.sleep(0.01)
-    scan_overdue_steps.send()
-    await asyncio.to_thread(dramatiq.get_broker().join, TIMERS_QUEUE, timeout=30_000)
+    await scheduler.fire_due()
     assert len(await events_of("step.overdue", run["id"])) == 1
+
+
+@contextlib.contextmanager
+def statements() -> Iterator[list[str]]:
+    """The SQL statements every engine of this process sends while the block runs."""
+    sent: list[str] = []
+
+    def count(_conn: Any, _cursor: Any, statement: str, *_args: Any) -> None:
+        sent.append(statement)
+
+    event.listen(Engine, "before_cursor_execute", count)
+    try:
+        yield sent
+    finally:
+        event.remove(Engine, "before_cursor_execute", count)
+
+
+async def test_step_timers_are_written_only_when_their_moment_changes(world: World) -> None:
+    owner, body = await world.signup()
+    tenant_id = uuid.UUID(body["tenant"]["id"])
+    plain_id, _ = await publish(
+        owner,
+        {
+            "start": "a",
+            "steps": [
+                {"kind": "task", "key": "a", "title": "A", "owner": STARTER, "next": "b"},
+                {"kind": "task", "key": "b", "title": "B", "owner": STARTER},
+            ],
+        },
+    )
+    plain = await start(owner, plain_id)
+    with statements() as sent:
+        plain = await act(owner, plain, "a", "complete", {})
+    assert plain["steps"][1]["status"] == "ready"
+    assert [s for s in sent if "timers" in s] == []  # no SLA moment before or after: no timer row
+
+    due_id, _ = await publish(owner, _task_flow(60))
+    due = await start(owner, due_id)
+    key = f"step:{due['id']}:{due['steps'][0]['id']}"
+    async with open_session(tenant_id) as db:
+        armed = await scheduler.get_timer(db, key)
+    assert armed is not None and armed.kind == runs.STEP_TIMER
+    assert armed.due_at == datetime.fromisoformat(due["steps"][0]["due_at"])
+    with statements() as sent:
+        await act(owner, due, "check", "complete", {})
+    assert len([s for s in sent if "timers" in s]) == 1  # the completion disarms it, once
+    async with open_session(tenant_id) as db:
+        assert await scheduler.get_timer(db, key) is None
+
+
+async def test_a_step_timer_never_waits_for_a_locked_run(world: World) -> None:
+    """The scheduler holds the timer row; a request holding the run would then wait for that row:
+    the handler takes the run lock without waiting, so the timer is retried after the run is free."""
+    if world.backend.name != "postgres":
+        pytest.skip("row locks are Postgres's (SQLite has a single writer)")
+    owner, body = await world.signup()
+    tenant_id = uuid.UUID(body["tenant"]["id"])
+    procedure_id, _ = await publish(owner, _task_flow(0))
+    run = await start(owner, procedure_id)
+    key = f"step:{run['id']}:{run['steps'][0]['id']}"
+    async with open_session(tenant_id) as holder:
+        await holder.execute(text("SELECT id FROM runs WHERE id = :id FOR UPDATE"), {"id": uuid.UUID(run["id"])})
+        # The pass returns at once (no deadlock, no wait) and the timer is pushed back a little.
+        await asyncio.wait_for(scheduler.fire_due(utcnow() + timedelta(seconds=1)), timeout=10)
+        async with open_session(tenant_id) as db:
+            busy = (await db.execute(select(Timer.attempts, Timer.last_error).where(Timer.key == key))).one()
+        assert busy.attempts == 1 and busy.last_error.startswith("RunBusy")
+        assert await events_of("step.overdue", run["id"]) == []
+        # What a request does next with the run held: take the timer row. The scheduler let it go.
+        await asyncio.wait_for(
+            holder.execute(text("SELECT id FROM timers WHERE key = :key FOR UPDATE"), {"key": key}), timeout=10
+        )
+    await scheduler.fire_due(utcnow() + timedelta(minutes=10))
+    assert len(await events_of("step.overdue", run["id"])) == 1
+    async with open_session(tenant_id) as db:
+        assert await scheduler.get_timer(db, key) is None
 
 
 # ---------------------------------------------------------------- escalation, reminders, the tenant's date
@@ -827,16 +916,14 @@ async def test_an_unanswered_exception_escalates_once(world: World) -> None:
     early = await chief.post(resolve, {})
     assert early.status_code == 403 and early.json()["code"] == "not_notified"
 
-    async with open_session(tenant_id) as db:
-        assert await runs.mark_overdue(db, raised_at + timedelta(hours=1)) == 0
-    assert tenant_id not in await runs.tenants_with_due_timers(raised_at + timedelta(hours=1))
+    escalation_key = f"escalate:{run['id']}:{exception['id']}"
+    assert await run_timers_due(tenant_id, raised_at + timedelta(hours=1)) == []
+    await scheduler.fire_due(raised_at + timedelta(hours=1))
     later = raised_at + timedelta(hours=3)
-    assert tenant_id in await runs.tenants_with_due_timers(later)
-    await runs.sweep_timers(later)
-    await runs.sweep_timers(later + timedelta(hours=1))  # a second sweep finds nothing more to do
-    async with open_session(tenant_id) as db:
-        assert await runs.mark_overdue(db, later + timedelta(hours=2)) == 0
-    assert tenant_id not in await runs.tenants_with_due_timers(later + timedelta(hours=2))
+    assert await run_timers_due(tenant_id, later) == [escalation_key]
+    await scheduler.fire_due(later)
+    await scheduler.fire_due(later + timedelta(hours=1))  # a second pass finds nothing more to do
+    assert await run_timers_due(tenant_id, later + timedelta(days=365)) == []
     escalated = await events_of("exception.escalated", run["id"])
     assert len(escalated) == 1
     event = escalated[0]
@@ -869,7 +956,7 @@ async def test_an_unanswered_exception_escalates_once(world: World) -> None:
     assert datetime.fromisoformat(lost["escalate_at"]) == expected
     # Resolved before its time, it never escalates.
     assert (await owner.post(f"/api/v1/runs/{run['id']}/exceptions/{lost['id']}/resolve", {})).status_code == 200
-    await runs.sweep_timers(expected + timedelta(days=30))
+    await scheduler.fire_due(expected + timedelta(days=30))
     assert len(await events_of("exception.escalated", run["id"])) == 1
     await deliver_events()
 
@@ -901,25 +988,25 @@ async def test_a_step_reminds_before_it_is_due(world: World) -> None:
     due_at = datetime.fromisoformat(step["due_at"])
     assert datetime.fromisoformat(step["remind_at"]) == due_at - timedelta(hours=1)
 
-    async with open_session(tenant_id) as db:
-        assert await runs.mark_overdue(db, due_at - timedelta(hours=2)) == 0
+    await scheduler.fire_due(due_at - timedelta(hours=2))
+    assert await events_of("step.due_soon", run["id"]) == []
     soon = due_at - timedelta(minutes=30)
-    await runs.sweep_timers(soon)
-    await runs.sweep_timers(soon + timedelta(minutes=10))
+    await scheduler.fire_due(soon)
+    await scheduler.fire_due(soon + timedelta(minutes=10))
     reminders = await events_of("step.due_soon", run["id"])
     assert len(reminders) == 1 and reminders[0]["step_id"] == step["id"]
     assert datetime.fromisoformat(reminders[0]["due_at"]) == due_at
     assert datetime.fromisoformat(reminders[0]["remind_at"]) == due_at - timedelta(hours=1)
     assert len(await events_of("step.due_soon", late["id"])) == 1  # the other run's step too, once
     assert await events_of("step.overdue", run["id"]) == []
-    await runs.sweep_timers(due_at + timedelta(hours=1))
+    await scheduler.fire_due(due_at + timedelta(hours=1))
     assert len(await events_of("step.overdue", run["id"])) == 1
     assert len(await events_of("step.due_soon", run["id"])) == 1
 
-    # A sweep that comes only after the due time sends the overdue notice, not a late reminder.
+    # A timer that fires only after the due time sends the overdue notice, not a late reminder.
     missed = await start(owner, procedure_id)
     missed_due = datetime.fromisoformat(open_step(missed, "check")["due_at"])
-    await runs.sweep_timers(missed_due + timedelta(minutes=1))
+    await scheduler.fire_due(missed_due + timedelta(minutes=1))
     assert await events_of("step.due_soon", missed["id"]) == []
     assert len(await events_of("step.overdue", missed["id"])) == 1
 

@@ -12,7 +12,7 @@ import uuid
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import JSON, ForeignKey, ForeignKeyConstraint, Index, String, Text, text
+from sqlalchemy import JSON, ForeignKey, ForeignKeyConstraint, Index, String, Text
 from sqlalchemy.orm import Mapped, mapped_column
 
 from tenants.base import Base, new_id, utcnow
@@ -53,9 +53,9 @@ class Run(TenantScoped, Base):
 class StepInstance(TenantScoped, Base):
     """One engine step instance of a run (``step_id`` is the engine's int id within the run).
 
-    ``timer_at`` is the earliest moment the scheduler has something to do for this step (due-soon
-    reminder, overdue notice, expiry, end of a wait); it is null when there is nothing, so the
-    cross-tenant sweep reads only a small partial index.
+    The step's SLA moments (due-soon reminder, overdue notice, expiry, end of a wait) are armed as
+    one scheduler timer per step (``step:{run_id}:{step_id}``); ``reminded_at`` and
+    ``overdue_notified_at`` make each notice fire once.
     """
 
     __tablename__ = "step_instances"
@@ -65,13 +65,6 @@ class StepInstance(TenantScoped, Base):
         Index(None, "tenant_id", "status", "due_at"),
         Index(None, "tenant_id", "role", "status", "due_at"),
         Index(None, "tenant_id", "procedure_id", "key", "ready_at"),
-        Index(
-            "ix_step_instances_tenant_id_timer_at",
-            "tenant_id",
-            "timer_at",
-            postgresql_where=text("timer_at IS NOT NULL"),
-            sqlite_where=text("timer_at IS NOT NULL"),
-        ),
     )
 
     tenant_id: Mapped[uuid.UUID] = mapped_column(primary_key=True)
@@ -94,7 +87,6 @@ class StepInstance(TenantScoped, Base):
     wait_until: Mapped[datetime | None] = mapped_column(default=None)
     # The due time less the due rule's ``remind_before``, computed when the step became ready.
     remind_at: Mapped[datetime | None] = mapped_column(default=None)
-    timer_at: Mapped[datetime | None] = mapped_column(default=None)
     reminded_at: Mapped[datetime | None] = mapped_column(default=None)
     overdue_notified_at: Mapped[datetime | None] = mapped_column(default=None)
     action_requested_at: Mapped[datetime | None] = mapped_column(default=None)
@@ -127,22 +119,15 @@ class RunComment(TenantScoped, Base):
 class RunException(TenantScoped, Base):
     """Mirror of an engine exception of a run (``exception_id`` is the engine's int id), for listing.
 
-    ``escalate_at`` is set only while the exception is open and has not escalated yet, so that the
-    scheduler finds the escalations due in a small partial index (like ``step_instances.timer_at``);
-    ``escalated_at`` records when it escalated.
+    ``escalate_at`` is set only while the exception is open and has not escalated yet; it is armed
+    as a scheduler timer (``escalate:{run_id}:{exception_id}``). ``escalated_at`` records when it
+    escalated.
     """
 
     __tablename__ = "run_exceptions"
     __table_args__ = (
         ForeignKeyConstraint(["tenant_id", "run_id"], ["runs.tenant_id", "runs.id"], ondelete="CASCADE"),
         Index(None, "tenant_id", "status", "raised_at"),
-        Index(
-            "ix_run_exceptions_tenant_id_escalate_at",
-            "tenant_id",
-            "escalate_at",
-            postgresql_where=text("escalate_at IS NOT NULL"),
-            sqlite_where=text("escalate_at IS NOT NULL"),
-        ),
     )
 
     tenant_id: Mapped[uuid.UUID] = mapped_column(primary_key=True)

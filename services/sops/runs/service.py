@@ -12,9 +12,7 @@ Functions take a session in the caller's transaction and never commit.
 
 from __future__ import annotations
 
-import asyncio
 import base64
-import contextlib
 import logging
 import uuid
 import zoneinfo
@@ -24,17 +22,18 @@ from datetime import date, datetime
 from typing import Any, Literal
 
 import msgspec
-from sqlalchemy import Select, and_, func, or_, select, text, union, update
+from sqlalchemy import Select, and_, func, or_, select, text, update
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm.attributes import set_committed_value
 
 from services import expressions
 from services.audit import service as audit
-from services.db import open_session
 from services.errors import Conflict, FieldProblem, Forbidden, NotFound, ProblemError, ValidationProblem
 from services.files import service as files
 from services.outbox import service as outbox
 from services.records import service as records
+from services.scheduler import service as scheduler
 from services.sops import engine
 from services.sops.calendar import service as calendar
 from services.sops.definition import (
@@ -82,7 +81,6 @@ from services.sops.procedures import service as procedures
 from services.sops.procedures.service import PublishedVersion
 from services.sops.runs.models import Run, RunComment, RunException, StepInstance
 from tenants.base import new_id, utcnow
-from tenants.context import tenant_scope
 from tenants.isolation import session_tenant_id
 from tenants.models import Membership, Role
 
@@ -478,6 +476,8 @@ async def _store(db: AsyncSession, work: _Work) -> None:
 
 
 def _timer_at(row: StepInstance) -> datetime | None:
+    """The step's next SLA moment: its due-soon reminder and overdue notice until sent, its expiry,
+    the end of its wait; None when there is nothing left to do (or the step is closed)."""
     if row.status not in OPEN_STATUSES:
         return None
     moments = [row.expires_at, row.wait_until]
@@ -502,6 +502,7 @@ async def _sync_steps(db: AsyncSession, work: _Work) -> None:
     for step in work.state.steps:
         if step in changed or step.id in touched or step.id not in rows:
             row = rows.get(step.id)
+            moment_before = _timer_at(row) if row is not None else None
             if row is None:
                 step_def = definition.step(step.key)
                 row = StepInstance(
@@ -530,8 +531,10 @@ async def _sync_steps(db: AsyncSession, work: _Work) -> None:
             row.remind_at = step.remind_at
             if step.id in work.actions_requested:
                 row.action_requested_at = now
-            row.timer_at = _timer_at(row)
             row.updated_at = now
+            moment = _timer_at(row)
+            if moment != moment_before:  # most changes (a completion without SLA) write no timer row
+                await _arm_step_timer(db, row, moment)
 
 
 async def _sync_exceptions(db: AsyncSession, work: _Work) -> None:
@@ -558,7 +561,10 @@ async def _sync_exceptions(db: AsyncSession, work: _Work) -> None:
         row.resolved_at = exc.resolved_at
         row.escalated_at = exc.escalated_at
         # The escalation timer is armed only while the exception is open and has not escalated.
+        escalate_before = row.escalate_at
         row.escalate_at = exc.escalate_at if exc.status == "open" and exc.escalated_at is None else None
+        if row.escalate_at != escalate_before:
+            await _arm_escalation_timer(db, row)
 
 
 def _event_payload(work: _Work, event: Event) -> dict[str, Any]:
@@ -1137,7 +1143,7 @@ async def apply_system_action(
     db: AsyncSession, run_id: uuid.UUID, action: Action, *, audit_action: str, now: datetime | None = None
 ) -> Run:
     """Apply an action the platform takes (a timer, a plugin action's result) to a running run;
-    ``now`` is the platform's clock (the timer sweep's), the current time by default."""
+    ``now`` is the platform's clock (a timer's pass), the current time by default."""
     run = await _load_run(db, run_id, lock=True)
     await _act(db, run, action, actor_id=None, audit_action=audit_action, now=now)
     return run
@@ -1328,117 +1334,132 @@ def _timer_payload(row: StepInstance) -> dict[str, Any]:
     }
 
 
-async def mark_overdue(db: AsyncSession, now: datetime | None = None) -> int:
-    """The tenant's timers that are due: emit ``step.due_soon`` and ``step.overdue`` once per step
-    instance, expire optional steps past their expiry, end waits whose time came, and escalate
-    open exceptions left unresolved past their ``escalate_at``. Returns how many fired."""
-    now = now or utcnow()
-    rows = list(
-        (
-            await db.scalars(
-                select(StepInstance)
-                .where(StepInstance.timer_at <= now, StepInstance.status.in_(OPEN_STATUSES))
-                .order_by(StepInstance.timer_at)
-                .limit(500)
-                .with_for_update(skip_locked=True)
-            )
-        ).all()
+STEP_TIMER = "run.step"
+ESCALATION_TIMER = "run.escalation"
+_LOCK_NOT_AVAILABLE = "55P03"  # Postgres: FOR UPDATE NOWAIT found the row locked
+
+
+class RunBusy(Exception):
+    """A timer's run is locked by someone else's transaction: the scheduler retries the timer
+    shortly (a timer never waits for a run lock while it holds its timer row; see fire_step_timer)."""
+
+
+def _step_timer_key(run_id: uuid.UUID, step_id: int) -> str:
+    return f"step:{run_id}:{step_id}"
+
+
+def _escalation_timer_key(run_id: uuid.UUID, exception_id: int) -> str:
+    return f"escalate:{run_id}:{exception_id}"
+
+
+async def _arm_step_timer(db: AsyncSession, row: StepInstance, moment: datetime | None) -> None:
+    key = _step_timer_key(row.run_id, row.step_id)
+    if moment is None:
+        await scheduler.cancel(db, key)
+    else:
+        payload = {"run_id": str(row.run_id), "step_id": row.step_id}
+        await scheduler.schedule(db, kind=STEP_TIMER, key=key, due_at=moment, payload=payload)
+
+
+async def _arm_escalation_timer(db: AsyncSession, row: RunException) -> None:
+    key = _escalation_timer_key(row.run_id, row.exception_id)
+    if row.escalate_at is None:
+        await scheduler.cancel(db, key)
+    else:
+        payload = {"run_id": str(row.run_id), "exception_id": row.exception_id}
+        await scheduler.schedule(db, kind=ESCALATION_TIMER, key=key, due_at=row.escalate_at, payload=payload)
+
+
+async def _lock_run_for_timer(db: AsyncSession, run_id: uuid.UUID) -> Run | None:
+    """Lock the run without waiting (None if it is gone). The scheduler already holds the timer row
+    while a person's request takes the run first and then arms the timer: waiting here could
+    deadlock, so a held run raises :class:`RunBusy` and the timer is retried shortly. (SQLite has
+    one writer at a time: nothing to wait for.)"""
+    query = select(Run).where(Run.id == run_id).execution_options(populate_existing=True)
+    try:
+        # The scheduler runs its handler in a savepoint: a failed lock rolls back to it.
+        run: Run | None = await db.scalar(query.with_for_update(nowait=True))
+    except DBAPIError as exc:
+        code = getattr(exc.orig, "sqlstate", None) or getattr(exc.orig, "pgcode", None)
+        if code == _LOCK_NOT_AVAILABLE:
+            raise RunBusy(f"run {run_id} is locked; the timer will be retried") from exc
+        raise
+    return run
+
+
+async def _timer_action(db: AsyncSession, run: Run, action: Action, audit_action: str, now: datetime) -> bool:
+    """Apply a timer's action to the locked run; False when the engine refuses it (the step moved
+    on, the run finished): logged, and the timer is not retried for it."""
+    if run.status != RunStatus.RUNNING:
+        return False
+    try:
+        async with db.begin_nested():
+            await _act(db, run, action, actor_id=None, audit_action=audit_action, now=now)
+    except ProblemError as exc:
+        log.warning(
+            "timer action refused", extra={"run_id": str(run.id), "action": type(action).__name__, "code": exc.code}
+        )
+        return False
+    return True
+
+
+async def fire_step_timer(db: AsyncSession, timer: scheduler.DueTimer) -> datetime | None:
+    """The ``run.step`` timer of one step instance: emit ``step.due_soon`` and ``step.overdue``
+    once, expire an optional step past its expiry, end a wait whose time came. Returns the step's
+    next moment (None when nothing is left)."""
+    now = timer.now or utcnow()
+    run_id, step_id = uuid.UUID(timer.payload["run_id"]), int(timer.payload["step_id"])
+    run = await _lock_run_for_timer(db, run_id)  # first: the lock order of every run change
+    if run is None:
+        return None
+    row = await db.scalar(
+        select(StepInstance)
+        .where(StepInstance.run_id == run_id, StepInstance.step_id == step_id)
+        .execution_options(populate_existing=True)
     )
-    fired = 0
-    actions: list[tuple[uuid.UUID, Action, str]] = []
-    for row in rows:
-        if row.remind_at is not None and row.remind_at <= now and row.reminded_at is None:
-            row.reminded_at = now
-            # A step already overdue gets the overdue notice instead (a sweep that ran late).
-            if row.due_at is None or now < row.due_at:
-                fired += 1
-                await outbox.emit(db, "step.due_soon", {**_timer_payload(row), "remind_at": row.remind_at.isoformat()})
-        if row.due_at is not None and row.due_at <= now and row.overdue_notified_at is None:
-            row.overdue_notified_at = now
-            fired += 1
-            await outbox.emit(db, "step.overdue", _timer_payload(row))
-        if row.expires_at is not None and row.expires_at <= now:
-            actions.append((row.run_id, Expire(step_id=row.step_id), "run.step_expired"))
-        if row.wait_until is not None and row.wait_until <= now:
-            actions.append((row.run_id, WaitElapsed(step_id=row.step_id), "run.wait_elapsed"))
-        row.timer_at = _timer_at(row)
-        if row.timer_at is not None and row.timer_at <= now:
-            row.timer_at = None  # fired: the action below moves the step on (or it can never)
-    await db.flush()
-    # Escalations: one indexed query (the partial index on tenant_id, escalate_at). The rows are not
-    # locked: exactly-once comes from the run's lock and its state (a second escalation is refused),
-    # and a sweep never holds an exception row while waiting for a run that a person holds.
-    escalations = (
-        await db.execute(
-            select(RunException.run_id, RunException.exception_id)
-            .where(RunException.escalate_at <= now, RunException.status == "open")
-            .order_by(RunException.escalate_at)
-            .limit(500)
-        )
-    ).all()
-    for run_id, exception_id in escalations:
-        actions.append((run_id, Escalate(exception_id=exception_id), "run.exception_escalated"))
-    for run_id, action, audit_action in actions:
-        try:
-            async with db.begin_nested():
-                await apply_system_action(db, run_id, action, audit_action=audit_action, now=now)
-            fired += 1
-        except ProblemError as exc:
-            log.warning(
-                "timer action refused",
-                extra={"run_id": str(run_id), "action": type(action).__name__, "code": exc.code},
-            )
-            if isinstance(action, Escalate):
-                # Refused for good (resolved or escalated meanwhile, the run finished): disarm it.
-                await db.execute(
-                    update(RunException)
-                    .where(RunException.run_id == run_id, RunException.exception_id == action.exception_id)
-                    .values(escalate_at=None)
-                    .execution_options(synchronize_session=False)
-                )
-    return fired
+    if row is None or row.status not in OPEN_STATUSES:
+        return None
+    if row.remind_at is not None and row.remind_at <= now and row.reminded_at is None:
+        row.reminded_at = now
+        # A step already overdue gets the overdue notice instead (a timer that fired late).
+        if row.due_at is None or now < row.due_at:
+            await outbox.emit(db, "step.due_soon", {**_timer_payload(row), "remind_at": row.remind_at.isoformat()})
+    if row.due_at is not None and row.due_at <= now and row.overdue_notified_at is None:
+        row.overdue_notified_at = now
+        await outbox.emit(db, "step.overdue", _timer_payload(row))
+    if row.expires_at is not None and row.expires_at <= now:
+        await _timer_action(db, run, Expire(step_id=step_id), "run.step_expired", now)
+    if row.wait_until is not None and row.wait_until <= now:
+        await _timer_action(db, run, WaitElapsed(step_id=step_id), "run.wait_elapsed", now)
+    moment = _timer_at(row)
+    # A moment still due means the step cannot move on (its action was refused): fired, disarmed.
+    return moment if moment is not None and moment > now else None
 
 
-async def tenants_with_due_timers(now: datetime | None = None) -> list[uuid.UUID]:
-    """Tenants with a step timer or an exception escalation due (a reviewed cross-tenant read: the
-    scheduler's sweep; both read a partial index)."""
-    now = now or utcnow()
-    exceptions = RunException.__table__
-    async with open_session(system=True) as db:
-        connection = await db.connection()
-        rows = await connection.execute(
-            union(
-                select(_steps.c.tenant_id).where(_steps.c.timer_at <= now),
-                select(exceptions.c.tenant_id).where(exceptions.c.escalate_at <= now),
-            )
-        )
-        return [r.tenant_id for r in rows]
+async def fire_escalation_timer(db: AsyncSession, timer: scheduler.DueTimer) -> datetime | None:
+    """The ``run.escalation`` timer of one open exception: escalate it (once: the engine refuses a
+    second escalation, and escalating disarms the timer)."""
+    now = timer.now or utcnow()
+    run_id, exception_id = uuid.UUID(timer.payload["run_id"]), int(timer.payload["exception_id"])
+    run = await _lock_run_for_timer(db, run_id)
+    if run is None:
+        return None
+    row = await db.scalar(
+        select(RunException)
+        .where(RunException.run_id == run_id, RunException.exception_id == exception_id)
+        .execution_options(populate_existing=True)
+    )
+    if row is None or row.status != "open" or row.escalate_at is None:
+        return None
+    if row.escalate_at > now:  # moved later meanwhile
+        return row.escalate_at
+    if not await _timer_action(db, run, Escalate(exception_id=exception_id), "run.exception_escalated", now):
+        row.escalate_at = None  # refused for good (resolved, escalated, the run finished)
+    return None
 
 
-async def sweep_timers(now: datetime | None = None) -> int:
-    """Fire every due step timer and exception escalation of every tenant, one tenant-scoped
-    transaction per tenant."""
-    now = now or utcnow()
-    fired = 0
-    for tenant_id in await tenants_with_due_timers(now):
-        try:
-            with tenant_scope(tenant_id):
-                async with open_session(tenant_id) as db:
-                    fired += await mark_overdue(db, now)
-        except Exception:
-            log.exception("step timers failed for a tenant", extra={"tenant_id": str(tenant_id)})
-    return fired
-
-
-async def run_timers(stop: asyncio.Event, *, interval: float = 30.0) -> None:
-    """Sweep step timers every ``interval`` seconds until ``stop`` is set (scheduler, embedded runtime)."""
-    while not stop.is_set():
-        try:
-            await sweep_timers()
-        except Exception:
-            log.exception("step timer sweep failed")
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(stop.wait(), timeout=interval)
+scheduler.register_timer_handler(STEP_TIMER, fire_step_timer)
+scheduler.register_timer_handler(ESCALATION_TIMER, fire_escalation_timer)
 
 
 # ---------------------------------------------------------------- moving runs to a new version

@@ -87,7 +87,6 @@ def upgrade() -> None:
         _utc("expires_at", True),
         _utc("wait_until", True),
         _utc("remind_at", True),
-        _utc("timer_at", True),
         _utc("reminded_at", True),
         _utc("overdue_notified_at", True),
         _utc("action_requested_at", True),
@@ -116,13 +115,6 @@ def upgrade() -> None:
         op.f("ix_step_instances_tenant_id_procedure_id_key_ready_at"),
         "step_instances",
         ["tenant_id", "procedure_id", "key", "ready_at"],
-    )
-    op.create_index(
-        "ix_step_instances_tenant_id_timer_at",
-        "step_instances",
-        ["tenant_id", "timer_at"],
-        postgresql_where=sa.text("timer_at IS NOT NULL"),
-        sqlite_where=sa.text("timer_at IS NOT NULL"),
     )
 
     op.create_table(
@@ -166,13 +158,6 @@ def upgrade() -> None:
     )
     op.create_index(
         op.f("ix_run_exceptions_tenant_id_status_raised_at"), "run_exceptions", ["tenant_id", "status", "raised_at"]
-    )
-    op.create_index(
-        "ix_run_exceptions_tenant_id_escalate_at",
-        "run_exceptions",
-        ["tenant_id", "escalate_at"],
-        postgresql_where=sa.text("escalate_at IS NOT NULL"),
-        sqlite_where=sa.text("escalate_at IS NOT NULL"),
     )
 
     for table in _TABLES:
