@@ -62,10 +62,20 @@ def _middleware() -> list[Middleware]:
     return [AsyncIO(), CurrentMessage(), TenantLogContext()]
 
 
-def build_broker(redis_url: str | None) -> dramatiq.Broker:
+def build_broker(redis_url: str | None, *, heartbeat_timeout_ms: int | None = None) -> dramatiq.Broker:
+    """The broker for ``redis_url`` (in-process when None).
+
+    ``heartbeat_timeout_ms`` is how long a worker may stay silent before Redis hands the messages
+    it had taken to other workers (``GUIJU_BROKER_HEARTBEAT_TIMEOUT_MS``); a crashed worker's
+    messages wait at least that long.
+    """
     if redis_url:
         broker: dramatiq.Broker = RedisBroker(  # type: ignore[no-untyped-call]
-            url=redis_url, socket_connect_timeout=2, socket_timeout=5, health_check_interval=10
+            url=redis_url,
+            heartbeat_timeout=heartbeat_timeout_ms or load_settings().broker_heartbeat_timeout_ms,
+            socket_connect_timeout=2,
+            socket_timeout=5,
+            health_check_interval=10,
         )
     else:
         broker = StubBroker()

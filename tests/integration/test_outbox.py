@@ -3,9 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import shutil
-import socket
-import subprocess
 import time
 import uuid
 from collections.abc import Iterator
@@ -23,7 +20,8 @@ from services.outbox import service as outbox
 from services.outbox.actors import publish
 from services.outbox.models import OutboxEvent
 from tenants.base import utcnow
-from tests.conftest import REQUIRE_SERVICES, World, mail_to
+from tests.conftest import World, mail_to
+from tests.faults.harness import RedisProcess, free_port, require_redis_server
 
 
 async def _pending() -> list[OutboxEvent]:
@@ -94,49 +92,10 @@ async def test_concurrent_relays_publish_each_event_once(world: World) -> None:
 # ---------------------------------------------------------------- a real Redis, stopped and restarted
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-class RedisProcess:
-    def __init__(self, port: int) -> None:
-        self.port = port
-        self.proc: subprocess.Popen[bytes] | None = None
-
-    def start(self) -> None:
-        binary = shutil.which("redis-server")
-        assert binary
-        self.proc = subprocess.Popen(
-            [binary, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"],
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )
-        deadline = time.monotonic() + 10
-        while time.monotonic() < deadline:
-            try:
-                socket.create_connection(("127.0.0.1", self.port), timeout=0.2).close()
-                return
-            except OSError:
-                time.sleep(0.05)
-        raise RuntimeError("redis-server did not start")
-
-    def stop(self) -> None:
-        if self.proc is not None:
-            self.proc.kill()
-            self.proc.wait(timeout=10)
-            self.proc = None
-
-
 @pytest.fixture
 def private_redis() -> Iterator[RedisProcess]:
-    if shutil.which("redis-server") is None:
-        message = "no redis-server binary on this machine"
-        if REQUIRE_SERVICES:
-            pytest.fail(f"{message}, and GUIJU_REQUIRE_SERVICES=1 requires it")
-        pytest.skip(f"{message}: skipping the broker-outage test")
-    server = RedisProcess(_free_port())
+    require_redis_server()
+    server = RedisProcess(free_port())
     server.start()
     yield server
     server.stop()

@@ -1,0 +1,437 @@
+"""Runs on Redis + Postgres: "a record change committed -> an automation's action executed".
+
+Latency: records are created at 200 per second (and, to see what the pipeline adds when it is not
+saturated, at 20 per second) (open loop, spread over several workspaces, each with
+one automation "on record created: notify the owner"), and for each one the time from the commit
+of the record (taken in this process when its transaction has committed) to the notification row
+(its ``created_at``, set inside the action's transaction) is measured; p50 and p99 are reported,
+with where the time goes: commit -> relayed (outbox ``dispatched_at``), relayed -> execution created
+(the dispatcher's hop through the ``events`` queue), execution -> notification (the action's hop).
+Target: p99 <= 100 ms. The relay runs in ``guiju scheduler``, a process of its own, as in
+production; it is measured with the default ``GUIJU_RELAY_INTERVAL_SECONDS`` and with a short one.
+
+Throughput: a backlog of record changes is relayed into Redis with no worker running, then one
+``guiju worker`` process (``--processes 1``, default threads) starts, and the rate at which the
+notifications appear between the 10th and the 90th percentile of the backlog is its sustained
+events per second. The baseline, measured in the same run on the same Redis: a backlog of no-op
+messages drained by one Dramatiq worker process with the same threads and middleware.
+Target: at least 0.3 of the baseline.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import math
+import os
+import shutil
+import sys
+import tempfile
+import time
+import uuid
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+
+import httpx
+from dramatiq.brokers.redis import RedisBroker
+from sqlalchemy import text
+from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
+
+from services.app import create_app
+from services.db import dispose_databases, open_session, set_database_url
+from services.db.migrate import upgrade
+from services.records import service as records
+from services.settings import Settings
+from tenants.context import tenant_scope
+from tests.bench.harness import APP_ROLE, drop_database, run_async, runtime_url, server_env, superuser_url
+from tests.bench.noop_actor import NOOP_QUEUE, noop
+from tests.conftest import Api, signup_body
+from tests.faults.harness import WORKER_READY, GuijuProcess, RedisProcess, free_port, guiju_command
+
+DB_NAME = "guiju_bench_automation"
+SUPERUSER_URL = superuser_url(DB_NAME)
+RUNTIME_URL = runtime_url(DB_NAME)
+SECRET_KEY = "bench-automation-secret-" + "k" * 32
+
+TENANTS = 8
+RATE = 200.0  # events per second: the target's rate
+LOW_RATE = 20.0  # well under one worker's capacity: what the pipeline itself adds
+WARMUP_SECONDS = 3.0
+MEASURE_SECONDS = 10.0
+BACKLOG = 1500
+NOOP_BACKLOG = 30_000
+WORKER_THREADS = 4  # the default GUIJU_WORKER_THREADS
+DEFAULT_RELAY_INTERVAL = "1.0"
+SHORT_RELAY_INTERVAL = "0.02"
+TARGET_P99_MS = 100.0
+TARGET_RATIO = 0.3
+WAIT_SECONDS = 120.0
+
+
+@dataclass(frozen=True)
+class Workspace:
+    tenant_id: uuid.UUID
+    owner_id: uuid.UUID
+    collection_id: uuid.UUID
+
+
+def _percentile(values: list[float], q: float) -> float:
+    if not values:
+        return math.nan
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, max(0, math.ceil(q * len(ordered)) - 1))]
+
+
+def _env(redis_url: str, var_dir: Path, relay_interval: str) -> dict[str, str]:
+    return server_env(
+        {
+            "GUIJU_DATABASE_URL": RUNTIME_URL,
+            "GUIJU_MIGRATION_DATABASE_URL": SUPERUSER_URL,
+            "GUIJU_REDIS_URL": redis_url,
+            "GUIJU_SECRET_KEY": SECRET_KEY,
+            "GUIJU_VAR_DIR": str(var_dir),
+            "GUIJU_LOG_LEVEL": "INFO",  # the default: what production logs is part of the cost
+            "GUIJU_RELAY_INTERVAL_SECONDS": relay_interval,
+            "GUIJU_PROCESS": "worker",
+        }
+    )
+
+
+def _worker(env: dict[str, str], log_dir: Path) -> GuijuProcess:
+    return GuijuProcess(
+        "worker", guiju_command("worker", "--processes", "1", "--threads", str(WORKER_THREADS)), env, log_dir
+    )
+
+
+def _dramatiq_ready(process: GuijuProcess) -> None:
+    process.wait_for_output(WORKER_READY, 120)
+
+
+# ---------------------------------------------------------------- the raw round trip
+
+
+def _drain_rate(sample: Callable[[], int], total: int, what: str) -> float:
+    """Poll the remaining count until 0; the rate between 90% and 10% remaining, per second."""
+    high, low = total * 0.9, total * 0.1
+    t_high = t_low = None
+    deadline = time.monotonic() + WAIT_SECONDS
+    while True:
+        remaining = sample()
+        now = time.monotonic()
+        if t_high is None and remaining <= high:
+            t_high = now
+        if t_low is None and remaining <= low:
+            t_low = now
+            break
+        if now > deadline:
+            raise RuntimeError(f"{what}: {remaining} of {total} still waiting after {WAIT_SECONDS:.0f} s")
+        time.sleep(0.01)
+    assert t_high is not None
+    return (high - low) / max(t_low - t_high, 1e-6)
+
+
+def measure_raw(redis_url: str, log_dir: Path) -> float:
+    broker = RedisBroker(url=redis_url)  # type: ignore[no-untyped-call]
+    broker.declare_queue(NOOP_QUEUE)
+    try:
+        for _ in range(NOOP_BACKLOG):
+            broker.enqueue(noop.message())
+        env = server_env({"GUIJU_REDIS_URL": redis_url, "GUIJU_LOG_LEVEL": "WARNING"})
+        worker = GuijuProcess(
+            "noop-worker",
+            [
+                sys.executable,
+                "-m",
+                "dramatiq",
+                "tests.bench.noop_actor",
+                "--processes",
+                "1",
+                "--threads",
+                str(WORKER_THREADS),
+            ],
+            env,
+            log_dir,
+        )
+        worker.start()
+        try:
+            rate = _drain_rate(lambda: int(broker.do_qsize(NOOP_QUEUE)), NOOP_BACKLOG, "no-op messages")
+        finally:
+            worker.stop()
+        return rate
+    finally:
+        broker.close()
+
+
+# ---------------------------------------------------------------- workspaces and automations
+
+
+def _settings(var_dir: Path) -> Settings:
+    return Settings(
+        var_dir=var_dir,
+        database_url=RUNTIME_URL,
+        migration_database_url=SUPERUSER_URL,
+        secret_key=SECRET_KEY,
+        base_url="http://guiju.bench",
+        log_level="WARNING",
+    )
+
+
+async def prepare(var_dir: Path) -> list[Workspace]:
+    app = create_app(_settings(var_dir))
+    workspaces = []
+    async with httpx.AsyncClient(
+        transport=httpx.ASGITransport(app=app, raise_app_exceptions=False), base_url="http://guiju.bench"
+    ) as client:
+        for n in range(TENANTS):
+            client.cookies.clear()
+            api = Api(client)
+            response = await api.post("/api/v1/auth/signup", signup_body(company_name=f"Automation bench {n}"))
+            assert response.status_code == 201, response.text
+            tenant_id, owner_id = uuid.UUID(response.json()["tenant"]["id"]), response.json()["user"]["id"]
+            response = await api.post(
+                "/api/v1/collections",
+                {"key": "orders", "name": "Orders", "fields": [{"key": "n", "label": "N", "type": "number"}]},
+            )
+            assert response.status_code == 201, response.text
+            collection_id = response.json()["id"]
+            response = await api.post(
+                "/api/v1/automations",
+                {
+                    "name": "Tell the owner about every order",
+                    "trigger": {"type": "record_event", "collection_id": collection_id, "events": ["created"]},
+                    "actions": [{"kind": "notify", "to": [owner_id], "title": "{{ record_id }}"}],
+                },
+            )
+            assert response.status_code == 201, response.text
+            workspaces.append(Workspace(tenant_id, uuid.UUID(owner_id), uuid.UUID(collection_id)))
+    return workspaces
+
+
+async def create_record(workspace: Workspace, n: int) -> tuple[uuid.UUID, datetime]:
+    """One record in its own transaction; returns its id and the wall-clock time right after commit."""
+    with tenant_scope(workspace.tenant_id):
+        async with open_session(workspace.tenant_id) as db:
+            record = await records.create_record_values(db, workspace.collection_id, {"n": n}, workspace.owner_id)
+            record_id = record.id
+    return record_id, datetime.now(UTC)
+
+
+# ---------------------------------------------------------------- latency
+
+
+@dataclass(frozen=True)
+class Latency:
+    label: str
+    count: int
+    total: list[float]  # ms, per event
+    relay: list[float]
+    dispatch: list[float]
+    action: list[float]
+
+    def line(self) -> str:
+        def p(values: list[float]) -> str:
+            return f"p50 {_percentile(values, 0.5):7.1f}  p99 {_percentile(values, 0.99):7.1f}"
+
+        return (
+            f"{self.label}: {self.count} events\n"
+            f"    commit -> action executed   {p(self.total)} ms\n"
+            f"    commit -> relayed           {p(self.relay)} ms\n"
+            f"    relayed -> execution        {p(self.dispatch)} ms\n"
+            f"    execution -> action done    {p(self.action)} ms"
+        )
+
+
+async def _wait_for(probe: Callable[[], Awaitable[int]], expected: int, what: str) -> None:
+    deadline = time.monotonic() + WAIT_SECONDS
+    while (seen := await probe()) < expected:
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"{what}: {seen} of {expected} after {WAIT_SECONDS:.0f} s")
+        await asyncio.sleep(0.2)
+
+
+async def _count_notifications(admin: AsyncEngine) -> int:
+    async with admin.connect() as conn:
+        return int((await conn.execute(text("select count(*) from notifications"))).scalar_one())
+
+
+async def measure_latency(label: str, rate: float, workspaces: list[Workspace], admin: AsyncEngine) -> Latency:
+    committed: dict[uuid.UUID, datetime] = {}
+    measured: set[uuid.UUID] = set()
+    tasks: set[asyncio.Task[None]] = set()
+    errors: list[BaseException] = []
+    before = await _count_notifications(admin)
+
+    # At most this many changes in flight (the connection pool's size); beyond it the generator
+    # falls behind its schedule, and says so.
+    in_flight = asyncio.Semaphore(16)
+
+    async def one(n: int, keep: bool) -> None:
+        try:
+            async with in_flight:
+                record_id, at = await create_record(workspaces[n % len(workspaces)], n)
+        except BaseException as exc:
+            errors.append(exc)
+            return
+        committed[record_id] = at
+        if keep:
+            measured.add(record_id)
+
+    start = time.monotonic()
+    total = int((WARMUP_SECONDS + MEASURE_SECONDS) * rate)
+    for n in range(total):
+        # Open loop: each change starts on schedule, whether or not the earlier ones are done.
+        delay = start + n / rate - time.monotonic()
+        if delay > 0:
+            await asyncio.sleep(delay)
+        task = asyncio.create_task(one(n, n >= WARMUP_SECONDS * rate))
+        tasks.add(task)
+        task.add_done_callback(tasks.discard)
+    await asyncio.gather(*tasks)
+    if errors:
+        raise RuntimeError(f"{len(errors)} record changes failed; the first: {errors[0]!r}")
+    late = time.monotonic() - start - total / rate
+    if late > 1.0:
+        print(f"    (the load generator fell {late:.1f} s behind its schedule)", flush=True)
+    await _wait_for(lambda: _count_notifications(admin), before + total, f"{label}: notifications")
+
+    async with admin.connect() as conn:
+        rows = (
+            await conn.execute(
+                text(
+                    "select n.title, o.dispatched_at, e.created_at, n.created_at from notifications n "
+                    "join automation_executions e on split_part(n.dedupe_key, ':', 1) = e.id::text "
+                    "join outbox_events o on o.id::text = e.event_id"
+                )
+            )
+        ).all()
+    by_record = {uuid.UUID(title): (relayed, executed, done) for title, relayed, executed, done in rows}
+    totals, relays, dispatches, actions = [], [], [], []
+    for record_id in measured:
+        relayed, executed, done = by_record[record_id]
+        committed_at = committed[record_id]
+        totals.append((done - committed_at).total_seconds() * 1000)
+        relays.append((relayed - committed_at).total_seconds() * 1000)
+        dispatches.append((executed - relayed).total_seconds() * 1000)
+        actions.append((done - executed).total_seconds() * 1000)
+    return Latency(label, len(measured), totals, relays, dispatches, actions)
+
+
+# ---------------------------------------------------------------- throughput
+
+
+async def measure_throughput(
+    workspaces: list[Workspace], admin: AsyncEngine, env: dict[str, str], log_dir: Path
+) -> float:
+    """A backlog relayed with no worker running, then drained by one worker process."""
+    before = await _count_notifications(admin)
+    scheduler = GuijuProcess("scheduler-backlog", guiju_command("scheduler"), env, log_dir).start()
+    try:
+        sem = asyncio.Semaphore(8)
+
+        async def one(n: int) -> None:
+            async with sem:
+                await create_record(workspaces[n % len(workspaces)], n)
+
+        await asyncio.gather(*(one(n) for n in range(BACKLOG)))
+
+        async def relayed() -> int:
+            async with admin.connect() as conn:
+                pending = (
+                    await conn.execute(text("select count(*) from outbox_events where dispatched_at is null"))
+                ).scalar_one()
+            return BACKLOG - int(pending)
+
+        await _wait_for(relayed, BACKLOG, "backlog relayed")
+        worker = _worker(env, log_dir).start()
+        try:
+            await asyncio.to_thread(_dramatiq_ready, worker)
+            loop = asyncio.get_running_loop()
+
+            def remaining() -> int:
+                future = asyncio.run_coroutine_threadsafe(_count_notifications(admin), loop)
+                return before + BACKLOG - future.result()
+
+            return await asyncio.to_thread(_drain_rate, remaining, BACKLOG, "backlog actions")
+        finally:
+            worker.stop()
+    finally:
+        scheduler.stop()
+
+
+# ---------------------------------------------------------------- the run
+
+
+def run() -> None:
+    if shutil.which("redis-server") is None:
+        raise RuntimeError("no redis-server binary: this benchmark starts a Redis of its own")
+    with tempfile.TemporaryDirectory(prefix="guiju-bench-automation-") as tmp:
+        var_dir = Path(tmp)
+        redis_server = RedisProcess(free_port())
+        redis_server.start()
+        try:
+            _run(redis_server, var_dir)
+        finally:
+            redis_server.stop()
+
+
+def _run(redis_server: RedisProcess, var_dir: Path) -> None:
+    run_async(drop_database(DB_NAME, recreate=True))
+    upgrade(SUPERUSER_URL, APP_ROLE)
+    os.environ.pop("GUIJU_REDIS_URL", None)
+    set_database_url(RUNTIME_URL)
+    try:
+        run_async(_measure(redis_server, var_dir))
+    finally:
+        set_database_url(None)
+        run_async(drop_database(DB_NAME, recreate=False))
+
+
+async def _measure(redis_server: RedisProcess, var_dir: Path) -> None:
+    admin = create_async_engine(SUPERUSER_URL)
+    try:
+        workspaces = await prepare(var_dir)
+        print(f"{TENANTS} workspaces, one automation each (record created -> notify the owner)", flush=True)
+        raw = await asyncio.to_thread(measure_raw, redis_server.url, var_dir)
+        print(f"raw Dramatiq round trip (no-op actor, 1 worker process, {WORKER_THREADS} threads): {raw:8.0f} msg/s")
+        rounds = []
+        for rate, interval in (
+            (RATE, DEFAULT_RELAY_INTERVAL),
+            (LOW_RATE, DEFAULT_RELAY_INTERVAL),
+            (LOW_RATE, SHORT_RELAY_INTERVAL),
+        ):
+            env = _env(redis_server.url, var_dir, interval)
+            scheduler = GuijuProcess("scheduler", guiju_command("scheduler"), env, var_dir).start()
+            worker = _worker(env, var_dir).start()
+            label = f"{rate:.0f} events/s, relay interval {interval} s"
+            try:
+                await asyncio.to_thread(_dramatiq_ready, worker)
+                rounds.append(await measure_latency(label, rate, workspaces, admin))
+            finally:
+                worker.stop()
+                scheduler.stop()
+            print(rounds[-1].line(), flush=True)
+        env = _env(redis_server.url, var_dir, DEFAULT_RELAY_INTERVAL)
+        rate = await measure_throughput(workspaces, admin, env, var_dir)
+    finally:
+        await admin.dispose()
+        await dispose_databases()
+    ratio = rate / raw
+    print(
+        f"sustained automation throughput (1 worker process): {rate:8.0f} events/s  "
+        f"= {ratio:.2f} of the raw round trip (target >= {TARGET_RATIO})"
+    )
+    default_p99 = _percentile(rounds[0].total, 0.99)
+    print(
+        f"p99 commit -> action: {default_p99:.1f} ms at {RATE:.0f} events/s (target <= {TARGET_P99_MS:.0f} ms); "
+        f"at {LOW_RATE:.0f} events/s {_percentile(rounds[1].total, 0.99):.1f} ms with the default relay interval, "
+        f"{_percentile(rounds[2].total, 0.99):.1f} ms with {SHORT_RELAY_INTERVAL} s"
+    )
+    verdicts = [
+        f"latency {'met' if default_p99 <= TARGET_P99_MS else 'MISSED'}",
+        f"throughput {'met' if ratio >= TARGET_RATIO else 'MISSED'}",
+    ]
+    print("targets: " + ", ".join(verdicts), flush=True)
+
+
+__all__ = ["run"]
