@@ -74,7 +74,12 @@ def webhook_sink(monkeypatch: pytest.MonkeyPatch) -> Iterator[WebhookSink]:
 
     class Handler(BaseHTTPRequestHandler):
         def do_POST(self) -> None:
-            body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+            length = int(self.headers.get("Content-Length") or 0)
+            body = self.rfile.read(length)
+            if len(body) < length:
+                # The sender was killed mid-request: nothing was delivered, and it will be sent again.
+                self.close_connection = True
+                return
             with sink.lock:
                 sink.deliveries.append((self.headers.get("Idempotency-Key") or "", json.loads(body or b"{}")))
             self.send_response(200)
