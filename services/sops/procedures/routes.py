@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import uuid
 
+import msgspec
 from litestar import Controller, get, patch, post, put
 from litestar.di import NamedDependency
 from litestar.params import FromPath, FromQuery, JSONBody
@@ -63,20 +64,7 @@ def version_summary_out(v: ProcedureVersion) -> VersionSummaryOut:
 
 
 def version_out(v: ProcedureVersion) -> VersionOut:
-    return VersionOut(
-        id=v.id,
-        procedure_id=v.procedure_id,
-        number=v.number,
-        status=v.status,
-        change_note=v.change_note,
-        published_by=v.published_by,
-        published_at=v.published_at,
-        created_by=v.created_by,
-        created_at=v.created_at,
-        updated_at=v.updated_at,
-        based_on_version_id=v.based_on_version_id,
-        definition=v.definition,
-    )
+    return VersionOut(**msgspec.structs.asdict(version_summary_out(v)), definition=v.definition)
 
 
 def acknowledgement_out(a: Acknowledgement) -> AcknowledgementOut:
