@@ -621,11 +621,14 @@ async def existing_member_ids(session: AsyncSession, user_ids: set[uuid.UUID]) -
     return set(await session.scalars(select(Membership.user_id).where(Membership.user_id.in_(user_ids))))
 
 
-async def user_locales(session: AsyncSession, user_ids: set[uuid.UUID]) -> dict[uuid.UUID, str]:
-    """The preferred locale (``zh-CN`` or ``en``) of each of ``user_ids`` that exists."""
+async def member_locales(session: AsyncSession, user_ids: set[uuid.UUID]) -> dict[uuid.UUID, str]:
+    """The preferred locale (``zh-CN`` or ``en``) of each of ``user_ids`` that is a member of the
+    session's tenant (the others are left out)."""
     if not user_ids:
         return {}
-    rows = await session.execute(select(User.id, User.locale).where(User.id.in_(user_ids)))
+    rows = await session.execute(
+        select(User.id, User.locale).join(Membership, Membership.user_id == User.id).where(User.id.in_(user_ids))
+    )
     return {row[0]: row[1] for row in rows}
 
 

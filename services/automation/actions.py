@@ -29,7 +29,7 @@ from urllib.parse import urlsplit
 import httpx
 import msgspec
 from guiju_sdk import ActionCall, ActionFailed
-from jinja2 import StrictUndefined, TemplateError, Undefined
+from jinja2 import StrictUndefined, Template, TemplateError, Undefined
 from jinja2.sandbox import SandboxedEnvironment
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -101,6 +101,9 @@ class ActionKind(Protocol):
 
     name: str
     time_limit_ms: int
+    # True when every effect is a write to our database (no call out): the dispatcher may then run
+    # the action in the transaction that creates its execution.
+    effects_in_db: bool
 
     def config_problems(self, config: dict[str, Any], pointer: str, env: ValidationEnv) -> list[FieldProblem]:
         """Every problem of ``config`` (pointer: the JSON pointer of the action's config)."""
@@ -227,10 +230,16 @@ def template_problem(source: Any, pointer: str) -> FieldProblem | None:
     return None
 
 
+@functools.lru_cache(maxsize=2048)
+def _compiled(source: str) -> Template:
+    # Compiling is most of a render's cost, and an automation renders the same few texts every time.
+    return _template_env().from_string(source)
+
+
 def render(source: str, context: Mapping[str, Any]) -> str:
     """Render a ``{{ name }}`` template in the sandbox; a broken one fails the action for good."""
     try:
-        return _template_env().from_string(source).render(context)
+        return _compiled(source).render(context)
     except TemplateError as exc:
         raise PermanentActionError(f"cannot render the template: {exc}") from exc
 
@@ -336,12 +345,10 @@ class _Kind:
                 raise PermanentActionError(f"cannot evaluate when {when!r}: {exc}") from exc
             if not (holds is True or (holds not in (None, False, 0, "", [], {}))):
                 return {"skipped": True, "reason": "when"}
-        if not self.effects_in_db:
-            return await self.act(db, ctx, config, context)
+        # No savepoint of its own: the executor rolls back whatever a failed action wrote (the whole
+        # transaction, or in the dispatcher the action's savepoint).
         try:
-            # A savepoint: a refused effect leaves nothing half-written in the executor's transaction.
-            async with db.begin_nested():
-                return await self.act(db, ctx, config, context)
+            return await self.act(db, ctx, config, context)
         except ProblemError as exc:
             raise PermanentActionError(_problem_text(exc)) from exc
 
@@ -614,16 +621,15 @@ class Notify(_Kind):
                 for item in value if isinstance(value, list) else [value]:
                     member = _uuid_or_none(item)
                     found += [member] if member else []
-        # Only members of this workspace are notified, each once.
-        wanted = list(dict.fromkeys(found))
-        members = await accounts.existing_member_ids(db, set(wanted))
-        return [m for m in wanted if m in members]
+        return list(dict.fromkeys(found))
 
     async def act(
         self, db: AsyncSession, ctx: ActionContext, config: dict[str, Any], context: dict[str, Any]
     ) -> dict[str, Any]:
-        recipients = await self._recipients(db, ctx, config, context)
-        locales = await accounts.user_locales(db, set(recipients))
+        wanted = await self._recipients(db, ctx, config, context)
+        # Only members of this workspace are notified, each once, in their own language.
+        locales = await accounts.member_locales(db, set(wanted))
+        recipients = [m for m in wanted if m in locales]
         # Templates see the event's names at the top ({{ title }}) as well as event/outputs/step.
         template_context = {**context["event"], **context}
 

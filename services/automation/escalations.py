@@ -115,22 +115,23 @@ async def install_defaults(db: AsyncSession, procedure_id: uuid.UUID, version_id
     return installed
 
 
-async def on_procedure_published(message: dict[str, Any]) -> None:
+async def on_procedure_published(messages: list[dict[str, Any]]) -> None:
     """Outbox subscriber of ``procedure.published``."""
-    tenant = message.get("tenant_id")
-    payload = message.get("payload") or {}
-    if not tenant or not payload.get("version_id"):
-        return
-    tenant_id = uuid.UUID(str(tenant))
-    with tenant_scope(tenant_id):
-        try:
-            async with open_session(tenant_id) as db:
-                await install_defaults(db, uuid.UUID(payload["procedure_id"]), uuid.UUID(payload["version_id"]))
-        except ProblemError as exc:  # never block the event for the other subscribers: log why
-            log.warning(
-                "default escalations not installed",
-                extra={"procedure_id": payload.get("procedure_id"), "code": exc.code, "detail": exc.detail},
-            )
+    for message in messages:
+        tenant = message.get("tenant_id")
+        payload = message.get("payload") or {}
+        if not tenant or not payload.get("version_id"):
+            continue
+        tenant_id = uuid.UUID(str(tenant))
+        with tenant_scope(tenant_id):
+            try:
+                async with open_session(tenant_id) as db:
+                    await install_defaults(db, uuid.UUID(payload["procedure_id"]), uuid.UUID(payload["version_id"]))
+            except ProblemError as exc:  # never block the event for the other subscribers: log why
+                log.warning(
+                    "default escalations not installed",
+                    extra={"procedure_id": payload.get("procedure_id"), "code": exc.code, "detail": exc.detail},
+                )
 
 
 async def plugin_catalog(db: AsyncSession) -> tuple[frozenset[str], frozenset[str]]:

@@ -3,13 +3,14 @@ executor that runs actions with retries, backoff, dead letters and a per-tenant 
 
 How an event becomes effects
 ----------------------------
-1. The outbox relay hands every event to the ``dispatch_event`` actor; :func:`dispatch_event_to_automations`
-   (subscribed to every trigger event type) finds the tenant's enabled automations of the event's
-   trigger type in one indexed query, matches them, evaluates their conditions and inserts one
-   execution per automation and event (``ON CONFLICT DO NOTHING`` on ``(tenant_id, automation_id,
-   event_id)``: a redelivered event creates nothing). Schedules, inbound webhooks and plugin
-   triggers create executions the same way (:func:`fire_cron`, :func:`trigger_webhook`,
-   :func:`trigger_plugin_event`).
+1. The outbox relay hands events in batches to the ``dispatch_event`` actor;
+   :func:`dispatch_events_to_automations` (subscribed to every trigger event type) opens one
+   transaction per tenant in the batch, finds the tenant's enabled record and run automations in
+   one indexed query, matches them, evaluates their conditions and inserts one execution per
+   automation and event (``ON CONFLICT DO NOTHING`` on ``(tenant_id, automation_id, event_id)``: a
+   redelivered event creates nothing). The execution's leading in-database actions run right
+   there (:func:`_run_inline`). Schedules, inbound webhooks and plugin triggers create executions
+   the same way (:func:`fire_cron`, :func:`trigger_webhook`, :func:`trigger_plugin_event`).
 2. After the transaction that created or advanced an execution commits, its next action is sent
    to the executor actor on the action's queue (``automation.actions``, or ``plugin.<name>``);
    nothing is sent for a rolled-back transaction. A send lost to a crash between commit and send is
@@ -49,6 +50,7 @@ import time
 import uuid
 import weakref
 from collections.abc import Awaitable, Callable, Iterable, Mapping
+from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo
@@ -57,11 +59,9 @@ import dramatiq
 import msgspec
 from cronsim import CronSim, CronSimError
 from sqlalchemy import delete, event, func, select
-from sqlalchemy.dialects.postgresql import insert as pg_insert
-from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, make_transient_to_detached
 
 from services.accounts import service as accounts
 from services.accounts.service import Principal
@@ -86,6 +86,7 @@ from services.automation.schemas import (
     WebhookTrigger,
 )
 from services.db import open_session
+from services.db.statements import insert_ignoring_conflicts
 from services.errors import Conflict, FieldProblem, NotFound, ProblemError, ValidationProblem
 from services.expressions import ExpressionError, compile_expression
 from services.outbox import service as outbox
@@ -121,9 +122,11 @@ CRON_TIMER = "automation.cron"
 RESUME_TIMER = "automation.resume"
 MAINTENANCE_TIMER = "automation.maintenance"
 MAINTENANCE_KEY = "automation:maintenance"
-MAINTENANCE_INTERVAL = timedelta(minutes=5)
-# A queued execution untouched this long lost its message (a crash between commit and send).
-STALLED_AFTER = timedelta(minutes=5)
+MAINTENANCE_INTERVAL = timedelta(minutes=1)
+# A queued execution untouched this long lost its message (a crash between commit and send). Shorter
+# would re-send steps still waiting their turn in a busy queue (harmless: the executor skips a step
+# already taken, but wasted work).
+STALLED_AFTER = timedelta(minutes=2)
 
 BACKOFF_BASE_SECONDS = 2.0
 MAX_BACKOFF_SECONDS = 600.0
@@ -767,32 +770,37 @@ async def _insert_execution(
     *,
     status: str = "queued",
     error: str | None = None,
-) -> uuid.UUID | None:
-    """Insert an execution unless the automation already has one for ``event_id``; its id, or None."""
-    values = {
-        "tenant_id": automation.tenant_id,
-        "id": new_id(),
-        "automation_id": automation.id,
-        "event_id": event_id[:200],
-        "status": status,
-        "event": dict(event),
-        "action_index": 0,
-        "attempts": 0,
-        "error": error,
-        "created_at": now,
-        "updated_at": now,
-        "finished_at": now if status in TERMINAL else None,
-    }
-    bind = db.get_bind()
-    insert_fn = pg_insert if bind.dialect.name == "postgresql" else sqlite_insert
-    statement = (
-        insert_fn(AutomationExecution)
-        .values(**values)
-        .on_conflict_do_nothing(index_elements=["tenant_id", "automation_id", "event_id"])
-        .returning(AutomationExecution.id)
+) -> AutomationExecution | None:
+    """Insert an execution unless the automation already has one for ``event_id`` (then None).
+
+    The inserted row is returned as a persistent object of the session, built from the values it
+    was inserted with, so running its actions next costs no read.
+    """
+    execution = AutomationExecution(
+        tenant_id=automation.tenant_id,
+        id=new_id(),
+        automation_id=automation.id,
+        event_id=event_id[:200],
+        status=status,
+        event=dict(event),
+        action_index=0,
+        attempts=0,
+        next_attempt_at=None,
+        error=error,
+        dead_reason=None,
+        created_at=now,
+        updated_at=now,
+        finished_at=now if status in TERMINAL else None,
     )
-    inserted: uuid.UUID | None = (await db.execute(statement)).scalar()
-    return inserted
+    values = {column.key: getattr(execution, column.key) for column in AutomationExecution.__table__.columns}
+    inserted = await insert_ignoring_conflicts(
+        db, AutomationExecution, [values], conflict=("tenant_id", "automation_id", "event_id"), returning=("id",)
+    )
+    if not inserted:
+        return None
+    make_transient_to_detached(execution)
+    db.add(execution)
+    return execution
 
 
 async def _new_execution(
@@ -803,17 +811,19 @@ async def _new_execution(
     now: datetime,
     *,
     cause: Mapping[str, Any] | None = None,
+    inline: bool = False,
 ) -> uuid.UUID | None:
     """Evaluate conditions and create the execution (queued, its first action sent after commit).
 
     A condition that cannot be evaluated gives a failed execution that says why; false
     conditions give none; an event caused by a chain of executions that is too long, or that
-    already ran this automation, gives a failed execution (``automation_loop``). Returns the new
-    execution's id (None: conditions false, or a duplicate).
+    already ran this automation, gives a failed execution (``automation_loop``). With ``inline``
+    the leading actions whose effects are all in our database run here, in this transaction
+    (:func:`_run_inline`). Returns the new execution's id (None: conditions false, or a duplicate).
     """
     holds, why = _conditions_hold(automation, event, now)
     if why is not None:
-        return await _insert_execution(db, automation, event_id, event, now, status="failed", error=why)
+        return _id_of(await _insert_execution(db, automation, event_id, event, now, status="failed", error=why))
     if not holds:
         return None
     loop = loop_refusal(automation.id, cause)
@@ -822,11 +832,18 @@ async def _new_execution(
             "automation loop refused",
             extra={"automation_id": str(automation.id), "event_id": event_id, "error": loop},
         )
-        return await _insert_execution(db, automation, event_id, event, now, status="failed", error=loop)
-    execution_id = await _insert_execution(db, automation, event_id, event, now)
-    if execution_id is not None and automation.actions:
-        _send_after_commit(db, automation.tenant_id, execution_id, 0, _queue_of(automation.actions[0]))
-    return execution_id
+        return _id_of(await _insert_execution(db, automation, event_id, event, now, status="failed", error=loop))
+    execution = await _insert_execution(db, automation, event_id, event, now)
+    if execution is not None and automation.actions:
+        if inline and _in_database(automation.actions[0]):
+            await _run_inline(db, automation, execution)
+        else:
+            _send_after_commit(db, automation.tenant_id, execution.id, 0, _queue_of(automation.actions[0]))
+    return _id_of(execution)
+
+
+def _id_of(execution: AutomationExecution | None) -> uuid.UUID | None:
+    return execution.id if execution is not None else None
 
 
 def _chain(cause: Mapping[str, Any] | None) -> list[str]:
@@ -879,44 +896,57 @@ def cause_for_actions(execution: AutomationExecution) -> dict[str, Any]:
     }
 
 
-async def dispatch_event_to_automations(message: dict[str, Any]) -> int:
-    """The outbox subscriber: create the executions an event causes; returns how many were created.
+async def dispatch_events_to_automations(messages: list[dict[str, Any]]) -> int:
+    """The outbox subscriber: create the executions a batch of events causes; returns how many.
 
-    One automation's broken condition records a failed execution for it and never stops the others.
+    Each tenant's events are handled in one transaction, with one query for its automations. The
+    leading in-database actions of each new execution run in that transaction too, so for most
+    automations (notify, create or update a record, assign a step, start a run) the event's
+    effects commit together with its execution, without a second hop through the broker. One
+    automation's broken condition or failing action is recorded on its execution and never stops
+    the others.
     """
-    tenant = message.get("tenant_id")
-    if not tenant:
-        return 0
-    tenant_id = uuid.UUID(str(tenant))
-    event_type = str(message["type"])
-    trigger_type = "record_event" if event_type.startswith("record.") else "run_event"
-    event = event_from_message(message)
-    cause = outbox.cause_of(message)
-    if cause is not None:
-        event["_cause"] = cause  # the executor continues the chain from it
+    by_tenant: dict[uuid.UUID, list[dict[str, Any]]] = {}
+    for message in messages:
+        if message.get("tenant_id"):
+            by_tenant.setdefault(uuid.UUID(str(message["tenant_id"])), []).append(message)
     created = 0
-    with tenant_scope(tenant_id):
-        async with open_session(tenant_id) as db:
-            candidates = await db.scalars(
-                select(Automation)
-                .where(Automation.trigger_type == trigger_type, Automation.enabled.is_(True))
-                .order_by(Automation.id)
-            )
-            now = utcnow()
-            for automation in candidates:
-                if not _matches(automation, event_type, event):
-                    continue
-                if await _new_execution(db, automation, str(message["id"]), event, now, cause=cause) is not None:
-                    created += 1
+    for tenant_id, batch in by_tenant.items():
+        with tenant_scope(tenant_id):
+            async with open_session(tenant_id) as db:
+                candidates: dict[str, list[Automation]] = {"record_event": [], "run_event": []}
+                for automation in await db.scalars(
+                    select(Automation)
+                    .where(Automation.trigger_type.in_(tuple(candidates)), Automation.enabled.is_(True))
+                    .order_by(Automation.id)
+                ):
+                    candidates[automation.trigger_type].append(automation)
+                now = utcnow()
+                for message in batch:
+                    event_type = str(message["type"])
+                    trigger_type = "record_event" if event_type.startswith("record.") else "run_event"
+                    payload = message.get("payload") or {}
+                    matching = [a for a in candidates[trigger_type] if _matches(a, event_type, payload)]
+                    if not matching:
+                        continue
+                    event = event_from_message(message)
+                    cause = outbox.cause_of(message)
+                    if cause is not None:
+                        event["_cause"] = cause  # the executor continues the chain from it
+                    for automation in matching:
+                        execution_id = await _new_execution(
+                            db, automation, str(message["id"]), event, now, cause=cause, inline=True
+                        )
+                        created += execution_id is not None
     return created
 
 
-async def _on_event(message: dict[str, Any]) -> None:
-    await dispatch_event_to_automations(message)
+async def _on_events(messages: list[dict[str, Any]]) -> None:
+    await dispatch_events_to_automations(messages)
 
 
 for _event_type in (*RECORD_EVENTS, *RUN_EVENTS):
-    outbox.subscribe(_event_type, _on_event)
+    outbox.subscribe(_event_type, _on_events)
 
 
 async def trigger_webhook(
@@ -952,7 +982,7 @@ async def trigger_webhook(
             error = f"the mapping of '{key}' failed: {exc}"
             break
     if error is not None:
-        created = await _insert_execution(db, automation, event_id, event, now, status="failed", error=error)
+        created = _id_of(await _insert_execution(db, automation, event_id, event, now, status="failed", error=error))
     else:
         created = await _new_execution(db, automation, event_id, event, now)
     if created is not None:
@@ -1239,14 +1269,146 @@ async def run_step(tenant_id: uuid.UUID, execution_id: uuid.UUID, action_index: 
         await slots().release(tenant_id, token)
 
 
+@dataclass
+class _Attempt:
+    """One attempt at an execution's current action, as far as it got (what a failure records)."""
+
+    index: int
+    attempt: int  # counts toward the retry budget (reset by a manual retry)
+    number: int  # the history's attempt number: never repeats, across manual retries too
+    kind_name: str = "?"
+    config: dict[str, Any] = field(default_factory=dict)
+    started: datetime = field(default_factory=utcnow)
+    clock: float = field(default_factory=time.perf_counter)
+
+
+def _in_database(action: Mapping[str, Any]) -> bool:
+    """Whether every effect of ``action`` is a write to our database (see ActionKind.effects_in_db)."""
+    try:
+        kind = actions.action_kind(str(action.get("kind")))
+    except KeyError:
+        return False
+    return getattr(kind, "effects_in_db", False) is True  # a kind that does not say may call out
+
+
+async def _perform(
+    db: AsyncSession, tenant_id: uuid.UUID, execution: AutomationExecution, automation: Automation, attempt: _Attempt
+) -> str:
+    """Run the execution's current action in ``db``'s transaction: its effects, its history row and the
+    execution's advance. Returns "waiting", "succeeded" or "advanced" (the next action is the
+    caller's to send); raises :class:`_Failure` when the action failed."""
+    index = attempt.index
+    action = automation.actions[index]
+    attempt.kind_name = str(action.get("kind"))
+    attempt.config = {k: v for k, v in action.items() if k != "kind"}
+    try:
+        kind = actions.action_kind(attempt.kind_name)
+    except KeyError:
+        raise _Failure(f"there is no action '{attempt.kind_name}'", permanent=True) from None
+    ctx = ActionContext(
+        tenant_id=tenant_id,
+        automation_id=automation.id,
+        execution_id=execution.id,
+        action_index=index,
+        idempotency_key=f"{execution.id}:{index}",
+        event=execution.event,
+        outputs=await _outputs(db, execution.id) if index else [],
+        attempt=attempt.number,
+    )
+    attempt.started = utcnow()
+    attempt.clock = time.perf_counter()
+    try:
+        # Events the action emits carry the lineage, so the dispatcher can stop a loop.
+        with outbox.caused_by(cause_for_actions(execution)):
+            async with asyncio.timeout(kind.time_limit_ms / 1000):
+                result = await kind.run(db, ctx, attempt.config)
+    except PermanentActionError as exc:
+        raise _Failure(str(exc) or type(exc).__name__, permanent=True) from exc
+    except RetryableActionError as exc:
+        raise _Failure(str(exc) or type(exc).__name__, permanent=False, retry_after=exc.retry_after) from exc
+    except TimeoutError as exc:
+        raise _Failure(f"the action ran over its time limit ({kind.time_limit_ms} ms)", permanent=False) from exc
+    except ProblemError as exc:
+        # Our own services refusing the action (a missing record, a validation problem):
+        # retrying the same input gives the same answer.
+        raise _Failure(f"{exc.code}: {exc.detail or exc.title}", permanent=True) from exc
+    except (_Failure, asyncio.CancelledError):
+        raise
+    except Exception as exc:
+        raise _Failure(f"{type(exc).__name__}: {exc}", permanent=False) from exc
+    duration = int((time.perf_counter() - attempt.clock) * 1000)
+    waiting = isinstance(result, Wait)
+    output: dict[str, Any] = (
+        {"until": result.until.isoformat()} if isinstance(result, Wait) else _jsonable(result or {})
+    )
+    db.add(
+        AutomationActionRun(
+            execution_id=execution.id,
+            action_index=index,
+            attempt=attempt.number,
+            kind=attempt.kind_name,
+            status="waiting" if waiting else "succeeded",
+            input=_jsonable(attempt.config),
+            output=output,
+            started_at=attempt.started,
+            duration_ms=duration,
+        )
+    )
+    execution.action_index = index + 1
+    execution.attempts = 0
+    execution.error = None
+    execution.next_attempt_at = None
+    execution.updated_at = utcnow()
+    if isinstance(result, Wait):
+        execution.status = "waiting"
+        execution.next_attempt_at = result.until
+        await scheduler.schedule(
+            db,
+            kind=RESUME_TIMER,
+            key=f"resume:{execution.id}",
+            due_at=result.until,
+            payload={"execution_id": str(execution.id)},
+        )
+        await db.flush()
+        return "waiting"
+    if execution.action_index >= len(automation.actions):
+        _finish(execution, "succeeded")
+        await db.flush()
+        return "succeeded"
+    execution.status = "queued"
+    await db.flush()
+    return "advanced"
+
+
+async def _run_inline(db: AsyncSession, automation: Automation, execution: AutomationExecution) -> None:
+    """Run a new execution's leading in-database actions in the caller's transaction, one savepoint
+    each; the first action that calls out (a webhook, a plugin) is sent to its queue after commit.
+
+    A failing action is rolled back to its savepoint and recorded like any failed attempt (retried
+    by the executor with backoff, or failed), so the history reads the same either way.
+    """
+    tenant_id = automation.tenant_id
+    while True:
+        index = execution.action_index
+        action = automation.actions[index]
+        if not _in_database(action):
+            _send_after_commit(db, tenant_id, execution.id, index, _queue_of(action))
+            return
+        # A new execution: this is each action's first attempt.
+        attempt = _Attempt(index=index, attempt=execution.attempts + 1, number=1)
+        try:
+            async with db.begin_nested():
+                outcome = await _perform(db, tenant_id, execution, automation, attempt)
+        except _Failure as failure:
+            await db.refresh(execution)  # the savepoint's rollback expired what the attempt changed
+            await _note_failure(db, tenant_id, execution, automation, attempt, failure)
+            return
+        if outcome != "advanced":
+            return
+
+
 async def _run_step(tenant_id: uuid.UUID, execution_id: uuid.UUID, action_index: int | None) -> str:
-    attempt = 0
-    number = 0
-    index = 0
-    kind_name = "?"
-    config: dict[str, Any] = {}
-    started = utcnow()
-    clock = time.perf_counter()
+    attempt = _Attempt(index=0, attempt=0, number=0)
     try:
         with tenant_scope(tenant_id):
             async with open_session(tenant_id) as db:
@@ -1264,8 +1426,6 @@ async def _run_step(tenant_id: uuid.UUID, execution_id: uuid.UUID, action_index:
                 if index >= len(automation.actions):
                     _finish(execution, "succeeded")
                     return "succeeded"
-                attempt = execution.attempts + 1  # counts toward the retry budget (reset by a manual retry)
-                # The history's attempt number never repeats, across manual retries too.
                 number = 1 + (
                     await db.scalar(
                         select(func.max(AutomationActionRun.attempt)).where(
@@ -1274,100 +1434,17 @@ async def _run_step(tenant_id: uuid.UUID, execution_id: uuid.UUID, action_index:
                     )
                     or 0
                 )
-                action = automation.actions[index]
-                kind_name = str(action.get("kind"))
-                config = {k: v for k, v in action.items() if k != "kind"}
-                try:
-                    kind = actions.action_kind(kind_name)
-                except KeyError:
-                    raise _Failure(f"there is no action '{kind_name}'", permanent=True) from None
-                ctx = ActionContext(
-                    tenant_id=tenant_id,
-                    automation_id=automation.id,
-                    execution_id=execution.id,
-                    action_index=index,
-                    idempotency_key=f"{execution.id}:{index}",
-                    event=execution.event,
-                    outputs=await _outputs(db, execution.id),
-                    attempt=number,
-                )
-                started = utcnow()
-                clock = time.perf_counter()
-                try:
-                    # Events the action emits carry the lineage, so the dispatcher can stop a loop.
-                    with outbox.caused_by(cause_for_actions(execution)):
-                        async with asyncio.timeout(kind.time_limit_ms / 1000):
-                            result = await kind.run(db, ctx, config)
-                except PermanentActionError as exc:
-                    raise _Failure(str(exc) or type(exc).__name__, permanent=True) from exc
-                except RetryableActionError as exc:
-                    raise _Failure(
-                        str(exc) or type(exc).__name__, permanent=False, retry_after=exc.retry_after
-                    ) from exc
-                except TimeoutError as exc:
-                    raise _Failure(
-                        f"the action ran over its time limit ({kind.time_limit_ms} ms)", permanent=False
-                    ) from exc
-                except ProblemError as exc:
-                    # Our own services refusing the action (a missing record, a validation problem):
-                    # retrying the same input gives the same answer.
-                    raise _Failure(f"{exc.code}: {exc.detail or exc.title}", permanent=True) from exc
-                except (_Failure, asyncio.CancelledError):
-                    raise
-                except Exception as exc:
-                    raise _Failure(f"{type(exc).__name__}: {exc}", permanent=False) from exc
-                duration = int((time.perf_counter() - clock) * 1000)
-                waiting = isinstance(result, Wait)
-                output: dict[str, Any] = (
-                    {"until": result.until.isoformat()} if isinstance(result, Wait) else _jsonable(result or {})
-                )
-                db.add(
-                    AutomationActionRun(
-                        execution_id=execution.id,
-                        action_index=index,
-                        attempt=number,
-                        kind=kind_name,
-                        status="waiting" if waiting else "succeeded",
-                        input=_jsonable(config),
-                        output=output,
-                        started_at=started,
-                        duration_ms=duration,
-                    )
-                )
-                execution.action_index = index + 1
-                execution.attempts = 0
-                execution.error = None
-                execution.next_attempt_at = None
-                execution.updated_at = utcnow()
-                if isinstance(result, Wait):
-                    execution.status = "waiting"
-                    execution.next_attempt_at = result.until
-                    await scheduler.schedule(
-                        db,
-                        kind=RESUME_TIMER,
-                        key=f"resume:{execution.id}",
-                        due_at=result.until,
-                        payload={"execution_id": str(execution.id)},
-                    )
-                    await db.flush()
-                    return "waiting"
-                if execution.action_index >= len(automation.actions):
-                    _finish(execution, "succeeded")
-                    await db.flush()
-                    return "succeeded"
-                execution.status = "queued"
-                _send_after_commit(
-                    db, tenant_id, execution.id, execution.action_index, _queue_of(automation.actions[index + 1])
-                )
-                await db.flush()
-                return "advanced"
+                attempt = _Attempt(index=index, attempt=execution.attempts + 1, number=number)
+                outcome = await _perform(db, tenant_id, execution, automation, attempt)
+                if outcome == "advanced":
+                    following = execution.action_index
+                    _send_after_commit(db, tenant_id, execution.id, following, _queue_of(automation.actions[following]))
+                return outcome
     except IntegrityError:
         # Another delivery of the same attempt recorded it first; its effects stand, ours rolled back.
         return "skipped"
     except _Failure as failure:
-        return await _record_failure(
-            tenant_id, execution_id, index, attempt, number, kind_name, config, started, clock, failure
-        )
+        return await _record_failure(tenant_id, execution_id, attempt, failure)
 
 
 def _finish(execution: AutomationExecution, status: str) -> None:
@@ -1378,21 +1455,8 @@ def _finish(execution: AutomationExecution, status: str) -> None:
     execution.next_attempt_at = None
 
 
-async def _record_failure(
-    tenant_id: uuid.UUID,
-    execution_id: uuid.UUID,
-    index: int,
-    attempt: int,
-    number: int,
-    kind_name: str,
-    config: dict[str, Any],
-    started: datetime,
-    clock: float,
-    failure: _Failure,
-) -> str:
-    """In a new transaction (the action's rolled back): record the failed attempt, then retry later,
-    fail, or dead-letter the execution."""
-    message = _truncate(str(failure))
+async def _record_failure(tenant_id: uuid.UUID, execution_id: uuid.UUID, attempt: _Attempt, failure: _Failure) -> str:
+    """In a new transaction (the action's rolled back): record the failed attempt (:func:`_note_failure`)."""
     with tenant_scope(tenant_id):
         async with open_session(tenant_id) as db:
             execution = await db.scalar(
@@ -1401,56 +1465,66 @@ async def _record_failure(
             if (
                 execution is None
                 or execution.status not in ("queued", "running")
-                or execution.action_index != index
-                or execution.attempts != attempt - 1
+                or execution.action_index != attempt.index
+                or execution.attempts != attempt.attempt - 1
             ):
                 return "skipped"  # someone else moved it on meanwhile
-            attempts_allowed = max_attempts()
-            if failure.permanent:
-                status = "failed"
-            elif attempt >= attempts_allowed:
-                status = "dead"
-            else:
-                status = "retrying"
-            db.add(
-                AutomationActionRun(
-                    execution_id=execution.id,
-                    action_index=index,
-                    attempt=number,
-                    kind=kind_name,
-                    status=status,
-                    input=_jsonable(config),
-                    output=None,
-                    error=message,
-                    started_at=started,
-                    duration_ms=int((time.perf_counter() - clock) * 1000),
-                )
-            )
-            execution.attempts = attempt
-            execution.error = message
-            if status == "retrying":
-                delay = backoff_seconds(attempt, failure.retry_after)
-                execution.status = "queued"
-                execution.next_attempt_at = utcnow() + timedelta(seconds=delay)
-                execution.updated_at = utcnow()
-                automation = await db.scalar(select(Automation).where(Automation.id == execution.automation_id))
-                queue = (
-                    _queue_of(automation.actions[index])
-                    if automation and index < len(automation.actions)
-                    else ACTIONS_QUEUE
-                )
-                _send_after_commit(db, tenant_id, execution.id, index, queue, int(delay * 1000))
-            elif status == "dead":
-                execution.dead_reason = _truncate(f"gave up after {attempt} attempts of action {index + 1}: {message}")
-                _finish(execution, "dead")
-            else:
-                _finish(execution, "failed")
-            await db.flush()
-            log.warning(
-                "automation action failed",
-                extra={"execution_id": str(execution_id), "action_index": index, "status": status, "error": message},
-            )
-            return status
+            automation = await db.scalar(select(Automation).where(Automation.id == execution.automation_id))
+            return await _note_failure(db, tenant_id, execution, automation, attempt, failure)
+
+
+async def _note_failure(
+    db: AsyncSession,
+    tenant_id: uuid.UUID,
+    execution: AutomationExecution,
+    automation: Automation | None,
+    attempt: _Attempt,
+    failure: _Failure,
+) -> str:
+    """Record a failed attempt in ``db``'s transaction, then retry later, fail, or dead-letter the execution."""
+    message = _truncate(str(failure))
+    index = attempt.index
+    if failure.permanent:
+        status = "failed"
+    elif attempt.attempt >= max_attempts():
+        status = "dead"
+    else:
+        status = "retrying"
+    db.add(
+        AutomationActionRun(
+            execution_id=execution.id,
+            action_index=index,
+            attempt=attempt.number,
+            kind=attempt.kind_name,
+            status=status,
+            input=_jsonable(attempt.config),
+            output=None,
+            error=message,
+            started_at=attempt.started,
+            duration_ms=int((time.perf_counter() - attempt.clock) * 1000),
+        )
+    )
+    execution.attempts = attempt.attempt
+    execution.error = message
+    if status == "retrying":
+        delay = backoff_seconds(attempt.attempt, failure.retry_after)
+        execution.status = "queued"
+        execution.next_attempt_at = utcnow() + timedelta(seconds=delay)
+        execution.updated_at = utcnow()
+        known = automation is not None and index < len(automation.actions)
+        queue = _queue_of(automation.actions[index]) if automation is not None and known else ACTIONS_QUEUE
+        _send_after_commit(db, tenant_id, execution.id, index, queue, int(delay * 1000))
+    elif status == "dead":
+        execution.dead_reason = _truncate(f"gave up after {attempt.attempt} attempts of action {index + 1}: {message}")
+        _finish(execution, "dead")
+    else:
+        _finish(execution, "failed")
+    await db.flush()
+    log.warning(
+        "automation action failed",
+        extra={"execution_id": str(execution.id), "action_index": index, "status": status, "error": message},
+    )
+    return status
 
 
 async def resume_waiting(db: AsyncSession, timer: scheduler.DueTimer) -> datetime | None:

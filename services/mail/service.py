@@ -111,14 +111,15 @@ async def request_mail(
     )
 
 
-async def deliver(message: dict[str, Any]) -> None:
-    """Outbox subscriber: render and send a requested mail."""
-    payload = message["payload"]
-    variables = dict(payload["variables"], link=payload.get("link") or "")
-    subject, body = render(payload["template"], payload["locale"], variables)
-    await _transport.send(
-        Mail(to=payload["to"], subject=subject, body=body, template=payload["template"], link=payload.get("link"))
-    )
+async def deliver(messages: list[dict[str, Any]]) -> None:
+    """Outbox subscriber: render and send each requested mail."""
+    for message in messages:
+        payload = message["payload"]
+        variables = dict(payload["variables"], link=payload.get("link") or "")
+        subject, body = render(payload["template"], payload["locale"], variables)
+        await _transport.send(
+            Mail(to=payload["to"], subject=subject, body=body, template=payload["template"], link=payload.get("link"))
+        )
 
 
 outbox.subscribe(MAIL_REQUESTED, deliver)

@@ -12,10 +12,9 @@ from collections.abc import Iterable
 
 import msgspec
 from sqlalchemy import select
-from sqlalchemy.dialects.postgresql import insert as pg_insert
-from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from services.db.statements import insert_ignoring_conflicts
 from services.errors import FieldProblem, NotFound, ValidationProblem
 from services.notifications.models import Notification
 from tenants.base import new_id, utcnow
@@ -62,15 +61,11 @@ async def notify(
         }
         for user_id in wanted
     ]
-    insert = pg_insert if db.bind.dialect.name == "postgresql" else sqlite_insert
-    statement = (
-        insert(Notification)
-        .values(rows)
-        .on_conflict_do_nothing(index_elements=["tenant_id", "user_id", "dedupe_key"])
-        .returning(Notification.user_id)
+    inserted = await insert_ignoring_conflicts(
+        db, Notification, rows, conflict=("tenant_id", "user_id", "dedupe_key"), returning=("user_id",)
     )
-    notified = list(await db.scalars(statement))
-    return [u for u in wanted if u in set(notified)]
+    notified = {row[0] for row in inserted}
+    return [u for u in wanted if u in notified]
 
 
 def _encode_cursor(notification_id: uuid.UUID) -> str:

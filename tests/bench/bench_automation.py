@@ -1,14 +1,15 @@
 """Runs on Redis + Postgres: "a record change committed -> an automation's action executed".
 
 Latency: records are created at 200 per second (and, to see what the pipeline adds when it is not
-saturated, at 20 per second) (open loop, spread over several workspaces, each with
-one automation "on record created: notify the owner"), and for each one the time from the commit
-of the record (taken in this process when its transaction has committed) to the notification row
-(its ``created_at``, set inside the action's transaction) is measured; p50 and p99 are reported,
-with where the time goes: commit -> relayed (outbox ``dispatched_at``), relayed -> execution created
-(the dispatcher's hop through the ``events`` queue), execution -> notification (the action's hop).
-Target: p99 <= 100 ms. The relay runs in ``guiju scheduler``, a process of its own, as in
-production; it is measured with the default ``GUIJU_RELAY_INTERVAL_SECONDS`` and with a short one.
+saturated, at 20 per second), open loop, spread over several workspaces, each with one automation
+"on record created: notify the owner"; for each one the time from the commit of the record (taken
+in this process when its transaction has committed) to the notification row (its ``created_at``,
+set inside the action's transaction) is measured; p50 and p99 are reported, with where the time
+goes: commit -> relayed (outbox ``dispatched_at``), relayed -> execution created (the hop through
+the ``events`` queue), execution -> notification (the action). Target: p99 <= 100 ms at 200 per
+second. The relay runs in ``guiju scheduler``, a process of its own, as in production, with the
+default ``GUIJU_RELAY_INTERVAL_SECONDS`` and with a short one; the worker is ``guiju worker`` with
+its default process count, and with one process.
 
 Throughput: a backlog of record changes is relayed into Redis with no worker running, then one
 ``guiju worker`` process (``--processes 1``, default threads) starts, and the rate at which the
@@ -35,15 +36,18 @@ from pathlib import Path
 
 import httpx
 from dramatiq.brokers.redis import RedisBroker
-from sqlalchemy import text
+from sqlalchemy import insert, text
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
 from services.app import create_app
-from services.db import dispose_databases, open_session, set_database_url
+from services.db import database, dispose_databases, set_database_url
 from services.db.migrate import upgrade
-from services.records import service as records
+from services.outbox import service as outbox
+from services.outbox.models import OutboxEvent
+from services.records.models import Record
 from services.settings import Settings
-from tenants.context import tenant_scope
+from tenants.base import new_id, utcnow
+from tenants.isolation import RLS_SETTINGS_SQL
 from tests.bench.harness import APP_ROLE, drop_database, run_async, runtime_url, server_env, superuser_url
 from tests.bench.noop_actor import NOOP_QUEUE, noop
 from tests.conftest import Api, signup_body
@@ -62,6 +66,7 @@ MEASURE_SECONDS = 10.0
 BACKLOG = 1500
 NOOP_BACKLOG = 30_000
 WORKER_THREADS = 4  # the default GUIJU_WORKER_THREADS
+DEFAULT_WORKER_PROCESSES = 2  # `guiju worker`'s default --processes
 DEFAULT_RELAY_INTERVAL = "1.0"
 SHORT_RELAY_INTERVAL = "0.02"
 TARGET_P99_MS = 100.0
@@ -98,9 +103,12 @@ def _env(redis_url: str, var_dir: Path, relay_interval: str) -> dict[str, str]:
     )
 
 
-def _worker(env: dict[str, str], log_dir: Path) -> GuijuProcess:
+def _worker(env: dict[str, str], log_dir: Path, processes: int = 1) -> GuijuProcess:
     return GuijuProcess(
-        "worker", guiju_command("worker", "--processes", "1", "--threads", str(WORKER_THREADS)), env, log_dir
+        "worker",
+        guiju_command("worker", "--processes", str(processes), "--threads", str(WORKER_THREADS)),
+        env,
+        log_dir,
     )
 
 
@@ -209,11 +217,56 @@ async def prepare(var_dir: Path) -> list[Workspace]:
 
 
 async def create_record(workspace: Workspace, n: int) -> tuple[uuid.UUID, datetime]:
-    """One record in its own transaction; returns its id and the wall-clock time right after commit."""
-    with tenant_scope(workspace.tenant_id):
-        async with open_session(workspace.tenant_id) as db:
-            record = await records.create_record_values(db, workspace.collection_id, {"n": n}, workspace.owner_id)
-            record_id = record.id
+    """One record and its ``record.created`` event committed in one transaction; returns the record's
+    id and the wall-clock time right after the commit.
+
+    The generator writes what the records service commits for a new record (the row, the outbox
+    event with the same payload, the NOTIFY that wakes the relays, under the tenant's RLS setting)
+    with four Core statements rather than through the service: the service's validation, ORM and
+    audit chain would cost the generator more CPU than the pipeline under test gets on a small
+    machine, and what is measured starts at the commit either way.
+    """
+    record_id, now = new_id(), utcnow()
+    async with database().engine.begin() as conn:
+        await conn.execute(RLS_SETTINGS_SQL, {"tenant_id": str(workspace.tenant_id), "system": "off"})
+        await conn.execute(
+            insert(Record.__table__),
+            {
+                "tenant_id": workspace.tenant_id,
+                "id": record_id,
+                "collection_id": workspace.collection_id,
+                "values": {"n": n},
+                "version": 1,
+                "created_by": workspace.owner_id,
+                "updated_by": workspace.owner_id,
+                "created_at": now,
+                "updated_at": now,
+            },
+        )
+        await conn.execute(
+            insert(OutboxEvent.__table__),
+            {
+                "id": new_id(),
+                "tenant_id": workspace.tenant_id,
+                "type": "record.created",
+                "payload": {
+                    "collection_id": str(workspace.collection_id),
+                    "collection_key": "orders",
+                    "record_id": str(record_id),
+                    "entity_id": None,
+                    "changed_fields": ["n"],
+                    "values": {"n": n},
+                    "before": None,
+                },
+                "actor": None,
+                "created_at": now,
+                "dispatched_at": None,
+                "attempts": 0,
+                "next_attempt_at": now,
+                "last_error": None,
+            },
+        )
+        await conn.exec_driver_sql(f"NOTIFY {outbox.NOTIFY_CHANNEL}")
     return record_id, datetime.now(UTC)
 
 
@@ -395,15 +448,16 @@ async def _measure(redis_server: RedisProcess, var_dir: Path) -> None:
         raw = await asyncio.to_thread(measure_raw, redis_server.url, var_dir)
         print(f"raw Dramatiq round trip (no-op actor, 1 worker process, {WORKER_THREADS} threads): {raw:8.0f} msg/s")
         rounds = []
-        for rate, interval in (
-            (RATE, DEFAULT_RELAY_INTERVAL),
-            (LOW_RATE, DEFAULT_RELAY_INTERVAL),
-            (LOW_RATE, SHORT_RELAY_INTERVAL),
+        for rate, interval, processes in (
+            (RATE, DEFAULT_RELAY_INTERVAL, DEFAULT_WORKER_PROCESSES),
+            (RATE, DEFAULT_RELAY_INTERVAL, 1),
+            (LOW_RATE, DEFAULT_RELAY_INTERVAL, 1),
+            (LOW_RATE, SHORT_RELAY_INTERVAL, 1),
         ):
             env = _env(redis_server.url, var_dir, interval)
             scheduler = GuijuProcess("scheduler", guiju_command("scheduler"), env, var_dir).start()
-            worker = _worker(env, var_dir).start()
-            label = f"{rate:.0f} events/s, relay interval {interval} s"
+            worker = _worker(env, var_dir, processes).start()
+            label = f"{rate:.0f} events/s, relay interval {interval} s, {processes} worker process(es)"
             try:
                 await asyncio.to_thread(_dramatiq_ready, worker)
                 rounds.append(await measure_latency(label, rate, workspaces, admin))
@@ -423,9 +477,11 @@ async def _measure(redis_server: RedisProcess, var_dir: Path) -> None:
     )
     default_p99 = _percentile(rounds[0].total, 0.99)
     print(
-        f"p99 commit -> action: {default_p99:.1f} ms at {RATE:.0f} events/s (target <= {TARGET_P99_MS:.0f} ms); "
-        f"at {LOW_RATE:.0f} events/s {_percentile(rounds[1].total, 0.99):.1f} ms with the default relay interval, "
-        f"{_percentile(rounds[2].total, 0.99):.1f} ms with {SHORT_RELAY_INTERVAL} s"
+        f"p99 commit -> action at {RATE:.0f} events/s: {default_p99:.1f} ms with `guiju worker`'s default "
+        f"{DEFAULT_WORKER_PROCESSES} processes (target <= {TARGET_P99_MS:.0f} ms), "
+        f"{_percentile(rounds[1].total, 0.99):.1f} ms with 1; "
+        f"at {LOW_RATE:.0f} events/s {_percentile(rounds[2].total, 0.99):.1f} ms with the default relay interval, "
+        f"{_percentile(rounds[3].total, 0.99):.1f} ms with {SHORT_RELAY_INTERVAL} s"
     )
     verdicts = [
         f"latency {'met' if default_p99 <= TARGET_P99_MS else 'MISSED'}",

@@ -38,6 +38,7 @@ class Probe:
 
     name: str = PROBE
     time_limit_ms: int = 5_000
+    effects_in_db: bool = False  # True: the dispatcher runs it in the event's transaction
     fail_times: int = 0
     permanent: bool = False
     retry_after: float | None = None
@@ -252,8 +253,8 @@ async def test_a_redelivered_event_creates_no_second_execution(world: World, pro
         "occurred_at": datetime.now(UTC).isoformat(),
         "payload": {"collection_id": collection["id"], "record_id": str(uuid.uuid4()), "changed_fields": ["status"]},
     }
-    assert await automations.dispatch_event_to_automations(message) == 1
-    assert await automations.dispatch_event_to_automations(message) == 0
+    assert await automations.dispatch_events_to_automations([message, message]) == 1  # twice in one batch
+    assert await automations.dispatch_events_to_automations([message]) == 0
     await run_automations()
     [execution] = await _executions(owner, automation_id)
     assert execution["status"] == "succeeded"
@@ -264,8 +265,11 @@ async def test_a_redelivered_event_creates_no_second_execution(world: World, pro
     assert len(probe.calls) == 1
 
 
-async def test_retryable_failures_back_off_then_dead_letter_and_a_manager_retries(world: World, probe: Probe) -> None:
-    probe.fail_times = 3
+@pytest.mark.parametrize("in_db", [False, True], ids=["queued", "inline"])
+async def test_retryable_failures_back_off_then_dead_letter_and_a_manager_retries(
+    world: World, probe: Probe, in_db: bool
+) -> None:
+    probe.fail_times, probe.effects_in_db = 3, in_db
     owner, _ = await world.signup()
     collection = await _collection(owner)
     automation_id = (await owner.post("/api/v1/automations", _record_automation(collection["id"]))).json()["id"]
@@ -295,6 +299,51 @@ async def test_retryable_failures_back_off_then_dead_letter_and_a_manager_retrie
     again = await owner.post(f"/api/v1/automations/executions/{execution['id']}/retry")
     assert again.status_code == 409
     assert again.json()["code"] == "execution_not_retryable"
+
+
+async def test_in_database_actions_run_with_the_dispatch_and_hand_over_at_the_first_call_out(
+    world: World, probe: Probe
+) -> None:
+    probe.fail_times, probe.effects_in_db = 1, True
+    owner, body = await world.signup()
+    collection = await _collection(owner)
+    me = body["user"]["id"]
+    steps = [
+        {"kind": "notify", "to": [me], "title": "paid: {{ record_id }}"},
+        {"kind": PROBE, "note": "fails once"},
+        {"kind": "notify", "to": [me], "title": "done: {{ record_id }}"},
+    ]
+    created = await owner.post("/api/v1/automations", _record_automation(collection["id"], actions=steps))
+    assert created.status_code == 201, created.text
+    automation_id = created.json()["id"]
+    records = f"/api/v1/collections/{collection['id']}/records"
+    record = (await owner.post(records, {"values": {"status": "new"}})).json()
+    await owner.patch(f"{records}/{record['id']}", {"values": {"status": "paid"}})
+
+    await deliver_events()  # only the dispatcher: no executor has run yet
+    [execution] = await _executions(owner, automation_id)
+    detail = (await owner.get(f"/api/v1/automations/executions/{execution['id']}")).json()
+    # The notification committed with the execution; the probe's failure rolled back alone and
+    # was recorded like any attempt, its retry handed to the executor.
+    assert [(a["action_index"], a["attempt"], a["status"]) for a in detail["actions"]] == [
+        (0, 1, "succeeded"),
+        (1, 1, "retrying"),
+    ]
+    assert detail["execution"]["status"] == "queued" and detail["execution"]["action_index"] == 1
+    titles = [n["title"] for n in (await owner.get("/api/v1/notifications")).json()["items"]]
+    assert titles.count(f"paid: {record['id']}") == 1
+
+    await run_automations()
+    done = (await owner.get(f"/api/v1/automations/executions/{execution['id']}")).json()
+    assert done["execution"]["status"] == "succeeded"
+    assert [(a["action_index"], a["attempt"], a["status"]) for a in done["actions"]] == [
+        (0, 1, "succeeded"),
+        (1, 1, "retrying"),
+        (1, 2, "succeeded"),
+        (2, 1, "succeeded"),
+    ]
+    titles = [n["title"] for n in (await owner.get("/api/v1/notifications")).json()["items"]]
+    assert titles.count(f"paid: {record['id']}") == 1 and titles.count(f"done: {record['id']}") == 1
 
 
 def test_backoff_grows_with_jitter_and_honours_retry_after() -> None:
