@@ -9,7 +9,7 @@ How an event becomes effects
    one indexed query, matches them, evaluates their conditions and inserts one execution per
    automation and event (``ON CONFLICT DO NOTHING`` on ``(tenant_id, automation_id, event_id)``: a
    redelivered event creates nothing). The execution's leading in-database actions run right
-   there (:func:`_run_inline`). Schedules, inbound webhooks and plugin triggers create executions
+   there (:func:`_insert_with_inline_actions`). Schedules, inbound webhooks and plugin triggers create executions
    the same way (:func:`fire_cron`, :func:`trigger_webhook`, :func:`trigger_plugin_event`).
 2. After the transaction that created or advanced an execution commits, its next action is sent
    to the executor actor on the action's queue (``automation.actions``, or ``plugin.<name>``);
@@ -58,10 +58,10 @@ from zoneinfo import ZoneInfo
 import dramatiq
 import msgspec
 from cronsim import CronSim, CronSimError
-from sqlalchemy import delete, event, func, select
+from sqlalchemy import delete, event, func, insert, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
-from sqlalchemy.orm import Session, make_transient_to_detached
+from sqlalchemy.orm import Session
 
 from services.accounts import service as accounts
 from services.accounts.service import Principal
@@ -761,8 +761,7 @@ def _conditions_hold(automation: Automation, event: Mapping[str, Any], now: date
     return True, None
 
 
-async def _insert_execution(
-    db: AsyncSession,
+def _execution_for(
     automation: Automation,
     event_id: str,
     event: Mapping[str, Any],
@@ -770,13 +769,9 @@ async def _insert_execution(
     *,
     status: str = "queued",
     error: str | None = None,
-) -> AutomationExecution | None:
-    """Insert an execution unless the automation already has one for ``event_id`` (then None).
-
-    The inserted row is returned as a persistent object of the session, built from the values it
-    was inserted with, so running its actions next costs no read.
-    """
-    execution = AutomationExecution(
+) -> AutomationExecution:
+    """A new execution of ``automation`` for an event (not yet in the session)."""
+    return AutomationExecution(
         tenant_id=automation.tenant_id,
         id=new_id(),
         automation_id=automation.id,
@@ -792,15 +787,30 @@ async def _insert_execution(
         updated_at=now,
         finished_at=now if status in TERMINAL else None,
     )
+
+
+async def _insert_execution(
+    db: AsyncSession,
+    automation: Automation,
+    event_id: str,
+    event: Mapping[str, Any],
+    now: datetime,
+    *,
+    status: str = "queued",
+    error: str | None = None,
+) -> uuid.UUID | None:
+    """Insert an execution unless the automation already has one for ``event_id``; its id, or None."""
+    execution = _execution_for(automation, event_id, event, now, status=status, error=error)
+    return execution.id if await _insert_row(db, execution) else None
+
+
+async def _insert_row(db: AsyncSession, execution: AutomationExecution) -> bool:
+    """Insert ``execution``'s row as it stands, unless its automation has one for its event already."""
     values = {column.key: getattr(execution, column.key) for column in AutomationExecution.__table__.columns}
     inserted = await insert_ignoring_conflicts(
         db, AutomationExecution, [values], conflict=("tenant_id", "automation_id", "event_id"), returning=("id",)
     )
-    if not inserted:
-        return None
-    make_transient_to_detached(execution)
-    db.add(execution)
-    return execution
+    return bool(inserted)
 
 
 async def _new_execution(
@@ -819,11 +829,11 @@ async def _new_execution(
     conditions give none; an event caused by a chain of executions that is too long, or that
     already ran this automation, gives a failed execution (``automation_loop``). With ``inline``
     the leading actions whose effects are all in our database run here, in this transaction
-    (:func:`_run_inline`). Returns the new execution's id (None: conditions false, or a duplicate).
+    (:func:`_insert_with_inline_actions`). Returns the new execution's id (None: conditions false, or a duplicate).
     """
     holds, why = _conditions_hold(automation, event, now)
     if why is not None:
-        return _id_of(await _insert_execution(db, automation, event_id, event, now, status="failed", error=why))
+        return await _insert_execution(db, automation, event_id, event, now, status="failed", error=why)
     if not holds:
         return None
     loop = loop_refusal(automation.id, cause)
@@ -832,18 +842,16 @@ async def _new_execution(
             "automation loop refused",
             extra={"automation_id": str(automation.id), "event_id": event_id, "error": loop},
         )
-        return _id_of(await _insert_execution(db, automation, event_id, event, now, status="failed", error=loop))
-    execution = await _insert_execution(db, automation, event_id, event, now)
-    if execution is not None and automation.actions:
-        if inline and _in_database(automation.actions[0]):
-            await _run_inline(db, automation, execution)
-        else:
-            _send_after_commit(db, automation.tenant_id, execution.id, 0, _queue_of(automation.actions[0]))
-    return _id_of(execution)
-
-
-def _id_of(execution: AutomationExecution | None) -> uuid.UUID | None:
-    return execution.id if execution is not None else None
+        return await _insert_execution(db, automation, event_id, event, now, status="failed", error=loop)
+    execution = _execution_for(automation, event_id, event, now)
+    if inline and automation.actions and _in_database(automation.actions[0]):
+        await _insert_with_inline_actions(db, automation, execution)
+        return execution.id
+    if not await _insert_row(db, execution):
+        return None
+    if automation.actions:
+        _send_after_commit(db, automation.tenant_id, execution.id, 0, _queue_of(automation.actions[0]))
+    return execution.id
 
 
 def _chain(cause: Mapping[str, Any] | None) -> list[str]:
@@ -902,9 +910,10 @@ async def dispatch_events_to_automations(messages: list[dict[str, Any]]) -> int:
     Each tenant's events are handled in one transaction, with one query for its automations. The
     leading in-database actions of each new execution run in that transaction too, so for most
     automations (notify, create or update a record, assign a step, start a run) the event's
-    effects commit together with its execution, without a second hop through the broker. One
-    automation's broken condition or failing action is recorded on its execution and never stops
-    the others.
+    effects commit together with its execution, without a second hop through the broker. Should
+    one of those actions fail, the tenant's transaction is rolled back and its events handled again
+    with every action left to the executor, which retries and records failures as always. One
+    automation's broken condition or failing action never stops the others.
     """
     by_tenant: dict[uuid.UUID, list[dict[str, Any]]] = {}
     for message in messages:
@@ -912,32 +921,45 @@ async def dispatch_events_to_automations(messages: list[dict[str, Any]]) -> int:
             by_tenant.setdefault(uuid.UUID(str(message["tenant_id"])), []).append(message)
     created = 0
     for tenant_id, batch in by_tenant.items():
-        with tenant_scope(tenant_id):
-            async with open_session(tenant_id) as db:
-                candidates: dict[str, list[Automation]] = {"record_event": [], "run_event": []}
-                for automation in await db.scalars(
-                    select(Automation)
-                    .where(Automation.trigger_type.in_(tuple(candidates)), Automation.enabled.is_(True))
-                    .order_by(Automation.id)
-                ):
-                    candidates[automation.trigger_type].append(automation)
-                now = utcnow()
-                for message in batch:
-                    event_type = str(message["type"])
-                    trigger_type = "record_event" if event_type.startswith("record.") else "run_event"
-                    payload = message.get("payload") or {}
-                    matching = [a for a in candidates[trigger_type] if _matches(a, event_type, payload)]
-                    if not matching:
-                        continue
-                    event = event_from_message(message)
-                    cause = outbox.cause_of(message)
-                    if cause is not None:
-                        event["_cause"] = cause  # the executor continues the chain from it
-                    for automation in matching:
-                        execution_id = await _new_execution(
-                            db, automation, str(message["id"]), event, now, cause=cause, inline=True
-                        )
-                        created += execution_id is not None
+        try:
+            created += await _dispatch_tenant_events(tenant_id, batch, inline=True)
+        except _InlineActionFailed as failed:
+            log.info(
+                "the dispatcher's actions were rolled back; the executor takes them over",
+                extra={"execution_id": str(failed.execution_id), "error": str(failed)},
+            )
+            created += await _dispatch_tenant_events(tenant_id, batch, inline=False)
+    return created
+
+
+async def _dispatch_tenant_events(tenant_id: uuid.UUID, batch: list[dict[str, Any]], *, inline: bool) -> int:
+    created = 0
+    with tenant_scope(tenant_id):
+        async with open_session(tenant_id) as db:
+            candidates: dict[str, list[Automation]] = {"record_event": [], "run_event": []}
+            for automation in await db.scalars(
+                select(Automation)
+                .where(Automation.trigger_type.in_(tuple(candidates)), Automation.enabled.is_(True))
+                .order_by(Automation.id)
+            ):
+                candidates[automation.trigger_type].append(automation)
+            now = utcnow()
+            for message in batch:
+                event_type = str(message["type"])
+                trigger_type = "record_event" if event_type.startswith("record.") else "run_event"
+                payload = message.get("payload") or {}
+                matching = [a for a in candidates[trigger_type] if _matches(a, event_type, payload)]
+                if not matching:
+                    continue
+                event = event_from_message(message)
+                cause = outbox.cause_of(message)
+                if cause is not None:
+                    event["_cause"] = cause  # the executor continues the chain from it
+                for automation in matching:
+                    execution_id = await _new_execution(
+                        db, automation, str(message["id"]), event, now, cause=cause, inline=inline
+                    )
+                    created += execution_id is not None
     return created
 
 
@@ -982,7 +1004,7 @@ async def trigger_webhook(
             error = f"the mapping of '{key}' failed: {exc}"
             break
     if error is not None:
-        created = _id_of(await _insert_execution(db, automation, event_id, event, now, status="failed", error=error))
+        created = await _insert_execution(db, automation, event_id, event, now, status="failed", error=error)
     else:
         created = await _new_execution(db, automation, event_id, event, now)
     if created is not None:
@@ -1291,12 +1313,16 @@ def _in_database(action: Mapping[str, Any]) -> bool:
     return getattr(kind, "effects_in_db", False) is True  # a kind that does not say may call out
 
 
-async def _perform(
-    db: AsyncSession, tenant_id: uuid.UUID, execution: AutomationExecution, automation: Automation, attempt: _Attempt
-) -> str:
-    """Run the execution's current action in ``db``'s transaction: its effects, its history row and the
-    execution's advance. Returns "waiting", "succeeded" or "advanced" (the next action is the
-    caller's to send); raises :class:`_Failure` when the action failed."""
+async def _attempt_action(
+    db: AsyncSession,
+    tenant_id: uuid.UUID,
+    execution: AutomationExecution,
+    automation: Automation,
+    attempt: _Attempt,
+    outputs: list[dict[str, Any]],
+) -> dict[str, Any] | Wait:
+    """Run the execution's current action (its effects, in ``db``'s transaction) and return its
+    result; raises :class:`_Failure` when it failed. ``outputs``: the earlier actions' outputs."""
     index = attempt.index
     action = automation.actions[index]
     attempt.kind_name = str(action.get("kind"))
@@ -1312,7 +1338,7 @@ async def _perform(
         action_index=index,
         idempotency_key=f"{execution.id}:{index}",
         event=execution.event,
-        outputs=await _outputs(db, execution.id) if index else [],
+        outputs=outputs,
         attempt=attempt.number,
     )
     attempt.started = utcnow()
@@ -1321,7 +1347,7 @@ async def _perform(
         # Events the action emits carry the lineage, so the dispatcher can stop a loop.
         with outbox.caused_by(cause_for_actions(execution)):
             async with asyncio.timeout(kind.time_limit_ms / 1000):
-                result = await kind.run(db, ctx, attempt.config)
+                return await kind.run(db, ctx, attempt.config)
     except PermanentActionError as exc:
         raise _Failure(str(exc) or type(exc).__name__, permanent=True) from exc
     except RetryableActionError as exc:
@@ -1336,25 +1362,37 @@ async def _perform(
         raise
     except Exception as exc:
         raise _Failure(f"{type(exc).__name__}: {exc}", permanent=False) from exc
-    duration = int((time.perf_counter() - attempt.clock) * 1000)
-    waiting = isinstance(result, Wait)
-    output: dict[str, Any] = (
-        {"until": result.until.isoformat()} if isinstance(result, Wait) else _jsonable(result or {})
-    )
-    db.add(
-        AutomationActionRun(
-            execution_id=execution.id,
-            action_index=index,
-            attempt=attempt.number,
-            kind=attempt.kind_name,
-            status="waiting" if waiting else "succeeded",
-            input=_jsonable(attempt.config),
-            output=output,
-            started_at=attempt.started,
-            duration_ms=duration,
-        )
-    )
-    execution.action_index = index + 1
+
+
+def _output_of(result: dict[str, Any] | Wait) -> dict[str, Any]:
+    return {"until": result.until.isoformat()} if isinstance(result, Wait) else _jsonable(result or {})
+
+
+def _history_row(execution: AutomationExecution, attempt: _Attempt, result: dict[str, Any] | Wait) -> dict[str, Any]:
+    """The values of the history row of a successful attempt."""
+    return {
+        "tenant_id": execution.tenant_id,
+        "id": new_id(),
+        "execution_id": execution.id,
+        "action_index": attempt.index,
+        "attempt": attempt.number,
+        "kind": attempt.kind_name,
+        "status": "waiting" if isinstance(result, Wait) else "succeeded",
+        "input": _jsonable(attempt.config),
+        "output": _output_of(result),
+        "error": None,
+        "started_at": attempt.started,
+        "duration_ms": int((time.perf_counter() - attempt.clock) * 1000),
+        "created_at": utcnow(),
+    }
+
+
+async def _advance(
+    db: AsyncSession, execution: AutomationExecution, automation: Automation, result: dict[str, Any] | Wait
+) -> str:
+    """Move the execution past its current action; returns "waiting", "succeeded" or "advanced" (the
+    next action is the caller's to send). A wait arms the execution's resume timer."""
+    execution.action_index += 1
     execution.attempts = 0
     execution.error = None
     execution.next_attempt_at = None
@@ -1369,42 +1407,72 @@ async def _perform(
             due_at=result.until,
             payload={"execution_id": str(execution.id)},
         )
-        await db.flush()
         return "waiting"
     if execution.action_index >= len(automation.actions):
         _finish(execution, "succeeded")
-        await db.flush()
         return "succeeded"
     execution.status = "queued"
-    await db.flush()
     return "advanced"
 
 
-async def _run_inline(db: AsyncSession, automation: Automation, execution: AutomationExecution) -> None:
-    """Run a new execution's leading in-database actions in the caller's transaction, one savepoint
-    each; the first action that calls out (a webhook, a plugin) is sent to its queue after commit.
+async def _perform(
+    db: AsyncSession, tenant_id: uuid.UUID, execution: AutomationExecution, automation: Automation, attempt: _Attempt
+) -> str:
+    """The executor's attempt: the action's effects, its history row and the execution's advance, in
+    ``db``'s transaction. Returns what :func:`_advance` returns; raises :class:`_Failure`."""
+    outputs = await _outputs(db, execution.id) if attempt.index else []
+    result = await _attempt_action(db, tenant_id, execution, automation, attempt, outputs)
+    db.add(AutomationActionRun(**_history_row(execution, attempt, result)))
+    outcome = await _advance(db, execution, automation, result)
+    await db.flush()
+    return outcome
 
-    A failing action is rolled back to its savepoint and recorded like any failed attempt (retried
-    by the executor with backoff, or failed), so the history reads the same either way.
+
+class _InlineActionFailed(Exception):
+    """The dispatcher could not run an execution's actions itself (one failed, or the event was
+    already handled): its whole transaction is to be rolled back and done again without them."""
+
+    def __init__(self, execution_id: uuid.UUID, reason: str) -> None:
+        super().__init__(reason)
+        self.execution_id = execution_id
+
+
+async def _insert_with_inline_actions(db: AsyncSession, automation: Automation, execution: AutomationExecution) -> None:
+    """Run a new execution's leading in-database actions in the caller's transaction, then insert the
+    execution as they left it, with their history; the first action that calls out (a webhook, a
+    plugin) is sent to its queue after commit.
+
+    The actions run before the execution's row exists, so the row is written once, in its final
+    state. Should an action fail, or the row turn out to exist already (the event delivered again),
+    :class:`_InlineActionFailed` is raised: the caller rolls the transaction back, effects and all,
+    and handles the events again without running actions, so the executor makes (and records) the
+    attempt. No savepoint is needed, so success, the common case, costs no extra round trips.
     """
     tenant_id = automation.tenant_id
+    history: list[dict[str, Any]] = []
+    outputs: list[dict[str, Any]] = []
     while True:
         index = execution.action_index
         action = automation.actions[index]
         if not _in_database(action):
             _send_after_commit(db, tenant_id, execution.id, index, _queue_of(action))
-            return
-        # A new execution: this is each action's first attempt.
-        attempt = _Attempt(index=index, attempt=execution.attempts + 1, number=1)
+            break
+        attempt = _Attempt(index=index, attempt=1, number=1)  # a new execution: each action's first try
         try:
-            async with db.begin_nested():
-                outcome = await _perform(db, tenant_id, execution, automation, attempt)
+            result = await _attempt_action(db, tenant_id, execution, automation, attempt, outputs)
         except _Failure as failure:
-            await db.refresh(execution)  # the savepoint's rollback expired what the attempt changed
-            await _note_failure(db, tenant_id, execution, automation, attempt, failure)
-            return
-        if outcome != "advanced":
-            return
+            raise _InlineActionFailed(execution.id, str(failure)) from failure
+        history.append(_history_row(execution, attempt, result))
+        outputs.append(_output_of(result))
+        if await _advance(db, execution, automation, result) != "advanced":
+            break
+    values = {column.key: getattr(execution, column.key) for column in AutomationExecution.__table__.columns}
+    inserted = await insert_ignoring_conflicts(
+        db, AutomationExecution, [values], conflict=("tenant_id", "automation_id", "event_id"), returning=("id",)
+    )
+    if not inserted:
+        raise _InlineActionFailed(execution.id, "the event was handled already")
+    await db.execute(insert(AutomationActionRun), history)
 
 
 async def _run_step(tenant_id: uuid.UUID, execution_id: uuid.UUID, action_index: int | None) -> str:

@@ -74,10 +74,12 @@ MAX_BACKOFF_SECONDS = 60.0
 # wake at once instead of at their next poll.
 NOTIFY_CHANNEL = "guiju_outbox"
 RELAY_BATCH = 500  # rows claimed per relay pass
-# Woken by a commit, the relay waits this long before its pass, so a burst's events leave in a few
-# messages rather than one pass and one message each (under load a pass per commit costs more CPU
-# than the events' own work); it is also the most a woken relay adds to an event's latency.
+# A relay woken by a commit less than RELAY_BUSY_SECONDS after its last pass began waits
+# RELAY_GATHER_SECONDS first, so under load a burst's events leave in a few messages rather than one
+# pass and one message each (a pass per commit would cost more CPU than the events' own work); a
+# quiet relay relays at once.
 RELAY_GATHER_SECONDS = 0.02
+RELAY_BUSY_SECONDS = 0.04
 MESSAGE_BATCH = 50  # events per broker message
 
 
@@ -282,16 +284,19 @@ async def run_relay(publish: Publisher, stop: asyncio.Event, *, interval: float 
 
     Wakes at once after a commit that emitted events: in this process through an in-memory event,
     from other processes through Postgres ``LISTEN``; otherwise it polls every ``interval`` seconds
-    (a missed notification, or events backing off after a failed publish).
+    (a missed notification, or events backing off after a failed publish). When busy it gathers
+    for ``RELAY_GATHER_SECONDS`` before a pass.
     """
     wake = asyncio.Event()
-    registration = (asyncio.get_running_loop(), wake)
+    loop = asyncio.get_running_loop()
+    registration = (loop, wake)
     _relay_wakers.append(registration)
     listener = _Listener(wake)
     try:
         while not stop.is_set():
             await listener.ensure()
             wake.clear()
+            last_pass = loop.time()
             try:
                 count = await relay_once(publish)
             except Exception:
@@ -303,7 +308,7 @@ async def run_relay(publish: Publisher, stop: asyncio.Event, *, interval: float 
             await asyncio.wait(waiters, timeout=interval, return_when=asyncio.FIRST_COMPLETED)
             for waiter in waiters:
                 waiter.cancel()
-            if wake.is_set() and not stop.is_set():
+            if wake.is_set() and not stop.is_set() and loop.time() - last_pass < RELAY_BUSY_SECONDS:
                 await asyncio.sleep(RELAY_GATHER_SECONDS)
     finally:
         _relay_wakers.remove(registration)

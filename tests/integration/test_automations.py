@@ -269,7 +269,8 @@ async def test_a_redelivered_event_creates_no_second_execution(world: World, pro
 async def test_retryable_failures_back_off_then_dead_letter_and_a_manager_retries(
     world: World, probe: Probe, in_db: bool
 ) -> None:
-    probe.fail_times, probe.effects_in_db = 3, in_db
+    # In the dispatcher, the first try is rolled back unrecorded; the executor's three are recorded.
+    probe.fail_times, probe.effects_in_db = 3 + in_db, in_db
     owner, _ = await world.signup()
     collection = await _collection(owner)
     automation_id = (await owner.post("/api/v1/automations", _record_automation(collection["id"]))).json()["id"]
@@ -284,7 +285,7 @@ async def test_retryable_failures_back_off_then_dead_letter_and_a_manager_retrie
     detail = (await owner.get(f"/api/v1/automations/executions/{execution['id']}")).json()
     assert [(a["attempt"], a["status"]) for a in detail["actions"]] == [(1, "retrying"), (2, "retrying"), (3, "dead")]
     assert all("503" in a["error"] for a in detail["actions"])
-    assert [c.attempt for c in probe.calls] == [1, 2, 3]
+    assert [c.attempt for c in probe.calls] == [1] * in_db + [1, 2, 3]
 
     member, _ = await world.invite_and_join(owner, "member")
     assert (await member.post(f"/api/v1/automations/executions/{execution['id']}/retry")).status_code == 403
@@ -301,16 +302,15 @@ async def test_retryable_failures_back_off_then_dead_letter_and_a_manager_retrie
     assert again.json()["code"] == "execution_not_retryable"
 
 
-async def test_in_database_actions_run_with_the_dispatch_and_hand_over_at_the_first_call_out(
-    world: World, probe: Probe
+async def test_in_database_actions_run_with_the_dispatch_and_a_failure_hands_over_to_the_executor(
+    world: World, probe: Probe, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    probe.fail_times, probe.effects_in_db = 1, True
     owner, body = await world.signup()
     collection = await _collection(owner)
     me = body["user"]["id"]
     steps = [
         {"kind": "notify", "to": [me], "title": "paid: {{ record_id }}"},
-        {"kind": PROBE, "note": "fails once"},
+        {"kind": PROBE, "note": "fails twice"},
         {"kind": "notify", "to": [me], "title": "done: {{ record_id }}"},
     ]
     created = await owner.post("/api/v1/automations", _record_automation(collection["id"], actions=steps))
@@ -318,23 +318,49 @@ async def test_in_database_actions_run_with_the_dispatch_and_hand_over_at_the_fi
     automation_id = created.json()["id"]
     records = f"/api/v1/collections/{collection['id']}/records"
     record = (await owner.post(records, {"values": {"status": "new"}})).json()
-    await owner.patch(f"{records}/{record['id']}", {"values": {"status": "paid"}})
+    await deliver_events()
+    # Hold back what the dispatcher sends to the executor, to see what it did on its own.
+    held: list[tuple[Any, ...]] = []
+    send_step = automations.send_step
+    monkeypatch.setattr(automations, "send_step", lambda *args: held.append(args))
+    tenant_id = uuid.UUID(body["tenant"]["id"])
 
-    await deliver_events()  # only the dispatcher: no executor has run yet
-    [execution] = await _executions(owner, automation_id)
-    detail = (await owner.get(f"/api/v1/automations/executions/{execution['id']}")).json()
-    # The notification committed with the execution; the probe's failure rolled back alone and
-    # was recorded like any attempt, its retry handed to the executor.
-    assert [(a["action_index"], a["attempt"], a["status"]) for a in detail["actions"]] == [
-        (0, 1, "succeeded"),
-        (1, 1, "retrying"),
-    ]
-    assert detail["execution"]["status"] == "queued" and detail["execution"]["action_index"] == 1
-    titles = [n["title"] for n in (await owner.get("/api/v1/notifications")).json()["items"]]
-    assert titles.count(f"paid: {record['id']}") == 1
+    async def titles() -> list[str]:
+        return [n["title"] for n in (await owner.get("/api/v1/notifications")).json()["items"]]
 
+    def message() -> dict[str, Any]:
+        return {
+            "id": str(uuid.uuid4()),
+            "type": "record.updated",
+            "tenant_id": str(tenant_id),
+            "actor": None,
+            "occurred_at": datetime.now(UTC).isoformat(),
+            "payload": {"collection_id": collection["id"], "record_id": record["id"], "changed_fields": ["status"]},
+        }
+
+    # All in the database: the whole execution commits with the dispatch; nothing is sent.
+    probe.effects_in_db = True
+    assert await automations.dispatch_events_to_automations([message()]) == 1
+    [first] = await _executions(owner, automation_id)
+    assert first["status"] == "succeeded" and held == []
+    assert (await titles()).count(f"paid: {record['id']}") == 1
+
+    # The probe fails: the dispatcher's transaction, its notification included, is rolled back and
+    # the execution left queued at its first action for the executor, which is sent it.
+    probe.fail_times, probe.calls = 2, []
+    assert await automations.dispatch_events_to_automations([message()]) == 1
+    second = next(e for e in await _executions(owner, automation_id) if e["id"] != first["id"])
+    detail = (await owner.get(f"/api/v1/automations/executions/{second['id']}")).json()
+    assert detail["actions"] == []
+    assert detail["execution"]["status"] == "queued" and detail["execution"]["action_index"] == 0
+    assert (await titles()).count(f"paid: {record['id']}") == 1
+    assert [(args[1], args[2]) for args in held] == [(uuid.UUID(second["id"]), 0)]
+
+    monkeypatch.setattr(automations, "send_step", send_step)
+    for args in held:
+        send_step(*args)
     await run_automations()
-    done = (await owner.get(f"/api/v1/automations/executions/{execution['id']}")).json()
+    done = (await owner.get(f"/api/v1/automations/executions/{second['id']}")).json()
     assert done["execution"]["status"] == "succeeded"
     assert [(a["action_index"], a["attempt"], a["status"]) for a in done["actions"]] == [
         (0, 1, "succeeded"),
@@ -342,8 +368,9 @@ async def test_in_database_actions_run_with_the_dispatch_and_hand_over_at_the_fi
         (1, 2, "succeeded"),
         (2, 1, "succeeded"),
     ]
-    titles = [n["title"] for n in (await owner.get("/api/v1/notifications")).json()["items"]]
-    assert titles.count(f"paid: {record['id']}") == 1 and titles.count(f"done: {record['id']}") == 1
+    assert len(probe.calls) == 3  # the dispatcher's rolled-back try, then the executor's two
+    assert (await titles()).count(f"paid: {record['id']}") == 2  # one per execution
+    assert (await titles()).count(f"done: {record['id']}") == 2
 
 
 def test_backoff_grows_with_jitter_and_honours_retry_after() -> None:
