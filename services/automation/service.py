@@ -789,18 +789,11 @@ def _execution_for(
     )
 
 
-async def _insert_execution(
-    db: AsyncSession,
-    automation: Automation,
-    event_id: str,
-    event: Mapping[str, Any],
-    now: datetime,
-    *,
-    status: str = "queued",
-    error: str | None = None,
+async def _insert_failed(
+    db: AsyncSession, automation: Automation, event_id: str, event: Mapping[str, Any], now: datetime, error: str
 ) -> uuid.UUID | None:
-    """Insert an execution unless the automation already has one for ``event_id``; its id, or None."""
-    execution = _execution_for(automation, event_id, event, now, status=status, error=error)
+    """A failed execution that says why; its id (None: the automation has one for the event already)."""
+    execution = _execution_for(automation, event_id, event, now, status="failed", error=error)
     return execution.id if await _insert_row(db, execution) else None
 
 
@@ -833,7 +826,7 @@ async def _new_execution(
     """
     holds, why = _conditions_hold(automation, event, now)
     if why is not None:
-        return await _insert_execution(db, automation, event_id, event, now, status="failed", error=why)
+        return await _insert_failed(db, automation, event_id, event, now, why)
     if not holds:
         return None
     loop = loop_refusal(automation.id, cause)
@@ -842,7 +835,7 @@ async def _new_execution(
             "automation loop refused",
             extra={"automation_id": str(automation.id), "event_id": event_id, "error": loop},
         )
-        return await _insert_execution(db, automation, event_id, event, now, status="failed", error=loop)
+        return await _insert_failed(db, automation, event_id, event, now, loop)
     execution = _execution_for(automation, event_id, event, now)
     if inline and automation.actions and _in_database(automation.actions[0]):
         await _insert_with_inline_actions(db, automation, execution)
@@ -1004,7 +997,7 @@ async def trigger_webhook(
             error = f"the mapping of '{key}' failed: {exc}"
             break
     if error is not None:
-        created = await _insert_execution(db, automation, event_id, event, now, status="failed", error=error)
+        created = await _insert_failed(db, automation, event_id, event, now, error)
     else:
         created = await _new_execution(db, automation, event_id, event, now)
     if created is not None:
@@ -1466,11 +1459,7 @@ async def _insert_with_inline_actions(db: AsyncSession, automation: Automation, 
         outputs.append(_output_of(result))
         if await _advance(db, execution, automation, result) != "advanced":
             break
-    values = {column.key: getattr(execution, column.key) for column in AutomationExecution.__table__.columns}
-    inserted = await insert_ignoring_conflicts(
-        db, AutomationExecution, [values], conflict=("tenant_id", "automation_id", "event_id"), returning=("id",)
-    )
-    if not inserted:
+    if not await _insert_row(db, execution):
         raise _InlineActionFailed(execution.id, "the event was handled already")
     await db.execute(insert(AutomationActionRun), history)
 
