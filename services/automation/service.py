@@ -52,13 +52,13 @@ import weakref
 from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
-from typing import Any
+from typing import Any, cast
 from zoneinfo import ZoneInfo
 
 import dramatiq
 import msgspec
 from cronsim import CronSim, CronSimError
-from sqlalchemy import delete, event, func, insert, select
+from sqlalchemy import Table, delete, event, func, insert, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import Session
@@ -1461,7 +1461,8 @@ async def _insert_with_inline_actions(db: AsyncSession, automation: Automation, 
             break
     if not await _insert_row(db, execution):
         raise _InlineActionFailed(execution.id, "the event was handled already")
-    await db.execute(insert(AutomationActionRun), history)
+    # Core, not the ORM's bulk insert: the rows are plain values, and this runs for every event.
+    await db.execute(insert(cast(Table, AutomationActionRun.__table__)), history)
 
 
 async def _run_step(tenant_id: uuid.UUID, execution_id: uuid.UUID, action_index: int | None) -> str:
