@@ -345,8 +345,8 @@ class _Kind:
                 raise PermanentActionError(f"cannot evaluate when {when!r}: {exc}") from exc
             if not (holds is True or (holds not in (None, False, 0, "", [], {}))):
                 return {"skipped": True, "reason": "when"}
-        # No savepoint of its own: the executor rolls back whatever a failed action wrote (the whole
-        # transaction, or in the dispatcher the action's savepoint).
+        # No savepoint of its own: whoever runs the action rolls back its whole transaction when it
+        # fails (the executor, and the dispatcher, which then leaves the action to the executor).
         try:
             return await self.act(db, ctx, config, context)
         except ProblemError as exc:
