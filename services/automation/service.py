@@ -86,7 +86,7 @@ from services.automation.schemas import (
     WebhookTrigger,
 )
 from services.db import open_session
-from services.db.statements import insert_ignoring_conflicts
+from services.db.statements import insert_ignoring_conflicts, one_or_raise
 from services.errors import Conflict, FieldProblem, NotFound, ProblemError, ValidationProblem
 from services.expressions import ExpressionError, compile_expression
 from services.outbox import service as outbox
@@ -503,13 +503,8 @@ def description_of(automation: Automation) -> Description:
 
 
 async def _automation(db: AsyncSession, automation_id: uuid.UUID, *, lock: bool = False) -> Automation:
-    query = select(Automation).where(Automation.id == automation_id)
-    if lock:
-        query = query.with_for_update()
-    found = await db.scalar(query)
-    if found is None:
-        raise NotFound("No such automation.", code="automation_not_found")
-    return found
+    missing = NotFound("No such automation.", code="automation_not_found")
+    return await one_or_raise(db, select(Automation).where(Automation.id == automation_id), missing, lock=lock)
 
 
 async def list_automations(db: AsyncSession, principal: Principal) -> list[Automation]:
@@ -1697,12 +1692,7 @@ async def list_executions(
 
 async def _execution(db: AsyncSession, execution_id: uuid.UUID, *, lock: bool = False) -> AutomationExecution:
     query = select(AutomationExecution).where(AutomationExecution.id == execution_id)
-    if lock:
-        query = query.with_for_update()
-    found = await db.scalar(query)
-    if found is None:
-        raise NotFound("No such execution.", code="execution_not_found")
-    return found
+    return await one_or_raise(db, query, NotFound("No such execution.", code="execution_not_found"), lock=lock)
 
 
 async def get_execution(

@@ -10,13 +10,15 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Mapping, Sequence
-from typing import Any, cast
+from typing import Any, TypeVar, cast
 
-from sqlalchemy import Executable, Table, bindparam, text
+from sqlalchemy import Executable, Select, Table, bindparam, text
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.sql.elements import ColumnElement
 
 from tenants.base import Base
+
+T = TypeVar("T")
 
 
 @functools.lru_cache(maxsize=256)
@@ -62,3 +64,11 @@ async def insert_ignoring_conflicts(
     params = {f"{column}_{n}": row[column] for n, row in enumerate(rows) for column in columns}
     result = await session.execute(statement, params)
     return [tuple(row) for row in result] if returning else []
+
+
+async def one_or_raise(session: AsyncSession, query: Select[tuple[T]], missing: Exception, *, lock: bool = False) -> T:
+    """The one row ``query`` finds (``SELECT … FOR UPDATE`` with ``lock``), or raise ``missing``."""
+    found = await session.scalar(query.with_for_update() if lock else query)
+    if found is None:
+        raise missing
+    return found

@@ -32,6 +32,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from services.accounts import service as accounts
 from services.accounts.service import Principal
 from services.audit import service as audit
+from services.db.statements import one_or_raise
 from services.errors import Conflict, FieldProblem, NotFound, ValidationProblem
 from services.files import service as files
 from services.outbox import service as outbox
@@ -151,13 +152,8 @@ def all_fields(collection: Collection) -> list[FieldDef]:
 
 
 async def _collection(db: AsyncSession, collection_id: uuid.UUID, *, lock: bool = False) -> Collection:
-    query = select(Collection).where(Collection.id == collection_id)
-    if lock:
-        query = query.with_for_update()
-    found = await db.scalar(query)
-    if found is None:
-        raise NotFound("No such collection.", code="collection_not_found")
-    return found
+    missing = NotFound("No such collection.", code="collection_not_found")
+    return await one_or_raise(db, select(Collection).where(Collection.id == collection_id), missing, lock=lock)
 
 
 async def get_collection(db: AsyncSession, collection_id: uuid.UUID) -> CollectionInfo:
@@ -781,12 +777,7 @@ async def _record(db: AsyncSession, collection_id: uuid.UUID, record_id: uuid.UU
     query = select(Record).where(
         Record.id == record_id, Record.collection_id == collection_id, Record.deleted_at.is_(None)
     )
-    if lock:
-        query = query.with_for_update()
-    found = await db.scalar(query)
-    if found is None:
-        raise NotFound("No such record.", code="record_not_found")
-    return found
+    return await one_or_raise(db, query, NotFound("No such record.", code="record_not_found"), lock=lock)
 
 
 async def create_record(db: AsyncSession, principal: Principal, collection_id: uuid.UUID, data: RecordIn) -> Record:

@@ -29,6 +29,7 @@ from sqlalchemy.orm.attributes import set_committed_value
 
 from services import expressions
 from services.audit import service as audit
+from services.db.statements import one_or_raise
 from services.errors import Conflict, FieldProblem, Forbidden, NotFound, ProblemError, ValidationProblem
 from services.files import service as files
 from services.outbox import service as outbox
@@ -168,14 +169,9 @@ def _as_datetime(value: Any) -> datetime | None:
 
 
 async def _load_run(db: AsyncSession, run_id: uuid.UUID, *, lock: bool = False) -> Run:
+    # Locked, on Postgres a second writer waits here and then sees the first one's state.
     query = select(Run).where(Run.id == run_id).execution_options(populate_existing=True)
-    if lock:
-        # On Postgres a second writer waits here and then sees the first one's state.
-        query = query.with_for_update()
-    run = await db.scalar(query)
-    if run is None:
-        raise NotFound("No such run.", code="run_not_found")
-    return run
+    return await one_or_raise(db, query, NotFound("No such run.", code="run_not_found"), lock=lock)
 
 
 async def _record_values(db: AsyncSession, run: Run) -> Mapping[str, Any] | None:
