@@ -31,6 +31,7 @@ from services.accounts.schemas import (
     SignupIn,
     TenantPatch,
 )
+from services.db.statements import execute_core
 from services.errors import (
     Conflict,
     FieldProblem,
@@ -48,7 +49,7 @@ from services.settings import Settings
 from services.validation import register_check, validate
 from tenants import provisioning
 from tenants.base import new_id, utcnow
-from tenants.isolation import bind_session
+from tenants.isolation import bind_session, session_tenant_id
 from tenants.models import LOCALES, Entity, Industry, Membership, Role, Tenant, TenantStatus
 from tenants.sessions import bind_tenant, system_reads
 
@@ -621,14 +622,21 @@ async def existing_member_ids(session: AsyncSession, user_ids: set[uuid.UUID]) -
     return set(await session.scalars(select(Membership.user_id).where(Membership.user_id.in_(user_ids))))
 
 
+_MEMBER_LOCALES = (
+    select(User.id, User.locale)
+    .join(Membership, Membership.user_id == User.id)
+    .where(Membership.tenant_id == bindparam("tenant_id"), User.id.in_(bindparam("user_ids", expanding=True)))
+)
+
+
 async def member_locales(session: AsyncSession, user_ids: set[uuid.UUID]) -> dict[uuid.UUID, str]:
     """The preferred locale (``zh-CN`` or ``en``) of each of ``user_ids`` that is a member of the
     session's tenant (the others are left out)."""
-    if not user_ids:
+    tenant_id = session_tenant_id(session.sync_session)
+    if not user_ids or tenant_id is None:
         return {}
-    rows = await session.execute(
-        select(User.id, User.locale).join(Membership, Membership.user_id == User.id).where(User.id.in_(user_ids))
-    )
+    # Core on the session's connection: this runs for every notification an automation sends.
+    rows = await execute_core(session, _MEMBER_LOCALES, {"tenant_id": tenant_id, "user_ids": list(user_ids)})
     return {row[0]: row[1] for row in rows}
 
 

@@ -58,7 +58,7 @@ from zoneinfo import ZoneInfo
 import dramatiq
 import msgspec
 from cronsim import CronSim, CronSimError
-from sqlalchemy import Table, delete, event, func, insert, select
+from sqlalchemy import Table, bindparam, delete, event, func, insert, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import Session
@@ -85,8 +85,8 @@ from services.automation.schemas import (
     Trigger,
     WebhookTrigger,
 )
-from services.db import open_session
-from services.db.statements import insert_ignoring_conflicts, one_or_raise
+from services.db import database, open_session
+from services.db.statements import execute_core, insert_ignoring_conflicts, one_or_raise
 from services.errors import Conflict, FieldProblem, NotFound, ProblemError, ValidationProblem
 from services.expressions import ExpressionError, compile_expression
 from services.outbox import service as outbox
@@ -132,6 +132,7 @@ BACKOFF_BASE_SECONDS = 2.0
 MAX_BACKOFF_SECONDS = 600.0
 # A step over its tenant's concurrency limit waits this long (plus jitter) and tries again.
 FAIRNESS_DELAY_MS = 250
+DISPATCH_CONCURRENCY = 2  # workspaces of one event batch dispatched at once (a connection each)
 MAX_NAME_LENGTH = 200
 MAX_ACTIONS = 50
 MAX_CONDITIONS = 50
@@ -907,17 +908,41 @@ async def dispatch_events_to_automations(messages: list[dict[str, Any]]) -> int:
     for message in messages:
         if message.get("tenant_id"):
             by_tenant.setdefault(uuid.UUID(str(message["tenant_id"])), []).append(message)
-    created = 0
-    for tenant_id, batch in by_tenant.items():
-        try:
-            created += await _dispatch_tenant_events(tenant_id, batch, inline=True)
-        except _InlineActionFailed as failed:
-            log.info(
-                "the dispatcher's actions were rolled back; the executor takes them over",
-                extra={"execution_id": str(failed.execution_id), "error": str(failed)},
-            )
-            created += await _dispatch_tenant_events(tenant_id, batch, inline=False)
-    return created
+    # Workspaces are independent, so their transactions overlap (each on its own connection): one
+    # workspace's round trips to the database no longer wait behind the others'. SQLite has one
+    # writer at a time, and a second transaction would only wait for it (or fail to upgrade).
+    sqlite = database().engine.dialect.name == "sqlite"
+    slots = asyncio.Semaphore(1 if sqlite else DISPATCH_CONCURRENCY)
+
+    async def dispatch_tenant(tenant_id: uuid.UUID, batch: list[dict[str, Any]]) -> int:
+        async with slots:
+            try:
+                return await _dispatch_tenant_events(tenant_id, batch, inline=True)
+            except _InlineActionFailed as failed:
+                log.info(
+                    "the dispatcher's actions were rolled back; the executor takes them over",
+                    extra={"execution_id": str(failed.execution_id), "error": str(failed)},
+                )
+                return await _dispatch_tenant_events(tenant_id, batch, inline=False)
+
+    outcomes = await asyncio.gather(
+        *(dispatch_tenant(tenant_id, batch) for tenant_id, batch in by_tenant.items()), return_exceptions=True
+    )
+    for outcome in outcomes:
+        if isinstance(outcome, BaseException):
+            raise outcome  # after every workspace has finished: the batch is redelivered, duplicates ignored
+    return sum(cast(int, outcome) for outcome in outcomes)
+
+
+_EVENT_AUTOMATIONS = (
+    select(cast(Table, Automation.__table__))
+    .where(
+        Automation.tenant_id == bindparam("tenant_id"),
+        Automation.trigger_type.in_(("record_event", "run_event")),
+        Automation.enabled.is_(True),
+    )
+    .order_by(Automation.id)
+)
 
 
 async def _dispatch_tenant_events(tenant_id: uuid.UUID, batch: list[dict[str, Any]], *, inline: bool) -> int:
@@ -925,11 +950,10 @@ async def _dispatch_tenant_events(tenant_id: uuid.UUID, batch: list[dict[str, An
     with tenant_scope(tenant_id):
         async with open_session(tenant_id) as db:
             candidates: dict[str, list[Automation]] = {"record_event": [], "run_event": []}
-            for automation in await db.scalars(
-                select(Automation)
-                .where(Automation.trigger_type.in_(tuple(candidates)), Automation.enabled.is_(True))
-                .order_by(Automation.id)
-            ):
+            # Read with Core into objects never added to the session (the dispatcher only reads
+            # them): loading them through the ORM cost more CPU than the rest of a typical dispatch.
+            for row in await execute_core(db, _EVENT_AUTOMATIONS, {"tenant_id": tenant_id}):
+                automation = Automation(**row._mapping)
                 candidates[automation.trigger_type].append(automation)
             now = utcnow()
             for message in batch:
@@ -1356,6 +1380,9 @@ def _output_of(result: dict[str, Any] | Wait) -> dict[str, Any]:
     return {"until": result.until.isoformat()} if isinstance(result, Wait) else _jsonable(result or {})
 
 
+_INSERT_HISTORY = insert(cast(Table, AutomationActionRun.__table__))
+
+
 def _history_row(execution: AutomationExecution, attempt: _Attempt, result: dict[str, Any] | Wait) -> dict[str, Any]:
     """The values of the history row of a successful attempt."""
     return {
@@ -1456,8 +1483,9 @@ async def _insert_with_inline_actions(db: AsyncSession, automation: Automation, 
             break
     if not await _insert_row(db, execution):
         raise _InlineActionFailed(execution.id, "the event was handled already")
-    # Core, not the ORM's bulk insert: the rows are plain values, and this runs for every event.
-    await db.execute(insert(cast(Table, AutomationActionRun.__table__)), history)
+    # Core, not the ORM's bulk insert: the rows are plain values (each with its tenant_id), and this
+    # runs for every event.
+    await execute_core(db, _INSERT_HISTORY, history)
 
 
 async def _run_step(tenant_id: uuid.UUID, execution_id: uuid.UUID, action_index: int | None) -> str:

@@ -1,9 +1,11 @@
-"""Statements SQLAlchemy cannot cache, written so that it can.
+"""Statements for the paths that run per event, where SQLAlchemy's own overhead costs more CPU
+than the database's round trip.
 
 SQLAlchemy 2.0 compiles an ``INSERT … ON CONFLICT`` afresh on every execution (the dialects'
-insert constructs carry no cache key), which costs more CPU than the statement's round trip on
-the paths that run per event. These helpers render the same SQL once per shape as a ``text()``
-statement with typed parameters, which the statement cache keeps.
+insert constructs carry no cache key): :func:`insert_ignoring_conflicts` renders the same SQL once
+per shape as a ``text()`` statement with typed parameters, which the statement cache keeps.
+:func:`execute_core` runs a Core statement on the session's connection, without the ORM's
+per-statement work.
 """
 
 from __future__ import annotations
@@ -12,7 +14,7 @@ import functools
 from collections.abc import Mapping, Sequence
 from typing import Any, TypeVar, cast
 
-from sqlalchemy import Executable, Select, Table, bindparam, text
+from sqlalchemy import CursorResult, Executable, Select, Table, bindparam, text
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.sql.elements import ColumnElement
 
@@ -62,8 +64,24 @@ async def insert_ignoring_conflicts(
     columns = tuple(rows[0])
     statement = _insert_ignoring_conflicts_sql(table, columns, len(rows), tuple(conflict), tuple(returning))
     params = {f"{column}_{n}": row[column] for n, row in enumerate(rows) for column in columns}
-    result = await session.execute(statement, params)
+    result = await execute_core(session, statement, params)
     return [tuple(row) for row in result] if returning else []
+
+
+async def execute_core(
+    session: AsyncSession, statement: Executable, params: Mapping[str, Any] | Sequence[Mapping[str, Any]] | None = None
+) -> CursorResult[Any]:
+    """Run a Core statement in the session's transaction, on its connection.
+
+    Pending ORM changes are flushed first, as ``session.execute`` would; what is skipped is the
+    ORM's work per statement (its events, the tenant criteria it adds to ORM queries, its compile
+    step), a large share of the CPU a short statement costs. So the statement must name its tenant
+    itself (a ``tenant_id`` condition or value); Postgres row-level security still applies, as the
+    transaction's tenant settings are made when the session begins.
+    """
+    await session.flush()
+    connection = await session.connection()
+    return await connection.execute(statement, params)
 
 
 async def one_or_raise(session: AsyncSession, query: Select[tuple[T]], missing: Exception, *, lock: bool = False) -> T:

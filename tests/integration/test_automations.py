@@ -265,6 +265,33 @@ async def test_a_redelivered_event_creates_no_second_execution(world: World, pro
     assert len(probe.calls) == 1
 
 
+async def test_the_dispatcher_reads_only_the_events_workspace(world: World, probe: Probe) -> None:
+    # The dispatcher reads automations and recipients with Core statements, past the ORM's tenant
+    # criteria: their own tenant conditions must keep every workspace apart (on SQLite, with no
+    # row-level security behind them, they are all there is).
+    _, body_a = await world.signup()
+    owner_b, body_b = await world.signup()
+    collection_b = await _collection(owner_b)
+    automation_b = (await owner_b.post("/api/v1/automations", _record_automation(collection_b["id"]))).json()["id"]
+    forged = {
+        "id": str(uuid.uuid4()),
+        "type": "record.updated",
+        "tenant_id": body_a["tenant"]["id"],  # tenant A's event naming tenant B's collection
+        "actor": None,
+        "occurred_at": datetime.now(UTC).isoformat(),
+        "payload": {"collection_id": collection_b["id"], "record_id": str(uuid.uuid4()), "changed_fields": ["status"]},
+    }
+    assert await automations.dispatch_events_to_automations([forged]) == 0
+    await run_automations()
+    assert await _executions(owner_b, automation_b) == [] and probe.calls == []
+
+    from services.accounts.service import member_locales
+
+    user_a, user_b = uuid.UUID(body_a["user"]["id"]), uuid.UUID(body_b["user"]["id"])
+    async with open_session(uuid.UUID(body_a["tenant"]["id"])) as db:
+        assert await member_locales(db, {user_a, user_b}) == {user_a: body_a["user"]["locale"]}
+
+
 @pytest.mark.parametrize("in_db", [False, True], ids=["queued", "inline"])
 async def test_retryable_failures_back_off_then_dead_letter_and_a_manager_retries(
     world: World, probe: Probe, in_db: bool
