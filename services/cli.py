@@ -114,7 +114,7 @@ def worker(processes: int, threads: int | None) -> None:
     ]
     # An idle queue is polled at most this many ms apart (Dramatiq's default, 1 s, would add up to a
     # second to the first event after a quiet spell); a poll is one cheap Redis call.
-    os.environ.setdefault("dramatiq_worker_timeout", "50")
+    os.environ.setdefault("dramatiq_worker_timeout", "20")
     os.execvp(sys.executable, [sys.executable, "-m", *args])  # noqa: S606
 
 
