@@ -13,15 +13,7 @@ from importlib.metadata import EntryPoint, entry_points
 from typing import Any
 
 import pluggy
-from guiju_sdk import (
-    API_VERSION,
-    ENTRY_POINT_GROUP,
-    PROJECT_NAME,
-    ActionHandler,
-    GuijuSpec,
-    PluginInfo,
-    api_version_supported,
-)
+from guiju_sdk import API_VERSION, ENTRY_POINT_GROUP, ActionHandler, PluginInfo, api_version_supported, registry
 
 from services.settings import Settings
 
@@ -37,9 +29,7 @@ class LoadedPlugin:
 
 
 def new_plugin_manager() -> pluggy.PluginManager:
-    manager = pluggy.PluginManager(PROJECT_NAME)
-    manager.add_hookspecs(GuijuSpec)
-    return manager
+    return registry.new_manager()
 
 
 def plugin_info(manager: pluggy.PluginManager, plugin: object) -> PluginInfo | None:
@@ -101,7 +91,7 @@ def load_plugins(
 
 # ---------------------------------------------------------------- the loaded plugins and their actions
 
-MAX_ACTION_TIME_LIMIT_MS = 300_000
+MAX_ACTION_TIME_LIMIT_MS = registry.MAX_ACTION_TIME_LIMIT_MS
 
 
 @dataclass(frozen=True)
@@ -132,33 +122,26 @@ _active = _Active()
 
 
 def collect_actions(manager: pluggy.PluginManager, plugin_names: Iterable[str]) -> dict[str, PluginAction]:
-    """Call each plugin's ``guiju_actions`` hook; a malformed registration is logged and skipped."""
+    """Each plugin's actions (``guiju_actions``); a malformed registration is logged and skipped."""
     found: dict[str, PluginAction] = {}
     for plugin_name in plugin_names:
         plugin = manager.get_plugin(plugin_name)
         if plugin is None:
             continue
-
-        def register(
-            name: str,
-            handler: ActionHandler,
-            *,
-            labels: dict[str, str],
-            input_schema: dict[str, Any] | None = None,
-            output_schema: dict[str, Any] | None = None,
-            time_limit_ms: int = 30_000,
-            _plugin: str = plugin_name,
-        ) -> None:
-            if not name or "." in name or not callable(handler) or not 0 < time_limit_ms <= MAX_ACTION_TIME_LIMIT_MS:
-                log.warning("plugin action refused", extra={"plugin": _plugin, "action": name})
-                return
-            action = PluginAction(_plugin, name, handler, dict(labels), input_schema, output_schema, time_limit_ms)
+        registered = registry.collect(manager, plugin)
+        for problem in registered.problems:
+            log.warning("plugin registration refused", extra={"plugin": plugin_name, "reason": problem})
+        for spec in registered.actions.values():
+            action = PluginAction(
+                plugin_name,
+                spec.name,
+                spec.handler,
+                spec.labels,
+                spec.input_schema,
+                spec.output_schema,
+                spec.time_limit_ms,
+            )
             found[action.key] = action
-
-        caller = manager.subset_hook_caller(
-            "guiju_actions", remove_plugins=[p for p in manager.get_plugins() if p is not plugin]
-        )
-        caller(register=register)
     return found
 
 

@@ -6,15 +6,35 @@ This package is the only thing a Guiju plugin imports. It carries:
 - :data:`hookimpl`, the marker a plugin puts on its hook implementations;
 - :class:`GuijuSpec`, the hook specifications the host calls;
 - :class:`PluginInfo`, the manifest a plugin registers about itself;
-- :class:`ActionCall` and :class:`ActionFailed`, what a plugin action receives and may raise.
+- :class:`ActionCall` and :class:`ActionFailed`, what a plugin action receives and may raise;
+- :class:`PluginContext`, the only thing a plugin's code touches (tenant data within its grant,
+  messages, events, configuration and secrets, HTTP to its declared hosts, files, logging);
+- :mod:`guiju_sdk.testing`, a fake context and a harness for a plugin's own tests.
 
 A plugin is a distribution that declares an entry point in the group ``guiju``
 (see :data:`ENTRY_POINT_GROUP`) pointing at a module or object holding hook
 implementations.
 """
 
+from guiju_sdk.context import HttpResponse, PluginContext, ScopeDenied, StoredFile
 from guiju_sdk.hookspecs import GuijuSpec, hookimpl, hookspec
-from guiju_sdk.types import ActionCall, ActionFailed, ActionHandler, PluginInfo, Register, RegisterAction
+from guiju_sdk.types import (
+    ActionCall,
+    ActionFailed,
+    ActionHandler,
+    Document,
+    DocumentGenerator,
+    Health,
+    PluginInfo,
+    Register,
+    RegisterAction,
+    RegisterDocumentKind,
+    RegisterHealth,
+    RegisterSettingsSchema,
+    RegisterTemplatePack,
+    RegisterTrigger,
+    TriggerPoll,
+)
 from guiju_sdk.version import API_VERSION, ENTRY_POINT_GROUP, PROJECT_NAME, api_version_supported
 
 __all__ = [
@@ -24,10 +44,23 @@ __all__ = [
     "ActionCall",
     "ActionFailed",
     "ActionHandler",
+    "Document",
+    "DocumentGenerator",
     "GuijuSpec",
+    "Health",
+    "HttpResponse",
+    "PluginContext",
     "PluginInfo",
     "Register",
     "RegisterAction",
+    "RegisterDocumentKind",
+    "RegisterHealth",
+    "RegisterSettingsSchema",
+    "RegisterTemplatePack",
+    "RegisterTrigger",
+    "ScopeDenied",
+    "StoredFile",
+    "TriggerPoll",
     "api_version_supported",
     "hookimpl",
     "hookspec",

@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Protocol
+
+if TYPE_CHECKING:
+    from guiju_sdk.context import PluginContext
 
 
 @dataclass(frozen=True)
@@ -41,6 +45,8 @@ class ActionCall:
     idempotency_key: str
     tenant_id: str
     execution_id: str
+    #: The tenant's context for this call (API 1.2); ``None`` from hosts older than 1.2.
+    context: PluginContext | None = None
 
 
 class ActionFailed(Exception):
@@ -72,3 +78,70 @@ class RegisterAction(Protocol):
         output_schema: dict[str, Any] | None = None,
         time_limit_ms: int = 30_000,
     ) -> None: ...
+
+
+#: A trigger's poll: called by the host every ``poll_seconds`` for each tenant that installed the
+#: plugin; returns the events that happened since the last poll (each a JSON object, its payload).
+TriggerPoll = Callable[["PluginContext"], Any]
+
+
+class RegisterTrigger(Protocol):
+    """The ``register`` callback of :meth:`GuijuSpec.guiju_triggers`."""
+
+    def __call__(
+        self,
+        name: str,
+        *,
+        labels: dict[str, str],
+        payload_schema: dict[str, Any] | None = None,
+        poll: TriggerPoll | None = None,
+        poll_seconds: int = 300,
+    ) -> None: ...
+
+
+@dataclass(frozen=True)
+class Document:
+    """A generated file: what a document kind returns."""
+
+    filename: str
+    content_type: str
+    content: bytes
+
+
+#: A document kind's generator: called with the context and the record (its values and id);
+#: returns one :class:`Document` per format asked for.
+DocumentGenerator = Callable[["PluginContext", Mapping[str, Any], str], Any]
+
+
+class RegisterDocumentKind(Protocol):
+    """The ``register`` callback of :meth:`GuijuSpec.guiju_document_kinds`."""
+
+    def __call__(
+        self,
+        name: str,
+        generate: DocumentGenerator,
+        *,
+        labels: dict[str, str],
+        formats: tuple[str, ...] = ("pdf",),
+        record_schema: dict[str, Any] | None = None,
+    ) -> None: ...
+
+
+#: The ``register`` callback of :meth:`GuijuSpec.guiju_templates`: the directory of a template pack.
+RegisterTemplatePack = Callable[[Path], None]
+
+#: The ``register`` callback of :meth:`GuijuSpec.guiju_settings_schema`: a JSON Schema (an object
+#: schema) of the per-tenant configuration; properties marked ``"writeOnly": true`` are secrets.
+RegisterSettingsSchema = Callable[[dict[str, Any]], None]
+
+
+@dataclass(frozen=True)
+class Health:
+    """What a health check reports: ``ok``, and a message a tenant's admin can act on."""
+
+    ok: bool
+    message: str = ""
+
+
+#: The ``register`` callback of :meth:`GuijuSpec.guiju_health_check`.
+RegisterHealth = Callable[[Health], None]

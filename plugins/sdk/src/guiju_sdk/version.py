@@ -10,7 +10,7 @@ ENTRY_POINT_GROUP = "guiju"
 
 #: The plugin API version this SDK describes, as (major, minor).
 #: A minor bump adds hooks or optional arguments; a major bump may remove or change them.
-API_VERSION: tuple[int, int] = (1, 1)
+API_VERSION: tuple[int, int] = (1, 2)
 
 
 def _parse(version: str) -> tuple[int, int]:

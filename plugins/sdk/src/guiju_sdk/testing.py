@@ -1,0 +1,208 @@
+"""A harness for a plugin's own test suite: a fake context and helpers to run what it registers.
+
+::
+
+    from guiju_sdk.testing import FakeContext, PluginHarness
+
+    async def test_push_order():
+        harness = PluginHarness(my_plugin)
+        context = FakeContext(config={"base_url": "https://erp.example"}, hosts={"erp.example"})
+        assert await harness.run_action("push_order", {"code": "A1"}, context) == {"erp_id": "7"}
+
+The harness registers the plugin with the same hook specifications and checks as the host
+(:func:`guiju_sdk.registry.collect`), so what passes here loads there.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+import itertools
+import logging
+import uuid
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+from urllib.parse import urlsplit
+
+from guiju_sdk.context import HttpResponse, ScopeDenied, StoredFile
+from guiju_sdk.registry import Registrations, collect, new_manager
+from guiju_sdk.types import ActionCall, Document, Health, PluginInfo
+from guiju_sdk.version import API_VERSION, api_version_supported
+
+
+@dataclass(frozen=True)
+class HttpRequest:
+    """A request a plugin made through :meth:`FakeContext.http`."""
+
+    method: str
+    url: str
+    json: Any
+    content: bytes | None
+    headers: Mapping[str, str]
+    timeout_seconds: float
+
+
+@dataclass
+class FakeContext:
+    """An in-memory :class:`guiju_sdk.PluginContext` that records what the plugin did.
+
+    ``collections`` holds the granted collections (key → records); anything else is refused with
+    :class:`ScopeDenied`, as the host refuses it. ``hosts`` are the hosts the manifest declares;
+    ``http_handler`` answers their requests (default: 404).
+    """
+
+    tenant_id: str = "00000000-0000-0000-0000-000000000001"
+    plugin: str = "plugin"
+    idempotency_key: str | None = None
+    config: Mapping[str, Any] = field(default_factory=dict)
+    secrets: Mapping[str, str] = field(default_factory=dict)
+    collections: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
+    hosts: set[str] = field(default_factory=set)
+    http_handler: Callable[[HttpRequest], HttpResponse] | None = None
+    max_timeout: float = 30.0
+    messages: list[dict[str, Any]] = field(default_factory=list)
+    events: list[dict[str, Any]] = field(default_factory=list)
+    files: list[tuple[StoredFile, bytes]] = field(default_factory=list)
+    requests: list[HttpRequest] = field(default_factory=list)
+
+    @property
+    def log(self) -> logging.LoggerAdapter[logging.Logger]:
+        return logging.LoggerAdapter(logging.getLogger(f"guiju.plugin.{self.plugin}"), {"tenant_id": self.tenant_id})
+
+    def secret(self, name: str) -> str | None:
+        return self.secrets.get(name)
+
+    def _granted(self, collection: str) -> list[dict[str, Any]]:
+        if collection not in self.collections:
+            raise ScopeDenied(f"the collection {collection!r} is not granted to {self.plugin}")
+        return self.collections[collection]
+
+    async def read_records(
+        self, collection: str, *, where: Mapping[str, Any] | None = None, limit: int = 100
+    ) -> list[dict[str, Any]]:
+        records = self._granted(collection)
+        conditions = dict(where or {})
+        wanted = [r for r in reversed(records) if all(r["values"].get(k) == v for k, v in conditions.items())]
+        return [dict(r) for r in wanted[: max(0, limit)]]
+
+    async def write_record(
+        self, collection: str, values: Mapping[str, Any], *, record_id: str | None = None
+    ) -> dict[str, Any]:
+        records = self._granted(collection)
+        if record_id is None:
+            record: dict[str, Any] = {"id": str(uuid.uuid4()), "values": dict(values)}
+            records.append(record)
+            return dict(record)
+        for record in records:
+            if record["id"] == record_id:
+                record["values"] = {**record["values"], **values}
+                return dict(record)
+        raise LookupError(f"no record {record_id} in {collection!r}")
+
+    async def send_message(self, to: Sequence[str], title: str, body: str = "") -> None:
+        self.messages.append({"to": list(to), "title": title, "body": body})
+
+    async def emit_event(self, type: str, payload: Mapping[str, Any]) -> None:
+        self.events.append({"type": f"plugin.{self.plugin}.{type}", "payload": dict(payload)})
+
+    async def http(
+        self,
+        method: str,
+        url: str,
+        *,
+        json: Any = None,
+        content: bytes | None = None,
+        headers: Mapping[str, str] | None = None,
+        timeout_seconds: float = 10.0,
+    ) -> HttpResponse:
+        host = urlsplit(url).hostname or ""
+        if host not in self.hosts:
+            raise ScopeDenied(f"{self.plugin} did not declare the host {host!r}")
+        request = HttpRequest(
+            method.upper(), url, json, content, dict(headers or {}), min(timeout_seconds, self.max_timeout)
+        )
+        self.requests.append(request)
+        return self.http_handler(request) if self.http_handler else HttpResponse(404)
+
+    async def store_file(self, name: str, content: bytes, content_type: str) -> StoredFile:
+        stored = StoredFile(str(uuid.uuid4()), name, content_type, len(content))
+        self.files.append((stored, content))
+        return stored
+
+
+_execution_ids = itertools.count(1)
+
+
+async def _call(function: Callable[..., Any], *args: Any) -> Any:
+    """Call a plugin's callable the way the host does: coroutine functions awaited, plain ones in
+    a thread."""
+    if inspect.iscoroutinefunction(function):
+        return await function(*args)
+    return await asyncio.to_thread(function, *args)
+
+
+class PluginHarness:
+    """A plugin registered as the host registers it, with helpers to run what it offers."""
+
+    def __init__(self, plugin: object, *, name: str = "plugin") -> None:
+        self.manager = new_manager()
+        self.manager.register(plugin, name=name)
+        self.manager.check_pending()  # an implementation of an unknown hook is an error, as in the host
+        self.plugin = plugin
+        self.registrations: Registrations = collect(self.manager, plugin)
+
+    def info(self) -> PluginInfo:
+        """The plugin's manifest; fails as the host would refuse it."""
+        collected: list[object] = []
+        self.manager.hook.guiju_plugin_info(register=collected.append)
+        infos = [c for c in collected if isinstance(c, PluginInfo)]
+        if len(infos) != 1:
+            raise AssertionError("guiju_plugin_info must register exactly one PluginInfo")
+        if not api_version_supported(infos[0].api_range, API_VERSION):
+            raise AssertionError(f"api_range {infos[0].api_range} excludes the SDK's API {API_VERSION}")
+        return infos[0]
+
+    async def run_action(self, name: str, input: dict[str, Any], context: FakeContext | None = None) -> Any:
+        """Run action ``name`` once with ``input``, as an automation would (a new idempotency key)."""
+        action = self.registrations.actions[name]
+        context = context or FakeContext()
+        execution_id = f"test-execution-{next(_execution_ids)}"
+        context.idempotency_key = f"{execution_id}:0"
+        call = ActionCall(dict(input), context.idempotency_key, context.tenant_id, execution_id, context)
+        return await asyncio.wait_for(_call(action.handler, call), action.time_limit_ms / 1000)
+
+    async def poll_trigger(self, name: str, context: FakeContext | None = None) -> list[dict[str, Any]]:
+        """Poll trigger ``name`` once; the events it returns."""
+        trigger = self.registrations.triggers[name]
+        if trigger.poll is None:
+            raise AssertionError(f"trigger {name!r} is not polled (it fires through context.emit_event)")
+        return list(await _call(trigger.poll, context or FakeContext()) or [])
+
+    async def generate_document(
+        self, name: str, values: Mapping[str, Any], format: str = "pdf", context: FakeContext | None = None
+    ) -> Document:
+        """Generate document kind ``name`` from a record's ``values``."""
+        kind = self.registrations.document_kinds[name]
+        document = await _call(kind.generate, context or FakeContext(), dict(values), format)
+        if not isinstance(document, Document):
+            raise AssertionError(f"document kind {name!r} returned {type(document).__name__}, not a Document")
+        return document
+
+    async def health(self, context: FakeContext | None = None) -> Health:
+        """Run the health check (healthy when the plugin implements none)."""
+        reported: list[Health] = []
+        self.manager.hook.guiju_health_check(context=context or FakeContext(), register=reported.append)
+        return reported[-1] if reported else Health(True)
+
+    def installed(self, context: FakeContext | None = None) -> None:
+        """Call the ``guiju_installed`` hook."""
+        self.manager.hook.guiju_installed(context=context or FakeContext())
+
+    def configuration_changed(self, previous: Mapping[str, Any], context: FakeContext | None = None) -> None:
+        """Call the ``guiju_configuration_changed`` hook (``context.config`` is the new configuration)."""
+        self.manager.hook.guiju_configuration_changed(context=context or FakeContext(), previous=dict(previous))
+
+    def uninstalled(self, delete_data: bool = False, context: FakeContext | None = None) -> None:
+        """Call the ``guiju_uninstalled`` hook."""
+        self.manager.hook.guiju_uninstalled(context=context or FakeContext(), delete_data=delete_data)
