@@ -12,7 +12,6 @@ import asyncio
 import functools
 import hashlib
 import hmac
-import inspect
 import ipaddress
 import json
 import os
@@ -28,7 +27,7 @@ from urllib.parse import urlsplit
 
 import httpx
 import msgspec
-from guiju_sdk import ActionCall, ActionFailed
+from guiju_sdk import ActionCall, ActionFailed, registry
 from jinja2 import StrictUndefined, Template, TemplateError, Undefined
 from jinja2.sandbox import SandboxedEnvironment
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -991,18 +990,15 @@ class PluginActionKind(_Kind):
             tenant_id=str(ctx.tenant_id),
             execution_id=str(ctx.execution_id),
         )
-        limit = registered.time_limit_ms / 1000
+        spec = registered.spec
         try:
-            if inspect.iscoroutinefunction(registered.handler):
-                result = await asyncio.wait_for(registered.handler(call), timeout=limit)
-            else:
-                result = await asyncio.wait_for(asyncio.to_thread(registered.handler, call), timeout=limit)
+            result = await registry.call_plugin(spec.handler, call, time_limit_seconds=spec.time_limit_ms / 1000)
         except ActionFailed as exc:
             if exc.retryable:
                 raise RetryableActionError(f"{key}: {exc}", retry_after=exc.retry_after) from exc
             raise PermanentActionError(f"{key}: {exc}") from exc
         except TimeoutError as exc:
-            raise RetryableActionError(f"{key} took longer than {registered.time_limit_ms} ms") from exc
+            raise RetryableActionError(f"{key} took longer than {spec.time_limit_ms} ms") from exc
         except Exception as exc:  # a plugin's bug fails its action, never the worker
             raise PermanentActionError(f"{key} failed: {type(exc).__name__}: {exc}") from exc
         if result is None:

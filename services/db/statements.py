@@ -79,7 +79,8 @@ async def execute_core(
     itself (a ``tenant_id`` condition or value); Postgres row-level security still applies, as the
     transaction's tenant settings are made when the session begins.
     """
-    await session.flush()
+    if session.new or session.dirty or session.deleted:
+        await session.flush()
     connection = await session.connection()
     return await connection.execute(statement, params)
 

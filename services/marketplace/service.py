@@ -10,10 +10,9 @@ import logging
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from importlib.metadata import EntryPoint, entry_points
-from typing import Any
 
 import pluggy
-from guiju_sdk import API_VERSION, ENTRY_POINT_GROUP, ActionHandler, PluginInfo, api_version_supported, registry
+from guiju_sdk import API_VERSION, ENTRY_POINT_GROUP, PluginInfo, api_version_supported, registry
 
 from services.settings import Settings
 
@@ -99,16 +98,11 @@ class PluginAction:
     """An action a loaded plugin registered through ``guiju_actions``."""
 
     plugin: str
-    name: str
-    handler: ActionHandler
-    labels: dict[str, str]
-    input_schema: dict[str, Any] | None = None
-    output_schema: dict[str, Any] | None = None
-    time_limit_ms: int = 30_000
+    spec: registry.ActionSpec
 
     @property
     def key(self) -> str:
-        return f"{self.plugin}.{self.name}"
+        return f"{self.plugin}.{self.spec.name}"
 
 
 @dataclass
@@ -132,15 +126,7 @@ def collect_actions(manager: pluggy.PluginManager, plugin_names: Iterable[str]) 
         for problem in registered.problems:
             log.warning("plugin registration refused", extra={"plugin": plugin_name, "reason": problem})
         for spec in registered.actions.values():
-            action = PluginAction(
-                plugin_name,
-                spec.name,
-                spec.handler,
-                spec.labels,
-                spec.input_schema,
-                spec.output_schema,
-                spec.time_limit_ms,
-            )
+            action = PluginAction(plugin_name, spec)
             found[action.key] = action
     return found
 

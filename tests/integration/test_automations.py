@@ -107,6 +107,18 @@ def _record_automation(collection_id: str, **overrides: Any) -> dict[str, Any]:
     return body
 
 
+def _record_updated(tenant_id: str, collection_id: str) -> dict[str, Any]:
+    """A relayed ``record.updated`` event, as the dispatcher receives it."""
+    return {
+        "id": str(uuid.uuid4()),
+        "type": "record.updated",
+        "tenant_id": tenant_id,
+        "actor": None,
+        "occurred_at": datetime.now(UTC).isoformat(),
+        "payload": {"collection_id": collection_id, "record_id": str(uuid.uuid4()), "changed_fields": ["status"]},
+    }
+
+
 async def _executions(api: Any, automation_id: str) -> list[dict[str, Any]]:
     response = await api.get(f"/api/v1/automations/{automation_id}/executions")
     assert response.status_code == 200, response.text
@@ -245,14 +257,7 @@ async def test_a_redelivered_event_creates_no_second_execution(world: World, pro
     owner, body = await world.signup()
     collection = await _collection(owner)
     automation_id = (await owner.post("/api/v1/automations", _record_automation(collection["id"]))).json()["id"]
-    message = {
-        "id": str(uuid.uuid4()),
-        "type": "record.updated",
-        "tenant_id": body["tenant"]["id"],
-        "actor": None,
-        "occurred_at": datetime.now(UTC).isoformat(),
-        "payload": {"collection_id": collection["id"], "record_id": str(uuid.uuid4()), "changed_fields": ["status"]},
-    }
+    message = _record_updated(body["tenant"]["id"], collection["id"])
     assert await automations.dispatch_events_to_automations([message, message]) == 1  # twice in one batch
     assert await automations.dispatch_events_to_automations([message]) == 0
     await run_automations()
@@ -273,14 +278,7 @@ async def test_the_dispatcher_reads_only_the_events_workspace(world: World, prob
     owner_b, body_b = await world.signup()
     collection_b = await _collection(owner_b)
     automation_b = (await owner_b.post("/api/v1/automations", _record_automation(collection_b["id"]))).json()["id"]
-    forged = {
-        "id": str(uuid.uuid4()),
-        "type": "record.updated",
-        "tenant_id": body_a["tenant"]["id"],  # tenant A's event naming tenant B's collection
-        "actor": None,
-        "occurred_at": datetime.now(UTC).isoformat(),
-        "payload": {"collection_id": collection_b["id"], "record_id": str(uuid.uuid4()), "changed_fields": ["status"]},
-    }
+    forged = _record_updated(body_a["tenant"]["id"], collection_b["id"])  # tenant A's event, B's collection
     assert await automations.dispatch_events_to_automations([forged]) == 0
     await run_automations()
     assert await _executions(owner_b, automation_b) == [] and probe.calls == []

@@ -7,6 +7,7 @@ when installing it. Everything outside the grant raises :class:`ScopeDenied`.
 
 from __future__ import annotations
 
+import json
 import logging
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -28,8 +29,6 @@ class HttpResponse:
 
     def json(self) -> Any:
         """The body parsed as JSON."""
-        import json
-
         return json.loads(self.body)
 
 

@@ -6,6 +6,9 @@ that passes its own tests registers exactly what the host will accept.
 
 from __future__ import annotations
 
+import asyncio
+import inspect
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -211,3 +214,11 @@ def secret_fields(schema: dict[str, Any] | None) -> frozenset[str]:
     """The properties of a settings schema marked ``"writeOnly": true``: the secrets."""
     properties = (schema or {}).get("properties") or {}
     return frozenset(name for name, prop in properties.items() if isinstance(prop, dict) and prop.get("writeOnly"))
+
+
+async def call_plugin(function: Callable[..., Any], *args: Any, time_limit_seconds: float | None = None) -> Any:
+    """Call a plugin's callable as the host does: a coroutine function awaited, a plain one in a
+    worker thread, within ``time_limit_seconds`` (``TimeoutError`` beyond it)."""
+    if inspect.iscoroutinefunction(function):
+        return await asyncio.wait_for(function(*args), time_limit_seconds)
+    return await asyncio.wait_for(asyncio.to_thread(function, *args), time_limit_seconds)

@@ -15,8 +15,6 @@ The harness registers the plugin with the same hook specifications and checks as
 
 from __future__ import annotations
 
-import asyncio
-import inspect
 import itertools
 import logging
 import uuid
@@ -26,7 +24,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from guiju_sdk.context import HttpResponse, ScopeDenied, StoredFile
-from guiju_sdk.registry import Registrations, collect, new_manager
+from guiju_sdk.registry import Registrations, call_plugin, collect, new_manager
 from guiju_sdk.types import ActionCall, Document, Health, PluginInfo
 from guiju_sdk.version import API_VERSION, api_version_supported
 
@@ -134,14 +132,6 @@ class FakeContext:
 _execution_ids = itertools.count(1)
 
 
-async def _call(function: Callable[..., Any], *args: Any) -> Any:
-    """Call a plugin's callable the way the host does: coroutine functions awaited, plain ones in
-    a thread."""
-    if inspect.iscoroutinefunction(function):
-        return await function(*args)
-    return await asyncio.to_thread(function, *args)
-
-
 class PluginHarness:
     """A plugin registered as the host registers it, with helpers to run what it offers."""
 
@@ -170,21 +160,21 @@ class PluginHarness:
         execution_id = f"test-execution-{next(_execution_ids)}"
         context.idempotency_key = f"{execution_id}:0"
         call = ActionCall(dict(input), context.idempotency_key, context.tenant_id, execution_id, context)
-        return await asyncio.wait_for(_call(action.handler, call), action.time_limit_ms / 1000)
+        return await call_plugin(action.handler, call, time_limit_seconds=action.time_limit_ms / 1000)
 
     async def poll_trigger(self, name: str, context: FakeContext | None = None) -> list[dict[str, Any]]:
         """Poll trigger ``name`` once; the events it returns."""
         trigger = self.registrations.triggers[name]
         if trigger.poll is None:
             raise AssertionError(f"trigger {name!r} is not polled (it fires through context.emit_event)")
-        return list(await _call(trigger.poll, context or FakeContext()) or [])
+        return list(await call_plugin(trigger.poll, context or FakeContext()) or [])
 
     async def generate_document(
         self, name: str, values: Mapping[str, Any], format: str = "pdf", context: FakeContext | None = None
     ) -> Document:
         """Generate document kind ``name`` from a record's ``values``."""
         kind = self.registrations.document_kinds[name]
-        document = await _call(kind.generate, context or FakeContext(), dict(values), format)
+        document = await call_plugin(kind.generate, context or FakeContext(), dict(values), format)
         if not isinstance(document, Document):
             raise AssertionError(f"document kind {name!r} returned {type(document).__name__}, not a Document")
         return document
