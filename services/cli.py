@@ -5,9 +5,11 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import getpass
+import json
 import os
 import signal
 import sys
+from pathlib import Path
 
 import click
 
@@ -317,12 +319,12 @@ def audit_verify(slug: str) -> None:
 
 
 @main.group()
-def plugins() -> None:
-    """Plugins."""
+def plugin() -> None:
+    """Plugins: list the installed ones, create and check a plugin distribution."""
 
 
-@plugins.command("list")
-def plugins_list() -> None:
+@plugin.command("list")
+def plugin_list() -> None:
     """List the plugins found in the ``guiju`` entry-point group and whether they load."""
     from services.marketplace.service import load_plugins
 
@@ -333,6 +335,50 @@ def plugins_list() -> None:
         version = item.info.version if item.info else "?"
         state = "loaded" if item.loaded else f"refused: {item.reason}"
         click.echo(f"{item.name}\t{version}\t{state}")
+
+
+@plugin.command("new")
+@click.argument("name")
+@click.option(
+    "--dir",
+    "directory",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=Path(),
+    help="Where to create the plugin's directory NAME (default: the current directory).",
+)
+@click.option("--publisher", default=None, help="Who publishes the plugin, as the gallery shows it.")
+def plugin_new(name: str, directory: Path, publisher: str | None) -> None:
+    """Create the distribution of a new plugin NAME: a working action, its tests, ready to check."""
+    from services.marketplace.scaffolding import DEFAULT_PUBLISHER, ScaffoldRefused, new_plugin
+
+    try:
+        target = new_plugin(name, directory, publisher=publisher or DEFAULT_PUBLISHER)
+    except ScaffoldRefused as exc:
+        _fail(str(exc))
+        return
+    click.echo(f"created the plugin {name} in {target}")
+    click.echo(f"next: cd {target} && guiju plugin check .")
+
+
+@plugin.command("check")
+@click.argument("path", type=click.Path(exists=True, path_type=Path))
+@click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
+def plugin_check(path: Path, as_json: bool) -> None:
+    """Check a plugin distribution (a source directory with pyproject.toml, or a .whl) before it is
+    published: its manifest, API range, hooks, imports and tests. Exits 1 when a check fails."""
+    from services.marketplace.checks import run_checks
+
+    report = run_checks(path)
+    if as_json:
+        click.echo(json.dumps(report.as_dict(), ensure_ascii=False, indent=2))
+    else:
+        for check in report.checks:
+            click.echo(f"{'PASS' if check.ok else 'FAIL'}  {check.name}")
+            for detail in check.details:
+                click.echo("\n".join(f"      {line}" for line in detail.splitlines()))
+        click.echo("every check passed" if report.ok else "some checks failed")
+    if not report.ok:
+        sys.exit(1)
 
 
 if __name__ == "__main__":

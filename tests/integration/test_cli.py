@@ -81,7 +81,7 @@ def test_db_upgrade_then_tenant_create_list_suspend(tmp_path: Path) -> None:
 
 
 def test_plugins_list_reports_no_plugins(tmp_path: Path, sqlite_backend: Backend) -> None:
-    result = guiju("plugins", "list", env=base_env(tmp_path, sqlite_backend.url))
+    result = guiju("plugin", "list", env=base_env(tmp_path, sqlite_backend.url))
     assert result.returncode == 0
     assert "no plugins installed" in result.stdout
 

@@ -184,13 +184,13 @@ def test_hook_guiju_settings_schema(harness: PluginHarness) -> None:
     assert schema is not None and registry.secret_fields(schema) == {"token"}
 
 
-def test_hook_guiju_installed(harness: PluginHarness) -> None:
-    harness.installed(FakeContext(tenant_id="t-1"))
+async def test_hook_guiju_installed(harness: PluginHarness) -> None:
+    await harness.installed(FakeContext(tenant_id="t-1"))
     assert isinstance(harness.plugin, ExamplePlugin) and harness.plugin.lifecycle == [("installed", "t-1")]
 
 
-def test_hook_guiju_configuration_changed(harness: PluginHarness) -> None:
-    harness.configuration_changed(
+async def test_hook_guiju_configuration_changed(harness: PluginHarness) -> None:
+    await harness.configuration_changed(
         {"base_url": "https://old.example"}, FakeContext(config={"base_url": "https://erp.example"})
     )
     assert isinstance(harness.plugin, ExamplePlugin)
@@ -199,8 +199,8 @@ def test_hook_guiju_configuration_changed(harness: PluginHarness) -> None:
     ]
 
 
-def test_hook_guiju_uninstalled(harness: PluginHarness) -> None:
-    harness.uninstalled(delete_data=True)
+async def test_hook_guiju_uninstalled(harness: PluginHarness) -> None:
+    await harness.uninstalled(delete_data=True)
     assert isinstance(harness.plugin, ExamplePlugin) and harness.plugin.lifecycle == [("uninstalled", True)]
 
 

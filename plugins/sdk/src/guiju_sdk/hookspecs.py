@@ -91,8 +91,11 @@ class GuijuSpec:
 
     @hookspec
     def guiju_installed(self, context: PluginContext) -> None:
-        """A tenant installed the plugin (API 1.2): prepare what it needs. Raising refuses the
-        installation, with the exception's message shown to the tenant."""
+        """A tenant installed the plugin (API 1.2): prepare what it needs.
+
+        Lifecycle hooks run in a worker after the change has committed, and may be ``async def``.
+        Raising does not undo the change: the message is shown to the tenant's admin as the
+        installation's last error."""
 
     @hookspec
     def guiju_configuration_changed(self, context: PluginContext, previous: Mapping[str, Any]) -> None:

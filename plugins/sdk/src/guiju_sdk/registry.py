@@ -1,19 +1,23 @@
 """What a plugin registers through its hooks, collected and checked in one place.
 
 The host and the testing harness (:mod:`guiju_sdk.testing`) both call :func:`collect`, so a plugin
-that passes its own tests registers exactly what the host will accept.
+that passes its own tests registers exactly what the host will accept. The checks of one
+registration (:func:`name_problem`, :func:`labels_problem`, ...) are public: a plugin's published
+manifest (:mod:`guiju_sdk.manifest`) is held to the same rules.
 """
 
 from __future__ import annotations
 
 import asyncio
 import inspect
-from collections.abc import Callable
+from collections.abc import Callable, Container
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import pluggy
+from jsonschema import Draft202012Validator
+from jsonschema.exceptions import SchemaError
 
 from guiju_sdk.hookspecs import GuijuSpec
 from guiju_sdk.types import ActionHandler, DocumentGenerator, TriggerPoll
@@ -21,6 +25,8 @@ from guiju_sdk.version import PROJECT_NAME
 
 MAX_ACTION_TIME_LIMIT_MS = 300_000
 MIN_POLL_SECONDS = 60
+#: How long a lifecycle or health hook may run.
+LIFECYCLE_TIME_LIMIT_SECONDS = 60.0
 LANGUAGES = ("zh-CN", "en")
 
 
@@ -82,15 +88,19 @@ def hook_names() -> list[str]:
     return sorted(name for name in dir(GuijuSpec) if name.startswith("guiju_"))
 
 
-def _name_problem(kind: str, name: object, taken: dict[str, Any]) -> str | None:
+def name_problem(kind: str, name: object, taken: Container[str]) -> str | None:
+    """What is wrong with ``name`` as the name of an action, trigger or document kind (``kind``),
+    given the names ``taken`` already; ``None`` when nothing is."""
     if not isinstance(name, str) or not name or "." in name or len(name) > 64:
         return f"{kind} name {name!r} must be 1-64 characters without '.'"
     if name in taken:
-        return f"{kind} {name!r} is registered twice"
+        return f"{kind} {name!r} is declared twice"
     return None
 
 
-def _labels_problem(kind: str, name: str, labels: object) -> str | None:
+def labels_problem(kind: str, name: object, labels: object) -> str | None:
+    """What is wrong with ``labels``: they must be non-empty strings in every language of
+    :data:`LANGUAGES`; ``None`` when nothing is."""
     if not isinstance(labels, dict) or not all(
         isinstance(labels.get(lang), str) and labels[lang] for lang in LANGUAGES
     ):
@@ -98,9 +108,47 @@ def _labels_problem(kind: str, name: str, labels: object) -> str | None:
     return None
 
 
-def _schema_problem(kind: str, name: str, schema: object) -> str | None:
-    if schema is not None and not isinstance(schema, dict):
-        return f"{kind} {name!r}: a schema is a JSON Schema object"
+def json_schema_problem(schema: object) -> str | None:
+    """What is wrong with ``schema`` as a JSON Schema (Draft 2020-12), said of it ("is not ...");
+    ``None`` when nothing is."""
+    if not isinstance(schema, dict):
+        return "is not a JSON Schema object"
+    try:
+        Draft202012Validator.check_schema(schema)
+    except SchemaError as exc:
+        where = "".join(f"/{part}" for part in exc.path)
+        return f"is not a valid JSON Schema: {exc.message}" + (f" (at {where})" if where else "")
+    return None
+
+
+def schema_problem(kind: str, name: object, field: str, schema: object) -> str | None:
+    """What is wrong with the optional JSON Schema ``field`` (``input_schema``, ...) of ``kind``
+    ``name``; ``None`` when it is absent or valid."""
+    if schema is None:
+        return None
+    problem = json_schema_problem(schema)
+    return f"{kind} {name!r}: {field} {problem}" if problem else None
+
+
+def time_limit_problem(name: object, time_limit_ms: object) -> str | None:
+    """What is wrong with an action's ``time_limit_ms``; ``None`` when nothing is."""
+    if (
+        isinstance(time_limit_ms, bool)
+        or not isinstance(time_limit_ms, int)
+        or not 0 < time_limit_ms <= MAX_ACTION_TIME_LIMIT_MS
+    ):
+        return f"action {name!r}: time_limit_ms must be between 1 and {MAX_ACTION_TIME_LIMIT_MS}"
+    return None
+
+
+def settings_schema_problem(schema: object) -> str | None:
+    """What is wrong with a settings schema: it must be a valid JSON Schema with
+    ``"type": "object"``; ``None`` when nothing is."""
+    problem = json_schema_problem(schema)
+    if problem:
+        return f"the settings schema {problem}"
+    if not isinstance(schema, dict) or schema.get("type") != "object":
+        return 'the settings schema must be a JSON Schema with "type": "object"'
     return None
 
 
@@ -129,15 +177,14 @@ def collect(manager: pluggy.PluginManager, plugin: object) -> Registrations:
         time_limit_ms: int = 30_000,
     ) -> None:
         problem = (
-            _name_problem("action", name, found.actions)
-            or _labels_problem("action", name, labels)
-            or _schema_problem("action", name, input_schema)
-            or _schema_problem("action", name, output_schema)
+            name_problem("action", name, found.actions)
+            or labels_problem("action", name, labels)
+            or schema_problem("action", name, "input_schema", input_schema)
+            or schema_problem("action", name, "output_schema", output_schema)
+            or time_limit_problem(name, time_limit_ms)
         )
         if problem is None and not callable(handler):
             problem = f"action {name!r}: the handler is not callable"
-        if problem is None and not (isinstance(time_limit_ms, int) and 0 < time_limit_ms <= MAX_ACTION_TIME_LIMIT_MS):
-            problem = f"action {name!r}: time_limit_ms must be between 1 and {MAX_ACTION_TIME_LIMIT_MS}"
         if problem:
             found.problems.append(problem)
             return
@@ -152,9 +199,9 @@ def collect(manager: pluggy.PluginManager, plugin: object) -> Registrations:
         poll_seconds: int = 300,
     ) -> None:
         problem = (
-            _name_problem("trigger", name, found.triggers)
-            or _labels_problem("trigger", name, labels)
-            or _schema_problem("trigger", name, payload_schema)
+            name_problem("trigger", name, found.triggers)
+            or labels_problem("trigger", name, labels)
+            or schema_problem("trigger", name, "payload_schema", payload_schema)
         )
         if problem is None and poll is not None and not callable(poll):
             problem = f"trigger {name!r}: poll is not callable"
@@ -174,9 +221,9 @@ def collect(manager: pluggy.PluginManager, plugin: object) -> Registrations:
         record_schema: dict[str, Any] | None = None,
     ) -> None:
         problem = (
-            _name_problem("document kind", name, found.document_kinds)
-            or _labels_problem("document kind", name, labels)
-            or _schema_problem("document kind", name, record_schema)
+            name_problem("document kind", name, found.document_kinds)
+            or labels_problem("document kind", name, labels)
+            or schema_problem("document kind", name, "record_schema", record_schema)
         )
         if problem is None and not callable(generate):
             problem = f"document kind {name!r}: generate is not callable"
@@ -195,10 +242,11 @@ def collect(manager: pluggy.PluginManager, plugin: object) -> Registrations:
         found.template_packs.append(pack)
 
     def register_settings_schema(schema: dict[str, Any]) -> None:
+        problem = settings_schema_problem(schema)
         if found.settings_schema is not None:
             found.problems.append("the settings schema is registered twice")
-        elif not isinstance(schema, dict) or schema.get("type") != "object":
-            found.problems.append('the settings schema must be a JSON Schema with "type": "object"')
+        elif problem:
+            found.problems.append(problem)
         else:
             found.settings_schema = schema
 
@@ -222,3 +270,26 @@ async def call_plugin(function: Callable[..., Any], *args: Any, time_limit_secon
     if inspect.iscoroutinefunction(function):
         return await asyncio.wait_for(function(*args), time_limit_seconds)
     return await asyncio.wait_for(asyncio.to_thread(function, *args), time_limit_seconds)
+
+
+async def call_hook(
+    manager: pluggy.PluginManager,
+    plugin_name: str,
+    hook: str,
+    *,
+    time_limit_seconds: float | None = None,
+    **kwargs: Any,
+) -> list[Any]:
+    """Call one plugin's implementation of ``hook`` with ``kwargs`` as the host does: in a worker
+    thread (a hook may block), awaiting what an ``async def`` implementation returns, all within
+    ``time_limit_seconds`` (``TimeoutError`` beyond it). Returns the hook's results."""
+    plugin = manager.get_plugin(plugin_name)
+    if plugin is None:
+        raise LookupError(f"no plugin {plugin_name!r} is registered")
+    caller = manager.subset_hook_caller(hook, remove_plugins=[p for p in manager.get_plugins() if p is not plugin])
+
+    async def run() -> list[Any]:
+        results = await asyncio.to_thread(lambda: caller(**kwargs))
+        return [await result if inspect.isawaitable(result) else result for result in results]
+
+    return await asyncio.wait_for(run(), time_limit_seconds)

@@ -24,7 +24,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from guiju_sdk.context import HttpResponse, ScopeDenied, StoredFile
-from guiju_sdk.registry import Registrations, call_plugin, collect, new_manager
+from guiju_sdk.registry import LIFECYCLE_TIME_LIMIT_SECONDS, Registrations, call_hook, call_plugin, collect, new_manager
 from guiju_sdk.types import ActionCall, Document, Health, PluginInfo
 from guiju_sdk.version import API_VERSION, api_version_supported
 
@@ -136,6 +136,7 @@ class PluginHarness:
     """A plugin registered as the host registers it, with helpers to run what it offers."""
 
     def __init__(self, plugin: object, *, name: str = "plugin") -> None:
+        self.name = name
         self.manager = new_manager()
         self.manager.register(plugin, name=name)
         self.manager.check_pending()  # an implementation of an unknown hook is an error, as in the host
@@ -182,17 +183,21 @@ class PluginHarness:
     async def health(self, context: FakeContext | None = None) -> Health:
         """Run the health check (healthy when the plugin implements none)."""
         reported: list[Health] = []
-        self.manager.hook.guiju_health_check(context=context or FakeContext(), register=reported.append)
+        await self._hook("guiju_health_check", context=context or FakeContext(), register=reported.append)
         return reported[-1] if reported else Health(True)
 
-    def installed(self, context: FakeContext | None = None) -> None:
+    async def installed(self, context: FakeContext | None = None) -> None:
         """Call the ``guiju_installed`` hook."""
-        self.manager.hook.guiju_installed(context=context or FakeContext())
+        await self._hook("guiju_installed", context=context or FakeContext())
 
-    def configuration_changed(self, previous: Mapping[str, Any], context: FakeContext | None = None) -> None:
+    async def configuration_changed(self, previous: Mapping[str, Any], context: FakeContext | None = None) -> None:
         """Call the ``guiju_configuration_changed`` hook (``context.config`` is the new configuration)."""
-        self.manager.hook.guiju_configuration_changed(context=context or FakeContext(), previous=dict(previous))
+        await self._hook("guiju_configuration_changed", context=context or FakeContext(), previous=dict(previous))
 
-    def uninstalled(self, delete_data: bool = False, context: FakeContext | None = None) -> None:
+    async def uninstalled(self, delete_data: bool = False, context: FakeContext | None = None) -> None:
         """Call the ``guiju_uninstalled`` hook."""
-        self.manager.hook.guiju_uninstalled(context=context or FakeContext(), delete_data=delete_data)
+        await self._hook("guiju_uninstalled", context=context or FakeContext(), delete_data=delete_data)
+
+    async def _hook(self, hook: str, **kwargs: Any) -> None:
+        # The host's way (a worker thread, async implementations awaited), so a hook that passes here runs there.
+        await call_hook(self.manager, self.name, hook, time_limit_seconds=LIFECYCLE_TIME_LIMIT_SECONDS, **kwargs)
