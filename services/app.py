@@ -28,6 +28,7 @@ from services.http import (
     provide_settings,
 )
 from services.marketplace import service as marketplace
+from services.marketplace.routes import CONTROLLERS as MARKETPLACE_CONTROLLERS
 from services.notifications.routes import CONTROLLERS as NOTIFICATIONS_CONTROLLERS
 from services.platform.routes import healthz, readyz
 from services.ratelimit import attempt_counter
@@ -45,11 +46,13 @@ def create_app(settings: Settings | None = None, *, embedded: bool = False) -> L
     """The ASGI app. ``embedded`` also runs the worker and the outbox relay in this process."""
     settings = settings or load_settings()
     files.configure(settings)
+    marketplace.configure(settings)
     marketplace.activate(*marketplace.load_plugins(settings))
     runtime = EmbeddedRuntime(worker_threads=settings.worker_threads, relay_interval=settings.relay_interval_seconds)
 
     @asynccontextmanager
     async def lifespan(app: Litestar) -> AsyncIterator[None]:
+        await marketplace.list_deployed_plugins()
         if embedded:
             await runtime.start()
         try:
@@ -92,6 +95,7 @@ def create_app(settings: Settings | None = None, *, embedded: bool = False) -> L
                     *RUNS_CONTROLLERS,
                     *AUTOMATION_CONTROLLERS,
                     *NOTIFICATIONS_CONTROLLERS,
+                    *MARKETPLACE_CONTROLLERS,
                 ],
             ),
             healthz,

@@ -381,5 +381,23 @@ def plugin_check(path: Path, as_json: bool) -> None:
         sys.exit(1)
 
 
+@plugin.command("rotate-secrets")
+def plugin_rotate_secrets() -> None:
+    """Re-encrypt every stored plugin secret under the first key of GUIJU_SECRETS_KEYS."""
+    from services.db import dispose_databases
+    from services.marketplace import service as marketplace
+
+    marketplace.configure(load_settings("admin"))
+
+    async def _rotate() -> int:
+        try:
+            return await marketplace.rotate_secrets()
+        finally:
+            await dispose_databases()
+
+    changed = asyncio.run(_rotate())
+    click.echo(f"{changed} secret(s) re-encrypted under the key {marketplace.keyring().current_id}")
+
+
 if __name__ == "__main__":
     main()

@@ -8,6 +8,7 @@ import time
 import uuid
 from collections.abc import AsyncGenerator
 from typing import Annotated, Any, get_args, get_origin
+from urllib.parse import quote
 
 from litestar import Request, Response
 from litestar.datastructures import Cookie
@@ -253,3 +254,9 @@ class RequestContextMiddleware:
                 )
             request_log_context.reset(ctx_token)
             request_id_var.reset(id_token)
+
+
+def content_disposition(name: str) -> str:
+    """An attachment's ``Content-Disposition``: an ASCII fallback and the UTF-8 name (RFC 6266)."""
+    fallback = "".join(c if 32 <= ord(c) < 127 and c not in '"\\' else "_" for c in name)
+    return f"attachment; filename=\"{fallback}\"; filename*=UTF-8''{quote(name, safe='')}"

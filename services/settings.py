@@ -83,6 +83,14 @@ class Settings:
     execution_retention_days: int = 90
     webhook_max_bytes: int = 256 * 1024
     webhook_allow_http_hosts: tuple[str, ...] = ()  # outbound webhooks may use plain http to these hosts
+    # "kid:base64-32-bytes" items, newest first: plugin secrets are encrypted with the first and
+    # decrypted with any (key rotation). Empty: one key derived from the secret key.
+    secrets_keys: tuple[str, ...] = ()
+    platform_admins: tuple[str, ...] = ()  # e-mail addresses of the platform's admins (plugin review)
+    plugin_circuit_failures: int = 5  # consecutive failures that open a tenant x plugin circuit
+    plugin_circuit_cooldown_seconds: int = 300
+    plugin_http_max_timeout_seconds: float = 30.0
+    plugin_allow_http_hosts: tuple[str, ...] = ()  # remote plugins may use plain http to these hosts
 
     def __post_init__(self) -> None:
         if self.execution_retention_days < MIN_EXECUTION_RETENTION_DAYS:
@@ -172,6 +180,12 @@ def load_settings(mode: Mode = "embedded") -> Settings:
         execution_retention_days=_int("EXECUTION_RETENTION_DAYS", 90),
         webhook_max_bytes=_int("WEBHOOK_MAX_BYTES", 256 * 1024),
         webhook_allow_http_hosts=_list("WEBHOOK_ALLOW_HTTP_HOSTS"),
+        secrets_keys=_list("SECRETS_KEYS"),
+        platform_admins=tuple(e.lower() for e in _list("PLATFORM_ADMINS")),
+        plugin_circuit_failures=_int("PLUGIN_CIRCUIT_FAILURES", 5),
+        plugin_circuit_cooldown_seconds=_int("PLUGIN_CIRCUIT_COOLDOWN_SECONDS", 300),
+        plugin_http_max_timeout_seconds=float(_env("PLUGIN_HTTP_MAX_TIMEOUT_SECONDS", "30") or "30"),
+        plugin_allow_http_hosts=_list("PLUGIN_ALLOW_HTTP_HOSTS"),
     )
 
 

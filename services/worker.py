@@ -10,6 +10,7 @@ from services.automation import actors as _automation_actors  # noqa: F401  (exe
 from services.automation import escalations as _escalations  # noqa: F401  (default SLA escalations)
 from services.broker import broker
 from services.mail import service as _mail  # noqa: F401  (subscribes mail delivery to the outbox)
+from services.marketplace import actors as _marketplace_actors  # noqa: F401  (submission checks)
 from services.outbox import actors as _outbox_actors  # noqa: F401
 from services.sops.runs import actors as _runs_actors  # noqa: F401  (SLA timers)
 
@@ -20,6 +21,7 @@ if os.environ.get("GUIJU_PROCESS") == "worker":  # started by `guiju worker` thr
 
     worker_settings = load_settings("production")
     configure_logging(worker_settings.log_level)
+    marketplace.configure(worker_settings)
     marketplace.activate(*marketplace.load_plugins(worker_settings))
     # Everything imported so far lives as long as the process: out of the collector's sight, it no
     # longer lengthens every full collection (pauses that land on events in flight).

@@ -7,12 +7,14 @@ fail when either is missing, so nothing joins the platform without its isolation
 
 from __future__ import annotations
 
+import uuid
 from dataclasses import dataclass, field
 from typing import Any
 
 from tenants.base import Base
 from tenants.isolation import TenantScoped
 from tests.conftest import World, deliver_events, unique_email
+from tests.plugin_support import list_remote_version, remote_action
 
 
 def tenant_scoped_models() -> list[type[Any]]:
@@ -69,7 +71,26 @@ async def seed_tenant(world: World) -> SeededTenant:
     await _seed_run(api, seeded)
     await _seed_automation(api, seeded)
     await _seed_notifications_and_webhooks(world, api, seeded)
+    await _seed_plugin(api, seeded)
     return seeded
+
+
+async def _seed_plugin(api: Any, seeded: SeededTenant) -> None:
+    """A remote plugin of the catalog, installed by this tenant alone (with a secret setting)."""
+    name = f"seed-{uuid.uuid4().hex[:8]}"
+    schema = {"type": "object", "properties": {"token": {"type": "string", "writeOnly": True}}}
+    await list_remote_version(
+        name,
+        "1.0.0",
+        endpoint="https://plugins.example.com/seed",
+        secret="seed-signing-secret",
+        actions=[remote_action("ping")],
+        settings_schema=schema,
+    )
+    installed = await api.post(f"/api/v1/plugins/{name}/install", {"scopes": [], "config": {"token": "seed-token"}})
+    assert installed.status_code == 201, installed.text
+    seeded.ids["name"] = seeded.ids["plugin"] = name
+    seeded.ids["version"] = "1.0.0"
 
 
 async def _seed_procedure(api: Any, seeded: SeededTenant) -> None:
@@ -183,6 +204,13 @@ async def _seed_notifications_and_webhooks(world: World, api: Any, seeded: Seede
     await deliver_events()
 
 
+# Routes whose path names something every tenant shares (a plugin of the catalog), not a tenant's row:
+# another tenant may read or install it too.
+SHARED_ROUTES = {
+    ("GET", "/api/v1/marketplace/plugins/{name:str}"),
+    ("POST", "/api/v1/plugins/{name:str}/install"),
+}
+
 # Bodies for writes whose validation would otherwise answer before the lookup does.
 REQUEST_BODIES: dict[tuple[str, str], dict[str, Any]] = {
     ("PATCH", "/api/v1/members/{user_id:uuid}"): {"role": "member"},
@@ -210,4 +238,8 @@ REQUEST_BODIES: dict[tuple[str, str], dict[str, Any]] = {
     ("POST", "/api/v1/runs/{run_id:uuid}/exceptions/{exception_id:int}/resolve"): {},
     ("POST", "/api/v1/runs/{run_id:uuid}/abort"): {},
     ("POST", "/api/v1/runs/{run_id:uuid}/migrate"): {"version_id": "00000000-0000-0000-0000-000000000001"},
+    ("PUT", "/api/v1/plugins/{name:str}/config"): {"values": {}},
+    ("POST", "/api/v1/plugins/{name:str}/pin"): {"pinned": True},
+    ("POST", "/api/v1/plugins/{name:str}/upgrade"): {"dry_run": True},
+    ("POST", "/api/v1/admin/plugin-versions/{plugin:str}/{version:str}/reject"): {"reason": "peek"},
 }

@@ -622,6 +622,12 @@ async def existing_member_ids(session: AsyncSession, user_ids: set[uuid.UUID]) -
     return set(await session.scalars(select(Membership.user_id).where(Membership.user_id.in_(user_ids))))
 
 
+async def member_ids_with_role(session: AsyncSession, at_least: Role) -> list[uuid.UUID]:
+    """The members of the session's tenant whose role is ``at_least`` or higher."""
+    rows = await session.execute(select(Membership.user_id, Membership.role))
+    return [user_id for user_id, role in rows if Role(role).at_least(at_least)]
+
+
 _MEMBER_LOCALES = (
     select(User.id, User.locale)
     .join(Membership, Membership.user_id == User.id)

@@ -8,17 +8,15 @@ External effects (webhooks, plugin actions) carry ``ctx.idempotency_key``.
 
 from __future__ import annotations
 
-import asyncio
 import functools
 import hashlib
 import hmac
 import ipaddress
 import json
 import os
-import socket
 import time
 import uuid
-from collections.abc import Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
@@ -27,14 +25,14 @@ from urllib.parse import urlsplit
 
 import httpx
 import msgspec
-from guiju_sdk import ActionCall, ActionFailed, registry
 from jinja2 import StrictUndefined, Template, TemplateError, Undefined
 from jinja2.sandbox import SandboxedEnvironment
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from services import expressions
+from services import expressions, netguard
 from services.accounts import service as accounts
 from services.errors import FieldProblem, ProblemError
+from services.marketplace import host as plugin_host
 from services.marketplace import service as marketplace
 from services.notifications import service as notifications
 from services.records import service as records
@@ -65,16 +63,27 @@ class ActionContext(msgspec.Struct, frozen=True, kw_only=True):
     attempt: int
 
 
+#: Work to do in the transaction that records a failed attempt (the action's own was rolled back).
+FailureFollowUp = Callable[[AsyncSession], Awaitable[None]]
+
+
 class RetryableActionError(Exception):
     """A failure that may pass (network, 5xx, 429): the executor retries with backoff."""
 
-    def __init__(self, message: str, *, retry_after: float | None = None) -> None:
+    def __init__(
+        self, message: str, *, retry_after: float | None = None, follow_up: FailureFollowUp | None = None
+    ) -> None:
         super().__init__(message)
         self.retry_after = retry_after
+        self.follow_up = follow_up
 
 
 class PermanentActionError(Exception):
     """A failure that will not pass by retrying (bad config, 4xx, a missing target): fails at once."""
+
+    def __init__(self, message: str, *, follow_up: FailureFollowUp | None = None) -> None:
+        super().__init__(message)
+        self.follow_up = follow_up
 
 
 class Wait(msgspec.Struct, frozen=True):
@@ -93,6 +102,7 @@ class ValidationEnv:
     plugin_actions: frozenset[str]  # "plugin.action"
     member_ids: frozenset[uuid.UUID]
     event_names: frozenset[str]  # names the trigger's events offer, e.g. "event.record.values.amount"
+    plugin_triggers: frozenset[str] | None = None  # "plugin.trigger"; None: not checked
 
 
 class ActionKind(Protocol):
@@ -697,66 +707,22 @@ def url_problem(url: Any, pointer: str) -> FieldProblem | None:
     return _problem(pointer, "insecure_url", "webhooks go over https")
 
 
-IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
-
-
-def address_refusal(address: IPAddress) -> str | None:
-    """Why a webhook must not connect to ``address`` (e.g. "loopback"), or None for a public address.
-
-    Outbound webhooks are configured by tenants: without this, one could reach the platform's own
-    services (the database, Redis, a cloud metadata endpoint) from inside its network.
-    """
-    if isinstance(address, ipaddress.IPv6Address):
-        embedded = address.ipv4_mapped or address.sixtofour
-        if embedded is not None:
-            address = embedded
-    for what in ("loopback", "link_local", "multicast", "unspecified", "reserved", "private"):
-        if getattr(address, f"is_{what}"):
-            return what.replace("_", "-")
-    if not address.is_global:  # shared (carrier-grade NAT) space and the like
-        return "non-public"
-    return None
-
-
-async def resolve_public(host: str, port: int) -> IPAddress:
-    """Resolve ``host`` and check every address it resolves to; the first one, to connect to.
-
-    Raises PermanentActionError when any address is not public (a name that resolves to both a
-    public and a private address is refused too), RetryableActionError when the name does not
-    resolve (DNS may be down for a while).
-    """
+async def resolve_public(host: str, port: int) -> netguard.IPAddress:
+    """The public address to send a webhook to (see :func:`services.netguard.resolve_public`)."""
     try:
-        infos = await asyncio.get_running_loop().getaddrinfo(host, port, type=socket.SOCK_STREAM)
-    except (socket.gaierror, UnicodeError) as exc:
-        raise RetryableActionError(f"webhook host {host!r} does not resolve: {exc}") from exc
-    addresses: list[IPAddress] = []
-    for _family, _type, _proto, _name, sockaddr in infos:
-        address = ipaddress.ip_address(str(sockaddr[0]).split("%", 1)[0])  # drop an IPv6 scope id
-        refused = address_refusal(address)
-        if refused is not None:
-            raise PermanentActionError(
-                f"webhook refused: {host!r} resolves to {address}, a {refused} address; webhooks only "
-                "call public addresses (allow a private host with GUIJU_WEBHOOK_ALLOW_HTTP_HOSTS)"
-            )
-        addresses.append(address)
-    if not addresses:
-        raise RetryableActionError(f"webhook host {host!r} resolves to no address")
-    return addresses[0]
+        return await netguard.resolve_public(host, port)
+    except netguard.HostRefused as exc:
+        raise PermanentActionError(
+            f"webhook refused: {exc}; webhooks only call public addresses "
+            "(allow a private host with GUIJU_WEBHOOK_ALLOW_HTTP_HOSTS)"
+        ) from exc
+    except netguard.HostUnresolved as exc:
+        raise RetryableActionError(f"webhook {exc}") from exc
 
 
-def pinned_target(url: str, address: IPAddress) -> tuple[str, dict[str, str], dict[str, Any]]:
-    """The URL to request so the connection goes to the checked ``address`` (no second DNS lookup
-    that could answer differently), with the ``Host`` header and the TLS server name of the original
-    host, so virtual hosting and certificate checks see the real name."""
-    parts = urlsplit(url)
-    host = parts.hostname or ""
-    literal = f"[{address}]" if address.version == 6 else str(address)
-    netloc = f"{literal}:{parts.port}" if parts.port else literal
-    original = host if not parts.port else f"{host}:{parts.port}"
-    if ":" in host and not host.startswith("["):
-        original = f"[{host}]" if not parts.port else f"[{host}]:{parts.port}"
-    extensions: dict[str, Any] = {"sni_hostname": host} if parts.scheme == "https" else {}
-    return parts._replace(netloc=netloc).geturl(), {"Host": original}, extensions
+address_refusal = netguard.address_refusal
+pinned_target = netguard.pinned_target
+IPAddress = netguard.IPAddress
 
 
 def sign(secret: str, body: bytes, timestamp: int) -> str:
@@ -980,31 +946,24 @@ class PluginActionKind(_Kind):
     async def act(
         self, db: AsyncSession, ctx: ActionContext, config: dict[str, Any], context: dict[str, Any]
     ) -> dict[str, Any]:
-        key = f"{config.get('plugin')}.{config.get('action')}"
-        registered = marketplace.plugin_actions().get(key)
-        if registered is None:
-            raise PermanentActionError(f"no plugin action {key!r} is installed")
-        call = ActionCall(
-            input=_jsonable(resolve(config.get("input") or {}, context)),
-            idempotency_key=ctx.idempotency_key,
-            tenant_id=str(ctx.tenant_id),
-            execution_id=str(ctx.execution_id),
-        )
-        spec = registered.spec
+        plugin, action = str(config.get("plugin")), str(config.get("action"))
         try:
-            result = await registry.call_plugin(spec.handler, call, time_limit_seconds=spec.time_limit_ms / 1000)
-        except ActionFailed as exc:
+            result = await plugin_host.call_action(
+                db,
+                ctx.tenant_id,
+                plugin,
+                action,
+                _jsonable(resolve(config.get("input") or {}, context)),
+                idempotency_key=ctx.idempotency_key,
+                execution_id=str(ctx.execution_id),
+            )
+        except plugin_host.PluginCallFailed as exc:
+            follow_up = (
+                functools.partial(plugin_host.count_failure, plugin=plugin, error=str(exc)) if exc.unhealthy else None
+            )
             if exc.retryable:
-                raise RetryableActionError(f"{key}: {exc}", retry_after=exc.retry_after) from exc
-            raise PermanentActionError(f"{key}: {exc}") from exc
-        except TimeoutError as exc:
-            raise RetryableActionError(f"{key} took longer than {spec.time_limit_ms} ms") from exc
-        except Exception as exc:  # a plugin's bug fails its action, never the worker
-            raise PermanentActionError(f"{key} failed: {type(exc).__name__}: {exc}") from exc
-        if result is None:
-            return {}
-        if not isinstance(result, dict):
-            raise PermanentActionError(f"{key} returned {type(result).__name__}, not an object")
+                raise RetryableActionError(str(exc), retry_after=exc.retry_after, follow_up=follow_up) from exc
+            raise PermanentActionError(str(exc), follow_up=follow_up) from exc
         return _jsonable(result)  # type: ignore[no-any-return]
 
 

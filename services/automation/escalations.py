@@ -24,7 +24,6 @@ from services.automation.models import DefaultEscalation
 from services.automation.schemas import AutomationIn, Description, RunEventTrigger
 from services.db import open_session
 from services.errors import NotFound, ProblemError
-from services.marketplace import service as marketplace
 from services.outbox import service as outbox
 from services.sops.definition import HUMAN_STEPS
 from services.sops.procedures import service as procedures
@@ -134,12 +133,6 @@ async def on_procedure_published(messages: list[dict[str, Any]]) -> None:
                 )
 
 
-async def plugin_catalog(db: AsyncSession) -> tuple[frozenset[str], frozenset[str]]:
-    """The plugins this process loaded and their actions, for validating automations."""
-    return marketplace.installed_plugin_names(), frozenset(marketplace.plugin_actions())
-
-
 outbox.subscribe("procedure.published", on_procedure_published)
-service.set_plugin_catalog(plugin_catalog)
 
-__all__ = ["default_automations", "install_defaults", "on_procedure_published", "plugin_catalog"]
+__all__ = ["default_automations", "install_defaults", "on_procedure_published"]

@@ -49,7 +49,7 @@ import threading
 import time
 import uuid
 import weakref
-from collections.abc import Awaitable, Callable, Iterable, Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
 from typing import Any, cast
@@ -89,6 +89,7 @@ from services.db import database, open_session
 from services.db.statements import execute_core, insert_ignoring_conflicts, one_or_raise
 from services.errors import Conflict, FieldProblem, NotFound, ProblemError, ValidationProblem
 from services.expressions import ExpressionError, compile_expression
+from services.marketplace import service as marketplace
 from services.outbox import service as outbox
 from services.records import service as records
 from services.scheduler import service as scheduler
@@ -259,24 +260,6 @@ def _context(event: Mapping[str, Any], now: datetime, today: date | None = None)
     return {"event": event, "now": now, "today": today or now.date()}
 
 
-# ---------------------------------------------------------------- plugins known to validation
-
-PluginCatalog = Callable[[AsyncSession], Awaitable[tuple[frozenset[str], frozenset[str]]]]
-
-
-async def _no_plugins(db: AsyncSession) -> tuple[frozenset[str], frozenset[str]]:
-    return frozenset(), frozenset()
-
-
-_plugin_catalog: list[PluginCatalog] = [_no_plugins]
-
-
-def set_plugin_catalog(catalog: PluginCatalog) -> None:
-    """Tell validation which plugins the session's tenant has installed and which actions they offer:
-    ``catalog(db)`` returns ``(plugin names, "plugin.action" names)``."""
-    _plugin_catalog[0] = catalog
-
-
 # ---------------------------------------------------------------- validation at save time
 
 
@@ -328,7 +311,8 @@ async def build_validation_env(
             pass  # exists, but archived or unpublished: a trigger may still name it
         procedure_ids.add(candidate)
     member_ids = await accounts.existing_member_ids(db, mentioned)
-    plugins, plugin_actions = await _plugin_catalog[0](db)
+    plugins, plugin_actions = await marketplace.tenant_catalog(db)
+    plugin_triggers = await marketplace.installed_triggers(db)
     trigger_fields = (
         collection_fields.get(trigger.collection_id, frozenset())
         if isinstance(trigger, RecordEventTrigger)
@@ -339,6 +323,7 @@ async def build_validation_env(
         collection_fields=collection_fields,
         installed_plugins=plugins,
         plugin_actions=plugin_actions,
+        plugin_triggers=plugin_triggers,
         member_ids=frozenset(member_ids),
         event_names=event_names(trigger, trigger_fields),
     )
@@ -426,6 +411,18 @@ def _trigger_problems(trigger: Trigger, env: ValidationEnv) -> list[FieldProblem
                 pointer="/trigger/plugin",
                 code="plugin_not_installed",
                 message=f"'{trigger.plugin}' is not installed",
+            )
+        )
+    elif (
+        isinstance(trigger, PluginTrigger)
+        and env.plugin_triggers is not None
+        and f"{trigger.plugin}.{trigger.trigger}" not in env.plugin_triggers
+    ):
+        problems.append(
+            FieldProblem(
+                pointer="/trigger/trigger",
+                code="unknown_plugin_trigger",
+                message=f"'{trigger.plugin}' offers no trigger '{trigger.trigger}'",
             )
         )
     return problems
@@ -983,6 +980,57 @@ for _event_type in (*RECORD_EVENTS, *RUN_EVENTS):
     outbox.subscribe(_event_type, _on_events)
 
 
+async def _on_plugin_events(messages: list[dict[str, Any]]) -> None:
+    """Events plugins emit (``plugin.<plugin>.<trigger>``) fire the automations on that trigger."""
+    for message in messages:
+        parts = str(message["type"]).split(".", 2)
+        if len(parts) != 3 or not message.get("tenant_id"):
+            continue
+        tenant_id = uuid.UUID(str(message["tenant_id"]))
+        with tenant_scope(tenant_id):
+            async with open_session(tenant_id) as db:
+                await trigger_plugin_event(
+                    db, parts[1], parts[2], dict(message.get("payload") or {}), str(message["id"])
+                )
+
+
+outbox.subscribe("plugin.*", _on_plugin_events)
+
+
+def _uses_plugin(automation: Automation, plugin: str) -> list[str]:
+    """The names (actions, and the trigger) of ``plugin`` that ``automation`` uses."""
+    names = [
+        str(a.get("action")) for a in automation.actions if a.get("kind") == "plugin" and a.get("plugin") == plugin
+    ]
+    if automation.trigger.get("type") == "plugin" and automation.trigger.get("plugin") == plugin:
+        names.append(str(automation.trigger.get("trigger")))
+    return names
+
+
+class _PluginDependents:
+    """What the marketplace asks before upgrading or uninstalling a plugin."""
+
+    async def actions_in_use(self, db: AsyncSession, plugin: str) -> dict[str, int]:
+        counts: dict[str, int] = {}
+        for automation in await db.scalars(select(Automation).where(Automation.enabled.is_(True))):
+            for name in set(_uses_plugin(automation, plugin)):
+                counts[name] = counts.get(name, 0) + 1
+        return counts
+
+    async def disable_users(self, db: AsyncSession, plugin: str, reason: str) -> int:
+        disabled = 0
+        for automation in await db.scalars(select(Automation).where(Automation.enabled.is_(True))):
+            if _uses_plugin(automation, plugin):
+                automation.enabled = False
+                automation.disabled_reason = reason
+                automation.updated_at = utcnow()
+                disabled += 1
+        return disabled
+
+
+marketplace.register_dependents(_PluginDependents())
+
+
 async def trigger_webhook(
     db: AsyncSession, automation_id: uuid.UUID, payload: dict[str, Any], headers: Mapping[str, str]
 ) -> uuid.UUID:
@@ -1262,10 +1310,18 @@ async def _outputs(db: AsyncSession, execution_id: uuid.UUID) -> list[dict[str, 
 
 
 class _Failure(Exception):
-    def __init__(self, message: str, *, permanent: bool, retry_after: float | None = None) -> None:
+    def __init__(
+        self,
+        message: str,
+        *,
+        permanent: bool,
+        retry_after: float | None = None,
+        follow_up: actions.FailureFollowUp | None = None,
+    ) -> None:
         super().__init__(message)
         self.permanent = permanent
         self.retry_after = retry_after
+        self.follow_up = follow_up
 
 
 async def run_step(tenant_id: uuid.UUID, execution_id: uuid.UUID, action_index: int | None = None) -> str:
@@ -1361,9 +1417,11 @@ async def _attempt_action(
             async with asyncio.timeout(kind.time_limit_ms / 1000):
                 return await kind.run(db, ctx, attempt.config)
     except PermanentActionError as exc:
-        raise _Failure(str(exc) or type(exc).__name__, permanent=True) from exc
+        raise _Failure(str(exc) or type(exc).__name__, permanent=True, follow_up=exc.follow_up) from exc
     except RetryableActionError as exc:
-        raise _Failure(str(exc) or type(exc).__name__, permanent=False, retry_after=exc.retry_after) from exc
+        raise _Failure(
+            str(exc) or type(exc).__name__, permanent=False, retry_after=exc.retry_after, follow_up=exc.follow_up
+        ) from exc
     except TimeoutError as exc:
         raise _Failure(f"the action ran over its time limit ({kind.time_limit_ms} ms)", permanent=False) from exc
     except ProblemError as exc:
@@ -1565,6 +1623,8 @@ async def _note_failure(
     """Record a failed attempt in ``db``'s transaction, then retry later, fail, or dead-letter the execution."""
     message = _truncate(str(failure))
     index = attempt.index
+    if failure.follow_up is not None:
+        await failure.follow_up(db)
     if failure.permanent:
         status = "failed"
     elif attempt.attempt >= max_attempts():

@@ -4,6 +4,7 @@ from services.accounts import models as accounts_models
 from services.audit import models as audit_models
 from services.automation import models as automation_models
 from services.files import models as files_models
+from services.marketplace import models as marketplace_models
 from services.notifications import models as notifications_models
 from services.outbox import models as outbox_models
 from services.records import models as records_models
@@ -22,6 +23,7 @@ __all__ = [
     "automation_models",
     "calendar_models",
     "files_models",
+    "marketplace_models",
     "metadata",
     "notifications_models",
     "outbox_models",

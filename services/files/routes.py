@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import uuid
 from typing import Any
-from urllib.parse import quote
 
 from litestar import Controller, Request, Response, get, post
 from litestar.datastructures import UploadFile
@@ -17,6 +16,7 @@ from services.accounts.service import Principal
 from services.errors import FieldProblem, ValidationProblem
 from services.files import service
 from services.files.schemas import StoredFileOut
+from services.http import content_disposition
 from tenants.models import Role
 
 # Room for the multipart envelope (boundaries, part headers) around the file itself.
@@ -40,11 +40,6 @@ def _limit_body(request: Request[Any, Any, Any], limit: int) -> None:
         return message
 
     request.receive = counting_receive
-
-
-def content_disposition(name: str) -> str:
-    fallback = "".join(c if 32 <= ord(c) < 127 and c not in '"\\' else "_" for c in name)
-    return f"attachment; filename=\"{fallback}\"; filename*=UTF-8''{quote(name, safe='')}"
 
 
 class FilesController(Controller):

@@ -145,7 +145,10 @@ def event_message(row: Any) -> dict[str, Any]:
 
 def subscribe(event_type: str, handler: EventHandler) -> None:
     """Have ``handler`` called (in a worker) with the events of ``event_type`` (and of every other
-    type it subscribed to) that arrive together: a list of messages, in order, of any tenants."""
+    type it subscribed to) that arrive together: a list of messages, in order, of any tenants.
+
+    A type ending in ``.*`` names every type that starts with what precedes the ``*``
+    (``plugin.*``: the events plugins emit, whatever their names)."""
     for subscribed, types in _subscriptions:
         if subscribed is handler:
             types.add(event_type)
@@ -153,11 +156,15 @@ def subscribe(event_type: str, handler: EventHandler) -> None:
     _subscriptions.append((handler, {event_type}))
 
 
+def _subscribed(event_type: str, types: set[str]) -> bool:
+    return event_type in types or any(t.endswith(".*") and event_type.startswith(t[:-1]) for t in types)
+
+
 async def dispatch(messages: list[dict[str, Any]]) -> int:
     """Hand each handler the messages of its types (in subscription order); returns how many ran."""
     ran = 0
     for handler, types in list(_subscriptions):
-        wanted = [m for m in messages if m["type"] in types]
+        wanted = [m for m in messages if _subscribed(str(m["type"]), types)]
         if wanted:
             await handler(wanted)
             ran += 1

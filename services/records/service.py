@@ -1148,6 +1148,37 @@ def parse_sort(defs: dict[str, FieldDef], spec: str | None) -> Sort:
     return Sort(key, descending)
 
 
+async def find_records(
+    db: AsyncSession, collection_key: str, where: Mapping[str, Any], *, limit: int = DEFAULT_PAGE
+) -> list[tuple[uuid.UUID, dict[str, Any]]]:
+    """Live records of the collection ``collection_key`` whose values equal ``where``'s, newest first,
+    as (id, visible values); an unknown collection is 404, an unknown field or unfit value 422."""
+    found = await db.scalar(select(Collection).where(Collection.key == collection_key))
+    if found is None:
+        raise NotFound(f"No collection '{collection_key}'.", code="collection_not_found")
+    defs = _stored_defs(found)
+    live = {d.key: d for d in defs if not d.removed}
+    clauses: list[ColumnElement[bool]] = [Record.collection_id == found.id, Record.deleted_at.is_(None)]
+    problems: list[FieldProblem] = []
+    for key, value in where.items():
+        pointer = f"/where/{key}"
+        fd = live.get(key)
+        if fd is None:
+            problems.append(FieldProblem(pointer=pointer, code="unknown_field", message=f"no field '{key}'"))
+            continue
+        text = value if isinstance(value, str) else json.dumps(value)
+        try:
+            clauses.append(filter_clause(fd, Filter(key, "eq", text), pointer))
+        except FieldValueError as exc:
+            problems.append(FieldProblem(pointer=pointer, code=exc.code, message=str(exc)))
+    if problems:
+        raise ValidationProblem("The record query is not valid.", code="invalid_query", errors=problems)
+    rows = await db.scalars(
+        select(Record).where(*clauses).order_by(Record.created_at.desc(), Record.id.desc()).limit(max(1, limit))
+    )
+    return [(row.id, visible_values(defs, row.values)) for row in rows]
+
+
 async def list_records(
     db: AsyncSession,
     principal: Principal,

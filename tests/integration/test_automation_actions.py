@@ -466,7 +466,7 @@ def test_plugin() -> Iterator[list[ActionCall]]:
     def guiju_plugin_info(register: Any) -> None:
         register(
             PluginInfo(
-                name="erp", version="1.0.0", publisher="Acme", summary_en="ERP", summary_zh="ERP", api_range=">=1.1"
+                name="erp", version="1.0.0", publisher="Acme", summary_en="ERP", summary_zh="ERP", api_range=">=1.2"
             )
         )
 
@@ -501,9 +501,11 @@ def test_plugin() -> Iterator[list[ActionCall]]:
 
 
 async def test_plugin_action_runs_with_the_idempotency_key(world: World, test_plugin: list[ActionCall]) -> None:
-    _api, body = await world.signup()
+    api, body = await world.signup()
     tenant_id = body["tenant"]["id"]
     assert set(marketplace.plugin_actions()) == {"erp.push_order"}
+    await marketplace.list_deployed_plugins()
+    assert (await api.post("/api/v1/plugins/erp/install", {"scopes": []})).status_code == 201
     ctx = _ctx(tenant_id, {"id": "e", "type": "t", "code": "A-1"})
     output = await _run(
         tenant_id, "plugin", {"plugin": "erp", "action": "push_order", "input": {"code": "=event.code"}}, ctx

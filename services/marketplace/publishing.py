@@ -1,0 +1,369 @@
+"""Publishing: publishers submit plugin versions, automated checks run, platform admins review.
+
+A publisher is a workspace with the publisher flag (granted by a platform admin). It submits either
+a remote plugin's manifest (its endpoint; checked at once, and given the key its requests are
+signed with) or an in-process plugin's source distribution (``uv build --sdist``), which a worker
+checks with ``guiju plugin check`` (the plugin's code runs there, never in the API). Versions that
+pass wait for a platform admin, who approves them (listed; tenants on older versions see the
+upgrade) or rejects them with a reason.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import io
+import logging
+import secrets
+import tarfile
+import tempfile
+import tomllib
+import uuid
+from collections.abc import Mapping
+from pathlib import Path, PurePosixPath
+from typing import Any
+
+from guiju_sdk import manifest
+from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from services.accounts import service as accounts
+from services.accounts.service import Principal
+from services.audit import service as audit
+from services.db import open_session
+from services.errors import Conflict, FieldProblem, Forbidden, NotFound, ValidationProblem
+from services.files import service as files
+from services.marketplace import checks, service
+from services.marketplace.models import PluginListing, PluginPublisher, PluginVersion
+from services.outbox import service as outbox
+from tenants.base import utcnow
+from tenants.context import system_scope, tenant_scope
+from tenants.models import Role
+
+log = logging.getLogger("guiju.plugins")
+SUBMITTED = "marketplace.version_submitted"
+MAX_SOURCE_BYTES = 20 * 1024 * 1024
+
+
+def _problem(pointer: str, code: str, message: str) -> FieldProblem:
+    return FieldProblem(pointer=pointer, code=code, message=message)
+
+
+# ---------------------------------------------------------------- who may do what
+
+
+async def require_platform_admin(db: AsyncSession, principal: Principal) -> None:
+    """Platform admins are named by e-mail in settings; to anyone else the admin API does not exist."""
+    user = await accounts.get_user(db, principal.user_id)
+    if user.email.lower() not in service.settings().platform_admins:
+        raise NotFound("Not found.", code="not_found")
+
+
+async def grant_publisher(db: AsyncSession, principal: Principal, tenant_id: uuid.UUID, name: str) -> PluginPublisher:
+    """Give a workspace the publisher flag, under the public ``name`` its listings show."""
+    await require_platform_admin(db, principal)
+    clean = name.strip()
+    if not clean or len(clean) > 200:
+        raise ValidationProblem(
+            "A publisher needs a name.", errors=[_problem("/name", "required", "1 to 200 characters")]
+        )
+    taken = await db.scalar(select(PluginPublisher).where(PluginPublisher.name == clean))
+    existing = await db.get(PluginPublisher, tenant_id)
+    if taken is not None and taken.publisher_tenant_id != tenant_id:
+        raise Conflict(f"The publisher name {clean!r} is taken.", code="publisher_name_taken")
+    if existing is None:
+        existing = PluginPublisher(publisher_tenant_id=tenant_id, name=clean)
+        db.add(existing)
+    existing.name = clean
+    await db.flush()
+    return existing
+
+
+async def _publisher(db: AsyncSession, principal: Principal) -> PluginPublisher:
+    tenant_id = principal.require_role(Role.ADMIN)
+    publisher = await db.get(PluginPublisher, tenant_id)
+    if publisher is None:
+        raise Forbidden("This workspace is not a publisher: ask the platform for the flag.", code="not_a_publisher")
+    return publisher
+
+
+async def _claim(db: AsyncSession, publisher: PluginPublisher, name: str, version: str, category: str) -> None:
+    """Create the listing (or check it is this publisher's) and refuse a version already submitted."""
+    listing = await db.get(PluginListing, name)
+    if listing is None:
+        db.add(
+            PluginListing(
+                name=name,
+                publisher=publisher.name,
+                publisher_tenant_id=publisher.publisher_tenant_id,
+                category=category,
+            )
+        )
+        await db.flush()
+    elif listing.publisher_tenant_id != publisher.publisher_tenant_id:
+        raise Conflict(f"The plugin name {name!r} belongs to another publisher.", code="plugin_name_taken")
+    else:
+        listing.category = category
+    if await db.get(PluginVersion, (name, version)) is not None:
+        raise Conflict(f"{name} {version} was submitted already: submit a new version.", code="version_exists")
+
+
+def _manifest_problems(document: Mapping[str, Any]) -> list[FieldProblem]:
+    found: list[FieldProblem] = []
+    for message in manifest.manifest_problems(document):
+        pointer, _, text = message.partition(": ")
+        found.append(
+            _problem(
+                f"/manifest{pointer}" if pointer.startswith("/") else "/manifest", "invalid_manifest", text or message
+            )
+        )
+    return found
+
+
+# ---------------------------------------------------------------- submitting
+
+
+async def submit_remote(db: AsyncSession, principal: Principal, document: dict[str, Any]) -> tuple[PluginVersion, str]:
+    """Submit a remote plugin's version; returns it (pending review) and the signing key, which is
+    shown this once: the plugin's service verifies every request of ours with it."""
+    publisher = await _publisher(db, principal)
+    problems = _manifest_problems(document)
+    if document.get("kind") != "remote":
+        problems.append(_problem("/manifest/kind", "invalid_manifest", 'a manifest submitted alone is "remote"'))
+    endpoint = str(document.get("endpoint") or "")
+    host = endpoint.split("://", 1)[-1].split("/", 1)[0].split(":", 1)[0].lower()
+    if endpoint.startswith("http://") and host not in service.settings().plugin_allow_http_hosts:
+        problems.append(_problem("/manifest/endpoint", "insecure_endpoint", "remote plugins are reached over https"))
+    if problems:
+        raise ValidationProblem("The manifest is not valid.", code="invalid_manifest", errors=problems)
+    name, version = str(document["name"]), str(document["version"])
+    await _claim(db, publisher, name, version, str(document.get("category", "other")))
+    signing_key = secrets.token_urlsafe(32)
+    row = PluginVersion(
+        plugin=name,
+        version=version,
+        kind="remote",
+        manifest={**document, "publisher": publisher.name},
+        endpoint=endpoint,
+        signing_secret=service.keyring().encrypt(signing_key, service.platform_secret_context(name, version)),
+        status="pending",
+        check_report={"ok": True, "checks": [{"name": "manifest", "ok": True, "details": []}]},
+        submitted_by=principal.user_id,
+    )
+    db.add(row)
+    await db.flush()
+    await _audit(db, principal, "marketplace.version_submitted", row)
+    return row, signing_key
+
+
+def _pyproject_of(archive: tarfile.TarFile) -> tuple[str, str]:
+    """The plugin's name (its ``guiju`` entry point) and version, read from the sdist's pyproject."""
+    members = [m for m in archive.getmembers() if PurePosixPath(m.name).name == "pyproject.toml"]
+    top = min(members, key=lambda m: len(PurePosixPath(m.name).parts), default=None)
+    extracted = archive.extractfile(top) if top is not None else None
+    if extracted is None:
+        raise ValueError("the archive holds no pyproject.toml")
+    project = tomllib.loads(extracted.read().decode()).get("project") or {}
+    group = (project.get("entry-points") or {}).get("guiju") or {}
+    if len(group) != 1:
+        raise ValueError("pyproject.toml must declare exactly one entry point in the group 'guiju'")
+    return str(next(iter(group))), str(project.get("version") or "")
+
+
+async def submit_source(db: AsyncSession, principal: Principal, filename: str, data: bytes) -> PluginVersion:
+    """Submit an in-process plugin's source distribution; a worker runs the checks."""
+    publisher = await _publisher(db, principal)
+    if not filename.endswith(".tar.gz"):
+        raise ValidationProblem(
+            "Submit the plugin's source distribution (.tar.gz), as `uv build --sdist` makes it.",
+            code="invalid_source",
+            errors=[_problem("/file", "invalid_source", "a .tar.gz source distribution")],
+        )
+    if len(data) > MAX_SOURCE_BYTES:
+        raise ValidationProblem(
+            "The source is too large.",
+            code="invalid_source",
+            errors=[_problem("/file", "too_large", f"at most {MAX_SOURCE_BYTES} bytes")],
+        )
+    try:
+        with tarfile.open(fileobj=io.BytesIO(data), mode="r:gz") as archive:
+            name, version = _pyproject_of(archive)
+    except (tarfile.TarError, OSError, ValueError, tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+        raise ValidationProblem(
+            "The source distribution cannot be read.",
+            code="invalid_source",
+            errors=[_problem("/file", "invalid_source", str(exc))],
+        ) from exc
+    problems = [p for p in (manifest.plugin_name_problem(name),) if p]
+    if problems or not version:
+        raise ValidationProblem(
+            "The source distribution does not name the plugin or its version.",
+            code="invalid_source",
+            errors=[_problem("/file", "invalid_source", p) for p in problems or ["pyproject.toml has no version"]],
+        )
+    await _claim(db, publisher, name, version, "other")
+    stored = await files.save_file(
+        db,
+        tenant_id=publisher.publisher_tenant_id,
+        name=filename,
+        content_type="application/gzip",
+        data=data,
+        uploaded_by=principal.user_id,
+    )
+    row = PluginVersion(
+        plugin=name,
+        version=version,
+        kind="python",
+        manifest={"name": name, "version": version, "publisher": publisher.name},
+        source_file_id=stored.id,
+        source_sha256=hashlib.sha256(data).hexdigest(),
+        status="checking",
+        submitted_by=principal.user_id,
+    )
+    db.add(row)
+    await db.flush()
+    await _audit(db, principal, "marketplace.version_submitted", row)
+    await outbox.emit(db, SUBMITTED, {"plugin": name, "version": version})
+    return row
+
+
+async def _audit(db: AsyncSession, principal: Principal, action: str, row: PluginVersion) -> None:
+    await audit.record_change(
+        db,
+        actor_id=principal.user_id,
+        action=action,
+        subject_type="plugin_version",
+        subject_id=f"{row.plugin}@{row.version}",
+        after={"plugin": row.plugin, "version": row.version, "status": row.status},
+    )
+
+
+async def list_submissions(db: AsyncSession, principal: Principal) -> list[PluginVersion]:
+    """The publisher's versions, newest first, with their checks and reviews."""
+    publisher = await _publisher(db, principal)
+    names = select(PluginListing.name).where(PluginListing.publisher_tenant_id == publisher.publisher_tenant_id)
+    rows = await db.scalars(select(PluginVersion).where(PluginVersion.plugin.in_(names)))
+    return sorted(rows, key=lambda r: r.submitted_at, reverse=True)
+
+
+# ---------------------------------------------------------------- the checks, in a worker
+
+
+def _unpack(data: bytes, into: Path) -> Path:
+    """Extract an sdist safely (no absolute paths, links out, devices) and return its project root."""
+    with tarfile.open(fileobj=io.BytesIO(data), mode="r:gz") as archive:
+        archive.extractall(into, filter="data")
+    roots = sorted(into.rglob("pyproject.toml"), key=lambda p: len(p.parts))
+    if not roots:
+        raise ValueError("the archive holds no pyproject.toml")
+    return roots[0].parent
+
+
+async def run_submission_checks(plugin: str, version: str) -> str | None:
+    """Check a submitted source distribution; its new status (None when there was nothing to do)."""
+    with system_scope():
+        async with open_session(system=True) as db:
+            row = await db.get(PluginVersion, (plugin, version))
+            listing = await db.get(PluginListing, plugin)
+            if row is None or row.status != "checking" or row.source_file_id is None or listing is None:
+                return None
+            publisher_id, file_id = listing.publisher_tenant_id, row.source_file_id
+    assert publisher_id is not None
+    with tenant_scope(publisher_id):
+        async with open_session(publisher_id) as db:
+            _meta, data = await files.open_file_bytes(db, file_id)
+    with tempfile.TemporaryDirectory(prefix="guiju-submission-") as scratch:
+        try:
+            root = _unpack(data, Path(scratch))
+        except (tarfile.TarError, OSError, ValueError) as exc:
+            report: dict[str, Any] = {"ok": False, "checks": [{"name": "manifest", "ok": False, "details": [str(exc)]}]}
+            probed = None
+        else:
+            result = await asyncio.to_thread(checks.run_checks, root)
+            report, probed = result.as_dict(), result.manifest
+    if probed is not None and (probed.get("name"), probed.get("version")) != (plugin, version):
+        report["ok"] = False
+        report["checks"].append(
+            {
+                "name": "manifest",
+                "ok": False,
+                "details": [
+                    f"the plugin registers {probed.get('name')} {probed.get('version')}, the distribution says "
+                    f"{plugin} {version}: make them the same"
+                ],
+            }
+        )
+    with system_scope():
+        async with open_session(system=True) as db:
+            row = await db.get(PluginVersion, (plugin, version))
+            if row is None or row.status != "checking":
+                return None
+            row.check_report = report
+            if probed is not None:
+                row.manifest = probed
+            if report["ok"]:
+                row.status = "pending"
+            else:
+                row.status, row.review_reason = "rejected", "the automated checks failed (see the report)"
+            listing = await db.get(PluginListing, plugin)
+            if listing is not None and probed is not None:
+                listing.category = str(probed.get("category", listing.category))
+            return row.status
+
+
+async def _on_submitted(messages: list[dict[str, Any]]) -> None:
+    from services.marketplace import actors  # the actor module imports this one
+
+    for message in messages:
+        payload = message.get("payload") or {}
+        actors.check_submission.send(str(payload["plugin"]), str(payload["version"]))
+
+
+outbox.subscribe(SUBMITTED, _on_submitted)
+
+
+# ---------------------------------------------------------------- review
+
+
+async def list_for_review(
+    db: AsyncSession, principal: Principal, status: str | None = "pending"
+) -> list[PluginVersion]:
+    await require_platform_admin(db, principal)
+    statement = select(PluginVersion).order_by(PluginVersion.submitted_at)
+    if status:
+        statement = statement.where(PluginVersion.status == status)
+    return list(await db.scalars(statement))
+
+
+async def review(
+    db: AsyncSession, principal: Principal, plugin: str, version: str, *, approve: bool, reason: str = ""
+) -> PluginVersion:
+    """Approve a version that passed its checks, or reject it with a reason the publisher sees."""
+    await require_platform_admin(db, principal)
+    row = await db.get(PluginVersion, (plugin, version), with_for_update=True)
+    if row is None:
+        raise NotFound(f"No version {version} of {plugin}.", code="plugin_version_not_found")
+    if row.status != "pending":
+        raise Conflict(f"{plugin} {version} is {row.status}, not awaiting review.", code="not_pending")
+    if not approve and not reason.strip():
+        raise ValidationProblem(
+            "Say why the version is rejected.", errors=[_problem("/reason", "required", "the publisher reads it")]
+        )
+    row.status = "approved" if approve else "rejected"
+    row.review_reason = reason.strip() or None
+    row.reviewed_by, row.reviewed_at = principal.user_id, utcnow()
+    log.info("plugin version reviewed", extra={"plugin": plugin, "version": version, "status": row.status})
+    return row
+
+
+async def source_of(db: AsyncSession, principal: Principal, plugin: str, version: str) -> tuple[str, bytes]:
+    """A submitted source distribution, for the operator to review or deploy."""
+    await require_platform_admin(db, principal)
+    row = await db.get(PluginVersion, (plugin, version))
+    listing = await db.get(PluginListing, plugin)
+    if row is None or row.source_file_id is None or listing is None or listing.publisher_tenant_id is None:
+        raise NotFound(f"{plugin} {version} has no source distribution.", code="plugin_version_not_found")
+    with tenant_scope(listing.publisher_tenant_id):
+        async with open_session(listing.publisher_tenant_id) as publisher_db:
+            meta, data = await files.open_file_bytes(publisher_db, row.source_file_id)
+    return meta.name, data
