@@ -44,8 +44,10 @@ def plugin_module(
     settings_schema: dict[str, Any] | None = None,
     hooks: Mapping[str, Callable[..., Any]] | None = None,
     triggers: tuple[str, ...] = (),
+    polls: Mapping[str, Callable[..., Any]] | None = None,
 ) -> types.ModuleType:
-    """A plugin module registering ``actions`` (name → handler), ``triggers`` and the given hooks."""
+    """A plugin module registering ``actions`` (name → handler), ``triggers`` (fired by its events),
+    ``polls`` (trigger name → poll function, polled every 60 s) and the given hooks."""
     module = types.ModuleType(f"guiju_test_plugin_{name.replace('-', '_')}_{version.replace('.', '_')}")
 
     @hookimpl
@@ -72,6 +74,8 @@ def plugin_module(
     def guiju_triggers(register: Any) -> None:
         for trigger in triggers:
             register(trigger, labels={"zh-CN": trigger, "en": trigger})
+        for trigger, poll in (polls or {}).items():
+            register(trigger, labels={"zh-CN": trigger, "en": trigger}, poll=poll, poll_seconds=60)
 
     module.guiju_plugin_info = guiju_plugin_info  # type: ignore[attr-defined]
     module.guiju_actions = guiju_actions  # type: ignore[attr-defined]

@@ -120,6 +120,7 @@ TRIGGER_TYPES = ("record_event", "run_event", "schedule", "webhook", "plugin")
 TERMINAL = frozenset({"succeeded", "failed", "dead"})
 
 CRON_TIMER = "automation.cron"
+PLUGIN_POLL_TIMER = "automation.plugin_poll"
 RESUME_TIMER = "automation.resume"
 MAINTENANCE_TIMER = "automation.maintenance"
 MAINTENANCE_KEY = "automation:maintenance"
@@ -676,6 +677,8 @@ async def _arm_timers(db: AsyncSession, automation: Automation) -> None:
             await scheduler.cancel(db, key)
     else:
         await scheduler.cancel(db, key)
+    if automation.enabled and isinstance(trigger, PluginTrigger):
+        await _arm_plugin_poll(db, trigger.plugin, trigger.trigger)
     await scheduler.schedule(
         db, kind=MAINTENANCE_TIMER, key=MAINTENANCE_KEY, due_at=utcnow() + MAINTENANCE_INTERVAL, payload={}
     )
@@ -713,6 +716,39 @@ async def fire_cron(db: AsyncSession, timer: scheduler.DueTimer, now: datetime |
             }
             await _new_execution(db, automation, event_id, event, now)
     return next_fire(trigger, now, cal)
+
+
+async def _arm_plugin_poll(db: AsyncSession, plugin: str, trigger: str) -> None:
+    """A polled plugin trigger gets one timer per workspace (however many automations use it)."""
+    seconds = marketplace.poll_seconds(plugin, trigger)
+    if seconds is None:
+        return  # fired by the plugin's own events, not polled
+    key = f"plugin-poll:{plugin}.{trigger}"
+    if await scheduler.get_timer(db, key) is None:
+        await scheduler.schedule(
+            db,
+            kind=PLUGIN_POLL_TIMER,
+            key=key,
+            due_at=utcnow() + timedelta(seconds=seconds),
+            payload={"plugin": plugin, "trigger": trigger, "poll_seconds": seconds},
+        )
+
+
+async def fire_plugin_poll(db: AsyncSession, timer: scheduler.DueTimer, now: datetime | None = None) -> datetime | None:
+    """The ``automation.plugin_poll`` timer handler: ask a worker to poll the plugin (its code runs
+    only there) while an enabled automation of the workspace uses the trigger; returns the next poll."""
+    now = now or timer.now or utcnow()
+    plugin, trigger = str(timer.payload["plugin"]), str(timer.payload["trigger"])
+    used = any(
+        a.trigger.get("plugin") == plugin and a.trigger.get("trigger") == trigger
+        for a in await db.scalars(
+            select(Automation).where(Automation.trigger_type == "plugin", Automation.enabled.is_(True))
+        )
+    )
+    if not used:
+        return None
+    await outbox.emit(db, marketplace.POLL_DUE, {"plugin": plugin, "trigger": trigger})
+    return now + timedelta(seconds=int(timer.payload["poll_seconds"]))
 
 
 # ---------------------------------------------------------------- matching and creating executions
@@ -1758,6 +1794,7 @@ async def maintain(db: AsyncSession, timer: scheduler.DueTimer) -> datetime | No
 
 
 scheduler.register_timer_handler(CRON_TIMER, fire_cron)
+scheduler.register_timer_handler(PLUGIN_POLL_TIMER, fire_plugin_poll)
 scheduler.register_timer_handler(RESUME_TIMER, resume_waiting)
 scheduler.register_timer_handler(MAINTENANCE_TIMER, maintain)
 

@@ -499,15 +499,47 @@ async def run_lifecycle_hook(db: AsyncSession, message: Mapping[str, Any]) -> No
             installation.last_error = f"{hook}: {type(exc).__name__}: {exc}"[:MAX_ERROR_KEPT]
 
 
-async def _on_lifecycle_events(messages: list[dict[str, Any]]) -> None:
+# ---------------------------------------------------------------- polled triggers
+
+MAX_POLLED_EVENTS = 500
+
+
+async def poll_trigger(db: AsyncSession, plugin: str, trigger: str) -> int:
+    """Poll a plugin's trigger for ``db``'s workspace; each object it returns is emitted as the
+    event ``plugin.<plugin>.<trigger>`` (the automations on that trigger run from it). How many."""
+    installation = await db.scalar(select(PluginInstallation).where(PluginInstallation.plugin == plugin))
+    loaded = service.loaded_plugin(plugin)
+    spec = loaded[1].triggers.get(trigger) if loaded else None
+    if installation is None or not installation.enabled or spec is None or spec.poll is None:
+        return 0
+    version = await db.get(PluginVersion, (plugin, installation.version))
+    if version is None or not service.version_available(version):
+        return 0
+    context = HostContext(db, installation, frozenset(service.manifest_scopes(version.manifest)))
+    try:
+        found = await registry.call_plugin(spec.poll, context, time_limit_seconds=registry.LIFECYCLE_TIME_LIMIT_SECONDS)
+    except Exception as exc:  # shown to the workspace's admin; the next poll tries again
+        installation.last_error = f"polling {trigger}: {type(exc).__name__}: {exc}"[:MAX_ERROR_KEPT]
+        return 0
+    events = [e for e in (found or []) if isinstance(e, dict)][:MAX_POLLED_EVENTS]
+    for payload in events:
+        await outbox.emit(db, f"plugin.{plugin}.{trigger}", payload)
+    return len(events)
+
+
+async def _on_marketplace_events(messages: list[dict[str, Any]]) -> None:
     for message in messages:
         if not message.get("tenant_id"):
             continue
         tenant_id = uuid.UUID(str(message["tenant_id"]))
         with tenant_scope(tenant_id):
             async with open_session(tenant_id) as db:
-                await run_lifecycle_hook(db, message)
+                if message["type"] == service.POLL_DUE:
+                    payload = message.get("payload") or {}
+                    await poll_trigger(db, str(payload.get("plugin")), str(payload.get("trigger")))
+                else:
+                    await run_lifecycle_hook(db, message)
 
 
-for _event_type in (*_LIFECYCLE_HOOKS, service.HEALTH_REQUESTED):
-    outbox.subscribe(_event_type, _on_lifecycle_events)
+for _event_type in (*_LIFECYCLE_HOOKS, service.HEALTH_REQUESTED, service.POLL_DUE):
+    outbox.subscribe(_event_type, _on_marketplace_events)

@@ -115,6 +115,8 @@ def load_plugins(
                     )
             except ValueError as exc:
                 reason = f"malformed api_range: {exc}"
+            if not reason:
+                reason = _manifest_refusal(ep.name, info, manager, plugin)
         if reason:
             manager.unregister(plugin)
             log.warning("plugin refused", extra={"plugin": ep.name, "reason": reason})
@@ -122,6 +124,14 @@ def load_plugins(
         else:
             report.append(LoadedPlugin(ep.name, info, True))
     return manager, report
+
+
+def _manifest_refusal(entry_point: str, info: PluginInfo, manager: pluggy.PluginManager, plugin: object) -> str:
+    """Why the manifest a plugin registers cannot be listed ("" when it can)."""
+    if info.name != entry_point:
+        return f"its manifest names it {info.name!r}, the entry point is called {entry_point!r}: make them the same"
+    problems = manifest.manifest_problems(manifest.manifest_from_plugin(info, registry.collect(manager, plugin)))
+    return f"invalid manifest: {'; '.join(problems)}" if problems else ""
 
 
 # ---------------------------------------------------------------- the loaded plugins (this process)
@@ -199,6 +209,13 @@ def loaded_plugin(name: str) -> tuple[PluginInfo, registry.Registrations] | None
     """The manifest and registrations of a plugin loaded in this process."""
     info = _active.infos.get(name)
     return (info, _active.registrations[name]) if info is not None else None
+
+
+def poll_seconds(plugin: str, trigger: str) -> int | None:
+    """How often the host polls a loaded plugin's trigger; None when the trigger is not polled."""
+    registered = _active.registrations.get(plugin)
+    spec = registered.triggers.get(trigger) if registered else None
+    return spec.poll_seconds if spec is not None and spec.poll is not None else None
 
 
 def plugin_manager() -> pluggy.PluginManager | None:
@@ -415,6 +432,7 @@ async def get_listing(db: AsyncSession, principal: Principal, name: str) -> List
 
 MASK = "********"
 HEALTH_REQUESTED = "marketplace.health_requested"
+POLL_DUE = "marketplace.poll_due"  # a polled trigger's turn, for one workspace
 
 
 def _problem(pointer: str, code: str, message: str) -> FieldProblem:

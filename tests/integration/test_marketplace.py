@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import dataclasses
 import uuid
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
@@ -17,6 +18,7 @@ from services.db import open_session
 from services.marketplace import host
 from services.marketplace import service as marketplace
 from services.marketplace.models import PluginInstallation
+from services.scheduler import service as scheduler
 from tests.conftest import World, deliver_events
 from tests.integration.test_automation_actions import _ctx, _run
 from tests.integration.test_automations import run_automations
@@ -567,3 +569,33 @@ async def test_health_checks_run_in_the_worker_for_in_process_and_remote_plugins
             assert server.refused == []
         finally:
             marketplace.configure(world.settings)
+
+
+async def test_polled_triggers_run_in_the_worker_on_the_schedulers_timer(world: World) -> None:
+    api, body = await world.signup()
+    orders = await _orders(api)
+    polled: list[str] = []
+
+    async def new_payments(context: Any) -> list[dict[str, Any]]:
+        polled.append(context.tenant_id)
+        return [{"code": "P-1"}, {"code": "P-2"}]
+
+    with deployed(plugin_module("bank", polls={"payment_received": new_payments})):
+        await marketplace.list_deployed_plugins()
+        assert (await api.post("/api/v1/plugins/bank/install", {"scopes": []})).status_code == 201
+        automation = {
+            "name": "Log payments",
+            "trigger": {"type": "plugin", "plugin": "bank", "trigger": "payment_received"},
+            "actions": [
+                {"kind": "create_record", "collection_id": orders["id"], "values": {"code": "=event.payload.code"}}
+            ],
+        }
+        assert (await api.post("/api/v1/automations", automation)).status_code == 201
+        assert polled == []
+        await scheduler.fire_due(datetime.now(UTC) + timedelta(seconds=61))
+        await run_automations()
+        assert polled == [body["tenant"]["id"]]
+    codes = sorted(
+        r["values"]["code"] for r in (await api.get(f"/api/v1/collections/{orders['id']}/records")).json()["items"]
+    )
+    assert codes == ["P-1", "P-2"]

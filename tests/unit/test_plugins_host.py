@@ -25,7 +25,9 @@ def test_api_ranges() -> None:
         api_version_supported(" ")
 
 
-def _module(name: str, api_range: str | None = ">=1.0,<2.0", extra: dict[str, object] | None = None) -> str:
+def _module(
+    name: str, api_range: str | None = ">=1.0,<2.0", extra: dict[str, object] | None = None, summary_zh: str = "测试"
+) -> str:
     module = types.ModuleType(name)
 
     if api_range is not None:
@@ -34,11 +36,11 @@ def _module(name: str, api_range: str | None = ">=1.0,<2.0", extra: dict[str, ob
         def guiju_plugin_info(register: object) -> None:
             register(
                 PluginInfo(
-                    name=name,
+                    name=name.removeprefix("plug_").replace("_", "-"),  # the entry point's name
                     version="1.2.3",
                     publisher="Acme",
                     summary_en="Test",
-                    summary_zh="测试",  # type: ignore[operator]
+                    summary_zh=summary_zh,
                     api_range=api_range,
                 )
             )
@@ -66,6 +68,8 @@ def test_loading_accepts_compatible_and_refuses_the_rest_with_reasons() -> None:
         _ep("unknownhook", _module("plug_unknownhook", extra={"guiju_unknown_hook": guiju_unknown_hook})),
         _ep("broken", "plug_does_not_exist"),
         _ep("denied", _module("plug_denied")),
+        _ep("renamed", _module("plug_other")),
+        _ep("untranslated", _module("plug_untranslated", summary_zh="")),
     ]
     manager, report = load_plugins(Settings(plugins_deny=("denied",)), eps=eps)
     by_name = {r.name: r for r in report}
@@ -76,6 +80,8 @@ def test_loading_accepts_compatible_and_refuses_the_rest_with_reasons() -> None:
     assert "failed to import" in by_name["broken"].reason
     assert "GUIJU_PLUGINS_DENY" in by_name["denied"].reason
     assert not any(r.loaded for r in report if r.name != "good")
+    assert "the entry point is called" in by_name["renamed"].reason
+    assert "/summary/zh-CN" in by_name["untranslated"].reason
     assert [name for name, _ in manager.list_name_plugin()] == ["good"]
 
 
