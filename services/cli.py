@@ -335,6 +335,8 @@ def plugin_list() -> None:
         version = item.info.version if item.info else "?"
         state = "loaded" if item.loaded else f"refused: {item.reason}"
         click.echo(f"{item.name}\t{version}\t{state}")
+        for message in item.deprecations:
+            click.echo(f"  warning: {message}")
 
 
 @plugin.command("new")

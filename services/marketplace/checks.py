@@ -243,7 +243,9 @@ def _check_hooks(probed: dict[str, Any] | None) -> CheckResult:
     problems = [*probed["hook_problems"], *probed["registration_problems"]]
     if problems:
         return CheckResult("hooks", False, [str(p) for p in problems])
-    return CheckResult("hooks", True, [f"implements {', '.join(probed['hooks']) or 'no hook'}"])
+    # Deprecated hooks and arguments still work: the check passes and says what to move to.
+    deprecated = [f"warning: {d}" for d in probed.get("deprecations", [])]
+    return CheckResult("hooks", True, [f"implements {', '.join(probed['hooks']) or 'no hook'}", *deprecated])
 
 
 def _host_imports(source: str) -> Iterator[tuple[int, str]]:

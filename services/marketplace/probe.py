@@ -16,6 +16,7 @@ from __future__ import annotations
 import contextlib
 import json
 import sys
+import warnings
 from importlib.metadata import EntryPoint
 from typing import Any
 
@@ -32,6 +33,7 @@ def probe(name: str, value: str) -> dict[str, Any]:
         "registration_problems": [],
         "manifest": None,
         "manifest_error": None,
+        "deprecations": [],
     }
     try:
         plugin = EntryPoint(name=name, value=value, group=ENTRY_POINT_GROUP).load()
@@ -51,6 +53,9 @@ def probe(name: str, value: str) -> dict[str, Any]:
         for caller in callers
         if not caller.has_spec()
     ]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)  # reported in the JSON instead
+        found["deprecations"] = registry.deprecations(manager, plugin)
     registered = registry.collect(manager, plugin)
     found["registration_problems"] = registered.problems
     infos: list[object] = []

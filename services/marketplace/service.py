@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import logging
 import uuid
+import warnings
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from importlib.metadata import EntryPoint, entry_points
@@ -61,6 +62,7 @@ class LoadedPlugin:
     info: PluginInfo | None
     loaded: bool
     reason: str = ""
+    deprecations: tuple[str, ...] = ()  # deprecated hooks or arguments it uses (it loads all the same)
 
 
 def new_plugin_manager() -> pluggy.PluginManager:
@@ -122,7 +124,12 @@ def load_plugins(
             log.warning("plugin refused", extra={"plugin": ep.name, "reason": reason})
             report.append(LoadedPlugin(ep.name, info, False, reason))
         else:
-            report.append(LoadedPlugin(ep.name, info, True))
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", DeprecationWarning)  # logged and reported instead
+                deprecated = tuple(registry.deprecations(manager, plugin))
+            for message in deprecated:
+                log.warning("plugin uses a deprecated API", extra={"plugin": ep.name, "reason": message})
+            report.append(LoadedPlugin(ep.name, info, True, deprecations=deprecated))
     return manager, report
 
 
@@ -157,6 +164,8 @@ class _Active:
     infos: dict[str, PluginInfo] = field(default_factory=dict)
     registrations: dict[str, registry.Registrations] = field(default_factory=dict)
     actions: dict[str, PluginAction] = field(default_factory=dict)
+    # Approved versions ready to call (see host.runnable_version), by database, plugin and version.
+    runnable: dict[tuple[str, str, str], Any] = field(default_factory=dict)
 
 
 _active = _Active()
@@ -186,6 +195,7 @@ def activate(manager: pluggy.PluginManager, report: list[LoadedPlugin]) -> None:
     """Make the loaded plugins of ``report`` the process's plugins (app and worker start-up)."""
     loaded = [r for r in report if r.loaded and r.info is not None]
     _active.manager = manager
+    _active.runnable = {}  # in-process versions' manifests are re-read once their code changed
     _active.infos = {r.name: r.info for r in loaded if r.info is not None}
     _active.registrations = {r.name: _collect(manager, r.name) for r in loaded}
     _active.actions = {
@@ -209,6 +219,11 @@ def loaded_plugin(name: str) -> tuple[PluginInfo, registry.Registrations] | None
     """The manifest and registrations of a plugin loaded in this process."""
     info = _active.infos.get(name)
     return (info, _active.registrations[name]) if info is not None else None
+
+
+def runnable_cache() -> dict[tuple[str, str, str], Any]:
+    """The process's cache of runnable versions (emptied whenever plugins are activated)."""
+    return _active.runnable
 
 
 def poll_seconds(plugin: str, trigger: str) -> int | None:

@@ -175,3 +175,17 @@ def test_exactly_one_entry_point(plugin_dir: Path) -> None:
     assert details(report, "manifest") == [
         "a plugin declares exactly one entry point in the group 'guiju'; found: erp-demo = erp_demo.plugin, x = x"
     ]
+
+
+def test_deprecated_hooks_pass_the_hooks_check_with_a_warning() -> None:
+    from services.marketplace.checks import _check_hooks
+
+    probed = {
+        "hooks": ["guiju_installed", "guiju_plugin_info"],
+        "hook_problems": [],
+        "registration_problems": [],
+        "deprecations": ["guiju_installed is deprecated: use guiju_configuration_changed"],
+    }
+    result = _check_hooks(probed)
+    assert result.ok
+    assert result.details[-1] == "warning: guiju_installed is deprecated: use guiju_configuration_changed"

@@ -8,6 +8,8 @@ from importlib.metadata import EntryPoint
 
 import pytest
 from guiju_sdk import API_VERSION, PluginInfo, api_version_supported, hookimpl
+from guiju_sdk.testing import PluginHarness
+from guiju_sdk.version import DEPRECATED
 
 from services.marketplace.service import load_plugins
 from services.settings import Settings
@@ -89,3 +91,27 @@ def test_the_allow_list_keeps_others_out() -> None:
     eps = [_ep("one", _module("plug_one")), _ep("two", _module("plug_two"))]
     _manager, report = load_plugins(Settings(plugins_allow=("two",)), eps=eps)
     assert {r.name: r.loaded for r in report} == {"one": False, "two": True}
+
+
+def test_a_deprecated_hook_still_loads_and_warns(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setitem(DEPRECATED, "guiju_installed", "use guiju_configuration_changed (example)")
+    monkeypatch.setitem(DEPRECATED, "guiju_uninstalled:delete_data", "read context.config instead (example)")
+
+    @hookimpl
+    def guiju_installed(context: object) -> None:
+        pass
+
+    @hookimpl
+    def guiju_uninstalled(context: object, delete_data: bool) -> None:
+        pass
+
+    module = _module("plug_aging", extra={"guiju_installed": guiju_installed, "guiju_uninstalled": guiju_uninstalled})
+    _manager, report = load_plugins(Settings(), eps=[_ep("aging", module)])
+    assert report[0].loaded
+    assert report[0].deprecations == (
+        "guiju_installed is deprecated: use guiju_configuration_changed (example)",
+        "guiju_uninstalled:delete_data is deprecated: read context.config instead (example)",
+    )
+    with pytest.warns(DeprecationWarning, match="is deprecated") as warned:
+        harness = PluginHarness(sys.modules[module], name="aging")
+    assert [str(w.message) for w in warned] == list(report[0].deprecations) == harness.deprecations

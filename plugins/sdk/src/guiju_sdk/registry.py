@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import inspect
+import warnings
 from collections.abc import Callable, Container
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -21,7 +22,7 @@ from jsonschema.exceptions import SchemaError
 
 from guiju_sdk.hookspecs import GuijuSpec
 from guiju_sdk.types import ActionHandler, DocumentGenerator, TriggerPoll
-from guiju_sdk.version import PROJECT_NAME
+from guiju_sdk.version import DEPRECATED, PROJECT_NAME
 
 MAX_ACTION_TIME_LIMIT_MS = 300_000
 MIN_POLL_SECONDS = 60
@@ -74,6 +75,22 @@ class Registrations:
     template_packs: list[Path] = field(default_factory=list)
     settings_schema: dict[str, Any] | None = None
     problems: list[str] = field(default_factory=list)
+
+
+def deprecations(manager: pluggy.PluginManager, plugin: object) -> list[str]:
+    """What of :data:`guiju_sdk.version.DEPRECATED` ``plugin`` uses (its hooks and the arguments
+    they name), one message each; every message is also warned as a ``DeprecationWarning``."""
+    found: list[str] = []
+    for caller in manager.get_hookcallers(plugin) or []:
+        for implementation in caller.get_hookimpls():
+            if implementation.plugin is not plugin:
+                continue
+            for key in (caller.name, *(f"{caller.name}:{arg}" for arg in implementation.argnames)):
+                if key in DEPRECATED:
+                    found.append(f"{key} is deprecated: {DEPRECATED[key]}")
+    for message in found:
+        warnings.warn(message, DeprecationWarning, stacklevel=2)
+    return found
 
 
 def new_manager() -> pluggy.PluginManager:

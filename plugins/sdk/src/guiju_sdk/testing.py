@@ -24,7 +24,15 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from guiju_sdk.context import HttpResponse, ScopeDenied, StoredFile
-from guiju_sdk.registry import LIFECYCLE_TIME_LIMIT_SECONDS, Registrations, call_hook, call_plugin, collect, new_manager
+from guiju_sdk.registry import (
+    LIFECYCLE_TIME_LIMIT_SECONDS,
+    Registrations,
+    call_hook,
+    call_plugin,
+    collect,
+    deprecations,
+    new_manager,
+)
 from guiju_sdk.types import ActionCall, Document, Health, PluginInfo
 from guiju_sdk.version import API_VERSION, api_version_supported
 
@@ -140,6 +148,7 @@ class PluginHarness:
         self.manager = new_manager()
         self.manager.register(plugin, name=name)
         self.manager.check_pending()  # an implementation of an unknown hook is an error, as in the host
+        self.deprecations = deprecations(self.manager, plugin)  # warned, as the host warns
         self.plugin = plugin
         self.registrations: Registrations = collect(self.manager, plugin)
 

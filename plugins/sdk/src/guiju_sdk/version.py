@@ -12,6 +12,12 @@ ENTRY_POINT_GROUP = "guiju"
 #: A minor bump adds hooks or optional arguments; a major bump may remove or change them.
 API_VERSION: tuple[int, int] = (1, 2)
 
+#: What the API still accepts but will drop at the next major version: a hook (``"guiju_x"``) or a
+#: hook's argument (``"guiju_x:arg"``), with what to use instead. A plugin using one still loads;
+#: the host, ``guiju plugin check`` and the testing harness warn (``DeprecationWarning``). Each
+#: stays at least one minor version before its major version removes it.
+DEPRECATED: dict[str, str] = {}
+
 
 def _parse(version: str) -> tuple[int, int]:
     parts = version.strip().split(".")
