@@ -228,12 +228,74 @@ async def _installation_for(db: AsyncSession, tenant_id: uuid.UUID, plugin: str)
     return installation
 
 
-def _schema_problem(schema: dict[str, Any] | None, value: Any, what: str) -> str | None:
-    if not schema:
+@dataclass(frozen=True)
+class DeclaredAction:
+    """An action as its version's manifest declares it, with its schemas compiled."""
+
+    name: str
+    time_limit_seconds: float
+    input_validator: Draft202012Validator | None
+    output_validator: Draft202012Validator | None
+
+
+@dataclass(frozen=True)
+class RunnableVersion:
+    """What calling an approved plugin version needs, read from its row once per process: an
+    approved version never changes (a review only ends a pending one, a key rotation re-encrypts
+    the same signing secret), so the per-call work is the installation's read alone."""
+
+    plugin: str
+    version: str
+    kind: str
+    scopes: frozenset[str]
+    actions: Mapping[str, DeclaredAction]
+    endpoint: str | None
+    signing_secret: bytes | None
+
+
+def _validator(schema: Any) -> Draft202012Validator | None:
+    return Draft202012Validator(schema) if isinstance(schema, dict) and schema else None
+
+
+async def runnable_version(db: AsyncSession, plugin: str, version: str) -> RunnableVersion | None:
+    """The approved ``plugin`` ``version`` ready to call here, or None when it cannot run here."""
+    cache = service.runnable_cache()
+    key = (str(db.get_bind().engine.url), plugin, version)
+    found: RunnableVersion | None = cache.get(key)
+    if found is None:
+        row = await db.get(PluginVersion, (plugin, version))
+        if row is None or row.status != "approved":
+            return None
+        found = RunnableVersion(
+            plugin=plugin,
+            version=version,
+            kind=row.kind,
+            scopes=frozenset(service.manifest_scopes(row.manifest)),
+            actions={
+                str(a["name"]): DeclaredAction(
+                    name=str(a["name"]),
+                    time_limit_seconds=int(a.get("time_limit_ms") or 30_000) / 1000,
+                    input_validator=_validator(a.get("input_schema")),
+                    output_validator=_validator(a.get("output_schema")),
+                )
+                for a in row.manifest.get("actions") or []
+                if isinstance(a, dict) and a.get("name")
+            },
+            endpoint=row.endpoint,
+            signing_secret=_signing_secret(row) if row.signing_secret else None,
+        )
+        cache[key] = found
+    if found.kind != "remote":  # in-process: only while this process runs that very version
+        loaded = service.loaded_plugin(plugin)
+        if loaded is None or loaded[0].version != version:
+            return None
+    return found
+
+
+def _schema_problem(validator: Draft202012Validator | None, value: Any, what: str) -> str | None:
+    if validator is None or validator.is_valid(value):
         return None
-    errors = sorted(Draft202012Validator(schema).iter_errors(value), key=lambda e: list(e.absolute_path))
-    if not errors:
-        return None
+    errors = sorted(validator.iter_errors(value), key=lambda e: list(e.absolute_path))
     listed = "; ".join(f"/{'/'.join(str(p) for p in e.absolute_path)}: {e.message}" for e in errors[:5])
     return f"{what} does not match its schema: {listed}"
 
@@ -254,36 +316,24 @@ async def call_action(
     executor's transaction); its failures count toward the tenant x plugin circuit breaker.
     """
     installation = await _installation_for(db, tenant_id, plugin)
-    version = await db.get(PluginVersion, (plugin, installation.version))
-    if version is None or not service.version_available(version):
+    version = await runnable_version(db, plugin, installation.version)
+    if version is None:
         raise PluginCallFailed(
             f"{plugin} {installation.version} does not run on this platform now (not approved, or its code is "
             "not deployed): upgrade the plugin or ask the operator",
             retryable=False,
         )
-    declared = next((a for a in version.manifest.get("actions") or [] if a.get("name") == action), None)
+    declared = version.actions.get(action)
     if declared is None:
         raise PluginCallFailed(f"{plugin} {version.version} has no action {action!r}", retryable=False)
-    problem = _schema_problem(declared.get("input_schema"), payload, f"the input of {plugin}.{action}")
+    problem = _schema_problem(declared.input_validator, payload, f"the input of {plugin}.{action}")
     if problem:
         raise PluginCallFailed(problem, retryable=False)
-    time_limit = int(declared.get("time_limit_ms") or 30_000) / 1000
     try:
         if version.kind == "remote":
-            output = await _call_remote(
-                version, installation, action, payload, idempotency_key, execution_id, time_limit
-            )
+            output = await call_remote(version, installation, declared, payload, idempotency_key, execution_id)
         else:
             output = await _call_in_process(db, version, installation, action, payload, idempotency_key, execution_id)
-        if output is None:
-            output = {}
-        if not isinstance(output, dict):
-            raise PluginCallFailed(
-                f"{plugin}.{action} returned {type(output).__name__}, not an object", retryable=False
-            )
-        problem = _schema_problem(declared.get("output_schema"), output, f"the output of {plugin}.{action}")
-        if problem:
-            raise PluginCallFailed(problem, retryable=False)
     except PluginCallFailed as exc:
         exc.unhealthy = exc.unhealthy or not isinstance(exc.__cause__, ScopeDenied)
         raise
@@ -296,7 +346,7 @@ async def call_action(
         raise PluginCallFailed(f"{plugin}.{action} was refused: {exc}", retryable=False) from exc
     except TimeoutError as exc:
         raise PluginCallFailed(
-            f"{plugin}.{action} took longer than {time_limit:g} s", retryable=True, unhealthy=True
+            f"{plugin}.{action} took longer than {declared.time_limit_seconds:g} s", retryable=True, unhealthy=True
         ) from exc
     except Exception as exc:  # a plugin's bug fails its action, never the worker
         raise PluginCallFailed(
@@ -307,20 +357,35 @@ async def call_action(
     return output
 
 
+def checked_output(declared: DeclaredAction, version: RunnableVersion, output: Any) -> dict[str, Any]:
+    """The plugin's output once it is a JSON object matching the declared output schema."""
+    what = f"{version.plugin}.{declared.name}"
+    if output is None:
+        output = {}
+    if not isinstance(output, dict):
+        raise PluginCallFailed(
+            f"{what} returned {type(output).__name__}, not an object", retryable=False, unhealthy=True
+        )
+    problem = _schema_problem(declared.output_validator, output, f"the output of {what}")
+    if problem:
+        raise PluginCallFailed(problem, retryable=False, unhealthy=True)
+    return output
+
+
 async def _call_in_process(
     db: AsyncSession,
-    version: PluginVersion,
+    version: RunnableVersion,
     installation: PluginInstallation,
     action: str,
     payload: dict[str, Any],
     idempotency_key: str,
     execution_id: str,
-) -> Any:
+) -> dict[str, Any]:
     loaded = service.loaded_plugin(version.plugin)
     spec = loaded[1].actions.get(action) if loaded else None
     if spec is None:
         raise PluginCallFailed(f"{version.plugin} has no action {action!r} in this deployment", retryable=False)
-    context = HostContext(db, installation, frozenset(service.manifest_scopes(version.manifest)), idempotency_key)
+    context = HostContext(db, installation, version.scopes, idempotency_key)
     call = ActionCall(
         input=payload,
         idempotency_key=idempotency_key,
@@ -328,37 +393,43 @@ async def _call_in_process(
         execution_id=execution_id,
         context=context,
     )
-    return await registry.call_plugin(spec.handler, call, time_limit_seconds=spec.time_limit_ms / 1000)
+    output = await registry.call_plugin(spec.handler, call, time_limit_seconds=spec.time_limit_ms / 1000)
+    return checked_output(version.actions[action], version, output)
 
 
-async def _call_remote(
-    version: PluginVersion,
+async def call_remote(
+    version: RunnableVersion,
     installation: PluginInstallation,
-    action: str,
+    declared: DeclaredAction,
     payload: dict[str, Any],
     idempotency_key: str,
     execution_id: str,
-    time_limit: float,
-) -> Any:
+) -> dict[str, Any]:
+    """One signed call of a remote plugin's action, its answer read and checked: the whole remote
+    path after the installation's read."""
     if not version.endpoint or not version.signing_secret:
         raise PluginCallFailed(f"{version.plugin} {version.version} has no endpoint", retryable=False)
-    secret = _signing_secret(version)
     body = remote.action_request_body(
         input=payload,
         idempotency_key=idempotency_key,
         tenant_id=str(installation.tenant_id),
         execution_id=execution_id,
-        config=dict(installation.config),
+        config=installation.config,
     )
-    headers = {"Content-Type": "application/json", **remote.sign(secret, body)}
-    url = remote.action_url(version.endpoint, action)
+    headers = {"Content-Type": "application/json", **remote.sign(version.signing_secret, body)}
     try:
-        response = await _client().post(url, content=body, headers=headers, timeout=time_limit)
+        response = await _client().post(
+            remote.action_url(version.endpoint, declared.name),
+            content=body,
+            headers=headers,
+            timeout=declared.time_limit_seconds,
+        )
     except httpx.TimeoutException as exc:
         raise TimeoutError from exc
     except httpx.HTTPError as exc:
         raise ActionFailed(f"{version.plugin} could not be reached: {type(exc).__name__}", retryable=True) from exc
-    return remote.parse_action_answer(response.status_code, response.content, response.headers.get("Retry-After"))
+    answer = remote.parse_action_answer(response.status_code, response.content, response.headers.get("Retry-After"))
+    return checked_output(declared, version, answer)
 
 
 # ---------------------------------------------------------------- the circuit breaker
