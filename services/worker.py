@@ -6,11 +6,11 @@ Run by ``guiju worker`` (as ``dramatiq services.worker``) and by the embedded ru
 import gc
 import os
 
-from services.automation import actors as _automation_actors  # noqa: F401  (executors, dispatcher, timers)
+from services.automation import actors as _automation_actors
 from services.automation import escalations as _escalations  # noqa: F401  (default SLA escalations)
 from services.broker import broker
 from services.mail import service as _mail  # noqa: F401  (subscribes mail delivery to the outbox)
-from services.marketplace import actors as _marketplace_actors  # noqa: F401  (submission checks)
+from services.marketplace import actors as _marketplace_actors
 from services.outbox import actors as _outbox_actors  # noqa: F401
 from services.sops.runs import actors as _runs_actors  # noqa: F401  (SLA timers)
 
@@ -23,6 +23,9 @@ if os.environ.get("GUIJU_PROCESS") == "worker":  # started by `guiju worker` thr
     configure_logging(worker_settings.log_level)
     marketplace.configure(worker_settings)
     marketplace.activate(*marketplace.load_plugins(worker_settings))
+    # Consume the loaded plugins' queues from the start: their actions and their hooks.
+    _automation_actors.declare_plugin_queues(sorted(marketplace.installed_plugin_names()))
+    _marketplace_actors.declare_plugin_hooks(sorted(marketplace.installed_plugin_names()))
     # Everything imported so far lives as long as the process: out of the collector's sight, it no
     # longer lengthens every full collection (pauses that land on events in flight).
     gc.collect()

@@ -3,6 +3,7 @@ remote ones, as the marketplace lists them once approved."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import sys
 import threading
@@ -13,10 +14,12 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from importlib.metadata import EntryPoint
 from typing import Any
 
+import dramatiq
 from guiju_sdk import PluginInfo, hookimpl, remote
 from sqlalchemy import select
 
 from services.db import open_session
+from services.marketplace import actors
 from services.marketplace import service as marketplace
 from services.marketplace.models import PluginListing, PluginVersion
 from services.settings import Settings
@@ -158,6 +161,17 @@ async def list_remote_version(
                     reviewed_at=utcnow(),
                 )
             )
+
+
+async def run_plugin_hooks(*plugins: str) -> None:
+    """Relay the outbox and let the worker run these plugins' hooks (on their own queues)."""
+    from tests.conftest import deliver_events
+
+    await deliver_events()
+    broker = dramatiq.get_broker()
+    for plugin in plugins:
+        actors.hooks_actor_for(plugin)
+        await asyncio.to_thread(broker.join, f"plugin.{plugin}", timeout=60_000)
 
 
 def remote_action(name: str, **schemas: Any) -> dict[str, Any]:

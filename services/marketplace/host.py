@@ -24,7 +24,6 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from services import netguard
 from services.accounts import service as accounts
-from services.db import open_session
 from services.files import service as files
 from services.marketplace import service
 from services.marketplace.models import PluginInstallation, PluginVersion
@@ -33,7 +32,7 @@ from services.notifications import service as notifications
 from services.outbox import service as outbox
 from services.records import service as records
 from tenants.base import utcnow
-from tenants.context import tenant_scope
+from tenants.isolation import session_tenant_id
 from tenants.models import Role
 
 log = logging.getLogger("guiju.plugins")
@@ -598,19 +597,18 @@ async def poll_trigger(db: AsyncSession, plugin: str, trigger: str) -> int:
     return len(events)
 
 
-async def _on_marketplace_events(messages: list[dict[str, Any]]) -> None:
-    for message in messages:
-        if not message.get("tenant_id"):
-            continue
-        tenant_id = uuid.UUID(str(message["tenant_id"]))
-        with tenant_scope(tenant_id):
-            async with open_session(tenant_id) as db:
-                if message["type"] == service.POLL_DUE:
-                    payload = message.get("payload") or {}
-                    await poll_trigger(db, str(payload.get("plugin")), str(payload.get("trigger")))
-                else:
-                    await run_lifecycle_hook(db, message)
+HOOK_EVENTS = tuple(_LIFECYCLE_HOOKS)
 
 
-for _event_type in (*_LIFECYCLE_HOOKS, service.HEALTH_REQUESTED, service.POLL_DUE):
-    outbox.subscribe(_event_type, _on_marketplace_events)
+async def handle_marketplace_event(db: AsyncSession, message: Mapping[str, Any]) -> None:
+    """Run what a marketplace event asks of a plugin in ``db``'s workspace: a lifecycle hook, a
+    health check or a trigger's poll (the plugin's hooks actor calls it, on the plugin's queue).
+    An event of another workspace than ``db``'s is ignored."""
+    if str(message.get("tenant_id")) != str(session_tenant_id(db.sync_session)):
+        log.warning("a plugin hook's event names another workspace", extra={"event_id": message.get("id")})
+        return
+    if message["type"] == service.POLL_DUE:
+        payload = message.get("payload") or {}
+        await poll_trigger(db, str(payload.get("plugin")), str(payload.get("trigger")))
+    else:
+        await run_lifecycle_hook(db, message)

@@ -15,11 +15,11 @@ from sqlalchemy import select, text
 
 from services.automation.actions import PermanentActionError, RetryableActionError
 from services.db import open_session
-from services.marketplace import host
+from services.marketplace import actors, host
 from services.marketplace import service as marketplace
 from services.marketplace.models import PluginInstallation
 from services.scheduler import service as scheduler
-from tests.conftest import World, deliver_events
+from tests.conftest import World
 from tests.integration.test_automation_actions import _ctx, _run
 from tests.integration.test_automations import run_automations
 from tests.plugin_support import (
@@ -30,6 +30,7 @@ from tests.plugin_support import (
     list_remote_version,
     plugin_module,
     remote_action,
+    run_plugin_hooks,
 )
 
 GOOD_CONFIG = {"base_url": "https://erp.example.com", "company": "Acme", "api_key": "s3cret-key-1"}
@@ -372,18 +373,18 @@ async def test_lifecycle_hooks_run_in_the_worker_with_the_tenants_context(world:
     with deployed(plugin_module("erp", settings_schema=SETTINGS_SCHEMA, hooks=hooks)):
         await marketplace.list_deployed_plugins()
         assert (await api.post("/api/v1/plugins/erp/install", {"scopes": [], "config": GOOD_CONFIG})).status_code == 201
-        await deliver_events()
+        await run_plugin_hooks("erp")
         assert (
             await api.request("PUT", "/api/v1/plugins/erp/config", json={"values": {"company": "New"}})
         ).status_code == 200
-        await deliver_events()
+        await run_plugin_hooks("erp")
         preview = (await api.get("/api/v1/plugins/erp/uninstall")).json()
         assert preview["automations_affected"] == 0 and any("settings" in d for d in preview["deleted"])
         unconfirmed = await api.delete("/api/v1/plugins/erp")
         assert unconfirmed.status_code == 422 and unconfirmed.json()["code"] == "confirmation_required"
         gone = await api.delete("/api/v1/plugins/erp?confirm=erp&delete_data=true")
         assert gone.status_code == 200, gone.text
-        await deliver_events()
+        await run_plugin_hooks("erp")
     assert seen == [
         ("installed", {"base_url": "https://erp.example.com", "company": "Acme"}),
         (
@@ -400,7 +401,7 @@ async def test_lifecycle_hooks_run_in_the_worker_with_the_tenants_context(world:
     with deployed(plugin_module("erp", hooks={"guiju_installed": crashed})):
         await marketplace.list_deployed_plugins()
         assert (await api.post("/api/v1/plugins/erp/install", {"scopes": []})).status_code == 201
-        await deliver_events()
+        await run_plugin_hooks("erp")
         shown = (await api.get("/api/v1/plugins/erp")).json()
         assert shown["circuit"]["last_error"] == "guiju_installed: RuntimeError: cannot reach the ERP"
 
@@ -545,7 +546,7 @@ async def test_health_checks_run_in_the_worker_for_in_process_and_remote_plugins
         assert (await api.post("/api/v1/plugins/erp/install", {"scopes": []})).status_code == 201
         asked = await api.post("/api/v1/plugins/erp/health-check")
         assert asked.status_code == 202 and asked.json()["health"] is None
-        await deliver_events()
+        await run_plugin_hooks("erp")
         checked = (await api.get("/api/v1/plugins/erp")).json()["health"]
         assert (checked["ok"], checked["message"]) == (False, "Set the ERP's address.")
 
@@ -559,12 +560,12 @@ async def test_health_checks_run_in_the_worker_for_in_process_and_remote_plugins
         try:
             server.health = answer(200, {"ok": False, "message": "the carrier's API is down"})
             await api.post(f"/api/v1/plugins/{name}/health-check")
-            await deliver_events()
+            await run_plugin_hooks(name)
             remote_health = (await api.get(f"/api/v1/plugins/{name}")).json()["health"]
             assert (remote_health["ok"], remote_health["message"]) == (False, "the carrier's API is down")
             server.health = answer(200, {"ok": True, "message": ""})
             await api.post(f"/api/v1/plugins/{name}/health-check")
-            await deliver_events()
+            await run_plugin_hooks(name)
             assert (await api.get(f"/api/v1/plugins/{name}")).json()["health"]["ok"] is True
             assert server.refused == []
         finally:
@@ -593,9 +594,38 @@ async def test_polled_triggers_run_in_the_worker_on_the_schedulers_timer(world: 
         assert (await api.post("/api/v1/automations", automation)).status_code == 201
         assert polled == []
         await scheduler.fire_due(datetime.now(UTC) + timedelta(seconds=61))
+        await run_plugin_hooks("bank")
         await run_automations()
         assert polled == [body["tenant"]["id"]]
     codes = sorted(
         r["values"]["code"] for r in (await api.get(f"/api/v1/collections/{orders['id']}/records")).json()["items"]
     )
     assert codes == ["P-1", "P-2"]
+
+
+async def test_a_plugins_hooks_run_in_the_events_workspace_only(world: World) -> None:
+    api_a, a = await world.signup()
+    _api_b, b = await world.signup()
+    called: list[str] = []
+
+    def health(context: Any, register: Any) -> None:
+        called.append(context.tenant_id)
+
+    with deployed(plugin_module("erp", hooks={"guiju_health_check": health})):
+        await marketplace.list_deployed_plugins()
+        assert (await api_a.post("/api/v1/plugins/erp/install", {"scopes": []})).status_code == 201
+        event = {
+            "id": "x",
+            "type": marketplace.HEALTH_REQUESTED,
+            "tenant_id": a["tenant"]["id"],
+            "payload": {"plugin": "erp"},
+        }
+        # Delivered to B's workspace (a forged or misrouted message): ignored, whatever B installed.
+        assert (await _api_b.post("/api/v1/plugins/erp/install", {"scopes": []})).status_code == 201
+        actors.hooks_actor_for("erp").send(b["tenant"]["id"], event)
+        await run_plugin_hooks("erp")
+        assert called == []
+        assert (await api_a.get("/api/v1/plugins/erp")).json()["health"] is None
+        actors.hooks_actor_for("erp").send(a["tenant"]["id"], event)
+        await run_plugin_hooks("erp")
+        assert called == [a["tenant"]["id"]]
