@@ -2,10 +2,10 @@
 
 A publisher is a workspace with the publisher flag (granted by a platform admin). It submits either
 a remote plugin's manifest (its endpoint; checked at once, and given the key its requests are
-signed with) or an in-process plugin's source distribution (``uv build --sdist``), which a worker
-checks with ``guiju plugin check`` (the plugin's code runs there, never in the API). Versions that
-pass wait for a platform admin, who approves them (listed; tenants on older versions see the
-upgrade) or rejects them with a reason.
+signed with) or an in-process plugin's distribution (``uv build --sdist``, or a wheel that carries
+its tests), which a worker checks with ``guiju plugin check`` (the plugin's code runs there, never
+in the API). Versions that pass wait for a platform admin, who approves them (listed; tenants on
+older versions see the upgrade) or rejects them with a reason.
 """
 
 from __future__ import annotations
@@ -19,7 +19,9 @@ import tarfile
 import tempfile
 import tomllib
 import uuid
+import zipfile
 from collections.abc import Mapping
+from importlib.metadata import PathDistribution
 from pathlib import Path, PurePosixPath
 from typing import Any
 
@@ -170,14 +172,36 @@ def _pyproject_of(archive: tarfile.TarFile) -> tuple[str, str]:
     return str(next(iter(group))), str(project.get("version") or "")
 
 
+def _wheel_metadata(data: bytes) -> tuple[str, str]:
+    """The plugin's name (its ``guiju`` entry point) and version, read from a wheel's metadata."""
+    with zipfile.ZipFile(io.BytesIO(data)) as wheel:
+        names = wheel.namelist()
+        info = next((n.split("/")[0] for n in names if n.count("/") == 1 and ".dist-info/" in n), None)
+        if info is None:
+            raise ValueError("the wheel has no .dist-info directory")
+        distribution = PathDistribution(zipfile.Path(wheel, at=f"{info}/"))
+        found = [ep.name for ep in distribution.entry_points.select(group="guiju")]
+        if len(found) != 1:
+            raise ValueError("the wheel must declare exactly one entry point in the group 'guiju'")
+        return found[0], str(distribution.version or "")
+
+
+def _name_and_version(filename: str, data: bytes) -> tuple[str, str]:
+    if filename.endswith(".whl"):
+        return _wheel_metadata(data)
+    with tarfile.open(fileobj=io.BytesIO(data), mode="r:gz") as archive:
+        return _pyproject_of(archive)
+
+
 async def submit_source(db: AsyncSession, principal: Principal, filename: str, data: bytes) -> PluginVersion:
-    """Submit an in-process plugin's source distribution; a worker runs the checks."""
+    """Submit an in-process plugin's distribution (a source distribution, or a wheel carrying its
+    tests); a worker runs the checks."""
     publisher = await _publisher(db, principal)
-    if not filename.endswith(".tar.gz"):
+    if not filename.endswith((".tar.gz", ".whl")):
         raise ValidationProblem(
-            "Submit the plugin's source distribution (.tar.gz), as `uv build --sdist` makes it.",
+            "Submit the plugin's source distribution (.tar.gz, as `uv build --sdist` makes it) or its wheel (.whl).",
             code="invalid_source",
-            errors=[_problem("/file", "invalid_source", "a .tar.gz source distribution")],
+            errors=[_problem("/file", "invalid_source", "a .tar.gz source distribution or a .whl")],
         )
     if len(data) > MAX_SOURCE_BYTES:
         raise ValidationProblem(
@@ -186,18 +210,24 @@ async def submit_source(db: AsyncSession, principal: Principal, filename: str, d
             errors=[_problem("/file", "too_large", f"at most {MAX_SOURCE_BYTES} bytes")],
         )
     try:
-        with tarfile.open(fileobj=io.BytesIO(data), mode="r:gz") as archive:
-            name, version = _pyproject_of(archive)
-    except (tarfile.TarError, OSError, ValueError, tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+        name, version = _name_and_version(filename, data)
+    except (
+        tarfile.TarError,
+        zipfile.BadZipFile,
+        OSError,
+        ValueError,
+        tomllib.TOMLDecodeError,
+        UnicodeDecodeError,
+    ) as exc:
         raise ValidationProblem(
-            "The source distribution cannot be read.",
+            "The distribution cannot be read.",
             code="invalid_source",
             errors=[_problem("/file", "invalid_source", str(exc))],
         ) from exc
     problems = [p for p in (manifest.plugin_name_problem(name),) if p]
     if problems or not version:
         raise ValidationProblem(
-            "The source distribution does not name the plugin or its version.",
+            "The distribution does not name the plugin or its version.",
             code="invalid_source",
             errors=[_problem("/file", "invalid_source", p) for p in problems or ["pyproject.toml has no version"]],
         )
@@ -206,7 +236,7 @@ async def submit_source(db: AsyncSession, principal: Principal, filename: str, d
         db,
         tenant_id=publisher.publisher_tenant_id,
         name=filename,
-        content_type="application/gzip",
+        content_type="application/zip" if filename.endswith(".whl") else "application/gzip",
         data=data,
         uploaded_by=principal.user_id,
     )
@@ -249,8 +279,13 @@ async def list_submissions(db: AsyncSession, principal: Principal) -> list[Plugi
 # ---------------------------------------------------------------- the checks, in a worker
 
 
-def _unpack(data: bytes, into: Path) -> Path:
-    """Extract an sdist safely (no absolute paths, links out, devices) and return its project root."""
+def _unpack(filename: str, data: bytes, into: Path) -> Path:
+    """What the checks run on: a wheel as it is, an sdist extracted safely (no absolute paths,
+    links out, devices) to its project's root."""
+    if filename.endswith(".whl"):
+        wheel = into / Path(filename).name
+        wheel.write_bytes(data)
+        return wheel
     with tarfile.open(fileobj=io.BytesIO(data), mode="r:gz") as archive:
         archive.extractall(into, filter="data")
     roots = sorted(into.rglob("pyproject.toml"), key=lambda p: len(p.parts))
@@ -271,10 +306,10 @@ async def run_submission_checks(plugin: str, version: str) -> str | None:
     assert publisher_id is not None
     with tenant_scope(publisher_id):
         async with open_session(publisher_id) as db:
-            _meta, data = await files.open_file_bytes(db, file_id)
+            meta, data = await files.open_file_bytes(db, file_id)
     with tempfile.TemporaryDirectory(prefix="guiju-submission-") as scratch:
         try:
-            root = _unpack(data, Path(scratch))
+            root = _unpack(meta.name, data, Path(scratch))
         except (tarfile.TarError, OSError, ValueError) as exc:
             report: dict[str, Any] = {"ok": False, "checks": [{"name": "manifest", "ok": False, "details": [str(exc)]}]}
             probed = None

@@ -8,6 +8,7 @@ import io
 import tarfile
 import time
 import uuid
+import zipfile
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -211,11 +212,31 @@ def _sdist(source: Path) -> bytes:
     return buffer.getvalue()
 
 
+def _wheel(source: Path) -> bytes:
+    """A wheel of the scaffolded plugin at ``source`` that carries its tests (as hatchling would
+    lay it out: the package at the top, its metadata in ``.dist-info``)."""
+    name = source.name
+    package = name.replace("-", "_")
+    info = f"{package}-0.1.0.dist-info"
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w") as wheel:
+        for path in sorted((source / "src").rglob("*.py")):
+            wheel.write(path, path.relative_to(source / "src").as_posix())
+        for path in sorted((source / "tests").rglob("*.py")):
+            wheel.write(path, path.relative_to(source).as_posix())
+        wheel.writestr(f"{info}/METADATA", f"Metadata-Version: 2.1\nName: {name}\nVersion: 0.1.0\n")
+        wheel.writestr(f"{info}/entry_points.txt", f"[guiju]\n{name} = {package}.plugin\n")
+        wheel.writestr(f"{info}/WHEEL", "Wheel-Version: 1.0\nRoot-Is-Purelib: true\nTag: py3-none-any\n")
+    return buffer.getvalue()
+
+
 async def test_source_submissions_are_checked_in_a_worker_then_reviewed(platform: Platform, tmp_path: Path) -> None:
     publisher, admin, _ = await _publisher_and_admin(platform)
     good_name, bad_name = f"{platform.plugin}-alerts", f"{platform.plugin}-leaky"
+    wheel_name = f"{platform.plugin}-wheel"
     good = new_plugin(good_name, tmp_path / "good", publisher=platform.publisher_name)
     bad = new_plugin(bad_name, tmp_path / "bad", publisher=platform.publisher_name)
+    wheeled = new_plugin(wheel_name, tmp_path / "wheel", publisher=platform.publisher_name)
     plugin_py = next(bad.rglob("plugin.py"))
     plugin_py.write_text("from services.db import database  # reaches into the host\n" + plugin_py.read_text())
 
@@ -226,6 +247,11 @@ async def test_source_submissions_are_checked_in_a_worker_then_reviewed(platform
         )
         assert upload.status_code == 201, upload.text
         assert upload.json()["status"] == "checking"
+    as_wheel = await publisher.post(
+        "/api/v1/publisher/plugins/source",
+        files={"file": (f"{wheel_name.replace('-', '_')}-0.1.0-py3-none-any.whl", _wheel(wheeled), "application/zip")},
+    )
+    assert as_wheel.status_code == 201, as_wheel.text
     not_sdist = await publisher.post("/api/v1/publisher/plugins/source", files={"file": ("x.zip", b"PK", "a/b")})
     assert not_sdist.status_code == 422 and not_sdist.json()["code"] == "invalid_source"
 
@@ -240,6 +266,7 @@ async def test_source_submissions_are_checked_in_a_worker_then_reviewed(platform
         "imports",
         "tests",
     ]
+    assert mine[wheel_name]["status"] == "pending", mine[wheel_name]["check_report"]
     assert mine[bad_name]["status"] == "rejected"
     imports = next(c for c in mine[bad_name]["check_report"]["checks"] if c["name"] == "imports")
     assert not imports["ok"] and "plugin.py" in imports["details"][0]
