@@ -523,7 +523,7 @@ def _grant_problems(required: list[str], consented: list[str], pointer: str = "/
 
 
 def config_problems(
-    schema: dict[str, Any] | None, config: Mapping[str, Any], secrets: Mapping[str, str], pointer: str = "/values"
+    schema: dict[str, Any] | None, config: Mapping[str, Any], secrets: Mapping[str, Any], pointer: str = "/values"
 ) -> list[FieldProblem]:
     """Every way ``config`` plus ``secrets`` (values, or placeholders for stored ones) fails ``schema``.
 
@@ -552,6 +552,15 @@ def _split_settings(schema: dict[str, Any] | None, values: Mapping[str, Any]) ->
     plain = {k: v for k, v in values.items() if k not in secret_names}
     secret = {k: v for k, v in values.items() if k in secret_names}
     return plain, secret
+
+
+def _stored_secrets(installation: PluginInstallation) -> dict[str, str]:
+    """The installation's secrets decrypted, to validate them against a schema (never shown)."""
+    ring = keyring()
+    return {
+        name: ring.decrypt(token, secret_context(installation.tenant_id, installation.plugin, name))
+        for name, token in installation.secrets.items()
+    }
 
 
 def _encrypt_secrets(tenant_id: uuid.UUID, plugin: str, secrets: Mapping[str, Any]) -> dict[str, str]:
@@ -610,7 +619,7 @@ async def install(db: AsyncSession, principal: Principal, plugin: str, data: Ins
     problems = [p for p in [_api_problem(row)] if p is not None]
     problems += _grant_problems(manifest_scopes(row.manifest), data.scopes)
     problems += await _collection_problems(db, data.collections)
-    problems += config_problems(schema, plain, {k: str(v) for k, v in secret.items()}, "/config")
+    problems += config_problems(schema, plain, secret, "/config")
     if problems:
         raise ValidationProblem(f"{plugin} cannot be installed as asked.", code="invalid_installation", errors=problems)
     now = utcnow()
@@ -660,8 +669,9 @@ async def configure_installation(
     config = {k: v for k, v in {**installation.config, **plain_in}.items() if v is not None}
     # A secret left out, or sent back as its mask, keeps its stored token; null removes it.
     kept = {k for k in installation.secrets if k not in secret_in or secret_in[k] == MASK}
-    new_secrets = {k: str(v) for k, v in secret_in.items() if v is not None and v != MASK}
-    problems = config_problems(schema, config, {**{k: MASK for k in kept}, **new_secrets})
+    new_secrets = {k: v for k, v in secret_in.items() if v is not None and v != MASK}
+    stored = _stored_secrets(installation)
+    problems = config_problems(schema, config, {**{k: stored[k] for k in kept}, **new_secrets})
     if problems:
         raise ValidationProblem("The settings are not valid.", code="invalid_settings", errors=problems)
     previous = dict(installation.config)
@@ -761,7 +771,7 @@ async def _plan(
     plain, _ = _split_settings(schema, installation.config)
     stray = sorted(set(installation.config) - set(plain))
     problems += [_problem(f"/config/{k}", "setting_became_secret", "re-enter it as a secret") for k in stray]
-    problems += config_problems(schema, plain, {k: MASK for k in installation.secrets}, "/config")
+    problems += config_problems(schema, plain, _stored_secrets(installation), "/config")
     removed_actions = sorted(set(_action_names(current.manifest)) - set(_action_names(target.manifest)))
     in_use = await _in_use(db, installation.plugin)
     problems += [

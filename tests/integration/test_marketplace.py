@@ -161,6 +161,10 @@ async def test_configure_keeps_masked_secrets_and_rolls_back_invalid_settings(wo
     after = await _installation(body["tenant"]["id"], "erp")
     assert after is not None and after.secrets == before.secrets and after.config["company"] == "Acme Trading"
 
+    # A stored secret is validated by its value, not by its mask (the schema asks for 8 characters or more).
+    as_number = await api.request("PUT", "/api/v1/plugins/erp/config", json={"values": {"api_key": 123456789}})
+    assert as_number.status_code == 422 and as_number.json()["errors"][0]["pointer"] == "/values/api_key"
+    assert "123456789" not in as_number.text
     rotated = await api.request("PUT", "/api/v1/plugins/erp/config", json={"values": {"api_key": "new-key-2222"}})
     assert rotated.status_code == 200 and rotated.json()["secrets"] == {"api_key": "********"}
     final = await _installation(body["tenant"]["id"], "erp")
