@@ -657,8 +657,12 @@ class Notify(_Kind):
         link = render(config["link"], template_context) if config.get("link") else None
         notified = await notifications.notify(db, recipients, title, body, link, dedupe_key=ctx.idempotency_key)
         channels = ["in_app"]
-        if "messaging" in marketplace.installed_plugin_names():
-            # The messaging plugin sends it on (its action arrives with the plugin); noted here.
+        # The workspace's messaging plugin sends it on (its action arrives with the plugin); noted
+        # here. The process-wide check first: most deployments pay no query for it.
+        if (
+            "messaging" in marketplace.installed_plugin_names()
+            and "messaging" in (await marketplace.tenant_catalog(db))[0]
+        ):
             channels.append("messaging")
         return {
             "notified": [str(u) for u in notified],

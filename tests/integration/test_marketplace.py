@@ -633,3 +633,16 @@ async def test_a_plugins_hooks_run_in_the_events_workspace_only(world: World) ->
         actors.hooks_actor_for("erp").send(a["tenant"]["id"], event)
         await run_plugin_hooks("erp")
         assert called == [a["tenant"]["id"]]
+
+
+async def test_notifications_go_on_through_messaging_only_where_it_is_installed(world: World) -> None:
+    api_a, a = await world.signup()
+    _api_b, b = await world.signup()
+    config = {"to": [{"role": "owner"}], "title": {"en": "Hello"}}
+    with deployed(plugin_module("messaging")):
+        await marketplace.list_deployed_plugins()
+        assert (await api_a.post("/api/v1/plugins/messaging/install", {"scopes": []})).status_code == 201
+        sent_a = await _run(a["tenant"]["id"], "notify", config)
+        sent_b = await _run(b["tenant"]["id"], "notify", config)
+    assert sent_a["channels"] == ["in_app", "messaging"]
+    assert sent_b["channels"] == ["in_app"]  # deployed here, but not installed in B's workspace
