@@ -11,7 +11,7 @@ from typing import Annotated, Any, get_args, get_origin
 from urllib.parse import quote
 
 from litestar import Request, Response
-from litestar.datastructures import Cookie
+from litestar.datastructures import Cookie, UploadFile
 from litestar.di import NamedDependency
 from litestar.enums import ScopeType
 from litestar.exceptions import (
@@ -260,3 +260,19 @@ def content_disposition(name: str) -> str:
     """An attachment's ``Content-Disposition``: an ASCII fallback and the UTF-8 name (RFC 6266)."""
     fallback = "".join(c if 32 <= ord(c) < 127 and c not in '"\\' else "_" for c in name)
     return f"attachment; filename=\"{fallback}\"; filename*=UTF-8''{quote(name, safe='')}"
+
+
+async def read_upload(request: Request[Any, Any, Any], field: str = "file") -> tuple[str, str, bytes]:
+    """The file sent as multipart/form-data in ``field``: its name, content type and bytes (422
+    ``required`` when there is none)."""
+    upload = (await request.form()).get(field)
+    if not isinstance(upload, UploadFile):
+        raise ValidationProblem(
+            f"Send the file as multipart/form-data in the field `{field}`.",
+            errors=[FieldProblem(pointer=f"/{field}", code="required", message="a file is required")],
+        )
+    try:
+        data = await upload.read()
+    finally:
+        await upload.close()
+    return upload.filename, upload.content_type, data

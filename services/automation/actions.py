@@ -661,7 +661,7 @@ class Notify(_Kind):
         # here. The process-wide check first: most deployments pay no query for it.
         if (
             "messaging" in marketplace.installed_plugin_names()
-            and "messaging" in (await marketplace.tenant_catalog(db))[0]
+            and "messaging" in (await marketplace.tenant_catalog(db)).plugins
         ):
             channels.append("messaging")
         return {

@@ -312,8 +312,7 @@ async def build_validation_env(
             pass  # exists, but archived or unpublished: a trigger may still name it
         procedure_ids.add(candidate)
     member_ids = await accounts.existing_member_ids(db, mentioned)
-    plugins, plugin_actions = await marketplace.tenant_catalog(db)
-    plugin_triggers = await marketplace.installed_triggers(db)
+    installed = await marketplace.tenant_catalog(db)
     trigger_fields = (
         collection_fields.get(trigger.collection_id, frozenset())
         if isinstance(trigger, RecordEventTrigger)
@@ -322,9 +321,9 @@ async def build_validation_env(
     return ValidationEnv(
         procedure_ids=frozenset(procedure_ids),
         collection_fields=collection_fields,
-        installed_plugins=plugins,
-        plugin_actions=plugin_actions,
-        plugin_triggers=plugin_triggers,
+        installed_plugins=installed.plugins,
+        plugin_actions=installed.actions,
+        plugin_triggers=installed.triggers,
         member_ids=frozenset(member_ids),
         event_names=event_names(trigger, trigger_fields),
     )

@@ -6,17 +6,15 @@ import uuid
 from typing import Any
 
 from litestar import Controller, Request, Response, get, post
-from litestar.datastructures import UploadFile
 from litestar.di import NamedDependency
 from litestar.params import FromPath
 from litestar.types import ReceiveMessage
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from services.accounts.service import Principal
-from services.errors import FieldProblem, ValidationProblem
 from services.files import service
 from services.files.schemas import StoredFileOut
-from services.http import content_disposition
+from services.http import content_disposition, read_upload
 from tenants.models import Role
 
 # Room for the multipart envelope (boundaries, part headers) around the file itself.
@@ -60,24 +58,9 @@ class FilesController(Controller):
         tenant_id = principal.require_role(Role.MEMBER)
         limit = service.max_upload_bytes()
         _limit_body(request, limit + MULTIPART_OVERHEAD)
-        form = await request.form()
-        upload = form.get("file")
-        if not isinstance(upload, UploadFile):
-            raise ValidationProblem(
-                "Send the file as multipart/form-data in the field `file`.",
-                errors=[FieldProblem(pointer="/file", code="required", message="a file is required")],
-            )
-        try:
-            data = await upload.read()
-        finally:
-            await upload.close()
+        name, content_type, data = await read_upload(request)
         return await service.save_file(
-            db,
-            tenant_id=tenant_id,
-            name=upload.filename,
-            content_type=upload.content_type,
-            data=data,
-            uploaded_by=principal.user_id,
+            db, tenant_id=tenant_id, name=name, content_type=content_type, data=data, uploaded_by=principal.user_id
         )
 
     @get("/{file_id:uuid}", summary="A file's description")

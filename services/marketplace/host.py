@@ -284,11 +284,7 @@ async def runnable_version(db: AsyncSession, plugin: str, version: str) -> Runna
             signing_secret=_signing_secret(row) if row.signing_secret else None,
         )
         cache[key] = found
-    if found.kind != "remote":  # in-process: only while this process runs that very version
-        loaded = service.loaded_plugin(plugin)
-        if loaded is None or loaded[0].version != version:
-            return None
-    return found
+    return found if service.runs_here(plugin, version, found.kind) else None
 
 
 def _schema_problem(validator: Draft202012Validator | None, value: Any, what: str) -> str | None:

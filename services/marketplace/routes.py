@@ -5,15 +5,13 @@ from __future__ import annotations
 from typing import Any
 
 from litestar import Controller, Request, Response, delete, get, post, put
-from litestar.datastructures import UploadFile
 from litestar.di import NamedDependency
 from litestar.params import FromPath, FromQuery, JSONBody
 from litestar.status_codes import HTTP_200_OK, HTTP_201_CREATED, HTTP_202_ACCEPTED
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from services.accounts.service import Principal
-from services.errors import FieldProblem, ValidationProblem
-from services.http import content_disposition
+from services.http import content_disposition, read_upload
 from services.marketplace import publishing, service
 from services.marketplace.models import PluginVersion
 from services.marketplace.schemas import (
@@ -196,18 +194,8 @@ class PublisherController(Controller):
     async def submit_source(
         self, request: Request[Any, Any, Any], db: NamedDependency[AsyncSession], principal: NamedDependency[Principal]
     ) -> SubmissionOut:
-        form = await request.form()
-        upload = form.get("file")
-        if not isinstance(upload, UploadFile):
-            raise ValidationProblem(
-                "Send the source distribution as multipart/form-data in the field `file`.",
-                errors=[FieldProblem(pointer="/file", code="required", message="a file is required")],
-            )
-        try:
-            data = await upload.read()
-        finally:
-            await upload.close()
-        return submission_out(await publishing.submit_source(db, principal, upload.filename, data))
+        name, _content_type, data = await read_upload(request)
+        return submission_out(await publishing.submit_source(db, principal, name, data))
 
 
 class PlatformAdminController(Controller):

@@ -298,12 +298,16 @@ def _settings_schema(manifest: Mapping[str, Any]) -> dict[str, Any] | None:
 def version_available(row: PluginVersion) -> bool:
     """Whether tenants can install (or run) ``row`` on this deployment: remote versions once
     approved; in-process ones only where the workers run that very version's code."""
-    if row.status != "approved":
-        return False
-    if row.kind == "remote":
+    return row.status == "approved" and runs_here(row.plugin, row.version, row.kind)
+
+
+def runs_here(plugin: str, version: str, kind: str) -> bool:
+    """Whether an approved version's code can run in this process: a remote one always; an
+    in-process one only while this process has loaded that very version."""
+    if kind == "remote":
         return True
-    loaded = _active.infos.get(row.plugin)
-    return loaded is not None and loaded.version == row.version
+    loaded = _active.infos.get(plugin)
+    return loaded is not None and loaded.version == version
 
 
 async def _versions(db: AsyncSession, plugin: str) -> list[PluginVersion]:
@@ -917,27 +921,28 @@ async def uninstall(db: AsyncSession, principal: Principal, plugin: str, *, dele
 # ---------------------------------------------------------------- what a tenant's automations may use
 
 
-async def tenant_catalog(db: AsyncSession) -> tuple[frozenset[str], frozenset[str]]:
-    """The session tenant's installed, enabled plugins and their ``"plugin.action"`` names."""
+@dataclass(frozen=True)
+class TenantPlugins:
+    """What the session tenant's installed, enabled plugins offer its automations."""
+
+    plugins: frozenset[str]
+    actions: frozenset[str]  # "plugin.action"
+    triggers: frozenset[str]  # "plugin.trigger"
+
+
+async def tenant_catalog(db: AsyncSession) -> TenantPlugins:
+    """The session tenant's installed, enabled plugins, their actions and their triggers."""
     plugins: set[str] = set()
     actions: set[str] = set()
+    triggers: set[str] = set()
     for installation in await db.scalars(select(PluginInstallation).where(PluginInstallation.enabled.is_(True))):
         row = await db.get(PluginVersion, (installation.plugin, installation.version))
         if row is None:
             continue
         plugins.add(installation.plugin)
         actions.update(f"{installation.plugin}.{name}" for name in _action_names(row.manifest))
-    return frozenset(plugins), frozenset(actions)
-
-
-async def installed_triggers(db: AsyncSession) -> frozenset[str]:
-    """``"plugin.trigger"`` names of the session tenant's installed, enabled plugins."""
-    names: set[str] = set()
-    for installation in await db.scalars(select(PluginInstallation).where(PluginInstallation.enabled.is_(True))):
-        row = await db.get(PluginVersion, (installation.plugin, installation.version))
-        for trigger in (row.manifest.get("triggers") or []) if row else []:
-            names.add(f"{installation.plugin}.{trigger.get('name')}")
-    return frozenset(names)
+        triggers.update(f"{installation.plugin}.{t.get('name')}" for t in row.manifest.get("triggers") or [])
+    return TenantPlugins(frozenset(plugins), frozenset(actions), frozenset(triggers))
 
 
 # ---------------------------------------------------------------- key rotation
