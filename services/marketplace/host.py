@@ -329,9 +329,8 @@ async def call_action(
             output = await call_remote(version, installation, declared, payload, idempotency_key, execution_id)
         else:
             output = await _call_in_process(db, version, installation, action, payload, idempotency_key, execution_id)
-    except PluginCallFailed as exc:
-        exc.unhealthy = exc.unhealthy or not isinstance(exc.__cause__, ScopeDenied)
-        raise
+    except PluginCallFailed:
+        raise  # it says itself whether it is the plugin's failure
     except ActionFailed as exc:
         # A plugin that says "try later" is unwell; one that refuses the input is not.
         raise PluginCallFailed(
@@ -423,7 +422,12 @@ async def call_remote(
         raise TimeoutError from exc
     except httpx.HTTPError as exc:
         raise ActionFailed(f"{version.plugin} could not be reached: {type(exc).__name__}", retryable=True) from exc
-    answer = remote.parse_action_answer(response.status_code, response.content, response.headers.get("Retry-After"))
+    try:
+        answer = remote.parse_action_answer(response.status_code, response.content, response.headers.get("Retry-After"))
+    except ActionFailed as exc:
+        if response.is_success:  # a success we cannot read: the plugin is unwell, not the input
+            raise PluginCallFailed(f"{version.plugin}.{declared.name}: {exc}", retryable=False, unhealthy=True) from exc
+        raise
     return checked_output(declared, version, answer)
 
 

@@ -162,10 +162,12 @@ async def test_remote_plugin_from_submission_to_a_signed_call(platform: Platform
             replay = await client.post(server.endpoint + "/actions/book", content=body, headers=headers)
         assert replay.status_code == 401 and server.refused == ["replayed"]
 
-        with pytest.raises(PermanentActionError, match="does not match its schema"):
+        with pytest.raises(PermanentActionError, match="does not match its schema") as bad_input:
             await _run(tenant_id, "plugin", {**config, "input": {"harbour": "x"}})  # the declared input schema
-        with pytest.raises(PermanentActionError, match="without a JSON object"):
+        assert bad_input.value.follow_up is None  # the input's fault, not the plugin's
+        with pytest.raises(PermanentActionError, match="without a JSON object") as garbage:
             await _run(tenant_id, "plugin", {**config, "input": {"port": "garbage"}})
+        assert garbage.value.follow_up is not None  # counted toward the circuit breaker
         with pytest.raises(PermanentActionError, match=r"output of shipper-\w+\.book does not match"):
             await _run(tenant_id, "plugin", {**config, "input": {"port": "off-schema"}})
         with pytest.raises(RetryableActionError, match="overloaded") as busy:
