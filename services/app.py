@@ -27,6 +27,7 @@ from services.http import (
     provide_principal,
     provide_settings,
 )
+from services.marketplace import host as plugin_host
 from services.marketplace import service as marketplace
 from services.marketplace.routes import CONTROLLERS as MARKETPLACE_CONTROLLERS
 from services.notifications.routes import CONTROLLERS as NOTIFICATIONS_CONTROLLERS
@@ -48,6 +49,7 @@ def create_app(settings: Settings | None = None, *, embedded: bool = False) -> L
     files.configure(settings)
     marketplace.configure(settings)
     marketplace.activate(*marketplace.load_plugins(settings))
+    plugin_host.use_platform_mail(settings)
     runtime = EmbeddedRuntime(worker_threads=settings.worker_threads, relay_interval=settings.relay_interval_seconds)
 
     @asynccontextmanager

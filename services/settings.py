@@ -91,6 +91,10 @@ class Settings:
     plugin_circuit_cooldown_seconds: int = 300
     plugin_http_max_timeout_seconds: float = 30.0
     plugin_allow_http_hosts: tuple[str, ...] = ()  # remote plugins may use plain http to these hosts
+    # The platform's own mail (verification, reset, invitation) goes through the messaging plugin
+    # to this server: smtp://user:password@host:587 (STARTTLS), smtps://…:465 (TLS), smtp+plain://…:25.
+    smtp_url: str = ""
+    mail_from: str = ""  # "Guiju <no-reply@example.com>"
 
     def __post_init__(self) -> None:
         if self.execution_retention_days < MIN_EXECUTION_RETENTION_DAYS:
@@ -186,6 +190,8 @@ def load_settings(mode: Mode = "embedded") -> Settings:
         plugin_circuit_cooldown_seconds=_int("PLUGIN_CIRCUIT_COOLDOWN_SECONDS", 300),
         plugin_http_max_timeout_seconds=float(_env("PLUGIN_HTTP_MAX_TIMEOUT_SECONDS", "30") or "30"),
         plugin_allow_http_hosts=_list("PLUGIN_ALLOW_HTTP_HOSTS"),
+        smtp_url=_env("SMTP_URL", "") or "",
+        mail_from=_env("MAIL_FROM", "") or "",
     )
 
 

@@ -16,6 +16,7 @@ from services.sops.runs import actors as _runs_actors  # noqa: F401  (SLA timers
 
 if os.environ.get("GUIJU_PROCESS") == "worker":  # started by `guiju worker` through dramatiq's CLI
     from services.logs import configure_logging
+    from services.marketplace import host as plugin_host
     from services.marketplace import service as marketplace
     from services.settings import load_settings
 
@@ -23,6 +24,7 @@ if os.environ.get("GUIJU_PROCESS") == "worker":  # started by `guiju worker` thr
     configure_logging(worker_settings.log_level)
     marketplace.configure(worker_settings)
     marketplace.activate(*marketplace.load_plugins(worker_settings))
+    plugin_host.use_platform_mail(worker_settings)
     # Consume the loaded plugins' queues from the start: their actions and their hooks.
     _automation_actors.declare_plugin_queues(sorted(marketplace.installed_plugin_names()))
     _marketplace_actors.declare_plugin_hooks(sorted(marketplace.installed_plugin_names()))

@@ -11,6 +11,8 @@ import uuid
 from dataclasses import dataclass, field
 from typing import Any
 
+from services.db import open_session
+from services.marketplace import service as marketplace
 from tenants.base import Base
 from tenants.isolation import TenantScoped
 from tests.conftest import World, deliver_events, unique_email
@@ -91,6 +93,9 @@ async def _seed_plugin(api: Any, seeded: SeededTenant) -> None:
     assert installed.status_code == 201, installed.text
     seeded.ids["name"] = seeded.ids["plugin"] = name
     seeded.ids["version"] = "1.0.0"
+    # A numbering sequence of the plugin's, with a number given to a key (PluginContext.next_number).
+    async with open_session(uuid.UUID(seeded.tenant_id)) as db:
+        assert await marketplace.next_number(db, name, "seed-invoices", key="seed-order") == 1
 
 
 async def _seed_procedure(api: Any, seeded: SeededTenant) -> None:

@@ -646,6 +646,29 @@ async def member_locales(session: AsyncSession, user_ids: set[uuid.UUID]) -> dic
     return {row[0]: row[1] for row in rows}
 
 
+@dataclass(frozen=True)
+class MemberContact:
+    """Where a member is reached outside the app: for messages sent on through a channel."""
+
+    user_id: uuid.UUID
+    email: str
+    display_name: str
+    locale: str
+
+
+async def member_contacts(session: AsyncSession, user_ids: set[uuid.UUID]) -> list[MemberContact]:
+    """The e-mail address, name and locale of each of ``user_ids`` that is a member of the session's
+    tenant (the others are left out)."""
+    if not user_ids:
+        return []
+    rows = await session.execute(
+        select(User.id, User.email, User.display_name, User.locale)
+        .join(Membership, Membership.user_id == User.id)
+        .where(User.id.in_(user_ids))
+    )
+    return [MemberContact(*row) for row in rows]
+
+
 # ---------------------------------------------------------------- members
 
 

@@ -657,12 +657,20 @@ class Notify(_Kind):
         link = render(config["link"], template_context) if config.get("link") else None
         notified = await notifications.notify(db, recipients, title, body, link, dedupe_key=ctx.idempotency_key)
         channels = ["in_app"]
-        # The workspace's messaging plugin sends it on (its action arrives with the plugin); noted
-        # here. The process-wide check first: most deployments pay no query for it.
-        if (
-            "messaging" in marketplace.installed_plugin_names()
-            and "messaging" in (await marketplace.tenant_catalog(db)).plugins
-        ):
+        if notified and await marketplace.messaging_installed(db):
+            # The workspace's messaging plugin sends it on through its channels, on its own queue;
+            # one message per wording (the recipients' languages), each with its own key.
+            contacts = await accounts.member_contacts(db, set(notified))
+            wordings: dict[tuple[str, str], list[dict[str, str]]] = {}
+            for contact in sorted(contacts, key=lambda c: c.email):
+                wording = (title[contact.user_id], body[contact.user_id])
+                wordings.setdefault(wording, []).append(
+                    {"email": contact.email, "name": contact.display_name, "locale": contact.locale}
+                )
+            for n, ((text, details), people) in enumerate(sorted(wordings.items())):
+                await marketplace.forward_notification(
+                    db, people, text, details, link, key=f"{ctx.idempotency_key}:{n}"
+                )
             channels.append("messaging")
         return {
             "notified": [str(u) for u in notified],

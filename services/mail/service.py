@@ -1,8 +1,9 @@
 """Platform mail (verification, password reset, invitation).
 
 A mail is requested inside the business transaction as an outbox event (``mail.requested``);
-a worker renders and delivers it. Until the messaging plugin provides a transport, delivery
-writes the mail to the log (embedded mode), and tests read what was sent from :data:`sent_mail`.
+a worker renders and delivers it. Where the platform deploys the messaging plugin and has an SMTP
+server (``GUIJU_SMTP_URL``), the plugin sends it; otherwise delivery writes the mail to the log
+(embedded mode), and tests read what was sent from :data:`sent_mail`.
 """
 
 from __future__ import annotations
@@ -28,6 +29,8 @@ class Mail:
     body: str
     template: str
     link: str | None = None
+    locale: str = "en"
+    key: str = ""  # the request's event id: the same on a redelivery, so a transport can send once
 
 
 class MailTransport(Protocol):
@@ -94,10 +97,16 @@ sent_mail = log_transport.sent
 _transport: MailTransport = log_transport
 
 
-def set_transport(transport: MailTransport) -> None:
-    """Install the transport that delivers platform mail (the messaging plugin does this)."""
+def set_transport(transport: MailTransport | None) -> None:
+    """Install the transport that delivers platform mail (the messaging plugin's, when the platform
+    deploys it and has an SMTP server); ``None`` goes back to the log."""
     global _transport
-    _transport = transport
+    _transport = transport or log_transport
+
+
+def transport() -> MailTransport:
+    """The transport platform mail goes through now."""
+    return _transport
 
 
 async def request_mail(
@@ -118,7 +127,15 @@ async def deliver(messages: list[dict[str, Any]]) -> None:
         variables = dict(payload["variables"], link=payload.get("link") or "")
         subject, body = render(payload["template"], payload["locale"], variables)
         await _transport.send(
-            Mail(to=payload["to"], subject=subject, body=body, template=payload["template"], link=payload.get("link"))
+            Mail(
+                to=payload["to"],
+                subject=subject,
+                body=body,
+                template=payload["template"],
+                link=payload.get("link"),
+                locale=payload["locale"],
+                key=str(message.get("id") or ""),
+            )
         )
 
 

@@ -80,5 +80,5 @@ async def _on_marketplace_events(messages: list[dict[str, Any]]) -> None:
             hooks_actor_for(plugin).send(str(message["tenant_id"]), message)
 
 
-for _event_type in (*host.HOOK_EVENTS, service.HEALTH_REQUESTED, service.POLL_DUE):
+for _event_type in (*host.HOOK_EVENTS, service.HEALTH_REQUESTED, service.POLL_DUE, service.NOTIFICATION_FORWARDED):
     outbox.subscribe(_event_type, _on_marketplace_events)

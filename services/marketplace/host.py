@@ -13,24 +13,39 @@ import uuid
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import timedelta
+from email.utils import parseaddr
 from typing import Any
-from urllib.parse import urlsplit
+from urllib.parse import unquote, urlsplit
 
 import httpx
-from guiju_sdk import ActionCall, ActionFailed, Health, HttpResponse, ScopeDenied, StoredFile, registry, remote
+from guiju_sdk import (
+    ActionCall,
+    ActionFailed,
+    Health,
+    HttpResponse,
+    RecordRejected,
+    ScopeDenied,
+    StoredFile,
+    registry,
+    remote,
+)
 from jsonschema import Draft202012Validator
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from services import netguard
 from services.accounts import service as accounts
+from services.errors import NotFound, ProblemError
 from services.files import service as files
+from services.mail import service as mail_service
+from services.mail.service import Mail
 from services.marketplace import service
 from services.marketplace.models import PluginInstallation, PluginVersion
 from services.marketplace.secrets import secret_context
 from services.notifications import service as notifications
 from services.outbox import service as outbox
 from services.records import service as records
+from services.settings import Settings
 from tenants.base import utcnow
 from tenants.isolation import session_tenant_id
 from tenants.models import Role
@@ -108,18 +123,39 @@ class HostContext:
         found = await records.find_records(self.db, key, dict(where or {}), limit=min(max(1, limit), 500))
         return [{"id": str(record_id), "values": values} for record_id, values in found]
 
+    async def read_record(self, collection: str, record_id: str) -> dict[str, Any] | None:
+        key = self._collection(collection, "records:read")
+        info = await records.get_collection_by_key(self.db, key)
+        try:
+            values = await records.get_record_values(self.db, info.id, uuid.UUID(record_id))
+        except (ValueError, NotFound):
+            return None
+        return {"id": record_id, "values": values}
+
     async def write_record(
         self, collection: str, values: Mapping[str, Any], *, record_id: str | None = None
     ) -> dict[str, Any]:
         key = self._collection(collection, "records:write")
         info = await records.get_collection_by_key(self.db, key)
-        if record_id is None:
-            record = await records.create_record_values(self.db, info.id, values, actor_id=None)
-            written = record.id
-        else:
-            written = uuid.UUID(record_id)
-            await records.update_record_values(self.db, info.id, written, values, actor_id=None)
+        try:
+            # A savepoint: a refused write (a duplicate unique value, say) leaves the action's
+            # transaction usable, so the plugin can read what is there and go on.
+            async with self.db.begin_nested():
+                if record_id is None:
+                    record = await records.create_record_values(self.db, info.id, values, actor_id=None)
+                    written = record.id
+                else:
+                    written = uuid.UUID(record_id)
+                    await records.update_record_values(self.db, info.id, written, values, actor_id=None)
+        except ProblemError as exc:
+            if exc.status >= 500:
+                raise
+            problems = [{"pointer": e.pointer, "code": e.code, "message": e.message} for e in exc.errors]
+            raise RecordRejected(f"{collection}: {exc.detail or exc.title}", problems) from None
         return {"id": str(written), "values": await records.get_record_values(self.db, info.id, written)}
+
+    async def next_number(self, sequence: str, *, key: str | None = None) -> int:
+        return await service.next_number(self.db, self.plugin, sequence, key=key)
 
     async def send_message(self, to: Sequence[str], title: str, body: str = "") -> None:
         self._require("messages:send")
@@ -190,6 +226,26 @@ class HostContext:
             uploaded_by=None,
         )
         return StoredFile(id=str(stored.id), name=stored.name, content_type=stored.content_type, size=stored.size)
+
+    async def read_file(self, file_id: str) -> tuple[StoredFile, bytes]:
+        self._require("files:read")
+        try:
+            found, data = await files.open_file_bytes(self.db, uuid.UUID(file_id))
+        except (ValueError, NotFound):
+            raise LookupError(f"this workspace has no file {file_id!r}") from None
+        return StoredFile(id=str(found.id), name=found.name, content_type=found.content_type, size=found.size), data
+
+    async def resolve_address(self, host: str, port: int) -> str:
+        self._require("mail:send")
+        name = host.strip().lower()
+        if name in service.settings().plugin_allow_http_hosts:
+            return name  # a host the operator allows (a local mail relay, a test server)
+        try:
+            return str(await netguard.resolve_public(name, port))
+        except netguard.HostRefused as exc:
+            raise ScopeDenied(f"{self.plugin} may only connect to public addresses: {exc}") from exc
+        except netguard.HostUnresolved as exc:
+            raise ActionFailed(str(exc), retryable=True) from exc
 
 
 _clients: dict[int, httpx.AsyncClient] = {}
@@ -600,6 +656,30 @@ async def poll_trigger(db: AsyncSession, plugin: str, trigger: str) -> int:
 HOOK_EVENTS = tuple(_LIFECYCLE_HOOKS)
 
 
+async def send_notification_on(db: AsyncSession, message: Mapping[str, Any]) -> None:
+    """Have the messaging plugin send a notification on. A failure that may pass is raised (the
+    hooks actor retries the message); any other is kept on the installation for its admin."""
+    payload = message.get("payload") or {}
+    tenant_id = session_tenant_id(db.sync_session)
+    if tenant_id is None or not await service.messaging_installed(db):
+        return  # uninstalled or disabled since: nothing to send on
+    try:
+        await call_action(
+            db,
+            tenant_id,
+            service.MESSAGING_PLUGIN,
+            service.MESSAGING_NOTIFY_ACTION,
+            dict(payload.get("input") or {}),
+            idempotency_key=str(payload.get("key") or message.get("id")),
+            execution_id=str(message.get("id")),
+        )
+    except PluginCallFailed as exc:
+        if exc.retryable:
+            raise
+        installation = await _installation_for(db, tenant_id, service.MESSAGING_PLUGIN)
+        installation.last_error = f"sending a notification on: {exc}"[:MAX_ERROR_KEPT]
+
+
 async def handle_marketplace_event(db: AsyncSession, message: Mapping[str, Any]) -> None:
     """Run what a marketplace event asks of a plugin in ``db``'s workspace: a lifecycle hook, a
     health check or a trigger's poll (the plugin's hooks actor calls it, on the plugin's queue).
@@ -610,5 +690,142 @@ async def handle_marketplace_event(db: AsyncSession, message: Mapping[str, Any])
     if message["type"] == service.POLL_DUE:
         payload = message.get("payload") or {}
         await poll_trigger(db, str(payload.get("plugin")), str(payload.get("trigger")))
+    elif message["type"] == service.NOTIFICATION_FORWARDED:
+        await send_notification_on(db, message)
     else:
         await run_lifecycle_hook(db, message)
+
+
+# ---------------------------------------------------------------- the platform's own mail
+
+
+@dataclass
+class PlatformContext:
+    """The :class:`guiju_sdk.PluginContext` of the platform's own calls into a plugin (its mail):
+    the operator's configuration, and no workspace's data, files, messages or events."""
+
+    plugin: str
+    config: Mapping[str, Any]
+    secrets: Mapping[str, str]
+    idempotency_key: str | None = None
+
+    @property
+    def tenant_id(self) -> str:
+        return ""
+
+    @property
+    def log(self) -> logging.LoggerAdapter[logging.Logger]:
+        return logging.LoggerAdapter(logging.getLogger(f"guiju.plugin.{self.plugin}"), {"plugin": self.plugin})
+
+    def secret(self, name: str) -> str | None:
+        return self.secrets.get(name)
+
+    def _refuse(self, what: str) -> ScopeDenied:
+        return ScopeDenied(f"the platform's own call into {self.plugin} reaches no workspace's {what}")
+
+    async def read_records(
+        self, collection: str, *, where: Mapping[str, Any] | None = None, limit: int = 100
+    ) -> list[dict[str, Any]]:
+        raise self._refuse("records")
+
+    async def read_record(self, collection: str, record_id: str) -> dict[str, Any] | None:
+        raise self._refuse("records")
+
+    async def write_record(
+        self, collection: str, values: Mapping[str, Any], *, record_id: str | None = None
+    ) -> dict[str, Any]:
+        raise self._refuse("records")
+
+    async def next_number(self, sequence: str, *, key: str | None = None) -> int:
+        raise self._refuse("sequences")
+
+    async def send_message(self, to: Sequence[str], title: str, body: str = "") -> None:
+        raise self._refuse("members")
+
+    async def emit_event(self, type: str, payload: Mapping[str, Any]) -> None:
+        raise self._refuse("automations")
+
+    async def http(
+        self,
+        method: str,
+        url: str,
+        *,
+        json: Any = None,
+        content: bytes | None = None,
+        headers: Mapping[str, str] | None = None,
+        timeout_seconds: float = 10.0,
+    ) -> HttpResponse:
+        raise self._refuse("hosts")
+
+    async def store_file(self, name: str, content: bytes, content_type: str) -> StoredFile:
+        raise self._refuse("files")
+
+    async def read_file(self, file_id: str) -> tuple[StoredFile, bytes]:
+        raise self._refuse("files")
+
+    async def resolve_address(self, host: str, port: int) -> str:
+        return host  # the operator's own mail server, from the platform's settings
+
+
+SMTP_SECURITY = {"smtp": ("starttls", 587), "smtps": ("tls", 465), "smtp+plain": ("none", 25)}
+PLATFORM_MAIL_ACTION = "send_email"
+
+
+def smtp_settings(smtp_url: str, mail_from: str) -> tuple[dict[str, Any], dict[str, str]]:
+    """The messaging plugin's configuration and secrets for ``GUIJU_SMTP_URL`` and
+    ``GUIJU_MAIL_FROM``; ``ValueError`` saying what is wrong with them."""
+    parts = urlsplit(smtp_url)
+    if parts.scheme not in SMTP_SECURITY or not parts.hostname:
+        raise ValueError(f"GUIJU_SMTP_URL must be {', '.join(f'{s}://host' for s in SMTP_SECURITY)}[:port]")
+    name, address = parseaddr(mail_from)
+    if "@" not in address:
+        raise ValueError("GUIJU_MAIL_FROM must be an address, such as 'Guiju <no-reply@example.com>'")
+    security, default_port = SMTP_SECURITY[parts.scheme]
+    config: dict[str, Any] = {
+        "smtp_host": parts.hostname,
+        "smtp_port": parts.port or default_port,
+        "smtp_security": security,
+        "smtp_from_address": address,
+        "smtp_from_name": name or "Guiju",
+    }
+    secrets: dict[str, str] = {}
+    if parts.username:
+        config["smtp_username"] = unquote(parts.username)
+        secrets["smtp_password"] = unquote(parts.password or "")
+    return config, secrets
+
+
+@dataclass
+class PlatformMailTransport:
+    """Platform mail sent by the messaging plugin's ``send_email`` action, as a workspace's mail is."""
+
+    handler: Any
+    time_limit_seconds: float
+    config: Mapping[str, Any]
+    secrets: Mapping[str, str]
+
+    async def send(self, mail: Mail) -> None:
+        context = PlatformContext(service.MESSAGING_PLUGIN, self.config, self.secrets, f"platform-mail:{mail.key}")
+        call = ActionCall(
+            {"to": [{"address": mail.to, "locale": mail.locale}], "subject": mail.subject, "text": mail.body},
+            context.idempotency_key or "",
+            "",
+            f"platform-mail:{mail.key}",
+            context,
+        )
+        # A failure is raised: the outbox delivers the request again later.
+        await registry.call_plugin(self.handler, call, time_limit_seconds=self.time_limit_seconds)
+
+
+def use_platform_mail(settings: Settings) -> None:
+    """Send the platform's mail through the messaging plugin when this process deploys it and an
+    SMTP server is set (app and worker start-up, after the plugins are activated); else to the log."""
+    loaded = service.loaded_plugin(service.MESSAGING_PLUGIN)
+    action = loaded[1].actions.get(PLATFORM_MAIL_ACTION) if loaded else None
+    if not settings.smtp_url or action is None:
+        if settings.smtp_url:
+            log.warning("GUIJU_SMTP_URL is set but the messaging plugin is not deployed: mail goes to the log")
+        mail_service.set_transport(None)
+        return
+    config, secrets = smtp_settings(settings.smtp_url, settings.mail_from)
+    mail_service.set_transport(PlatformMailTransport(action.handler, action.time_limit_ms / 1000, config, secrets))

@@ -100,3 +100,31 @@ class PluginInstallation(TenantScoped, Base):
     installed_by: Mapped[uuid.UUID | None] = mapped_column(ForeignKey("users.id", ondelete="SET NULL"), default=None)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class PluginSequence(TenantScoped, Base):
+    """A plugin's numbering sequence in a tenant (``PluginContext.next_number``): the last number
+    given. Its row is locked while a number is drawn, so numbers are gapless and never repeat."""
+
+    __tablename__ = "plugin_sequences"
+    __table_args__ = (ForeignKeyConstraint(["tenant_id"], ["tenants.id"], ondelete="CASCADE"),)
+
+    tenant_id: Mapped[uuid.UUID] = mapped_column(primary_key=True)
+    plugin: Mapped[str] = mapped_column(String(64), primary_key=True)
+    name: Mapped[str] = mapped_column(String(200), primary_key=True)
+    last_number: Mapped[int] = mapped_column(default=0)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class PluginSequenceKey(TenantScoped, Base):
+    """The number a sequence gave to a key: asked again with that key, the sequence answers it."""
+
+    __tablename__ = "plugin_sequence_keys"
+    __table_args__ = (ForeignKeyConstraint(["tenant_id"], ["tenants.id"], ondelete="CASCADE"),)
+
+    tenant_id: Mapped[uuid.UUID] = mapped_column(primary_key=True)
+    plugin: Mapped[str] = mapped_column(String(64), primary_key=True)
+    name: Mapped[str] = mapped_column(String(200), primary_key=True)
+    key: Mapped[str] = mapped_column(String(200), primary_key=True)
+    number: Mapped[int] = mapped_column()
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)

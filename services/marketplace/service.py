@@ -33,7 +33,13 @@ from services.audit import service as audit
 from services.db import open_session
 from services.db.statements import insert_ignoring_conflicts
 from services.errors import Conflict, FieldProblem, NotFound, ValidationProblem
-from services.marketplace.models import PluginInstallation, PluginListing, PluginVersion
+from services.marketplace.models import (
+    PluginInstallation,
+    PluginListing,
+    PluginSequence,
+    PluginSequenceKey,
+    PluginVersion,
+)
 from services.marketplace.schemas import (
     CircuitOut,
     ConfigIn,
@@ -51,6 +57,7 @@ from services.records import service as records
 from services.settings import Settings, load_settings
 from tenants.base import utcnow
 from tenants.context import system_scope
+from tenants.isolation import session_tenant_id
 from tenants.models import Role
 
 log = logging.getLogger("guiju.plugins")
@@ -452,6 +459,9 @@ async def get_listing(db: AsyncSession, principal: Principal, name: str) -> List
 MASK = "********"
 HEALTH_REQUESTED = "marketplace.health_requested"
 POLL_DUE = "marketplace.poll_due"  # a polled trigger's turn, for one workspace
+# A notification for the workspace's messaging plugin to send on (e-mail, chat robots).
+NOTIFICATION_FORWARDED = "marketplace.notification_forwarded"
+MESSAGING_PLUGIN, MESSAGING_NOTIFY_ACTION = "messaging", "deliver_notification"
 
 
 def _problem(pointer: str, code: str, message: str) -> FieldProblem:
@@ -978,3 +988,72 @@ async def rotate_secrets() -> int:
                     version.signing_secret = ring.encrypt(ring.decrypt(token, context), context)
                     changed += 1
     return changed
+
+
+# ---------------------------------------------------------------- numbering for plugins
+
+MAX_SEQUENCE_NAME = 200
+
+
+async def next_number(db: AsyncSession, plugin: str, sequence: str, *, key: str | None = None) -> int:
+    """The next number of ``plugin``'s ``sequence`` in the session's tenant, or the number ``key``
+    was given before. Gapless: the sequence's row stays locked until the transaction ends, so a
+    rolled-back action gives its number back and concurrent callers wait their turn."""
+    tenant_id = session_tenant_id(db.sync_session)
+    if tenant_id is None:
+        raise RuntimeError("next_number needs a tenant-scoped session")
+    for what, text in (("sequence", sequence), ("key", key)):
+        if text is not None and not 0 < len(text) <= MAX_SEQUENCE_NAME:
+            raise ValueError(f"a {what} name has 1 to {MAX_SEQUENCE_NAME} characters")
+    at = {"tenant_id": tenant_id, "plugin": plugin, "name": sequence}
+    await insert_ignoring_conflicts(
+        db, PluginSequence, [{**at, "last_number": 0, "created_at": utcnow()}], conflict=tuple(at)
+    )
+    row = await db.scalar(
+        select(PluginSequence)
+        .filter_by(**at)
+        .with_for_update()
+        .execution_options(populate_existing=True)  # the locked row's number, not a remembered one
+    )
+    assert row is not None  # inserted above, and sequences are never deleted while a tenant lives
+    if key is not None:
+        given = await db.scalar(select(PluginSequenceKey.number).filter_by(**at, key=key))
+        if given is not None:
+            return int(given)
+    row.last_number += 1
+    if key is not None:
+        db.add(PluginSequenceKey(**at, key=key, number=row.last_number))
+    await db.flush()
+    return row.last_number
+
+
+# ---------------------------------------------------------------- notifications sent on
+
+
+async def messaging_installed(db: AsyncSession) -> bool:
+    """Whether the session's workspace has the messaging plugin installed and enabled (and this
+    platform deploys it). The process-wide check first: most deployments pay no query for it."""
+    return MESSAGING_PLUGIN in installed_plugin_names() and MESSAGING_PLUGIN in (await tenant_catalog(db)).plugins
+
+
+async def forward_notification(
+    db: AsyncSession,
+    recipients: list[dict[str, str]],
+    title: str,
+    body: str,
+    link: str | None,
+    *,
+    key: str,
+) -> None:
+    """Ask the messaging plugin to send a notification on, once this transaction commits (it runs
+    on the plugin's queue). ``recipients`` are ``{"email", "name", "locale"}``; ``key`` makes the
+    plugin's sending idempotent."""
+    await outbox.emit(
+        db,
+        NOTIFICATION_FORWARDED,
+        {
+            "plugin": MESSAGING_PLUGIN,
+            "key": key,
+            "input": {"recipients": recipients, "title": title, "body": body, **({"link": link} if link else {})},
+        },
+    )

@@ -638,11 +638,29 @@ async def test_a_plugins_hooks_run_in_the_events_workspace_only(world: World) ->
 async def test_notifications_go_on_through_messaging_only_where_it_is_installed(world: World) -> None:
     api_a, a = await world.signup()
     _api_b, b = await world.signup()
-    config = {"to": [{"role": "owner"}], "title": {"en": "Hello"}}
-    with deployed(plugin_module("messaging")):
+    config = {"to": [{"role": "owner"}], "title": {"en": "Hello", "zh-CN": "你好"}, "body": {"en": "Order A-1 shipped"}}
+    delivered: list[ActionCall] = []
+
+    def deliver_notification(call: ActionCall) -> dict[str, Any]:
+        delivered.append(call)
+        return {"channels": {"email": "sent"}}
+
+    with deployed(plugin_module("messaging", actions={"deliver_notification": deliver_notification})):
         await marketplace.list_deployed_plugins()
         assert (await api_a.post("/api/v1/plugins/messaging/install", {"scopes": []})).status_code == 201
         sent_a = await _run(a["tenant"]["id"], "notify", config)
         sent_b = await _run(b["tenant"]["id"], "notify", config)
+        await run_plugin_hooks("messaging")  # the plugin sends it on, on its own queue
     assert sent_a["channels"] == ["in_app", "messaging"]
     assert sent_b["channels"] == ["in_app"]  # deployed here, but not installed in B's workspace
+    assert len(delivered) == 1
+    call = delivered[0]
+    assert call.tenant_id == a["tenant"]["id"]
+    owner = a["user"]
+    assert call.input["recipients"] == [
+        {"email": owner["email"], "name": owner["display_name"], "locale": owner["locale"]}
+    ]
+    assert (call.input["title"], call.input["body"]) == (
+        "你好" if owner["locale"] == "zh-CN" else "Hello",
+        "Order A-1 shipped",
+    )

@@ -6,6 +6,7 @@ Every hook of ``GuijuSpec`` has a ``test_hook_<name>`` here and a section in doc
 
 from __future__ import annotations
 
+import dataclasses
 import re
 import sys
 from collections.abc import Mapping
@@ -21,6 +22,7 @@ from guiju_sdk import (
     HttpResponse,
     PluginContext,
     PluginInfo,
+    RecordRejected,
     ScopeDenied,
     hookimpl,
     registry,
@@ -234,3 +236,40 @@ def test_every_hook_is_documented_and_tested() -> None:
     assert hooks - documented == set(), "hooks without a section in docs/plugins.md"
     assert hooks - tested == set(), "hooks without a test_hook_<name> in this module"
     assert documented - hooks == set() and tested - hooks == set(), "docs or tests of hooks that do not exist"
+
+
+def _context_members() -> set[str]:
+    return {name for name in vars(PluginContext) if not name.startswith("_")}
+
+
+def test_every_context_member_is_documented_and_offered_by_the_host_and_the_fake() -> None:
+    from services.marketplace.host import HostContext
+
+    docs = DOCS.read_text(encoding="utf-8")
+    section = docs[docs.index("## `PluginContext`") : docs.index("## Testing a plugin")]
+    members = _context_members()
+    assert {"next_number", "read_record", "read_file", "resolve_address"} <= members
+    assert {m for m in members if f"`{m}" not in section and f"`await {m}" not in section} == set()
+    for implementation in (HostContext, FakeContext):
+        offered = set(dir(implementation)) | {f.name for f in dataclasses.fields(implementation)}
+        assert members - offered == set(), implementation.__name__
+
+
+async def test_the_fake_context_numbers_reads_and_refuses_as_the_host_does() -> None:
+    context = FakeContext(collections={"invoices": []}, unique_fields={"invoices": ("number",)}, hosts={"smtp.example"})
+    assert [await context.next_number("inv", key=k) for k in (None, "a", None, "a")] == [1, 2, 3, 2]
+    assert await context.next_number("other") == 1
+    first = await context.write_record("invoices", {"number": "INV-1"})
+    assert await context.read_record("invoices", first["id"]) == first
+    assert await context.read_record("invoices", "missing") is None
+    with pytest.raises(RecordRejected) as rejected:
+        await context.write_record("invoices", {"number": "INV-1"})
+    assert rejected.value.problems == [{"pointer": "/values/number", "message": "'INV-1' is already used"}]
+    await context.write_record("invoices", {"number": "INV-1", "note": "same record"}, record_id=first["id"])
+    stored = await context.store_file("a.pdf", b"%PDF", "application/pdf")
+    assert await context.read_file(stored.id) == (stored, b"%PDF")
+    with pytest.raises(LookupError):
+        await context.read_file("missing")
+    assert await context.resolve_address("smtp.example", 587) == "smtp.example"
+    with pytest.raises(ScopeDenied):
+        await context.resolve_address("127.0.0.1", 25)

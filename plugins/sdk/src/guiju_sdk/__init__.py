@@ -20,7 +20,7 @@ A plugin is a distribution that declares an entry point in the group ``guiju``
 implementations.
 """
 
-from guiju_sdk.context import HttpResponse, PluginContext, ScopeDenied, StoredFile
+from guiju_sdk.context import HttpResponse, PluginContext, RecordRejected, ScopeDenied, StoredFile
 from guiju_sdk.hookspecs import GuijuSpec, hookimpl, hookspec
 from guiju_sdk.manifest import (
     CATEGORIES,
@@ -81,6 +81,7 @@ __all__ = [
     "NonceCache",
     "PluginContext",
     "PluginInfo",
+    "RecordRejected",
     "Register",
     "RegisterAction",
     "RegisterDocumentKind",

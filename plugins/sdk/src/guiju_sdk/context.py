@@ -19,6 +19,15 @@ class ScopeDenied(PermissionError):
     did not grant, a host its manifest does not declare, a scope it did not request."""
 
 
+class RecordRejected(ValueError):
+    """The collection refused the values written: ``problems`` lists each one (a JSON pointer and
+    a message), as the records API would report them."""
+
+    def __init__(self, message: str, problems: Sequence[Mapping[str, str]] = ()) -> None:
+        super().__init__(message)
+        self.problems = [dict(problem) for problem in problems]
+
+
 @dataclass(frozen=True)
 class HttpResponse:
     """The answer to :meth:`PluginContext.http`."""
@@ -85,10 +94,28 @@ class PluginContext(Protocol):
         """Records of a granted collection (by key) whose values equal ``where``'s, newest first."""
         ...
 
+    async def read_record(self, collection: str, record_id: str) -> dict[str, Any] | None:
+        """One record of a granted collection by id (API 1.3): ``{"id", "values"}``, or ``None``
+        when there is no such live record."""
+        ...
+
     async def write_record(
         self, collection: str, values: Mapping[str, Any], *, record_id: str | None = None
     ) -> dict[str, Any]:
-        """Create a record in a granted collection, or update ``record_id``; returns the record."""
+        """Create a record in a granted collection, or update ``record_id``; returns the record.
+
+        Values the collection refuses (a missing required field, a duplicate of a unique field, …)
+        raise :class:`RecordRejected` with every problem listed."""
+        ...
+
+    async def next_number(self, sequence: str, *, key: str | None = None) -> int:
+        """The next number of the tenant's sequence ``sequence`` for this plugin (API 1.3): 1, 2, 3, …
+        without gaps, atomically, so concurrent calls never get the same number.
+
+        With ``key``, the number given to that key the first time is returned again, whoever asks
+        and however often: a retried action numbers the same document with the same number.
+        Sequences are per tenant and per plugin; name them after what they number
+        (``"invoice:ACME-HK:2026"``)."""
         ...
 
     async def send_message(self, to: Sequence[str], title: str, body: str = "") -> None:
@@ -114,4 +141,16 @@ class PluginContext(Protocol):
 
     async def store_file(self, name: str, content: bytes, content_type: str) -> StoredFile:
         """Store a file in the tenant's file store."""
+        ...
+
+    async def read_file(self, file_id: str) -> tuple[StoredFile, bytes]:
+        """A file of the tenant's file store and its bytes (API 1.3; scope ``files:read``): an
+        attachment a record or a run holds. ``LookupError`` when the tenant has no such file."""
+        ...
+
+    async def resolve_address(self, host: str, port: int) -> str:
+        """The IP address to open a connection of the plugin's own to (API 1.3; scope
+        ``mail:send``): an SMTP server the tenant configured, say. The host refuses addresses a
+        tenant must not reach (its own network, loopback) with :class:`ScopeDenied`, as for
+        :meth:`http`; connect to the address returned, not to the name again."""
         ...

@@ -42,8 +42,17 @@ MANIFEST_SCHEMA: dict[str, Any] = json.loads(
 CATEGORIES: tuple[str, ...] = tuple(MANIFEST_SCHEMA["properties"]["category"]["enum"])
 
 #: The fixed scopes a plugin may ask for; besides these, ``http:<host>`` (HTTP to that host) and
-#: ``http:*`` (HTTP to any host).
-SCOPES: tuple[str, ...] = ("records:read", "records:write", "messages:send", "events:emit", "files:write")
+#: ``http:*`` (HTTP to any host). ``files:read`` and ``mail:send`` (connecting to the SMTP server a
+#: tenant configures) came with API 1.3.
+SCOPES: tuple[str, ...] = (
+    "records:read",
+    "records:write",
+    "messages:send",
+    "events:emit",
+    "files:read",
+    "files:write",
+    "mail:send",
+)
 
 #: Hosts a remote plugin's endpoint may use plain ``http`` on: a developer's own machine.
 LOCAL_HOSTS = frozenset({"localhost", "127.0.0.1", "::1"})

@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlsplit
 
-from guiju_sdk.context import HttpResponse, ScopeDenied, StoredFile
+from guiju_sdk.context import HttpResponse, RecordRejected, ScopeDenied, StoredFile
 from guiju_sdk.registry import (
     LIFECYCLE_TIME_LIMIT_SECONDS,
     Registrations,
@@ -55,7 +55,9 @@ class FakeContext:
 
     ``collections`` holds the granted collections (key → records); anything else is refused with
     :class:`ScopeDenied`, as the host refuses it. ``hosts`` are the hosts the manifest declares;
-    ``http_handler`` answers their requests (default: 404).
+    ``http_handler`` answers their requests (default: 404); ``resolve_address`` lets the plugin
+    connect to those hosts only. ``files`` holds stored files, which ``read_file`` reads.
+    ``unique_fields`` makes a collection refuse repeated values as a unique field does in the host.
     """
 
     tenant_id: str = "00000000-0000-0000-0000-000000000001"
@@ -71,6 +73,11 @@ class FakeContext:
     events: list[dict[str, Any]] = field(default_factory=list)
     files: list[tuple[StoredFile, bytes]] = field(default_factory=list)
     requests: list[HttpRequest] = field(default_factory=list)
+    #: Fields of a collection that are unique (collection key → field keys), refused when repeated.
+    unique_fields: dict[str, tuple[str, ...]] = field(default_factory=dict)
+    #: ``next_number``'s sequences (name → last number) and numbers given to keys.
+    sequences: dict[str, int] = field(default_factory=dict)
+    numbered: dict[tuple[str, str], int] = field(default_factory=dict)
 
     @property
     def log(self) -> logging.LoggerAdapter[logging.Logger]:
@@ -92,10 +99,23 @@ class FakeContext:
         wanted = [r for r in reversed(records) if all(r["values"].get(k) == v for k, v in conditions.items())]
         return [dict(r) for r in wanted[: max(0, limit)]]
 
+    async def read_record(self, collection: str, record_id: str) -> dict[str, Any] | None:
+        found = [r for r in self._granted(collection) if r["id"] == record_id]
+        return dict(found[0]) if found else None
+
     async def write_record(
         self, collection: str, values: Mapping[str, Any], *, record_id: str | None = None
     ) -> dict[str, Any]:
         records = self._granted(collection)
+        for field_name in self.unique_fields.get(collection, ()):
+            value = values.get(field_name)
+            if value is not None and any(
+                r["values"].get(field_name) == value and r["id"] != record_id for r in records
+            ):
+                raise RecordRejected(
+                    f"{collection}: {field_name} must be unique",
+                    [{"pointer": f"/values/{field_name}", "message": f"{value!r} is already used"}],
+                )
         if record_id is None:
             record: dict[str, Any] = {"id": str(uuid.uuid4()), "values": dict(values)}
             records.append(record)
@@ -105,6 +125,15 @@ class FakeContext:
                 record["values"] = {**record["values"], **values}
                 return dict(record)
         raise LookupError(f"no record {record_id} in {collection!r}")
+
+    async def next_number(self, sequence: str, *, key: str | None = None) -> int:
+        if key is not None and (sequence, key) in self.numbered:
+            return self.numbered[(sequence, key)]
+        number = self.sequences.get(sequence, 0) + 1
+        self.sequences[sequence] = number
+        if key is not None:
+            self.numbered[(sequence, key)] = number
+        return number
 
     async def send_message(self, to: Sequence[str], title: str, body: str = "") -> None:
         self.messages.append({"to": list(to), "title": title, "body": body})
@@ -135,6 +164,17 @@ class FakeContext:
         stored = StoredFile(str(uuid.uuid4()), name, content_type, len(content))
         self.files.append((stored, content))
         return stored
+
+    async def read_file(self, file_id: str) -> tuple[StoredFile, bytes]:
+        for stored, content in self.files:
+            if stored.id == file_id:
+                return stored, content
+        raise LookupError(f"no file {file_id}")
+
+    async def resolve_address(self, host: str, port: int) -> str:
+        if host not in self.hosts:
+            raise ScopeDenied(f"{self.plugin} may not connect to {host!r}")
+        return host
 
 
 _execution_ids = itertools.count(1)

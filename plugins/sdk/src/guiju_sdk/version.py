@@ -10,7 +10,7 @@ ENTRY_POINT_GROUP = "guiju"
 
 #: The plugin API version this SDK describes, as (major, minor).
 #: A minor bump adds hooks or optional arguments; a major bump may remove or change them.
-API_VERSION: tuple[int, int] = (1, 2)
+API_VERSION: tuple[int, int] = (1, 3)
 
 #: What the API still accepts but will drop at the next major version: a hook (``"guiju_x"``) or a
 #: hook's argument (``"guiju_x:arg"``), with what to use instead. A plugin using one still loads;
