@@ -1048,12 +1048,12 @@ async def forward_notification(
     """Ask the messaging plugin to send a notification on, once this transaction commits (it runs
     on the plugin's queue). ``recipients`` are ``{"email", "name", "locale"}``; ``key`` makes the
     plugin's sending idempotent."""
-    await outbox.emit(
-        db,
-        NOTIFICATION_FORWARDED,
-        {
-            "plugin": MESSAGING_PLUGIN,
-            "key": key,
-            "input": {"recipients": recipients, "title": title, "body": body, **({"link": link} if link else {})},
-        },
-    )
+    sent: dict[str, Any] = {"recipients": recipients, "title": title or "-"}
+    if body:
+        sent["body"] = body
+    if link:
+        # Sent outside the app: a link within it (a run's page, say) is made absolute.
+        sent["link"] = (
+            link if link.startswith(("https://", "http://")) else settings().public_url + "/" + link.lstrip("/")
+        )
+    await outbox.emit(db, NOTIFICATION_FORWARDED, {"plugin": MESSAGING_PLUGIN, "key": key, "input": sent})

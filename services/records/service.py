@@ -24,7 +24,7 @@ from typing import Any
 from zipfile import BadZipFile
 
 import msgspec
-import openpyxl  # type: ignore[import-untyped]
+import openpyxl
 from sqlalchemy import ColumnElement, String, and_, case, cast, delete, false, or_, select, true
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession

@@ -80,10 +80,22 @@ def test_db_upgrade_then_tenant_create_list_suspend(tmp_path: Path) -> None:
     assert guiju("tenant", "resume", "acme-clinic", env=env).returncode == 0
 
 
-def test_plugins_list_reports_no_plugins(tmp_path: Path, sqlite_backend: Backend) -> None:
-    result = guiju("plugin", "list", env=base_env(tmp_path, sqlite_backend.url))
+def test_plugins_list_shows_the_built_in_plugins_and_what_the_deny_list_leaves(
+    tmp_path: Path, sqlite_backend: Backend
+) -> None:
+    env = base_env(tmp_path, sqlite_backend.url)
+    result = guiju("plugin", "list", env=env)
     assert result.returncode == 0
-    assert "no plugins installed" in result.stdout
+    assert {line.split("\t")[0]: line.split("\t")[2] for line in result.stdout.splitlines()} == {
+        "customs": "loaded",
+        "erp": "loaded",
+        "messaging": "loaded",
+    }
+    denied = guiju("plugin", "list", env={**env, "GUIJU_PLUGINS_DENY": "customs,erp,messaging"})
+    assert denied.returncode == 0
+    assert sorted(denied.stdout.splitlines()) == [
+        f"{name}\t?\trefused: in GUIJU_PLUGINS_DENY" for name in ("customs", "erp", "messaging")
+    ]
 
 
 @pytest.mark.timeout(90)

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
+from guiju_sdk import API_VERSION
 
 from services.cli import main
 from services.marketplace.checks import CHECK_NAMES, CheckReport, run_checks
@@ -127,10 +128,15 @@ def test_a_plugin_raising_on_import_fails_manifest_with_the_message(plugin_dir: 
 
 
 def test_an_api_range_excluding_ours_fails_api_range(plugin_dir: Path) -> None:
-    edit(plugin_dir / "src/erp_demo/plugin.py", 'api_range=">=1.2,<2.0"', 'api_range=">=9.0,<10.0"')
+    edit(
+        plugin_dir / "src/erp_demo/plugin.py",
+        f'api_range=">={API_VERSION[0]}.{API_VERSION[1]},<2.0"',
+        'api_range=">=9.0,<10.0"',
+    )
     report = run_checks(plugin_dir)
     assert results(report)["api_range"] is False and results(report)["manifest"] is True
-    assert details(report, "api_range") == ["/api_range: '>=9.0,<10.0' excludes the SDK's plugin API 1.2"]
+    version = f"{API_VERSION[0]}.{API_VERSION[1]}"
+    assert details(report, "api_range") == [f"/api_range: '>=9.0,<10.0' excludes the SDK's plugin API {version}"]
 
 
 def test_an_unknown_hook_fails_hooks(plugin_dir: Path) -> None:

@@ -175,7 +175,7 @@ def test_scopes() -> None:
         assert "after 'http:' comes a lower-case host name" in (scope_problem(bad_host) or ""), bad_host
     assert manifest_problems(changed(scopes=["records:read", "records:delete", "http:x.com/path"])) == [
         "/scopes/1: unknown scope 'records:delete': the scopes are records:read, records:write, messages:send, "
-        "events:emit, files:write, http:<host> and http:*",
+        "events:emit, files:read, files:write, mail:send, http:<host> and http:*",
         "/scopes/2: 'http:x.com/path': after 'http:' comes a lower-case host name (e.g. http:api.example.com) or '*'",
     ]
     assert manifest_problems(changed(scopes=["records:read", "records:read"]))[0].startswith("/scopes: ")

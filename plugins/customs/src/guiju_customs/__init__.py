@@ -1,0 +1,1 @@
+"""guiju-customs: Commercial invoice, packing list, proforma invoice and export declaration drafts."""

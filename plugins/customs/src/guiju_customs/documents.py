@@ -1,0 +1,42 @@
+"""One document of one kind in one format, as the SDK's :class:`~guiju_sdk.Document`."""
+
+from __future__ import annotations
+
+import re
+
+from guiju_sdk import Document
+
+from guiju_customs.fonts import Font
+from guiju_customs.layouts import build_layout
+from guiju_customs.order import Order
+from guiju_customs.pdf import render_pdf
+from guiju_customs.xlsx import render_xlsx
+
+FORMATS: tuple[str, ...] = ("pdf", "xlsx")
+CONTENT_TYPES = {
+    "pdf": "application/pdf",
+    "xlsx": "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet",
+}
+_UNSAFE = re.compile(r"[^A-Za-z0-9._-]+")
+
+
+def filename(kind: str, order: Order, format: str, version: int | None = None) -> str:
+    """``commercial_invoice-SO-2026-0042-v2.pdf``: the kind, the order's number (made safe for file
+    systems) and, when the document is kept in versions, its version."""
+    number = _UNSAFE.sub("-", order.order_number).strip("-") or "order"
+    suffix = f"-v{version}" if version is not None else ""
+    return f"{kind}-{number}{suffix}.{format}"
+
+
+def render(kind: str, order: Order, format: str, font: Font | None, version: int | None = None) -> Document:
+    """Document ``kind`` of ``order`` as ``format`` (``pdf`` needs ``font``)."""
+    layout = build_layout(kind, order)
+    if format == "pdf":
+        if font is None:
+            raise ValueError("a PDF needs a font")
+        content = render_pdf(layout, font)
+    elif format == "xlsx":
+        content = render_xlsx(layout)
+    else:
+        raise ValueError(f"unknown format {format!r}: {', '.join(FORMATS)}")
+    return Document(filename(kind, order, format, version), CONTENT_TYPES[format], content)

@@ -1,0 +1,1 @@
+"""guiju-erp: Multi-entity invoicing, reconciliation, Odoo sync and accounting export."""
