@@ -273,3 +273,43 @@ async def test_the_fake_context_numbers_reads_and_refuses_as_the_host_does() -> 
     assert await context.resolve_address("smtp.example", 587) == "smtp.example"
     with pytest.raises(ScopeDenied):
         await context.resolve_address("127.0.0.1", 25)
+
+
+def test_send_for_real_answers_as_the_host_does() -> None:
+    import threading
+    import time
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    from guiju_sdk import ActionFailed
+    from guiju_sdk.testing import send_for_real
+
+    class Partner(BaseHTTPRequestHandler):
+        def do_POST(self) -> None:
+            body = self.rfile.read(int(self.headers["Content-Length"]))
+            if self.path == "/slow":
+                time.sleep(0.5)
+            status = 200 if self.path == "/ok" else 404
+            self.send_response(status)
+            self.send_header("Content-Type", "application/json")
+            self.end_headers()
+            self.wfile.write(b'{"seen": ' + body + b', "type": "' + self.headers["Content-Type"].encode() + b'"}')
+
+        def log_message(self, *args: Any) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Partner)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    base = f"http://127.0.0.1:{server.server_address[1]}"
+    try:
+        ok = send_for_real(HttpRequest("POST", f"{base}/ok", {"n": 1}, None, {}, 5))
+        assert (ok.status, ok.json()) == (200, {"seen": {"n": 1}, "type": "application/json"})
+        assert send_for_real(HttpRequest("POST", f"{base}/missing", {"n": 2}, None, {}, 5)).status == 404
+        with pytest.raises(ActionFailed, match=r"took longer than 0\.1 s") as slow:
+            send_for_real(HttpRequest("POST", f"{base}/slow", {}, None, {}, 0.1))
+        assert slow.value.retryable
+    finally:
+        server.shutdown()
+        server.server_close()
+    with pytest.raises(ActionFailed, match="failed") as refused:
+        send_for_real(HttpRequest("POST", f"{base}/ok", {}, None, {}, 1))
+    assert refused.value.retryable

@@ -9,10 +9,8 @@ from __future__ import annotations
 import copy
 from typing import Any
 
-import httpx
 from erp_odoo_fake import API_KEY, DATABASE, LOGIN, FakeOdoo
-from guiju_sdk import HttpResponse
-from guiju_sdk.testing import FakeContext, HttpRequest, PluginHarness
+from guiju_sdk.testing import FakeContext, PluginHarness, send_for_real
 from jsonschema import Draft202012Validator
 
 #: A Hong Kong trading company (no VAT, sells in USD) and a mainland company (13% VAT, CNY).
@@ -122,18 +120,7 @@ def sample_order(**changes: Any) -> dict[str, Any]:
     return order
 
 
-def forward(request: HttpRequest) -> HttpResponse:
-    """FakeContext's http_handler: the plugin's request, sent for real to the local server."""
-    with httpx.Client() as client:
-        response = client.request(
-            request.method,
-            request.url,
-            json=request.json,
-            content=request.content,
-            headers=dict(request.headers),
-            timeout=request.timeout_seconds,
-        )
-    return HttpResponse(response.status_code, dict(response.headers), response.content)
+forward = send_for_real  # FakeContext's http_handler: the plugin's requests, sent for real to the local server
 
 
 def odoo_context(odoo: FakeOdoo, *, api_key: str = API_KEY, **config: Any) -> FakeContext:

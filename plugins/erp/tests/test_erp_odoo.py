@@ -217,7 +217,7 @@ async def test_odoo_error_objects_map_to_permanent_failures(odoo: FakeOdoo) -> N
     [
         ("502", True, "answered HTTP 502; trying again later"),
         ("429", True, "answered HTTP 429"),
-        ("slow", True, "did not answer (ReadTimeout"),
+        ("slow", True, "took longer than"),
         ("serialization", True, "Odoo was busy (could not serialize access"),
         ("garbage", False, "is not JSON (it starts b'<!DOCTYPE html>"),
         ("no_result", False, "has neither result nor error"),

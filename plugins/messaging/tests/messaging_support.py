@@ -21,7 +21,6 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
-import httpx
 import pytest
 from aiosmtpd.controller import Controller
 from aiosmtpd.smtp import SMTP as SMTPServer
@@ -30,8 +29,8 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
-from guiju_sdk import HttpResponse, ScopeDenied
-from guiju_sdk.testing import FakeContext, HttpRequest
+from guiju_sdk import ScopeDenied
+from guiju_sdk.testing import FakeContext, send_for_real
 
 MAIL_HOST = "smtp.guiju.test"
 SMTP_USER = "robot@guiju.test"
@@ -425,18 +424,7 @@ def vendors(vendor_server: Vendors) -> Vendors:
     return vendor_server
 
 
-def forward(request: HttpRequest) -> HttpResponse:
-    """FakeContext's http_handler: the plugin's request, sent for real to the local server."""
-    with httpx.Client() as client:
-        response = client.request(
-            request.method,
-            request.url,
-            json=request.json,
-            content=request.content,
-            headers=dict(request.headers),
-            timeout=request.timeout_seconds,
-        )
-    return HttpResponse(response.status_code, dict(response.headers), response.content)
+forward = send_for_real  # FakeContext's http_handler: the plugin's requests, sent for real to the local server
 
 
 def robot_context(robots: list[dict[str, Any]], secrets: dict[str, str], **config: Any) -> FakeContext:

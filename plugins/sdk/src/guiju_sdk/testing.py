@@ -16,7 +16,10 @@ The harness registers the plugin with the same hook specifications and checks as
 from __future__ import annotations
 
 import itertools
+import json
 import logging
+import urllib.error
+import urllib.request
 import uuid
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -33,7 +36,7 @@ from guiju_sdk.registry import (
     deprecations,
     new_manager,
 )
-from guiju_sdk.types import ActionCall, Document, Health, PluginInfo
+from guiju_sdk.types import ActionCall, ActionFailed, Document, Health, PluginInfo
 from guiju_sdk.version import API_VERSION, api_version_supported
 
 
@@ -175,6 +178,33 @@ class FakeContext:
         if host not in self.hosts:
             raise ScopeDenied(f"{self.plugin} may not connect to {host!r}")
         return host
+
+
+def send_for_real(request: HttpRequest) -> HttpResponse:
+    """An ``http_handler`` for :class:`FakeContext` that sends the plugin's request for real: to a
+    local server speaking the partner system's protocol, in the plugin's own tests. As from the
+    host, any status is an answer, and a timeout or a failed connection raises a retryable
+    :class:`ActionFailed`."""
+    if not request.url.startswith(("http://", "https://")):
+        raise ScopeDenied(f"not an HTTP URL: {request.url!r}")
+    body = request.content
+    headers = dict(request.headers)
+    if request.json is not None:
+        body = json.dumps(request.json).encode()
+        headers.setdefault("Content-Type", "application/json")
+    sent = urllib.request.Request(request.url, data=body, headers=headers, method=request.method)  # noqa: S310
+    host = urlsplit(request.url).hostname
+    try:
+        with urllib.request.urlopen(sent, timeout=request.timeout_seconds) as response:  # noqa: S310  (checked above)
+            return HttpResponse(response.status, dict(response.headers.items()), response.read())
+    except urllib.error.HTTPError as answer:
+        return HttpResponse(answer.code, dict(answer.headers.items()), answer.read())
+    except TimeoutError as exc:
+        raise ActionFailed(
+            f"{request.method} {host} took longer than {request.timeout_seconds:g} s", retryable=True
+        ) from exc
+    except (urllib.error.URLError, OSError) as exc:
+        raise ActionFailed(f"{request.method} {host} failed: {type(exc).__name__}", retryable=True) from exc
 
 
 _execution_ids = itertools.count(1)
