@@ -171,3 +171,42 @@ async def test_a_200_line_declaration_runs_over_pages_with_every_line() -> None:
     text = pdf_text(content)
     assert "商品200号" in text
     assert text.count("商品编号") == len(pypdfium2.PdfDocument(content))  # the heading repeats on every page
+
+
+async def test_a_long_description_wraps_inside_its_cell() -> None:
+    values = order()
+    words = [f"part{number:02d}" for number in range(1, 31)]
+    values["lines"][0]["name_en"] = " ".join(words)
+    values["lines"][0]["name_zh"] = "带有很长的中文说明文字的微波炉" * 4
+    content = (await generate("commercial_invoice", "pdf", values)).content
+    document = pypdfium2.PdfDocument(content)
+    try:
+        page = document[0]
+        text_page = page.get_textpage()
+        # Every word is printed, and inside the description column (21 % to 52 % of the page's width).
+        width = page.get_width()
+        for word in (words[0], words[14], words[-1]):
+            found = text_page.search(word)
+            match = found.get_next()
+            assert match is not None, word
+            left = text_page.get_charbox(match[0])[0]
+            right = text_page.get_charbox(match[0] + match[1] - 1)[2]
+            assert 0.21 * width < left and right < 0.525 * width, word
+            found.close()
+    finally:
+        document.close()
+    assert "带有很长的中文说明文字的微波炉" in pdf_text(content)
+
+
+async def test_the_set_makes_each_kind_as_pdf_and_xlsx_with_the_font_cut_once() -> None:
+    from guiju_customs.documents import render_set
+    from guiju_customs.fonts import find_font
+    from guiju_customs.order import read_order
+
+    documents = render_set(read_order(ORDER, {}, KINDS), KINDS, find_font({}), {kind: 3 for kind in KINDS})
+    assert [document.filename for document in documents] == [
+        f"{kind}-SO-2026-0042-v3.{format}" for kind in KINDS for format in ("pdf", "xlsx")
+    ]
+    for document in documents[::2]:
+        assert re.search(rb"/BaseFont /[A-Z]{6}\+NotoSansSC", document.content)
+        assert CONSIGNOR_ZH in pdf_text(document.content)

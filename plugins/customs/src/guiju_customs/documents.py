@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping, Sequence
 
 from guiju_sdk import Document
 
 from guiju_customs.fonts import Font
 from guiju_customs.layouts import build_layout
 from guiju_customs.order import Order
-from guiju_customs.pdf import render_pdf
+from guiju_customs.pdf import render_pdf, render_pdfs
 from guiju_customs.xlsx import render_xlsx
 
 FORMATS: tuple[str, ...] = ("pdf", "xlsx")
@@ -40,3 +41,21 @@ def render(kind: str, order: Order, format: str, font: Font | None, version: int
     else:
         raise ValueError(f"unknown format {format!r}: {', '.join(FORMATS)}")
     return Document(filename(kind, order, format, version), CONTENT_TYPES[format], content)
+
+
+def render_set(
+    order: Order, kinds: Sequence[str], font: Font, versions: Mapping[str, int] | None = None
+) -> list[Document]:
+    """Every document of ``kinds`` in every format (for each kind its PDF, then its XLSX), in memory.
+
+    The PDFs are made together, so the font is cut down once for the whole set.
+    """
+    layouts = [build_layout(kind, order) for kind in kinds]
+    pdfs = render_pdfs(layouts, font)
+    documents: list[Document] = []
+    for kind, layout, pdf in zip(kinds, layouts, pdfs, strict=True):
+        version = versions[kind] if versions is not None else None
+        documents.append(Document(filename(kind, order, "pdf", version), CONTENT_TYPES["pdf"], pdf))
+        xlsx = render_xlsx(layout)
+        documents.append(Document(filename(kind, order, "xlsx", version), CONTENT_TYPES["xlsx"], xlsx))
+    return documents

@@ -9,12 +9,15 @@ from __future__ import annotations
 
 import importlib
 import os
-from collections.abc import Mapping
+from collections.abc import Iterable, Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
+from tempfile import TemporaryDirectory
 from typing import Any
 
+from fontTools.subset import Options, Subsetter  # type: ignore[import-untyped]
 from fontTools.ttLib import TTCollection, TTFont, TTLibError  # type: ignore[import-untyped]
 from guiju_sdk import ActionFailed
 
@@ -30,6 +33,8 @@ SYSTEM_FONTS = (
 #: Characters every document prints: a font without them would print empty boxes.
 REQUIRED_CHARACTERS = "境内发货人报关单"
 SUFFIXES = (".ttf", ".otf", ".ttc", ".otc")
+#: Tables a PDF's horizontal, unshaped text never reads (layout rules, vertical metrics, bitmaps).
+UNUSED_TABLES = ("GSUB", "GPOS", "GDEF", "BASE", "JSTF", "MATH", "VORG", "vhea", "vmtx", "FFTM", "meta")
 
 
 class FontMissing(ActionFailed):
@@ -100,3 +105,30 @@ def _load(path: Path, source: str) -> Font:
     if missing:
         raise FontMissing(f"the font {path} named by {source} has no Chinese glyphs (none for {''.join(missing)})")
     return Font(path, face)
+
+
+@contextmanager
+def subset_font_file(font: Font, characters: Iterable[str]) -> Iterator[Path]:
+    """A temporary font file holding only the glyphs of ``characters`` from ``font``.
+
+    Every PDF of a document set embeds this small font instead of reading the whole CJK font
+    (tens of thousands of glyphs) once per PDF. Characters the font lacks are left out, as they
+    would be from the full font: the PDF prints nothing for them.
+    """
+    options = Options(notdef_outline=True, recommended_glyphs=True, layout_features=[], desubroutinize=True)
+    source = TTFont(str(font.path), fontNumber=font.face, lazy=True, recalcBBoxes=False, recalcTimestamp=False)
+    try:
+        # Removed before subsetting, unread: the subsetter would first parse a CJK font's large
+        # layout tables only to drop them.
+        for tag in UNUSED_TABLES:
+            if tag in source:
+                del source[tag]
+        subsetter = Subsetter(options)
+        subsetter.populate(unicodes=sorted({ord(character) for character in characters}))
+        subsetter.subset(source)
+        with TemporaryDirectory(prefix="guiju-customs-font-") as directory:
+            path = Path(directory) / ("subset.otf" if "CFF " in source or "CFF2" in source else "subset.ttf")
+            source.save(str(path))
+            yield path
+    finally:
+        source.close()

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
-from collections.abc import Callable, Collection, Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from guiju_sdk import (
@@ -31,10 +31,10 @@ from guiju_sdk import (
     hookimpl,
 )
 
-from guiju_customs.documents import FORMATS, render
-from guiju_customs.fonts import Font, FontMissing, find_font
+from guiju_customs.documents import FORMATS, render, render_set
+from guiju_customs.fonts import FontMissing, find_font
 from guiju_customs.layouts import LABELS
-from guiju_customs.order import KINDS, Order, read_order, uscc_problem
+from guiju_customs.order import KINDS, read_order, uscc_problem
 from guiju_customs.schemas import (
     DEFAULT_DOCUMENTS_COLLECTION,
     EVENT_SCHEMA,
@@ -84,11 +84,6 @@ def guiju_document_kinds(register: RegisterDocumentKind) -> None:
         register(kind, document_generator(kind), labels=LABELS[kind], formats=FORMATS, record_schema=ORDER_SCHEMA)
 
 
-def render_set(order: Order, kinds: Collection[str], font: Font, versions: Mapping[str, int]) -> list[Document]:
-    """Every document of ``kinds`` in every format, in memory (nothing is stored until all are made)."""
-    return [render(kind, order, format, font, versions[kind]) for kind in kinds for format in FORMATS]
-
-
 async def generate_documents(call: ActionCall) -> dict[str, Any]:
     """The action ``generate_documents``: see the module's docstring and docs/plugins/customs.md."""
     context = call.context
@@ -118,6 +113,7 @@ async def generate_documents(call: ActionCall) -> dict[str, Any]:
     versions = {
         kind: await context.next_number(f"document:{record_id}:{kind}", key=call.idempotency_key) for kind in kinds
     }
+    # Nothing is stored until every document is made.
     rendered = await asyncio.to_thread(render_set, order, kinds, font, versions)
 
     generated_at = dt.datetime.now(dt.UTC).isoformat(timespec="seconds")

@@ -10,7 +10,7 @@ import io
 from typing import Any
 
 import openpyxl  # type: ignore[import-untyped, unused-ignore]
-from openpyxl.styles import Alignment, Border, Font, PatternFill, Side  # type: ignore[import-untyped, unused-ignore]
+from openpyxl.styles import Alignment, Border, Font, NamedStyle, PatternFill, Side  # type: ignore[import-untyped, unused-ignore]
 from openpyxl.utils import get_column_letter  # type: ignore[import-untyped, unused-ignore]
 from openpyxl.worksheet.properties import PageSetupProperties  # type: ignore[import-untyped, unused-ignore]
 from openpyxl.worksheet.worksheet import Worksheet  # type: ignore[import-untyped, unused-ignore]
@@ -25,6 +25,19 @@ _BOLD = Font(bold=True)
 _TITLE_FONT = Font(size=15, bold=True)
 _WRAP = Alignment(wrap_text=True, vertical="top")
 _CENTRE = Alignment(horizontal="center", vertical="center", wrap_text=True)
+_NOTE = Alignment(wrap_text=True)
+#: The cell styles, by name. A cell takes a named style by its name: openpyxl then copies the
+#: style's indexes, where assigning a font, border or alignment object would hash it for every cell.
+_STYLES: dict[str, dict[str, Any]] = {
+    "Customs title": {"font": _TITLE_FONT, "alignment": _CENTRE},
+    "Customs subtitle": {"font": _BOLD, "alignment": _CENTRE},
+    "Customs label": {"font": _LABEL_FONT, "fill": _GREY, "alignment": _WRAP},
+    "Customs value": {"alignment": _WRAP},
+    "Customs heading": {"font": _BOLD, "fill": _GREY, "alignment": _CENTRE},
+    "Customs line": {"alignment": _WRAP},
+    "Customs total": {"font": _BOLD, "fill": _GREY},
+    "Customs note": {"alignment": _NOTE},
+}
 #: Millimetres on the PDF page to Excel's character widths.
 MM_PER_CHARACTER = 1.9
 
@@ -49,20 +62,35 @@ def render_xlsx(layout: Layout) -> bytes:
     if not isinstance(sheet, Worksheet):
         raise TypeError("a new workbook starts with one worksheet")
     sheet.title = layout.title_zh[:31]
+    for name, style in _STYLES.items():
+        workbook.add_named_style(NamedStyle(name, border=_BORDER, **style))
+    formats = [number_format(column.kind, layout.exponent) for column in layout.columns]
+    # Numbers take a style per number format (named after it), in the lines and in the totals row.
+    line_styles: list[str] = []
+    total_styles: list[str] = []
+    for format in formats:
+        line_styles.append(f"Customs number {format}" if format else "Customs line")
+        total_styles.append(f"Customs total {format}" if format else "Customs total")
+        if format and line_styles[-1] not in workbook.named_styles:
+            workbook.add_named_style(NamedStyle(line_styles[-1], border=_BORDER, number_format=format))
+            workbook.add_named_style(
+                NamedStyle(total_styles[-1], border=_BORDER, number_format=format, **_STYLES["Customs total"])
+            )
+
     last_column = len(layout.columns)
     for index, column in enumerate(layout.columns, start=1):
         sheet.column_dimensions[get_column_letter(index)].width = max(6.0, column.width / MM_PER_CHARACTER)
 
-    _merged(sheet, 1, 1, last_column, layout.title_zh, _TITLE_FONT, _CENTRE)
-    _merged(sheet, 2, 1, last_column, layout.title_en, _BOLD, _CENTRE)
+    _merged(sheet, 1, 1, last_column, layout.title_zh, "Customs title")
+    _merged(sheet, 2, 1, last_column, layout.title_en, "Customs subtitle")
     row = 4
     for boxes in layout.boxes:
         first = 1
         lines = 1
         for box in boxes:
             end = first + box.span - 1
-            _merged(sheet, row, first, end, box.label, _LABEL_FONT, _WRAP, fill=_GREY)
-            _merged(sheet, row + 1, first, end, box.value, None, _WRAP)
+            _merged(sheet, row, first, end, box.label, "Customs label")
+            _merged(sheet, row + 1, first, end, box.value, "Customs value")
             lines = max(lines, box.value.count("\n") + 1)
             first = end + 1
         sheet.row_dimensions[row + 1].height = 15 * lines
@@ -71,29 +99,20 @@ def render_xlsx(layout: Layout) -> bytes:
     row += 1
     heading_row = row
     for index, column in enumerate(layout.columns, start=1):
-        cell = sheet.cell(row=row, column=index, value=column.title)
-        cell.font, cell.fill, cell.border, cell.alignment = _BOLD, _GREY, _BORDER, _CENTRE
+        sheet.cell(row=row, column=index, value=column.title).style = "Customs heading"
     sheet.row_dimensions[row].height = 30
-    formats = [number_format(column.kind, layout.exponent) for column in layout.columns]
     for values in layout.rows:
         row += 1
         for index, value in enumerate(values, start=1):
-            cell = _set(sheet, row, index, value)
-            cell.border = _BORDER
-            if formats[index - 1] and not isinstance(value, str):
-                cell.number_format = formats[index - 1]
-            else:
-                cell.alignment = _WRAP
+            # Text in a number column (none today) keeps the wrapping text style.
+            _set(sheet, row, index, value).style = "Customs line" if isinstance(value, str) else line_styles[index - 1]
     row += 1
     for index, value in enumerate(layout.totals, start=1):
-        cell = _set(sheet, row, index, value)
-        cell.font, cell.fill, cell.border = _BOLD, _GREY, _BORDER
-        if formats[index - 1] and value is not None and not isinstance(value, str):
-            cell.number_format = formats[index - 1]
+        _set(sheet, row, index, value).style = "Customs total" if isinstance(value, str) else total_styles[index - 1]
     row += 1
     for note in layout.notes:
         row += 1
-        _merged(sheet, row, 1, last_column, note, None, Alignment(wrap_text=True))
+        _merged(sheet, row, 1, last_column, note, "Customs note")
 
     sheet.freeze_panes = f"A{heading_row + 1}"
     sheet.print_title_rows = f"{heading_row}:{heading_row}"
@@ -109,19 +128,14 @@ def render_xlsx(layout: Layout) -> bytes:
     return buffer.getvalue()
 
 
-def _merged(
-    sheet: Any, row: int, first: int, last: int, value: str, font: Any, alignment: Any, *, fill: Any = None
-) -> None:
-    cell = _set(sheet, row, first, value)
-    if font is not None:
-        cell.font = font
-    cell.alignment = alignment
-    if fill is not None:
-        cell.fill = fill
-    for column in range(first, last + 1):
-        sheet.cell(row=row, column=column).border = _BORDER
+def _merged(sheet: Any, row: int, first: int, last: int, value: str, style: str) -> None:
+    # Merged while its cells are still blank, then styled: merging styled cells recombines each
+    # edge cell's border.
     if last > first:
         sheet.merge_cells(start_row=row, start_column=first, end_row=row, end_column=last)
+    _set(sheet, row, first, value).style = style
+    for column in range(first + 1, last + 1):
+        sheet.cell(row=row, column=column).style = style
 
 
 def _set(sheet: Any, row: int, column: int, value: Any) -> Any:
