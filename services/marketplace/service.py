@@ -358,6 +358,12 @@ async def sync_deployed_plugins(db: AsyncSession) -> None:
                 [{"name": name, "publisher": info.publisher, "category": info.category, "created_at": utcnow()}],
                 conflict=["name"],
             )
+        elif listing.publisher_tenant_id is None and (listing.publisher, listing.category) != (
+            info.publisher,
+            info.category,
+        ):
+            # The operator's listing follows the code deployed (a partner's listing is the partner's).
+            listing.publisher, listing.category = info.publisher, info.category
         existing = await db.get(PluginVersion, (name, info.version))
         if existing is None:
             await insert_ignoring_conflicts(
