@@ -10,8 +10,6 @@ from guiju_sdk import Document
 from guiju_customs.fonts import Font
 from guiju_customs.layouts import build_layout
 from guiju_customs.order import Order
-from guiju_customs.pdf import render_pdf, render_pdfs
-from guiju_customs.xlsx import render_xlsx
 
 FORMATS: tuple[str, ...] = ("pdf", "xlsx")
 CONTENT_TYPES = {
@@ -35,8 +33,12 @@ def render(kind: str, order: Order, format: str, font: Font | None, version: int
     if format == "pdf":
         if font is None:
             raise ValueError("a PDF needs a font")
+        from guiju_customs.pdf import render_pdf  # imported when used: fpdf2 is slow to import
+
         content = render_pdf(layout, font)
     elif format == "xlsx":
+        from guiju_customs.xlsx import render_xlsx  # imported when used: openpyxl is slow to import
+
         content = render_xlsx(layout)
     else:
         raise ValueError(f"unknown format {format!r}: {', '.join(FORMATS)}")
@@ -51,6 +53,10 @@ def render_set(
     The PDFs are made together, so the font is cut down once for the whole set.
     """
     layouts = [build_layout(kind, order) for kind in kinds]
+    # Imported when used: fpdf2 and openpyxl would slow every process that loads the plugin.
+    from guiju_customs.pdf import render_pdfs
+    from guiju_customs.xlsx import render_xlsx
+
     pdfs = render_pdfs(layouts, font)
     documents: list[Document] = []
     for kind, layout, pdf in zip(kinds, layouts, pdfs, strict=True):

@@ -17,7 +17,6 @@ from pathlib import Path
 from tempfile import TemporaryDirectory
 from typing import Any
 
-from fontTools.subset import Options, Subsetter  # type: ignore[import-untyped]
 from fontTools.ttLib import TTCollection, TTFont, TTLibError  # type: ignore[import-untyped]
 from guiju_sdk import ActionFailed
 
@@ -115,6 +114,9 @@ def subset_font_file(font: Font, characters: Iterable[str]) -> Iterator[Path]:
     (tens of thousands of glyphs) once per PDF. Characters the font lacks are left out, as they
     would be from the full font: the PDF prints nothing for them.
     """
+    # Imported when used: the subsetter is slow to import, and most processes never cut a font.
+    from fontTools.subset import Options, Subsetter  # type: ignore[import-untyped]
+
     options = Options(notdef_outline=True, recommended_glyphs=True, layout_features=[], desubroutinize=True)
     source = TTFont(str(font.path), fontNumber=font.face, lazy=True, recalcBBoxes=False, recalcTimestamp=False)
     try:

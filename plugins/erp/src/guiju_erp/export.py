@@ -19,9 +19,6 @@ from decimal import Decimal
 from typing import Any
 
 from guiju_sdk import ActionCall, ActionFailed
-from openpyxl import Workbook
-from openpyxl.styles import Font
-from openpyxl.utils import get_column_letter
 
 from guiju_erp.money import ZERO, as_json_number, as_text, parse_period
 from guiju_erp.records import READ_LIMIT, Invoice, read_invoices
@@ -153,6 +150,11 @@ def to_csv(header: Sequence[str], rows: Sequence[Row]) -> bytes:
 
 def to_xlsx(header: Sequence[str], rows: Sequence[Row], title: str) -> bytes:
     """An XLSX workbook of one sheet: bold frozen header, amounts as numbers, dates as dates."""
+    # Imported when used: openpyxl would slow the start of every process that loads the plugin.
+    from openpyxl import Workbook
+    from openpyxl.styles import Font
+    from openpyxl.utils import get_column_letter
+
     workbook = Workbook()
     sheet = workbook.active
     assert sheet is not None
