@@ -1038,8 +1038,12 @@ async def next_number(db: AsyncSession, plugin: str, sequence: str, *, key: str 
 
 async def messaging_installed(db: AsyncSession) -> bool:
     """Whether the session's workspace has the messaging plugin installed and enabled (and this
-    platform deploys it). The process-wide check first: most deployments pay no query for it."""
-    return MESSAGING_PLUGIN in installed_plugin_names() and MESSAGING_PLUGIN in (await tenant_catalog(db)).plugins
+    platform deploys it). One short query, and none where the platform does not deploy it: the
+    notify action asks this for every notification it sends."""
+    if MESSAGING_PLUGIN not in installed_plugin_names():
+        return False
+    enabled = await db.scalar(select(PluginInstallation.enabled).where(PluginInstallation.plugin == MESSAGING_PLUGIN))
+    return bool(enabled)
 
 
 async def forward_notification(

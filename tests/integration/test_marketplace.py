@@ -651,6 +651,10 @@ async def test_notifications_go_on_through_messaging_only_where_it_is_installed(
         sent_a = await _run(a["tenant"]["id"], "notify", config)
         sent_b = await _run(b["tenant"]["id"], "notify", config)
         await run_plugin_hooks("messaging")  # the plugin sends it on, on its own queue
+        assert (await api_a.post("/api/v1/plugins/messaging/disable")).status_code == 200
+        sent_disabled = await _run(a["tenant"]["id"], "notify", config, _ctx(a["tenant"]["id"], index=1))
+        await run_plugin_hooks("messaging")
+    assert sent_disabled["channels"] == ["in_app"]  # disabled: in the app only
     assert sent_a["channels"] == ["in_app", "messaging"]
     assert sent_b["channels"] == ["in_app"]  # deployed here, but not installed in B's workspace
     assert len(delivered) == 1
