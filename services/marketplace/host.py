@@ -191,12 +191,7 @@ class HostContext:
         extensions: dict[str, Any] = {}
         target = url
         if not allowed_plain:
-            try:
-                address = await netguard.resolve_public(host, parts.port or 443)
-            except netguard.HostRefused as exc:
-                raise ScopeDenied(f"{self.plugin} may only call public addresses: {exc}") from exc
-            except netguard.HostUnresolved as exc:
-                raise ActionFailed(str(exc), retryable=True) from exc
+            address = await self._public_address(host, parts.port or 443, "call")
             target, extra_headers, extensions = netguard.pinned_target(url, address)
         timeout = min(max(0.1, timeout_seconds), service.settings().plugin_http_max_timeout_seconds)
         try:
@@ -240,10 +235,15 @@ class HostContext:
         name = host.strip().lower()
         if name in service.settings().plugin_allow_http_hosts:
             return name  # a host the operator allows (a local mail relay, a test server)
+        return str(await self._public_address(name, port, "connect to"))
+
+    async def _public_address(self, host: str, port: int, verb: str) -> netguard.IPAddress:
+        """The checked address to reach ``host`` at: refused when not public, retryable when it
+        does not resolve (DNS may answer later)."""
         try:
-            return str(await netguard.resolve_public(name, port))
+            return await netguard.resolve_public(host, port)
         except netguard.HostRefused as exc:
-            raise ScopeDenied(f"{self.plugin} may only connect to public addresses: {exc}") from exc
+            raise ScopeDenied(f"{self.plugin} may only {verb} public addresses: {exc}") from exc
         except netguard.HostUnresolved as exc:
             raise ActionFailed(str(exc), retryable=True) from exc
 
