@@ -195,9 +195,20 @@ def _lock_head(session: Session, tenant_id: uuid.UUID) -> tuple[int, str]:
     """Lock the tenant's head until the transaction ends, creating it on first use.
 
     ``SELECT … FOR UPDATE`` first; only a new tenant inserts (or-nothing, so two first appends
-    racing both end up queued on the one row). On SQLite the write lock serialises appends already.
+    racing both end up queued on the one row). On SQLite the database's write lock, taken first,
+    serialises appends.
     """
     locked = select(AuditHead.last_seq, AuditHead.last_hash).where(AuditHead.tenant_id == tenant_id).with_for_update()
+    if session.get_bind().dialect.name == "sqlite":
+        # SQLite has no FOR UPDATE, and its driver begins a transaction only at the first write: a
+        # plain read here could see a head another commit is about to move. A no-op write takes the
+        # database's write lock first, so the read below is the head as the last commit left it.
+        session.execute(
+            update(AuditHead)
+            .where(AuditHead.tenant_id == tenant_id)
+            .values(last_seq=AuditHead.last_seq)
+            .execution_options(synchronize_session=False)
+        )
     row = session.execute(locked).one_or_none()
     if row is None:
         upsert = pg_insert if session.get_bind().dialect.name == "postgresql" else sqlite_insert
