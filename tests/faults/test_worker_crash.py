@@ -76,9 +76,17 @@ async def test_killing_workers_mid_action_loses_and_doubles_nothing(
             for _ in range(ORDERS_PER_ROUND):
                 orders.append(await site.create_order(len(orders)))
             before = await site.execution_statuses()
-            await asyncio.sleep(rng.uniform(0.2, 1.0))
-            unfinished = sum(n for status, n in (await site.execution_statuses()).items() if status != "succeeded")
-            if unfinished and before != await site.execution_statuses():
+            # Kill at a random moment, but no later than when work is seen moving: a fast machine
+            # finishes a burst within a fixed wait, and the kill then hits nothing.
+            deadline = time.monotonic() + rng.uniform(0.2, 1.0)
+            await asyncio.sleep(rng.uniform(0.0, 0.1))
+            while True:
+                now = await site.execution_statuses()
+                in_flight = bool(sum(n for status, n in now.items() if status != "succeeded")) and now != before
+                if in_flight or time.monotonic() >= deadline:
+                    break
+                await asyncio.sleep(0.02)
+            if in_flight:
                 kills_with_work_in_flight += 1
             current.kill()
             if kill == 0:
