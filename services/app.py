@@ -19,6 +19,8 @@ from services.automation.routes import CONTROLLERS as AUTOMATION_CONTROLLERS
 from services.db import dispose_databases
 from services.files import service as files
 from services.files.routes import CONTROLLERS as FILES_CONTROLLERS
+from services.gallery import service as gallery
+from services.gallery.routes import CONTROLLERS as GALLERY_CONTROLLERS
 from services.http import (
     EXCEPTION_HANDLERS,
     RequestContextMiddleware,
@@ -48,6 +50,7 @@ def create_app(settings: Settings | None = None, *, embedded: bool = False) -> L
     settings = settings or load_settings()
     files.configure(settings)
     marketplace.configure(settings)
+    gallery.configure(settings)
     marketplace.activate(*marketplace.load_plugins(settings))
     plugin_host.use_platform_mail(settings)
     runtime = EmbeddedRuntime(worker_threads=settings.worker_threads, relay_interval=settings.relay_interval_seconds)
@@ -90,6 +93,7 @@ def create_app(settings: Settings | None = None, *, embedded: bool = False) -> L
                     TenantController,
                     LinkPagesController,
                     *AUDIT_CONTROLLERS,
+                    *GALLERY_CONTROLLERS,
                     *FILES_CONTROLLERS,
                     *RECORDS_CONTROLLERS,
                     *CALENDAR_CONTROLLERS,

@@ -401,5 +401,46 @@ def plugin_rotate_secrets() -> None:
     click.echo(f"{changed} secret(s) re-encrypted under the key {marketplace.keyring().current_id}")
 
 
+@main.group()
+def templates() -> None:
+    """Template packs: check a pack before it is shipped, list the gallery's."""
+
+
+@templates.command("check")
+@click.argument("path", type=click.Path(exists=True, file_okay=False, path_type=Path))
+def templates_check(path: Path) -> None:
+    """Check the template pack in PATH as the gallery does: every problem with its file and path.
+    Exits 1 when there is one."""
+    from services.gallery.loader import PackInvalid, load_pack
+    from services.marketplace import service as marketplace
+
+    marketplace.activate(*marketplace.load_plugins(load_settings("admin")))
+    try:
+        pack = load_pack(path)
+    except PackInvalid as exc:
+        click.echo(exc.detail)
+        for problem in exc.errors or []:
+            click.echo(f"  {problem.pointer}  [{problem.code}] {problem.message}")
+        sys.exit(1)
+    counts = ", ".join(f"{len(pack.of_kind(kind))} {kind}(s)" for kind in ("collection", "procedure", "automation"))
+    click.echo(f"{pack.id} {pack.version}: valid ({counts}, {len(pack.of_kind('document'))} document(s))")
+
+
+@templates.command("list")
+def templates_list() -> None:
+    """The packs the gallery offers, and those refused with their problems."""
+    from services.gallery import service as gallery
+    from services.marketplace import service as marketplace
+
+    marketplace.activate(*marketplace.load_plugins(load_settings("admin")))
+    offered = gallery.catalog()
+    for pack in offered.packs.values():
+        click.echo(f"{pack.id}\t{pack.version}\t{pack.industry}\t{pack.publisher}")
+    for refused in offered.refused:
+        click.echo(f"refused: {refused.directory} ({refused.publisher})")
+        for problem in refused.problems:
+            click.echo(f"  {problem.pointer}  [{problem.code}] {problem.message}")
+
+
 if __name__ == "__main__":
     main()

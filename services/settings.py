@@ -95,6 +95,8 @@ class Settings:
     # to this server: smtp://user:password@host:587 (STARTTLS), smtps://…:465 (TLS), smtp+plain://…:25.
     smtp_url: str = ""
     mail_from: str = ""  # "Guiju <no-reply@example.com>"
+    # Directories of the operator's own template packs (each subdirectory one pack), besides the platform's.
+    template_pack_dirs: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         if self.execution_retention_days < MIN_EXECUTION_RETENTION_DAYS:
@@ -192,6 +194,7 @@ def load_settings(mode: Mode = "embedded") -> Settings:
         plugin_allow_http_hosts=_list("PLUGIN_ALLOW_HTTP_HOSTS"),
         smtp_url=_env("SMTP_URL", "") or "",
         mail_from=_env("MAIL_FROM", "") or "",
+        template_pack_dirs=_list("TEMPLATE_PACKS"),
     )
 
 

@@ -50,7 +50,7 @@ import time
 import uuid
 import weakref
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, date, datetime, timedelta
 from typing import Any, cast
 from zoneinfo import ZoneInfo
@@ -70,20 +70,30 @@ from services.automation.actions import (
     ActionContext,
     PermanentActionError,
     RetryableActionError,
-    ValidationEnv,
     Wait,
+)
+from services.automation.actions import (
+    ValidationEnv as ValidationEnv,
 )
 from services.automation.models import Automation, AutomationActionRun, AutomationExecution
 from services.automation.schemas import (
-    AutomationIn,
-    AutomationPatch,
+    AutomationIn as AutomationIn,
+)
+from services.automation.schemas import (
+    AutomationPatch as AutomationPatch,
+)
+from services.automation.schemas import (
     Description,
-    PluginTrigger,
-    RecordEventTrigger,
     RunEventTrigger,
     ScheduleTrigger,
     Trigger,
     WebhookTrigger,
+)
+from services.automation.schemas import (
+    PluginTrigger as PluginTrigger,
+)
+from services.automation.schemas import (
+    RecordEventTrigger as RecordEventTrigger,
 )
 from services.db import database, open_session
 from services.db.statements import execute_core, insert_ignoring_conflicts, one_or_raise
@@ -515,6 +525,13 @@ async def get_automation(db: AsyncSession, principal: Principal, automation_id: 
     return await _automation(db, automation_id)
 
 
+def _plugins_used(data: AutomationIn) -> set[str]:
+    used = {str(a.get("plugin")) for a in data.actions if a.get("kind") == "plugin"}
+    if isinstance(data.trigger, PluginTrigger):
+        used.add(data.trigger.plugin)
+    return used
+
+
 async def _check(
     db: AsyncSession,
     name: str,
@@ -522,26 +539,52 @@ async def _check(
     conditions: list[str],
     action_list: list[dict[str, Any]],
     owner_id: uuid.UUID | None,
+    awaiting_plugins: frozenset[str] = frozenset(),
 ) -> None:
     env = await build_validation_env(db, trigger, action_list, owner_id)
+    if awaiting_plugins:
+        # What the automation names of a plugin not installed yet is trusted (checked when enabled).
+        named = [f"{a.get('plugin')}.{a.get('action')}" for a in action_list if a.get("plugin") in awaiting_plugins]
+        triggers = set(env.plugin_triggers or ())
+        if isinstance(trigger, PluginTrigger) and trigger.plugin in awaiting_plugins:
+            triggers.add(f"{trigger.plugin}.{trigger.trigger}")
+        env = replace(
+            env,
+            installed_plugins=env.installed_plugins | awaiting_plugins,
+            plugin_actions=env.plugin_actions | frozenset(named),
+            plugin_triggers=frozenset(triggers) if env.plugin_triggers is not None else None,
+        )
     problems = automation_problems(name, trigger, conditions, action_list, owner_id, env)
     if problems:
         raise ValidationProblem(errors=problems)
 
 
-async def install_automation(db: AsyncSession, data: AutomationIn, *, actor_id: uuid.UUID | None) -> Automation:
+async def install_automation(
+    db: AsyncSession,
+    data: AutomationIn,
+    *,
+    actor_id: uuid.UUID | None,
+    awaiting_plugins: frozenset[str] = frozenset(),
+    disabled_reason: str | None = None,
+) -> Automation:
     """Create an automation in the session's tenant after validating it (templates and defaults use
-    this directly; people go through :func:`create_automation`)."""
+    this directly; people go through :func:`create_automation`).
+
+    ``awaiting_plugins``: plugins the workspace has not installed yet; what the automation uses of
+    them is taken on trust, and the automation is created disabled with ``disabled_reason``.
+    """
     owner_id = data.owner_id or actor_id
-    await _check(db, data.name, data.trigger, data.conditions, data.actions, owner_id)
+    await _check(db, data.name, data.trigger, data.conditions, data.actions, owner_id, awaiting_plugins)
     now = utcnow()
+    awaiting = bool(awaiting_plugins & _plugins_used(data))
     automation = Automation(
         id=new_id(),
         name=data.name.strip(),
         description_zh=data.description.zh_cn,
         description_en=data.description.en,
         owner_id=owner_id,
-        enabled=data.enabled,
+        enabled=data.enabled and not awaiting,
+        disabled_reason=disabled_reason if awaiting else None,
         trigger_type=trigger_type_of(data.trigger),
         trigger=_trigger_dict(data.trigger),
         conditions=list(data.conditions),
@@ -556,6 +599,28 @@ async def install_automation(db: AsyncSession, data: AutomationIn, *, actor_id: 
     await _arm_timers(db, automation)
     await outbox.emit(db, "automation.created", {"automation_id": str(automation.id), "name": automation.name})
     return automation
+
+
+def automation_state(automation: Automation) -> dict[str, Any]:
+    """An automation's definition as one JSON value (what a template upgrade merges)."""
+    return {
+        "name": automation.name,
+        "description": {"zh-CN": automation.description_zh, "en": automation.description_en},
+        "trigger": dict(automation.trigger),
+        "conditions": list(automation.conditions),
+        "actions": [dict(a) for a in automation.actions],
+    }
+
+
+def automation_in_state(data: AutomationIn) -> dict[str, Any]:
+    """What :func:`automation_state` gives once ``data`` is saved."""
+    return {
+        "name": data.name.strip(),
+        "description": {"zh-CN": data.description.zh_cn, "en": data.description.en},
+        "trigger": _trigger_dict(data.trigger),
+        "conditions": list(data.conditions),
+        "actions": [dict(a) for a in data.actions],
+    }
 
 
 async def create_automation(db: AsyncSession, principal: Principal, data: AutomationIn) -> Automation:

@@ -4,6 +4,7 @@ from services.accounts import models as accounts_models
 from services.audit import models as audit_models
 from services.automation import models as automation_models
 from services.files import models as files_models
+from services.gallery import models as gallery_models
 from services.marketplace import models as marketplace_models
 from services.notifications import models as notifications_models
 from services.outbox import models as outbox_models
@@ -23,6 +24,7 @@ __all__ = [
     "automation_models",
     "calendar_models",
     "files_models",
+    "gallery_models",
     "marketplace_models",
     "metadata",
     "notifications_models",

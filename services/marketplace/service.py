@@ -18,6 +18,7 @@ import warnings
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from importlib.metadata import EntryPoint, entry_points
+from pathlib import Path
 from typing import Any, Protocol
 
 import msgspec
@@ -226,6 +227,23 @@ def loaded_plugin(name: str) -> tuple[PluginInfo, registry.Registrations] | None
     """The manifest and registrations of a plugin loaded in this process."""
     info = _active.infos.get(name)
     return (info, _active.registrations[name]) if info is not None else None
+
+
+def template_pack_sources() -> list[tuple[Path, str, str]]:
+    """The template packs the loaded plugins ship: each pack's directory, publisher and plugin."""
+    return [
+        (path, info.publisher, name)
+        for name, info in sorted(_active.infos.items())
+        for path in _active.registrations[name].template_packs
+    ]
+
+
+async def installed_plugin_versions(db: AsyncSession) -> dict[str, str]:
+    """The session tenant's installed, enabled plugins and their versions."""
+    rows = await db.execute(
+        select(PluginInstallation.plugin, PluginInstallation.version).where(PluginInstallation.enabled.is_(True))
+    )
+    return {plugin: version for plugin, version in rows}
 
 
 def runnable_cache() -> dict[tuple[str, str, str], Any]:

@@ -25,7 +25,7 @@ from zipfile import BadZipFile
 
 import msgspec
 import openpyxl
-from sqlalchemy import ColumnElement, String, and_, case, cast, delete, false, or_, select, true
+from sqlalchemy import ColumnElement, String, and_, case, cast, delete, false, func, or_, select, true
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -51,7 +51,9 @@ from services.records.fields import (
 )
 from services.records.fields import validate_value as _validate_bare_value
 from services.records.models import Collection, CollectionVersion, Record, RecordUniqueValue
-from services.records.schemas import CollectionIn, CollectionPatch, RecordIn, RecordPatch, RowProblem
+from services.records.schemas import CollectionIn as CollectionIn
+from services.records.schemas import CollectionPatch as CollectionPatch
+from services.records.schemas import RecordIn, RecordPatch, RowProblem
 from services.validation import struct_problems
 from tenants.base import new_id, utcnow
 from tenants.models import Role
@@ -130,6 +132,11 @@ def _visible(defs: list[FieldDef]) -> list[FieldDef]:
 
 def _dump_defs(defs: list[FieldDef]) -> list[dict[str, Any]]:
     return [msgspec.to_builtins(d) for d in defs]
+
+
+def field_dicts(defs: list[FieldDef]) -> list[dict[str, Any]]:
+    """Field definitions as stored and as the API shows them (defaults left out)."""
+    return _dump_defs(defs)
 
 
 def collection_info(collection: Collection) -> CollectionInfo:
@@ -924,6 +931,42 @@ async def delete_record(db: AsyncSession, principal: Principal, collection_id: u
     await _emit(
         db, "record.deleted", collection, record, defs, visible_values(defs, record.values), None, principal.user_id
     )
+
+
+async def count_records(db: AsyncSession, collection_id: uuid.UUID) -> int:
+    """How many live (not deleted) records the collection holds."""
+    found = await db.scalar(
+        select(func.count()).where(Record.collection_id == collection_id, Record.deleted_at.is_(None))
+    )
+    return int(found or 0)
+
+
+async def delete_collection(
+    db: AsyncSession, principal: Principal, collection_id: uuid.UUID, *, with_records: bool = False
+) -> int:
+    """Delete a collection, its schema versions and (only when ``with_records``) its records; 409
+    ``collection_has_records`` when it holds records and they are to be kept. The number of records deleted."""
+    principal.require_role(Role.ADMIN)
+    collection = await _collection(db, collection_id, lock=True)
+    held = await count_records(db, collection_id)
+    if held and not with_records:
+        raise Conflict(f"The collection '{collection.key}' holds {held} record(s).", code="collection_has_records")
+    record_ids = select(Record.id).where(Record.collection_id == collection_id)
+    await db.execute(delete(RecordUniqueValue).where(RecordUniqueValue.record_id.in_(record_ids)))
+    await db.execute(delete(Record).where(Record.collection_id == collection_id))
+    await db.execute(delete(CollectionVersion).where(CollectionVersion.collection_id == collection_id))
+    before = _collection_snapshot(collection)
+    await db.delete(collection)
+    await db.flush()
+    await audit.record_change(
+        db,
+        actor_id=principal.user_id,
+        action="collection.deleted",
+        subject_type="collection",
+        subject_id=collection_id,
+        before={**before, "records_deleted": held},
+    )
+    return held
 
 
 # ---------------------------------------------------------------- listing: filters, sorting, keyset pages

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import msgspec
-from sqlalchemy import select
+from sqlalchemy import delete, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -36,12 +36,20 @@ from services.sops.procedures import validation
 from services.sops.procedures.models import Acknowledgement, Procedure, ProcedureVersion, VersionStatus
 from services.sops.procedures.schemas import (
     DiffOut,
-    DraftIn,
-    ProcedureIn,
-    ProcedurePatch,
-    PublishIn,
     StepChangeOut,
     ValueChangeOut,
+)
+from services.sops.procedures.schemas import (
+    DraftIn as DraftIn,
+)
+from services.sops.procedures.schemas import (
+    ProcedureIn as ProcedureIn,
+)
+from services.sops.procedures.schemas import (
+    ProcedurePatch as ProcedurePatch,
+)
+from services.sops.procedures.schemas import (
+    PublishIn as PublishIn,
 )
 from services.sops.procedures.validation import ValidationContext
 from services.validation import check
@@ -376,6 +384,50 @@ async def archive_procedure(db: AsyncSession, principal: Principal, procedure_id
             after=_procedure_audit(procedure),
         )
     return await _view(db, procedure)
+
+
+async def procedure_key_taken(db: AsyncSession, key: str) -> bool:
+    return await db.scalar(select(Procedure.id).where(Procedure.key == key)) is not None
+
+
+async def procedure_state(db: AsyncSession, procedure_id: uuid.UUID) -> tuple[dict[str, Any], uuid.UUID | None]:
+    """A procedure as it stands: its facts and the definition of its newest version (the draft when
+    there is one), and that draft's id."""
+    procedure = await _procedure(db, procedure_id)
+    latest = await db.scalar(
+        select(ProcedureVersion)
+        .where(ProcedureVersion.procedure_id == procedure_id)
+        .order_by(ProcedureVersion.number.desc())
+        .limit(1)
+    )
+    assert latest is not None  # a procedure is created with its v1
+    state = {
+        "title": procedure.title,
+        "purpose": procedure.purpose,
+        "metric": procedure.metric,
+        "definition": latest.definition,
+    }
+    return state, latest.id if latest.status == VersionStatus.DRAFT else None
+
+
+async def delete_procedure(db: AsyncSession, principal: Principal, procedure_id: uuid.UUID) -> None:
+    """Delete a procedure that never ran (the caller checks the runs), with its versions."""
+    principal.require_role(Role.ADMIN)
+    procedure = await _procedure(db, procedure_id, for_update=True)
+    before = _procedure_audit(procedure)
+    version_ids = select(ProcedureVersion.id).where(ProcedureVersion.procedure_id == procedure_id)
+    await db.execute(delete(Acknowledgement).where(Acknowledgement.version_id.in_(version_ids)))
+    await db.execute(delete(ProcedureVersion).where(ProcedureVersion.procedure_id == procedure_id))
+    await db.delete(procedure)
+    await db.flush()
+    await audit.record_change(
+        db,
+        actor_id=principal.user_id,
+        action="procedure.deleted",
+        subject_type="procedure",
+        subject_id=procedure_id,
+        before=before,
+    )
 
 
 # ---------------------------------------------------------------- versions

@@ -804,6 +804,11 @@ def _decode_cursor(cursor: str) -> list[Any]:
     return values
 
 
+async def procedure_has_runs(db: AsyncSession, procedure_id: uuid.UUID) -> bool:
+    """Whether any run (finished or not) was ever started of the procedure."""
+    return await db.scalar(select(Run.id).where(Run.procedure_id == procedure_id).limit(1)) is not None
+
+
 async def list_runs(
     db: AsyncSession,
     *,
