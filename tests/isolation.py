@@ -7,16 +7,21 @@ fail when either is missing, so nothing joins the platform without its isolation
 
 from __future__ import annotations
 
+import dataclasses
 import uuid
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from services.db import open_session
+from services.gallery import service as gallery
 from services.marketplace import service as marketplace
 from tenants.base import Base
 from tenants.isolation import TenantScoped
 from tests.conftest import World, deliver_events, unique_email
 from tests.plugin_support import list_remote_version, remote_action
+
+FIXTURE_PACKS = Path(__file__).resolve().parent / "fixtures" / "packs" / "v1"
 
 
 def tenant_scoped_models() -> list[type[Any]]:
@@ -74,7 +79,16 @@ async def seed_tenant(world: World) -> SeededTenant:
     await _seed_automation(api, seeded)
     await _seed_notifications_and_webhooks(world, api, seeded)
     await _seed_plugin(api, seeded)
+    await _seed_template(world, api, seeded)
     return seeded
+
+
+async def _seed_template(world: World, api: Any, seeded: SeededTenant) -> None:
+    """The fixture template pack installed (its installation and items)."""
+    gallery.configure(dataclasses.replace(world.settings, template_pack_dirs=(str(FIXTURE_PACKS),)))
+    installed = await api.post("/api/v1/templates/mini-shop/install", {"samples": False})
+    assert installed.status_code == 201, installed.text
+    seeded.ids["pack_id"] = "mini-shop"
 
 
 async def _seed_plugin(api: Any, seeded: SeededTenant) -> None:
@@ -214,6 +228,14 @@ async def _seed_notifications_and_webhooks(world: World, api: Any, seeded: Seede
 SHARED_ROUTES = {
     ("GET", "/api/v1/marketplace/plugins/{name:str}"),
     ("POST", "/api/v1/plugins/{name:str}/install"),
+    ("GET", "/api/v1/gallery/packs/{pack_id:str}"),
+    ("POST", "/api/v1/templates/{pack_id:str}/install"),
+    # A pack of the gallery: each workspace answers about its own install of it (both seeded
+    # tenants installed the same pack); tests/integration/test_gallery.py shows another
+    # workspace's install stays invisible.
+    ("GET", "/api/v1/templates/{pack_id:str}"),
+    ("POST", "/api/v1/templates/{pack_id:str}/upgrade"),
+    ("POST", "/api/v1/templates/{pack_id:str}/uninstall"),
 }
 
 # Bodies for writes whose validation would otherwise answer before the lookup does.

@@ -347,12 +347,12 @@ def load_pack(directory: Path, *, publisher: str = "Guiju", plugin: str | None =
         _meta_problems(meta, problems)
     items: list[PackItem] = []
     files = _files(directory, problems)
-    if not problems.found or meta is not None:
-        for kind, path, name in files:
-            content = read_yaml(path, name, problems)
-            if content is None or not _schema_problems(kind, content, name, problems):
-                continue
-            items.append(PackItem(kind, str(content["key"]), name, content))
+    # The items are read even when pack.yaml is wrong, so that one answer lists everything.
+    for kind, path, name in files:
+        content = read_yaml(path, name, problems)
+        if content is None or not _schema_problems(kind, content, name, problems):
+            continue
+        items.append(PackItem(kind, str(content["key"]), name, content))
     if isinstance(meta, dict) and not problems.found:
         _item_problems(meta, items, problems)
     if problems.found:
@@ -410,7 +410,7 @@ def _item_problems(meta: dict[str, Any], items: list[PackItem], problems: _Probl
     keys["role"] = {role["key"] for role in meta.get("roles") or []}
     required = {p["name"] for p in (meta.get("requires") or {}).get("plugins") or []}
     for item in items:
-        for kind, key in references(item.data):
+        for kind, key in references(owners_as_members(item.data)):
             if key not in keys[kind]:
                 problems.add(item.file, "", "unknown_reference", f"@{kind}:{key}: the pack has no {kind} '{key}'")
     for language in LANGUAGES:
