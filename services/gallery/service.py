@@ -599,7 +599,8 @@ class _Installer:
         except ProblemError as exc:
             raise _at(item, exc) from exc
         self.ids[("collection", item.key)] = collection.id
-        self.bases[("collection", item.key)] = await _state(self.db, self.principal, "collection", collection.id)
+        info = records.collection_info(collection)
+        self.bases[("collection", item.key)] = {"name": info.name, "fields": records.field_dicts(info.fields)}
         await self.reporter.say("item", "collections", item.key)
 
     async def create_procedure(self, item: PackItem) -> uuid.UUID:
@@ -694,15 +695,16 @@ class _Installer:
         for item in items:
             if item.kind != "collection":
                 continue
-            collection_id = self.ids[("collection", item.key)]
-            for index, values in enumerate(self.items[("collection", item.key)].get("samples") or []):
-                try:
-                    await records.create_record_values(
-                        self.db, collection_id, self.resolve(values), self.principal.user_id
-                    )
-                except ProblemError as exc:
-                    raise _at(item, exc, f"/samples/{index}") from exc
-                created += 1
+            rows = self.resolve(self.items[("collection", item.key)].get("samples") or [])
+            if not rows:
+                continue
+            try:
+                await records.create_records_values(
+                    self.db, self.ids[("collection", item.key)], rows, self.principal.user_id
+                )
+            except ProblemError as exc:
+                raise _at(item, exc, "/samples") from exc
+            created += len(rows)
             await self.reporter.say("item", "samples", item.key)
         return created
 

@@ -33,7 +33,7 @@ from services.accounts import service as accounts
 from services.accounts.service import Principal
 from services.audit import service as audit
 from services.db.statements import one_or_raise
-from services.errors import Conflict, FieldProblem, NotFound, ValidationProblem
+from services.errors import Conflict, FieldProblem, NotFound, ProblemError, ValidationProblem
 from services.files import service as files
 from services.outbox import service as outbox
 from services.records.fields import (
@@ -803,6 +803,22 @@ async def create_record_values(
     """Create a record on the platform's behalf (an automation): same checks, event and audit."""
     collection = await _collection(db, collection_id)
     return await _create(db, collection, values, entity_id, actor_id)
+
+
+async def create_records_values(
+    db: AsyncSession, collection_id: uuid.UUID, rows: list[Mapping[str, Any]], actor_id: uuid.UUID | None
+) -> list[Record]:
+    """:func:`create_record_values` for several records of one collection (a template's samples):
+    the collection is read once; each record is checked, stored, announced and audited as one."""
+    collection = await _collection(db, collection_id)
+    created: list[Record] = []
+    for index, values in enumerate(rows):
+        try:
+            created.append(await _create(db, collection, values, None, actor_id))
+        except ProblemError as exc:
+            exc.errors = [FieldProblem(f"/{index}{p.pointer}", p.code, p.message) for p in exc.errors or []]
+            raise
+    return created
 
 
 async def _create(
