@@ -75,7 +75,7 @@ from services.automation.actions import (
 from services.automation.actions import (
     ValidationEnv as ValidationEnv,
 )
-from services.automation.models import Automation, AutomationActionRun, AutomationExecution
+from services.automation.models import Automation, AutomationActionRun, AutomationExecution, DefaultEscalation
 from services.automation.schemas import (
     AutomationIn as AutomationIn,
 )
@@ -673,7 +673,25 @@ async def set_enabled(db: AsyncSession, principal: Principal, automation_id: uui
 async def delete_automation(db: AsyncSession, principal: Principal, automation_id: uuid.UUID) -> None:
     """Delete an automation and its history (manager)."""
     principal.require_role(Role.MANAGER)
-    automation = await _automation(db, automation_id, lock=True)
+    await _delete(db, await _automation(db, automation_id, lock=True))
+
+
+async def delete_default_escalations(db: AsyncSession, procedure_id: uuid.UUID) -> int:
+    """Delete the SLA escalations the platform installed for a procedure that is being deleted
+    (automations people made are theirs to keep); how many automations went."""
+    deleted = 0
+    installed = await db.scalars(
+        select(Automation).where(Automation.created_by.is_(None), Automation.trigger_type == "run_event")
+    )
+    for automation in list(installed):
+        if automation.trigger.get("procedure_id") == str(procedure_id):
+            await _delete(db, automation)
+            deleted += 1
+    await db.execute(delete(DefaultEscalation).where(DefaultEscalation.procedure_id == procedure_id))
+    return deleted
+
+
+async def _delete(db: AsyncSession, automation: Automation) -> None:
     await scheduler.cancel(db, _cron_key(automation.id))
     execution_ids = select(AutomationExecution.id).where(AutomationExecution.automation_id == automation.id)
     await db.execute(delete(AutomationActionRun).where(AutomationActionRun.execution_id.in_(execution_ids)))

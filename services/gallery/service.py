@@ -1206,6 +1206,7 @@ async def _remove(db: AsyncSession, principal: Principal, row: TemplateItem, *, 
         await automation.delete_automation(db, principal, row.object_id)
     elif row.kind == "procedure":
         await procedures.delete_procedure(db, principal, row.object_id)
+        await automation.delete_default_escalations(db, row.object_id)
     elif row.kind == "collection":
         return await records.delete_collection(db, principal, row.object_id, with_records=delete_data)
     return 0

@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 
 from services.gallery import service as gallery
-from tests.conftest import World
+from tests.conftest import World, deliver_events
 
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "packs"
 PACK = "mini-shop"
@@ -354,11 +354,15 @@ async def test_uninstall_keeps_data_unless_asked(world: World, offered: None) ->
 async def test_uninstall_with_delete_data_removes_records(world: World, offered: None) -> None:
     api, _ = await world.signup()
     assert (await _install(api)).status_code == 201
+    await deliver_events()  # publishing installed the due step's default SLA escalations
+    names = sorted(a["name"] for a in (await api.get("/api/v1/automations")).json())
+    assert names == ["Big orders start the shipping procedure", "SLA escalation: Pack", "SLA reminder: Pack"]
     removed = await api.post(f"/api/v1/templates/{PACK}/uninstall", {"delete_data": True, "confirm": PACK})
     assert removed.status_code == 200, removed.text
     assert removed.json()["records_deleted"] == 1
     assert (await api.get("/api/v1/collections")).json() == []
     assert (await api.get("/api/v1/procedures")).json() == []
+    assert (await api.get("/api/v1/automations")).json() == []
     # Now installable again from scratch.
     assert (await _install(api)).status_code == 201
 
