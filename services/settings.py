@@ -96,7 +96,7 @@ class Settings:
     smtp_url: str = ""
     mail_from: str = ""  # "Guiju <no-reply@example.com>"
     # Directories of the operator's own template packs (each subdirectory one pack), besides the platform's.
-    template_pack_dirs: tuple[str, ...] = ()
+    template_packs: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         if self.execution_retention_days < MIN_EXECUTION_RETENTION_DAYS:
@@ -194,7 +194,7 @@ def load_settings(mode: Mode = "embedded") -> Settings:
         plugin_allow_http_hosts=_list("PLUGIN_ALLOW_HTTP_HOSTS"),
         smtp_url=_env("SMTP_URL", "") or "",
         mail_from=_env("MAIL_FROM", "") or "",
-        template_pack_dirs=_list("TEMPLATE_PACKS"),
+        template_packs=_list("TEMPLATE_PACKS"),
     )
 
 

@@ -85,7 +85,7 @@ async def seed_tenant(world: World) -> SeededTenant:
 
 async def _seed_template(world: World, api: Any, seeded: SeededTenant) -> None:
     """The fixture template pack installed (its installation and items)."""
-    gallery.configure(dataclasses.replace(world.settings, template_pack_dirs=(str(FIXTURE_PACKS),)))
+    gallery.configure(dataclasses.replace(world.settings, template_packs=(str(FIXTURE_PACKS),)))
     installed = await api.post("/api/v1/templates/mini-shop/install", {"samples": False})
     assert installed.status_code == 201, installed.text
     seeded.ids["pack_id"] = "mini-shop"

@@ -108,7 +108,7 @@ _local_directories: list[Path] = []
 
 def configure(settings: Settings) -> None:
     """Offer the operator's own packs (``GUIJU_TEMPLATE_PACKS``) too."""
-    _local_directories[:] = [Path(d).expanduser() for d in settings.template_pack_dirs]
+    _local_directories[:] = [Path(d).expanduser() for d in settings.template_packs]
 
 
 def _packs_in(directory: Path, publisher: str) -> list[tuple[Path, str, str | None]]:

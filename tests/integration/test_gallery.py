@@ -21,7 +21,7 @@ PACK = "mini-shop"
 
 def offer(world: World, version: str) -> None:
     """Offer the fixture pack at ``version`` (its directory of the fixtures) as the operator's own."""
-    gallery.configure(dataclasses.replace(world.settings, template_pack_dirs=(str(FIXTURES / version),)))
+    gallery.configure(dataclasses.replace(world.settings, template_packs=(str(FIXTURES / version),)))
 
 
 @pytest.fixture

@@ -41,7 +41,7 @@ def upgrade() -> None:
             ["tenant_id"], ["tenants.id"], name=op.f("fk_template_installations_tenant_id_tenants"), ondelete="CASCADE"
         ),
         sa.PrimaryKeyConstraint("tenant_id", "id", name=op.f("pk_template_installations")),
-        sa.UniqueConstraint("tenant_id", "pack_id", name=op.f("uq_template_installations_tenant_id")),
+        sa.UniqueConstraint("tenant_id", "pack_id", name=op.f("uq_template_installations_tenant_id_pack_id")),
     )
     op.create_table(
         "template_items",
