@@ -957,7 +957,6 @@ class _Plan:
     row: TemplateItem | None
     pack_item: PackItem | None
     result: MergeResult | None = None
-    holds_data: bool = False
 
 
 async def _holds_data(db: AsyncSession, kind: str, object_id: uuid.UUID) -> bool:
@@ -1031,9 +1030,7 @@ async def _plan(
             fate, note = "remove", "no longer in the pack"
         else:
             fate, note = "keep", "no longer in the pack; kept as this workspace's own"
-        plans.append(
-            _Plan(ItemPlanOut(kind=row.kind, key=row.key, action=fate, note=note), row, None, holds_data=holds)
-        )
+        plans.append(_Plan(ItemPlanOut(kind=row.kind, key=row.key, action=fate, note=note), row, None))
     return plans
 
 

@@ -40,7 +40,6 @@ from services.db.migrate import upgrade
 from services.gallery import service as gallery
 from tests.bench.harness import (
     APP_ROLE,
-    PASSWORD,
     SESSION_COOKIE,
     Server,
     constant_request,
@@ -51,6 +50,7 @@ from tests.bench.harness import (
     run_async,
     runtime_url,
     server_env,
+    signup_session,
     superuser_url,
 )
 
@@ -84,27 +84,7 @@ def largest_pack() -> str:
 
 
 async def signup(port: int, n: int) -> Account:
-    body = json.dumps(
-        {
-            "email": f"owner{n}-{secrets.token_hex(4)}@bench.example.com",
-            "password": PASSWORD,
-            "display_name": f"Owner {n}",
-            "company_name": f"Bench Company {n}",
-            "industry": "general",
-            "locale": "zh-CN",
-        }
-    ).encode()
-    reply = await fetch(
-        port, request_bytes("POST", "/api/v1/auth/signup", port, {"Content-Type": "application/json"}, body)
-    )
-    if reply.status != 201:
-        raise RuntimeError(f"signup answered {reply.status}: {reply.body[:500]!r}")
-    for cookie in reply.header_values("set-cookie"):
-        name, _, rest = cookie.partition("=")
-        if name.strip() == SESSION_COOKIE:
-            document = reply.json()
-            return Account(uuid.UUID(document["tenant"]["id"]), rest.split(";", 1)[0], document["csrf_token"])
-    raise RuntimeError(f"signup set no {SESSION_COOKIE} cookie")
+    return Account(*await signup_session(port, n, locale="zh-CN"))
 
 
 async def timed_post(port: int, account: Account, path: str, body: dict[str, object], ok: int) -> float:

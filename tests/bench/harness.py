@@ -223,6 +223,13 @@ async def drop_database(name: str, *, recreate: bool) -> None:
 
 
 async def signup(port: int, n: int) -> tuple[uuid.UUID, str]:
+    """A new workspace's id and its owner's session cookie."""
+    tenant_id, cookie, _csrf = await signup_session(port, n)
+    return tenant_id, cookie
+
+
+async def signup_session(port: int, n: int, locale: str = "en") -> tuple[uuid.UUID, str, str]:
+    """A new workspace's id, and its owner's session cookie and CSRF token (for writes)."""
     body = json.dumps(
         {
             "email": f"owner{n}@bench.example.com",
@@ -230,7 +237,7 @@ async def signup(port: int, n: int) -> tuple[uuid.UUID, str]:
             "display_name": f"Owner {n}",
             "company_name": f"Bench Company {n}",
             "industry": "general",
-            "locale": "en",
+            "locale": locale,
         }
     ).encode()
     reply = await fetch(
@@ -241,7 +248,8 @@ async def signup(port: int, n: int) -> tuple[uuid.UUID, str]:
     for cookie in reply.header_values("set-cookie"):
         name, _, rest = cookie.partition("=")
         if name.strip() == SESSION_COOKIE:
-            return uuid.UUID(reply.json()["tenant"]["id"]), rest.split(";", 1)[0]
+            document = reply.json()
+            return uuid.UUID(document["tenant"]["id"]), rest.split(";", 1)[0], document["csrf_token"]
     raise RuntimeError(f"signup set no {SESSION_COOKIE} cookie")
 
 
