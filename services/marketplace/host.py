@@ -29,7 +29,6 @@ from guiju_sdk import (
     registry,
     remote,
 )
-from jsonschema import Draft202012Validator
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -44,6 +43,7 @@ from services.marketplace.models import PluginInstallation, PluginVersion
 from services.marketplace.secrets import secret_context
 from services.notifications import service as notifications
 from services.outbox import service as outbox
+from services.patterns import schema_validator
 from services.records import service as records
 from services.settings import Settings
 from tenants.base import utcnow
@@ -289,8 +289,8 @@ class DeclaredAction:
 
     name: str
     time_limit_seconds: float
-    input_validator: Draft202012Validator | None
-    output_validator: Draft202012Validator | None
+    input_validator: Any
+    output_validator: Any
 
 
 @dataclass(frozen=True)
@@ -308,8 +308,9 @@ class RunnableVersion:
     signing_secret: bytes | None
 
 
-def _validator(schema: Any) -> Draft202012Validator | None:
-    return Draft202012Validator(schema) if isinstance(schema, dict) and schema else None
+def _validator(schema: Any) -> Any:
+    # A partner's schema: its patterns run on RE2, never on a backtracking engine.
+    return schema_validator(schema) if isinstance(schema, dict) and schema else None
 
 
 async def runnable_version(db: AsyncSession, plugin: str, version: str) -> RunnableVersion | None:
@@ -343,7 +344,7 @@ async def runnable_version(db: AsyncSession, plugin: str, version: str) -> Runna
     return found if service.runs_here(plugin, version, found.kind) else None
 
 
-def _schema_problem(validator: Draft202012Validator | None, value: Any, what: str) -> str | None:
+def _schema_problem(validator: Any, value: Any, what: str) -> str | None:
     if validator is None or validator.is_valid(value):
         return None
     errors = sorted(validator.iter_errors(value), key=lambda e: list(e.absolute_path))

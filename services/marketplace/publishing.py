@@ -38,6 +38,7 @@ from services.files import service as files
 from services.marketplace import checks, service
 from services.marketplace.models import PluginListing, PluginPublisher, PluginVersion
 from services.outbox import service as outbox
+from services.patterns import schema_pattern_problems
 from tenants.base import utcnow
 from tenants.context import system_scope, tenant_scope
 from tenants.models import Role
@@ -119,6 +120,19 @@ def _manifest_problems(document: Mapping[str, Any]) -> list[FieldProblem]:
                 f"/manifest{pointer}" if pointer.startswith("/") else "/manifest", "invalid_manifest", text or message
             )
         )
+    found += [_problem(f"/manifest{p}", "invalid_pattern", why) for p, why in schema_patterns_of(document)]
+    return found
+
+
+def schema_patterns_of(document: Mapping[str, Any]) -> list[tuple[str, str]]:
+    """The patterns of a manifest's schemas (settings, actions' input and output) RE2 cannot run,
+    as (pointer into the manifest, why): the platform validates tenants' values with them."""
+    found = schema_pattern_problems(document.get("settings_schema"), "/settings_schema")
+    actions = document.get("actions")
+    for index, action in enumerate(actions if isinstance(actions, list) else []):
+        if isinstance(action, Mapping):
+            for key in ("input_schema", "output_schema"):
+                found += schema_pattern_problems(action.get(key), f"/actions/{index}/{key}")
     return found
 
 
@@ -327,6 +341,11 @@ async def run_submission_checks(plugin: str, version: str) -> str | None:
                     f"{plugin} {version}: make them the same"
                 ],
             }
+        )
+    if probed is not None and (unusable := schema_patterns_of(probed)):
+        report["ok"] = False
+        report["checks"].append(
+            {"name": "patterns", "ok": False, "details": [f"{pointer}: {why}" for pointer, why in unusable]}
         )
     with system_scope():
         async with open_session(system=True) as db:

@@ -27,6 +27,7 @@ import phonenumbers
 from email_validator import EmailNotValidError, validate_email
 
 from services.errors import FieldProblem
+from services.patterns import PatternError, compile_pattern, pattern_problem
 
 
 class FieldType(enum.StrEnum):
@@ -215,11 +216,10 @@ def _type_problems(fd: FieldDef, ftype: FieldType, at: str, nested: bool) -> lis
             problems.append(_problem(f"{at}/pattern", "pattern_not_supported", "a pattern applies to text fields"))
         elif len(fd.pattern) > MAX_PATTERN:
             problems.append(_problem(f"{at}/pattern", "pattern_too_long", f"at most {MAX_PATTERN} characters"))
-        else:
-            try:
-                re.compile(fd.pattern)
-            except re.error as exc:
-                problems.append(_problem(f"{at}/pattern", "invalid_pattern", f"not a valid regular expression: {exc}"))
+        elif (reason := pattern_problem(fd.pattern)) is not None:
+            problems.append(
+                _problem(f"{at}/pattern", "invalid_pattern", f"the pattern of '{fd.key}' cannot be used: {reason}")
+            )
     if ftype in {FieldType.SELECT, FieldType.MULTI_SELECT}:
         problems.extend(_option_problems(fd.options, f"{at}/options"))
     elif fd.options is not None:
@@ -324,8 +324,16 @@ def _text(fd: FieldDef, raw: Any, from_text: bool) -> str:
     if fd.required and not value.strip():
         raise _bad("required", "a value is required")
     _check_bounds(fd, len(value), "the length")
-    if fd.pattern is not None and not re.fullmatch(fd.pattern, value):
-        raise _bad("pattern_mismatch", f"does not match the pattern {fd.pattern}")
+    if fd.pattern is not None:
+        # RE2: linear in the length of the value, whatever the tenant's pattern.
+        try:
+            matched = compile_pattern(fd.pattern).fullmatch(value)
+        except PatternError as exc:  # saved before patterns were RE2: the field must be fixed first
+            raise _bad(
+                "invalid_pattern", f"the field's pattern cannot be used, an admin must change it: {exc}"
+            ) from None
+        if not matched:
+            raise _bad("pattern_mismatch", f"does not match the pattern {fd.pattern}")
     return value
 
 
