@@ -11,6 +11,7 @@ condition in a hot loop costs a few Python calls per node and nothing more.
 from __future__ import annotations
 
 import functools
+import math
 import re
 from collections.abc import Callable, Mapping
 from datetime import date, datetime
@@ -36,6 +37,11 @@ class ExpressionError(Exception):
     def __init__(self, message: str, *, position: int | None = None) -> None:
         super().__init__(message)
         self.position = position
+
+
+class NotFiniteError(ExpressionError):
+    """A computation whose result is not a finite number (it overflowed): JSON has no such number,
+    so the result could be neither stored nor sent."""
 
 
 _GRAMMAR: Final = r"""
@@ -358,11 +364,17 @@ def _arith_error(op: str, left: Any, right: Any) -> ExpressionError:
     return ExpressionError(f"cannot apply '{op}' to {_type_name(left)} and {_type_name(right)}")
 
 
+def _finite(op: str, left: Any, right: Any, result: Any) -> Any:
+    if isinstance(result, float) and not math.isfinite(result):
+        raise NotFiniteError(f"{left!r} {op} {right!r} is too large a number")
+    return result
+
+
 def _add(left: Any, right: Any) -> Any:
     if left is None or right is None:
         return None
     if _is_number(left) and _is_number(right):
-        return left + right
+        return _finite("+", left, right, left + right)
     if isinstance(left, str) and isinstance(right, str):
         return left + right
     if isinstance(left, (list, tuple)) and isinstance(right, (list, tuple)):
@@ -378,7 +390,7 @@ def _numeric(op: str, compute: Callable[[Any, Any], Any]) -> Callable[[Any, Any]
             raise _arith_error(op, left, right)
         if op in "/%" and right == 0:
             raise ExpressionError("division by zero")
-        return compute(left, right)
+        return _finite(op, left, right, compute(left, right))
 
     return apply
 
@@ -555,6 +567,8 @@ class _Compiler:
     def _c_number(self, node: Tree[Token]) -> Evaluator:
         text = str(node.children[0])
         value: int | float = float(text) if any(c in text for c in ".eE") else int(text)
+        if isinstance(value, float) and not math.isfinite(value):
+            raise ExpressionError(f"the number {text} is too large", position=_position(node.children[0]))
         return lambda ctx: value
 
     def _c_string(self, node: Tree[Token]) -> Evaluator:

@@ -98,7 +98,7 @@ from services.automation.schemas import (
 from services.db import database, open_session
 from services.db.statements import execute_core, insert_ignoring_conflicts, one_or_raise
 from services.errors import Conflict, FieldProblem, NotFound, ProblemError, ValidationProblem
-from services.expressions import ExpressionError, compile_expression
+from services.expressions import ExpressionError, NotFiniteError, compile_expression
 from services.marketplace import service as marketplace
 from services.outbox import service as outbox
 from services.records import service as records
@@ -1178,6 +1178,12 @@ async def trigger_webhook(
     for key, source in (automation.trigger.get("mapping") or {}).items():
         try:
             event[key] = _jsonable(compile_expression(source).evaluate({"payload": payload, "headers": lowered}))
+        except NotFiniteError as exc:  # the sender's numbers overflow the mapping: nothing could keep it
+            raise ValidationProblem(
+                f"The mapping of '{key}' gives a number too large to keep.",
+                code="not_finite",
+                errors=[FieldProblem(pointer="", code="not_finite", message=f"the mapping of '{key}': {exc}")],
+            ) from exc
         except ExpressionError as exc:
             error = f"the mapping of '{key}' failed: {exc}"
             break

@@ -348,7 +348,7 @@ def _parse_decimal(text: str) -> Decimal:
     except InvalidOperation:
         raise _bad("wrong_type", f"'{text}' is not a number") from None
     if not number.is_finite():
-        raise _bad("wrong_type", f"'{text}' is not a number")
+        raise _bad("not_finite", f"'{text}' is not a finite number")
     return number
 
 
@@ -361,7 +361,7 @@ def _number(fd: FieldDef, raw: Any, from_text: bool) -> int | float:
     else:
         value = raw
     if isinstance(value, float) and not math.isfinite(value):
-        raise _bad("wrong_type", "expected a finite number")
+        raise _bad("not_finite", "expected a finite number, not infinity or NaN")
     if abs(value) > MAX_SAFE_NUMBER:
         raise _bad("out_of_range", "the number is too large")
     if isinstance(value, float) and value.is_integer():
