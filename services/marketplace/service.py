@@ -980,6 +980,18 @@ async def tenant_catalog(db: AsyncSession) -> TenantPlugins:
     return TenantPlugins(frozenset(plugins), frozenset(actions), frozenset(triggers))
 
 
+async def platform_actions(db: AsyncSession) -> dict[str, frozenset[str]]:
+    """Every plugin deployed on the platform (loaded here, or a version tenants can install), with
+    the actions its available versions declare: what a procedure's action step may name."""
+    offered: dict[str, set[str]] = {name: set() for name in _active.infos}
+    for action in _active.actions.values():
+        offered[action.plugin].add(action.spec.name)
+    for row in await db.scalars(select(PluginVersion).where(PluginVersion.status == "approved")):
+        if version_available(row):
+            offered.setdefault(row.plugin, set()).update(_action_names(row.manifest))
+    return {plugin: frozenset(actions) for plugin, actions in offered.items()}
+
+
 # ---------------------------------------------------------------- key rotation
 
 

@@ -755,7 +755,7 @@ async def test_an_action_step_asks_the_workers_and_waits(world: World) -> None:
                     "key": "notify",
                     "title": "Tell the customer",
                     "plugin": "messaging",
-                    "action": "send",
+                    "action": "send_email",
                     "input": {"text": "'shipped'"},
                 }
             ],

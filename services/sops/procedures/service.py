@@ -21,10 +21,12 @@ from services.accounts import service as accounts
 from services.accounts.service import Principal
 from services.audit import service as audit
 from services.errors import Conflict, FieldProblem, NotFound, ValidationProblem
+from services.marketplace import service as marketplace
 from services.outbox import service as outbox
 from services.records import service as records
 from services.sops.definition import (
     HUMAN_STEPS,
+    ActionStep,
     ApprovalStep,
     Definition,
     MemberOwner,
@@ -559,11 +561,13 @@ async def _validation_context(db: AsyncSession, procedure: Procedure, definition
         known_procedures = set(
             await db.scalars(select(Procedure.id).where(Procedure.id.in_(procedures), Procedure.archived_at.is_(None)))
         )
+    has_actions = any(isinstance(step, ActionStep) for step in definition.steps)
     return ValidationContext(
         procedure_id=procedure.id,
         record_fields=record_fields,
         member_ids=frozenset(await accounts.existing_member_ids(db, members)),
         procedure_ids=frozenset(known_procedures),
+        plugin_actions=await marketplace.platform_actions(db) if has_actions else None,
     )
 
 

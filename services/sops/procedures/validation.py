@@ -60,6 +60,8 @@ class ValidationContext:
     member_ids: frozenset[uuid.UUID] = frozenset()
     procedure_ids: frozenset[uuid.UUID] = frozenset()
     names_of: Callable[[str], frozenset[str]] = field(default=expression_names)
+    # Plugin -> its action names, for every plugin deployed on the platform; None: not checked.
+    plugin_actions: Mapping[str, frozenset[str]] | None = None
 
 
 def _problem(pointer: str, code: str, message: str) -> FieldProblem:
@@ -443,6 +445,7 @@ class _Checker:
                 elif step.duration is None:
                     self.add(base, "wait_without_end", "a wait needs a duration or an `until` date field")
             elif isinstance(step, ActionStep):
+                self.plugin_action(base, step)
                 for name, source in step.input.items():
                     self.expression(f"{base}/input/{name}", source)
                 if step.on_failure.raise_exception is not None:
@@ -462,7 +465,33 @@ class _Checker:
             if data_field.type not in self.ctx.field_types:
                 self.add(f"/data/{i}/type", "unknown_field_type", f"`{data_field.type}` is not a field type")
 
+    def plugin_action(self, base: str, step: ActionStep) -> None:
+        # A plugin deployed but not installed in the workspace yet is fine (a run fails the step
+        # until it is installed); one the platform does not have at all is a mistake.
+        offered = self.ctx.plugin_actions
+        if offered is None:
+            return
+        if step.plugin not in offered:
+            self.add(f"{base}/plugin", "unknown_plugin", f"no plugin `{step.plugin}` is deployed on this platform")
+        elif step.action not in offered[step.plugin]:
+            self.add(
+                f"{base}/action", "unknown_plugin_action", f"the plugin `{step.plugin}` has no action `{step.action}`"
+            )
+
+    def value_evidence(self, base: str, step: HumanStep) -> None:
+        value = step.evidence.value
+        if value is None:
+            return
+        at = f"{base}/evidence/value"
+        if value.min is not None and value.max is not None and value.min > value.max:
+            self.add(f"{at}/min", "min_above_max", f"min {value.min:g} is greater than max {value.max:g}")
+        elif value.target is not None and (
+            (value.min is not None and value.target < value.min) or (value.max is not None and value.target > value.max)
+        ):
+            self.add(f"{at}/target", "target_out_of_range", f"the target {value.target:g} lies outside min and max")
+
     def human(self, base: str, step: HumanStep) -> None:
+        self.value_evidence(base, step)
         self.owner(f"{base}/owner", step.owner)
         if step.due is not None and step.due.relative_to != "step_start":
             self.date_field(f"{base}/due/relative_to", step.due.relative_to)
