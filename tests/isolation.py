@@ -8,6 +8,9 @@ fail when either is missing, so nothing joins the platform without its isolation
 from __future__ import annotations
 
 import dataclasses
+import hashlib
+import hmac
+import time
 import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -200,6 +203,7 @@ async def _seed_notifications_and_webhooks(world: World, api: Any, seeded: Seede
     from tests.integration.test_notifications import notify_by_webhook
 
     await notify_by_webhook(api, (await world.client()).client, seeded.ids["user_id"], "Seed")
+    await _seed_signed_delivery(world, api)
     notifications = (await api.get("/api/v1/notifications")).json()["items"]
     assert len(notifications) == 1, notifications
     seeded.ids["notification_id"] = notifications[0]["id"]
@@ -221,6 +225,30 @@ async def _seed_notifications_and_webhooks(world: World, api: Any, seeded: Seede
     )
     assert published.status_code == 200, published.text
     await deliver_events()
+
+
+async def _seed_signed_delivery(world: World, api: Any) -> None:
+    """A signed webhook call (remembered, so that a replay of it starts nothing)."""
+    created = await api.post(
+        "/api/v1/automations",
+        {
+            "name": "Signed seed",
+            "trigger": {"type": "webhook", "verify_signature": True},
+            "actions": [{"kind": "wait", "duration": {"minutes": 5, "business": False}}],
+        },
+    )
+    assert created.status_code == 201, created.text
+    rotated = await api.post(f"/api/v1/automations/{created.json()['id']}/webhook/rotate")
+    assert rotated.status_code == 200, rotated.text
+    url, secret = rotated.json()["url"], rotated.json()["signing_secret"]
+    body, now = b'{"seed": 1}', int(time.time())
+    signature = hmac.new(secret.encode(), f"{now}.".encode() + body, hashlib.sha256).hexdigest()
+    called = await (await world.client()).client.post(
+        url[url.index("/hooks/") :],
+        content=body,
+        headers={"Content-Type": "application/json", "X-Guiju-Signature": f"t={now},v1={signature}"},
+    )
+    assert called.status_code == 202, called.text
 
 
 # Routes whose path names something every tenant shares (a plugin of the catalog), not a tenant's row:

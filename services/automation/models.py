@@ -162,6 +162,34 @@ class WebhookDelivery(TenantScoped, Base):
     created_at: Mapped[datetime] = mapped_column(default=utcnow)  # when it was received
 
 
+class WebhookReplay(TenantScoped, Base):
+    """A signed inbound delivery, remembered while its signature is accepted (keyed by the
+    signature, which covers the timestamp and the body), with the answer it got: a copy sent again
+    gets that answer and starts nothing. The key is unique, so two copies arriving at once race on
+    it and one of them waits for the other's answer."""
+
+    __tablename__ = "automation_webhook_replays"
+    __table_args__ = (
+        ForeignKeyConstraint(
+            ["tenant_id", "automation_id"],
+            ["automations.tenant_id", "automations.id"],
+            ondelete="CASCADE",
+            name="fk_automation_webhook_replays_automation",
+        ),
+        Index(None, "tenant_id", "expires_at"),
+    )
+
+    tenant_id: Mapped[uuid.UUID] = mapped_column(primary_key=True)
+    automation_id: Mapped[uuid.UUID] = mapped_column(primary_key=True)
+    signature: Mapped[str] = mapped_column(String(64), primary_key=True)  # the v1 HMAC, hex
+    # 0 while the first copy is being handled (never committed so); then the HTTP status it got.
+    status_code: Mapped[int] = mapped_column(default=0)
+    # 202: {"execution_id"}; a refusal: {"code", "title", "detail"}.
+    answer: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    expires_at: Mapped[datetime] = mapped_column()
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
 class DefaultEscalation(TenantScoped, Base):
     """A procedure step whose default SLA escalation automations were installed (once: a tenant that
     deletes or edits them keeps its choice when the procedure is published again)."""

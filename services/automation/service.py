@@ -65,7 +65,7 @@ from sqlalchemy.orm import Session
 
 from services.accounts import service as accounts
 from services.accounts.service import Principal
-from services.automation import actions
+from services.automation import actions, replays
 from services.automation.actions import (
     ActionContext,
     PermanentActionError,
@@ -1866,8 +1866,9 @@ _last_purge: dict[uuid.UUID, date] = {}
 
 
 async def maintain(db: AsyncSession, timer: scheduler.DueTimer) -> datetime | None:
-    """The tenant's ``automation.maintenance`` timer: recover stalled executions every few minutes,
-    purge old history once a day; it stops when the tenant has no automations."""
+    """The tenant's ``automation.maintenance`` timer: recover stalled executions and forget signed
+    webhook deliveries past their signature's tolerance every few minutes, purge old history once a
+    day; it stops when the tenant has no automations."""
     now = timer.now or utcnow()  # the scheduler pass's clock (it may be simulated)
     await recover_stalled(db, now)
     tenant_id = session_tenant_id(db.sync_session)
@@ -1876,6 +1877,7 @@ async def maintain(db: AsyncSession, timer: scheduler.DueTimer) -> datetime | No
     if tenant_id is not None and _last_purge.get(tenant_id) != purge_now.date():
         await purge_executions(db, purge_now)
         _last_purge[tenant_id] = purge_now.date()
+    await replays.prune(db, purge_now)
     if await db.scalar(select(func.count()).select_from(Automation)) == 0:
         return None
     return now + MAINTENANCE_INTERVAL

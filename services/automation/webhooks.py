@@ -24,10 +24,10 @@ from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from services.accounts.service import Principal
-from services.automation import service
+from services.automation import replays, service
 from services.automation.models import Automation, AutomationWebhook, WebhookDelivery
 from services.db import database
-from services.errors import Conflict, NotFound, ProblemError
+from services.errors import Conflict, FieldProblem, NotFound, ProblemError
 from services.settings import Settings
 from tenants.base import new_id, utcnow
 from tenants.context import tenant_scope
@@ -125,15 +125,49 @@ def _tenant_of(token: str) -> uuid.UUID:
 
 
 async def _record(
-    tenant_id: uuid.UUID, automation_id: uuid.UUID, size: int, status: str, code: str | None, detail: str | None
+    tenant_id: uuid.UUID,
+    automation_id: uuid.UUID,
+    size: int,
+    refused: ProblemError,
+    delivery: replays.SignedDelivery | None = None,
 ) -> None:
     # Its own transaction: a refused call's request rolls back, its log row must stay.
     async with database().session(tenant_id) as db, db.begin():
         db.add(
             WebhookDelivery(
-                id=new_id(), automation_id=automation_id, status=status, code=code, detail=detail, size_bytes=size
+                id=new_id(),
+                automation_id=automation_id,
+                status="refused",
+                code=refused.code,
+                detail=refused.detail or refused.title,
+                size_bytes=size,
             )
         )
+        if delivery is not None:
+            await replays.remember_refusal(
+                db, automation_id, delivery, SIGNATURE_TOLERANCE_SECONDS, _refusal_answer(refused)
+            )
+
+
+def _refusal_answer(refused: ProblemError) -> replays.Answer:
+    body = {"code": refused.code, "title": refused.title, "detail": refused.detail}
+    return replays.Answer(refused.status, {**body, "errors": [msgspec.structs.asdict(e) for e in refused.errors]})
+
+
+def _replayed(earlier: replays.Answer) -> uuid.UUID:
+    """The answer an earlier copy of a delivery got, given again."""
+    if earlier.status == 202:
+        return uuid.UUID(str(earlier.body["execution_id"]))
+    if earlier.status == replays.IN_PROGRESS:  # pragma: no cover - a claim is never committed unanswered
+        raise Conflict("The same delivery is being handled.", code="delivery_in_progress")
+    body = earlier.body
+    raise ProblemError(
+        body.get("detail"),
+        code=str(body.get("code")),
+        status=earlier.status,
+        title=str(body.get("title")),
+        errors=[FieldProblem(**e) for e in body.get("errors") or []],
+    )
 
 
 @dataclass(frozen=True)
@@ -154,7 +188,8 @@ async def receive(call: InboundCall, settings: Settings) -> uuid.UUID:
     """Handle one inbound call: the execution it created (or found, for a repeated delivery).
 
     Unknown tokens are 404 and not logged (no automation to log them against); every other refusal
-    is logged against the automation, then raised as problem+json.
+    is logged against the automation, then raised as problem+json. A signed delivery sent again
+    within the signature's tolerance gets the first copy's answer and starts nothing.
     """
     tenant_id = _tenant_of(call.token)
     with tenant_scope(tenant_id):
@@ -165,24 +200,51 @@ async def receive(call: InboundCall, settings: Settings) -> uuid.UUID:
             automation_id, nonce = row.automation_id, row.signing_nonce
             trigger = await db.scalar(select(Automation.trigger).where(Automation.id == automation_id))
             verify = bool((trigger or {}).get("verify_signature"))
+        delivery: replays.SignedDelivery | None = None
+        earlier: replays.Answer | None = None
         try:
             payload = _check(call, settings, tenant_id, automation_id, nonce, verify)
+            delivery = _signed_delivery(call.headers) if verify else None
             async with database().session(tenant_id) as db, db.begin():
-                execution_id = await service.trigger_webhook(db, automation_id, payload, dict(call.headers))
-                db.add(
-                    WebhookDelivery(
-                        id=new_id(),
-                        automation_id=automation_id,
-                        status="accepted",
-                        code=None,
-                        detail=f"execution {execution_id}",
-                        size_bytes=len(call.body),
+                if delivery is not None:
+                    earlier = await replays.claim(db, automation_id, delivery, SIGNATURE_TOLERANCE_SECONDS)
+                if earlier is not None:
+                    db.add(
+                        WebhookDelivery(
+                            id=new_id(),
+                            automation_id=automation_id,
+                            status="replayed",
+                            code=str(earlier.body.get("code")) if earlier.status != 202 else None,
+                            detail="the same signed delivery was received before: answered as then, nothing ran",
+                            size_bytes=len(call.body),
+                        )
                     )
-                )
+                else:
+                    execution_id = await service.trigger_webhook(db, automation_id, payload, dict(call.headers))
+                    db.add(
+                        WebhookDelivery(
+                            id=new_id(),
+                            automation_id=automation_id,
+                            status="accepted",
+                            code=None,
+                            detail=f"execution {execution_id}",
+                            size_bytes=len(call.body),
+                        )
+                    )
+                    if delivery is not None:
+                        accepted = replays.Answer(202, {"execution_id": str(execution_id)})
+                        await replays.answer(db, automation_id, delivery, accepted)
         except ProblemError as exc:
-            await _record(tenant_id, automation_id, len(call.body), "refused", exc.code, exc.detail or exc.title)
+            await _record(tenant_id, automation_id, len(call.body), exc, delivery)
             raise
-    return execution_id
+    return _replayed(earlier) if earlier is not None else execution_id
+
+
+def _signed_delivery(headers: Mapping[str, str]) -> replays.SignedDelivery:
+    """The delivery a verified ``X-Guiju-Signature`` header names."""
+    match = _SIGNATURE.match(headers.get("x-guiju-signature", "").strip())
+    assert match is not None  # verified just before
+    return replays.SignedDelivery(signature=match.group(2), timestamp=int(match.group(1)))
 
 
 def _check(
