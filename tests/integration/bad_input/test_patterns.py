@@ -10,6 +10,7 @@ from typing import Any
 
 import pytest
 
+from services.marketplace import publishing
 from services.patterns import compile_pattern, schema_validator
 from tests.conftest import World
 from tests.integration.test_publishing import Platform, _publisher_and_admin, platform, remote_manifest
@@ -159,4 +160,22 @@ async def test_a_remote_manifest_with_patterns_re2_cannot_run_is_refused(platfor
     assert [(e["pointer"], e["code"]) for e in refused.json()["errors"]] == [
         ("/manifest/settings_schema/properties/port/pattern", "invalid_pattern"),
         ("/manifest/actions/0/input_schema/patternProperties/(?<=x)y", "invalid_pattern"),
+    ]
+
+
+def test_a_source_submissions_manifest_is_checked_for_patterns_re2_cannot_run() -> None:
+    manifest = {
+        "settings_schema": {"type": "object", "properties": {"pattern": {"type": "string", "pattern": "^ok$"}}},
+        "actions": [
+            {"name": "a", "output_schema": {"type": "object", "properties": {"x": {"pattern": r"\bx(?!y)"}}}},
+            {"name": "b", "input_schema": {"items": [{"anyOf": [{"pattern": "(a)\\1"}]}]}},
+        ],
+    }
+    assert [pointer for pointer, _ in publishing.schema_patterns_of(manifest)] == [
+        "/actions/0/output_schema/properties/x/pattern"
+    ]
+    manifest["actions"][1]["input_schema"] = {"items": {"anyOf": [{"pattern": "(a)\\1"}]}}
+    assert [pointer for pointer, _ in publishing.schema_patterns_of(manifest)] == [
+        "/actions/0/output_schema/properties/x/pattern",
+        "/actions/1/input_schema/items/anyOf/0/pattern",
     ]
