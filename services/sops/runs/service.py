@@ -81,6 +81,7 @@ from services.sops.engine import (
 from services.sops.procedures import service as procedures
 from services.sops.procedures.service import PublishedVersion
 from services.sops.runs.models import Run, RunComment, RunException, StepInstance
+from services.validation import INT32_MAX
 from tenants.base import new_id, utcnow
 from tenants.isolation import session_tenant_id
 from tenants.models import Membership, Role
@@ -1304,7 +1305,13 @@ async def my_tasks(
 
 
 def _after_task(values: list[Any]) -> Any:
-    if len(values) != 3 or not isinstance(values[2], int) or _as_uuid(values[1]) is None:
+    # The step number goes into SQL: beyond its integer column it would fail on PostgreSQL alone.
+    if (
+        len(values) != 3
+        or not isinstance(values[2], int)
+        or not 1 <= values[2] <= INT32_MAX
+        or _as_uuid(values[1]) is None
+    ):
         raise ValidationProblem(
             errors=[FieldProblem(pointer="/cursor", code="invalid_cursor", message="not a cursor of this list")]
         )

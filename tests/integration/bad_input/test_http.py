@@ -4,6 +4,7 @@ headers every answer carries."""
 
 from __future__ import annotations
 
+import base64
 import json
 import re
 import uuid
@@ -262,6 +263,18 @@ async def test_page_sizes_and_numeric_ids_beyond_the_database_are_4xx(world: Wor
     for limit in (INT64_MAX + 1, -1):
         page = await api.get(records, params={"limit": limit})
         assert page.status_code == 422, page.text
+
+
+async def test_a_task_cursor_with_a_step_number_beyond_the_column_is_422(world: World) -> None:
+    api, _ = await signed_in_client(world)
+    for step_id in (INT32_MAX + 1, INT64_MAX + 1, -(2**70), 0):
+        forged = [None, str(uuid.uuid4()), step_id]
+        cursor = base64.urlsafe_b64encode(json.dumps(forged).encode()).decode()
+        response = await api.get("/api/v1/my/tasks", params={"cursor": cursor})
+        assert response.status_code == 422, (step_id, response.text)
+        assert codes_at(response) == {("/cursor", "invalid_cursor")}
+    fine = base64.urlsafe_b64encode(json.dumps([None, str(uuid.uuid4()), INT32_MAX]).encode()).decode()
+    assert (await api.get("/api/v1/my/tasks", params={"cursor": fine})).status_code == 200
 
 
 # ---------------------------------------------------------------- media types
