@@ -32,6 +32,7 @@ from services.audit import service as audit
 from services.db.statements import one_or_raise
 from services.errors import Conflict, FieldProblem, Forbidden, NotFound, ProblemError, ValidationProblem
 from services.files import service as files
+from services.json_body import decode_json_body
 from services.outbox import service as outbox
 from services.records import service as records
 from services.scheduler import service as scheduler
@@ -793,8 +794,8 @@ def _encode_cursor(values: list[Any]) -> str:
 
 def _decode_cursor(cursor: str) -> list[Any]:
     try:
-        values = msgspec.json.decode(base64.urlsafe_b64decode(cursor.encode()))
-    except (ValueError, msgspec.DecodeError) as exc:
+        values = decode_json_body(base64.urlsafe_b64decode(cursor.encode()))
+    except (ValueError, ProblemError) as exc:
         raise ValidationProblem(
             errors=[FieldProblem(pointer="/cursor", code="invalid_cursor", message="not a cursor of this list")]
         ) from exc

@@ -277,6 +277,27 @@ async def test_a_task_cursor_with_a_step_number_beyond_the_column_is_422(world: 
     assert (await api.get("/api/v1/my/tasks", params={"cursor": fine})).status_code == 200
 
 
+async def test_cursors_nested_deep_or_holding_nul_are_invalid_cursors(world: World) -> None:
+    api, _ = await signed_in_client(world)
+    collection = await api.post(
+        "/api/v1/collections",
+        {"key": "orders", "name": "Orders", "fields": [{"key": "code", "label": "Code", "type": "text"}]},
+    )
+    records = f"/api/v1/collections/{collection.json()['id']}/records"
+    deep = base64.urlsafe_b64encode(b"[" * 3000 + b"]" * 3000).decode()
+    nul = base64.urlsafe_b64encode(json.dumps(["code", "A\x00", str(uuid.uuid4())]).encode()).decode()
+    for path, params, pointer in [
+        ("/api/v1/my/tasks", {"cursor": deep}, "/cursor"),
+        ("/api/v1/runs", {"cursor": deep}, "/cursor"),
+        ("/api/v1/notifications", {"cursor": deep}, "/cursor"),
+        (records, {"cursor": deep}, "/query/cursor"),
+        (records, {"sort": "code", "cursor": nul}, "/query/cursor"),
+    ]:
+        response = await api.get(path, params=params)
+        assert response.status_code == 422, (path, response.text)
+        assert codes_at(response) == {(pointer, "invalid_cursor")}, path
+
+
 # ---------------------------------------------------------------- media types
 
 
