@@ -16,8 +16,8 @@ import msgspec
 from services.errors import FieldProblem, ProblemError, ValidationProblem
 
 #: Objects and arrays nested inside each other, counted from the body itself (``{}`` is 1, ``{"a": []}``
-#: is 2). The deepest body of the API today is about 8 levels (a procedure definition's step with its
-#: evidence rules); template packs stop at 40; 64 leaves room for webhook senders' and plugins' payloads.
+#: is 2). The API's own bodies stay under 10 levels (a procedure definition's step evidence is about
+#: 6); template packs stop at 40; 64 leaves room for webhook senders' payloads and free-form run data.
 MAX_JSON_DEPTH: Final = 64
 
 JSON_MEDIA_TYPES_TEXT: Final = "application/json or application/*+json"
