@@ -22,13 +22,18 @@ from services.files.routes import CONTROLLERS as FILES_CONTROLLERS
 from services.gallery import service as gallery
 from services.gallery.routes import CONTROLLERS as GALLERY_CONTROLLERS
 from services.http import (
+    CSP_OPT,
     EXCEPTION_HANDLERS,
+    JsonRequest,
     RequestContextMiddleware,
+    RequestInputMiddleware,
+    SecurityHeadersMiddleware,
     provide_db,
     provide_optional_principal,
     provide_principal,
     provide_settings,
 )
+from services.json_body import MAX_JSON_DEPTH
 from services.marketplace import host as plugin_host
 from services.marketplace import service as marketplace
 from services.marketplace.routes import CONTROLLERS as MARKETPLACE_CONTROLLERS
@@ -43,6 +48,11 @@ from services.sops.procedures.routes import CONTROLLERS as PROCEDURES_CONTROLLER
 from services.sops.runs.routes import CONTROLLERS as RUNS_CONTROLLERS
 
 API_VERSION = "0.1.0"
+# Swagger UI's page runs an inline script and style of its own, which carry no nonce.
+SWAGGER_CSP = (
+    "default-src 'self'; script-src 'self' 'unsafe-inline'; style-src 'self' 'unsafe-inline'; "
+    "img-src 'self' data:; object-src 'none'; base-uri 'none'; frame-ancestors 'none'; form-action 'self'"
+)
 
 
 def create_app(settings: Settings | None = None, *, embedded: bool = False) -> Litestar:
@@ -73,8 +83,15 @@ def create_app(settings: Settings | None = None, *, embedded: bool = False) -> L
     openapi = OpenAPIConfig(
         title="Guiju API",
         version=API_VERSION,
-        description="SOPs that run as software. Errors are application/problem+json with a stable `code`.",
+        description=(
+            "SOPs that run as software. Errors are application/problem+json with a stable `code`. "
+            "Request bodies are JSON, sent with `Content-Type: application/json` (415 "
+            "`unsupported_media_type` otherwise), valid UTF-8 and nested at most "
+            f"{MAX_JSON_DEPTH} levels deep (400 `malformed_json`, `invalid_utf8`, `too_deeply_nested`); "
+            "no text, query or path parameter may hold U+0000 (422 `nul_character`)."
+        ),
         path="/docs",
+        openapi_router=Router(path="/docs", route_handlers=[], opt={CSP_OPT: SWAGGER_CSP}),
         render_plugins=[
             SwaggerRenderPlugin(
                 path="/",
@@ -115,13 +132,16 @@ def create_app(settings: Settings | None = None, *, embedded: bool = False) -> L
             "settings": Provide(provide_settings, sync_to_thread=False),
         },
         exception_handlers=EXCEPTION_HANDLERS,
+        middleware=[RequestInputMiddleware()],
+        request_class=JsonRequest,
         openapi_config=openapi,
         lifespan=[lifespan],
         logging_config=None,
         debug=False,
     )
-    # Outermost, so that every request (unknown routes included) gets an id and a log line.
-    app.asgi_handler = RequestContextMiddleware(app.asgi_handler)
+    # Outermost, so that every request (unknown routes included) gets an id, a log line and the
+    # security headers.
+    app.asgi_handler = RequestContextMiddleware(SecurityHeadersMiddleware(app.asgi_handler))
     app.state.settings = settings
     app.state.login_attempts = attempt_counter(settings.redis_url, settings.login_window_seconds)
     app.state.embedded = embedded

@@ -1,19 +1,23 @@
 """HTTP plumbing shared by every service's routes: the per-request transaction, the principal,
-CSRF, cookies, request ids and problem+json errors."""
+CSRF, cookies, request ids, problem+json errors, the rules every request's input meets and the
+security headers every answer carries."""
 
 from __future__ import annotations
 
 import logging
+import secrets
 import time
 import uuid
 from collections.abc import AsyncGenerator
-from typing import Annotated, Any, get_args, get_origin
-from urllib.parse import quote
+from typing import Annotated, Any, Final, get_args, get_origin
+from urllib.parse import parse_qsl, quote
 
 from litestar import Request, Response
+from litestar.connection import ASGIConnection
+from litestar.connection.base import empty_receive, empty_send
 from litestar.datastructures import Cookie, UploadFile
 from litestar.di import NamedDependency
-from litestar.enums import ScopeType
+from litestar.enums import RequestEncodingType, ScopeType
 from litestar.exceptions import (
     HTTPException,
     MethodNotAllowedException,
@@ -21,16 +25,29 @@ from litestar.exceptions import (
     NotFoundException,
     ValidationException,
 )
-from litestar.types import ASGIApp, Message, Receive, Scope, Send
+from litestar.handlers import HTTPRouteHandler
+from litestar.middleware import ASGIMiddleware
+from litestar.params import BodyKwarg
+from litestar.types import ASGIApp, Empty, Message, Receive, Scope, Send
+from litestar.typing import FieldDefinition
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from services.accounts import service as accounts
 from services.accounts.service import Principal
 from services.db import database
 from services.errors import FieldProblem, Forbidden, ProblemError, Unauthorized, ValidationProblem
+from services.json_body import (
+    JSON_MEDIA_TYPES_TEXT,
+    check_no_nul,
+    decode_json_body,
+    empty_body_problem,
+    is_json_media_type,
+    pointer_token,
+    texts_nul_problems,
+)
 from services.logs import request_id_var, request_log_context
 from services.settings import Settings
-from services.validation import decode_all
+from services.validation import decode_all, problem_code
 
 log = logging.getLogger("guiju.http")
 
@@ -61,6 +78,7 @@ async def _resolve_principal(request: Request[Any, Any, Any], db: NamedDependenc
     principal = await accounts.authenticate(db, request.cookies.get(SESSION_COOKIE))
     if principal is None:
         return None
+    mark_private(request)
     if request.method not in SAFE_METHODS and not accounts.csrf_ok(principal, request.headers.get(CSRF_HEADER)):
         raise Forbidden(
             "Cookie-authenticated writes must send the session's CSRF token in the X-CSRF-Token header.",
@@ -133,12 +151,14 @@ def handle_problem(request: Request[Any, Any, Any], exc: ProblemError) -> Respon
 
 def handle_validation(request: Request[Any, Any, Any], exc: ValidationException) -> Response[Any]:
     """Litestar stops at the first problem; decode the cached body again to list every one."""
-    data_type = _body_type(request)
+    field = _body_field(request)
     # The body was read (and cached on the connection) before decoding failed.
     raw = getattr(request, "_body", None)
-    if data_type is not None and isinstance(raw, bytes):
+    if field is not None and isinstance(raw, bytes):
+        if not raw.strip() and not (field.is_optional or field.has_default):
+            return problem_response(request, empty_body_problem())
         try:
-            decode_all(data_type, raw)
+            decode_all(_struct_type(field), raw)
         except ValidationProblem as problem:
             return problem_response(request, problem)
     extra = exc.extra if isinstance(exc.extra, list) else []
@@ -154,19 +174,24 @@ def handle_validation(request: Request[Any, Any, Any], exc: ValidationException)
 def _field_problem(item: Any) -> FieldProblem:
     if isinstance(item, dict):
         key = item.get("key") or ""
-        return FieldProblem(pointer=f"/{key}" if key else "", code="invalid", message=str(item.get("message", "")))
+        message = str(item.get("message", ""))
+        # A parameter's pointer says where it came from, as in `/query/limit`; a body's field is `/name`.
+        source = str(getattr(item.get("source"), "value", item.get("source") or ""))
+        where = f"/{source}" if source and source != "body" else ""
+        pointer = f"{where}/{pointer_token(key)}" if key else ""
+        return FieldProblem(pointer=pointer, code=problem_code(message), message=message)
     return FieldProblem(pointer="", code="invalid", message=str(item))
 
 
-def _body_type(request: Request[Any, Any, Any]) -> Any:
+def _body_field(request: Request[Any, Any, Any]) -> FieldDefinition | None:
     try:
-        handler = request.route_handler
-        field = handler.parsed_fn_signature.parameters.get("data")
+        return request.route_handler.parsed_fn_signature.parameters.get("data")
     except Exception:  # the route is unknown or has no body
         return None
-    if field is None:
-        return None
-    annotation = getattr(field, "annotation", None)
+
+
+def _struct_type(field: FieldDefinition) -> Any:
+    annotation = field.annotation
     # JSONBody[T] is Annotated[T, ...]: the struct type is its first argument.
     if get_origin(annotation) is Annotated:
         annotation = get_args(annotation)[0]
@@ -276,3 +301,147 @@ async def read_upload(request: Request[Any, Any, Any], field: str = "file") -> t
     finally:
         await upload.close()
     return upload.filename, upload.content_type, data
+
+
+# ---------------------------------------------------------------- request input
+
+
+class JsonRequest(Request[Any, Any, Any]):
+    """The app's request class: whatever reads a JSON body reads it through :func:`decode_json_body`
+    (UTF-8, the nesting limit, no U+0000) instead of Litestar's plain decoder."""
+
+    __slots__ = ("_checked_json",)
+
+    def __init__(self, scope: Scope, receive: Receive = empty_receive, send: Send = empty_send) -> None:
+        super().__init__(scope, receive, send)
+        self._checked_json: Any = Empty
+
+    async def json(self) -> Any:
+        if self._checked_json is Empty:
+            self._checked_json = decode_json_body(await self.body())
+        return self._checked_json
+
+
+def takes_json_body(handler: Any) -> bool:
+    """Whether a route handler reads a JSON body: it has a ``data`` parameter that is not a form or MessagePack."""
+    if not isinstance(handler, HTTPRouteHandler):
+        return False
+    field = handler.parsed_fn_signature.parameters.get("data")
+    if field is None:
+        return False
+    body = field.kwarg_definition
+    return not isinstance(body, BodyKwarg) or body.media_type == RequestEncodingType.JSON
+
+
+def _unsupported_media_type(method: str) -> ProblemError:
+    accept = {"POST": "Accept-Post", "PATCH": "Accept-Patch"}.get(method)
+    return ProblemError(
+        f"Send the body as JSON, with the header Content-Type: application/json ({JSON_MEDIA_TYPES_TEXT}).",
+        status=415,
+        code="unsupported_media_type",
+        title="Unsupported media type",
+        headers={accept: "application/json"} if accept else None,
+    )
+
+
+def _parameter_nul_problems(scope: Scope) -> list[FieldProblem]:
+    query = parse_qsl(scope.get("query_string", b"").decode("latin-1"), keep_blank_values=True, errors="replace")
+    texts = [(f"/query/{pointer_token(name)}", f"{name}{value}") for name, value in query]
+    path_params = scope.get("path_params", {}).items()
+    texts += [(f"/path/{pointer_token(name)}", value) for name, value in path_params if isinstance(value, str)]
+    return texts_nul_problems(texts)
+
+
+class RequestInputMiddleware(ASGIMiddleware):
+    """Rules every request's input meets before any handler, dependency or sign-in runs.
+
+    - A route that takes a JSON body takes nothing else: any other Content-Type, or none with a
+      body, is 415. A browser posts a cross-site form only as a form or text/plain, so this is also
+      what keeps a forged form from signing a victim in (login CSRF).
+    - No query or path parameter holds U+0000 (422, every one listed).
+    """
+
+    scopes = (ScopeType.HTTP,)
+
+    async def handle(self, scope: Scope, receive: Receive, send: Send, next_app: ASGIApp) -> None:
+        check_no_nul(_parameter_nul_problems(scope))
+        if takes_json_body(scope.get("route_handler")):
+            request: Request[Any, Any, Any] = Request(scope, receive, send)
+            content_type = request.headers.get("content-type")
+            # Without a Content-Type, only an empty body passes (and meets the body's own rules).
+            sent_wrong_type = not is_json_media_type(content_type) if content_type else bool(await request.body())
+            if sent_wrong_type:
+                raise _unsupported_media_type(request.method)
+        await next_app(scope, receive, send)
+
+
+# ---------------------------------------------------------------- security headers
+
+#: A route handler's ``opt`` key for its own Content-Security-Policy (``{nonce}`` is replaced by the
+#: response's nonce); a response that sets the header itself keeps it.
+CSP_OPT: Final = "content_security_policy"
+PAGE_CSP: Final = (
+    "default-src 'self'; script-src 'self' 'nonce-{nonce}'; style-src 'self' 'nonce-{nonce}'; "
+    "object-src 'none'; base-uri 'none'; frame-ancestors 'none'; form-action 'self'"
+)
+PAGE_REFERRER_POLICY: Final = "same-origin"
+_CSP_NONCE_KEY = "csp_nonce"
+_PRIVATE_KEY = "private_response"
+
+
+def csp_nonce(connection: ASGIConnection[Any, Any, Any, Any]) -> str:
+    """This response's Content-Security-Policy nonce: a page's inline ``<script>`` or ``<style>``
+    runs only with ``nonce="<this value>"``. Fresh for every response."""
+    return _scope_nonce(connection.scope)
+
+
+def _scope_nonce(scope: Scope) -> str:
+    state = scope.setdefault("state", {})
+    nonce = state.get(_CSP_NONCE_KEY)
+    if not isinstance(nonce, str):
+        nonce = state[_CSP_NONCE_KEY] = secrets.token_urlsafe(18)
+    return nonce
+
+
+def mark_private(connection: ASGIConnection[Any, Any, Any, Any]) -> None:
+    """The answer to this request is for one signed-in caller: no cache may keep it."""
+    connection.scope.setdefault("state", {})[_PRIVATE_KEY] = True
+
+
+def security_headers(scope: Scope, headers: list[tuple[bytes, bytes]]) -> list[tuple[bytes, bytes]]:
+    """``headers`` of a response with the security headers it lacks (headers it set itself win)."""
+    present = {name.lower() for name, _ in headers}
+    added: list[tuple[bytes, bytes]] = []
+    if b"x-content-type-options" not in present:
+        added.append((b"x-content-type-options", b"nosniff"))
+    content_type = next((v for k, v in headers if k.lower() == b"content-type"), b"")
+    if content_type.split(b";", 1)[0].strip().lower() == b"text/html":
+        if b"content-security-policy" not in present:
+            handler = scope.get("route_handler")
+            policy = str(getattr(handler, "opt", {}).get(CSP_OPT, PAGE_CSP))
+            added.append((b"content-security-policy", policy.replace("{nonce}", _scope_nonce(scope)).encode()))
+        if b"referrer-policy" not in present:
+            added.append((b"referrer-policy", PAGE_REFERRER_POLICY.encode()))
+    if scope.get("state", {}).get(_PRIVATE_KEY) or b"set-cookie" in present:
+        headers = [(k, v) for k, v in headers if k.lower() != b"cache-control"]
+        added.append((b"cache-control", b"no-store"))
+    return [*headers, *added]
+
+
+class SecurityHeadersMiddleware:
+    """Adds :func:`security_headers` to every answer, errors and unknown routes included."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != ScopeType.HTTP:
+            await self.app(scope, receive, send)
+            return
+
+        async def send_with_headers(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                message["headers"] = security_headers(scope, list(message.get("headers", [])))
+            await send(message)
+
+        await self.app(scope, receive, send_with_headers)

@@ -6,15 +6,27 @@ a form learns about all its mistakes at once.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
-from typing import Any, TypeVar
+from typing import Annotated, Any, Final, TypeVar
 
 import msgspec
+from msgspec import Meta
 
 from services.errors import FieldProblem, ValidationProblem
 
 T = TypeVar("T", bound=msgspec.Struct)
+
+#: PostgreSQL's ``integer`` and ``bigint``: a number beyond its column is refused (422) before it
+#: reaches SQL, where it would fail on PostgreSQL alone.
+INT32_MAX: Final = 2**31 - 1
+INT64_MAX: Final = 2**63 - 1
+#: A positive number kept in an ``integer`` column (a record's version, a step's number in its run).
+PositiveInt32 = Annotated[int, Meta(ge=1, le=INT32_MAX)]
 InputCheck = Callable[[dict[str, Any]], list[FieldProblem]]
+
+# msgspec's words for a number outside its bounds: "Expected `int` <= 2147483647".
+_BOUND_MESSAGE = re.compile(r"expected `(int|float|decimal)` [<>]=? ")
 
 # Checks beyond types and lengths (an email's form, a known locale), run on the raw input even when
 # its decoding failed, so one answer lists type problems and meaning problems together.
@@ -32,10 +44,13 @@ def validate(data: msgspec.Struct) -> None:
         check(check_fn(msgspec.structs.asdict(data)))
 
 
-def _problem_code(message: str) -> str:
+def problem_code(message: str) -> str:
+    """The stable code of a msgspec validation message."""
     lowered = message.lower()
     if "length" in lowered:
         return "too_long" if "<=" in lowered else "too_short"
+    if _BOUND_MESSAGE.match(lowered):
+        return "out_of_range"
     if lowered.startswith("expected `"):
         return "wrong_type"
     if "invalid enum value" in lowered:
@@ -89,7 +104,7 @@ def struct_problems(struct_type: type[msgspec.Struct], data: Any, prefix: str = 
             msgspec.convert(data[field.encode_name], field.type, strict=True)
         except msgspec.ValidationError as exc:
             message = str(exc).split(" - at ")[0]
-            problems.append(FieldProblem(pointer=pointer, code=_problem_code(message), message=message))
+            problems.append(FieldProblem(pointer=pointer, code=problem_code(message), message=message))
     if forbid_unknown:
         for key in data:
             if key not in known:

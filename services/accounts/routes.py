@@ -36,7 +36,7 @@ from services.accounts.schemas import (
     WorkspaceOut,
 )
 from services.accounts.service import Principal
-from services.http import client_key, expired_session_cookie, session_cookie
+from services.http import client_key, csp_nonce, expired_session_cookie, session_cookie
 from services.settings import Settings
 from tenants.models import Entity, Tenant
 
@@ -198,11 +198,11 @@ class AuthController(Controller):
 _LINK_PAGE = (Path(__file__).parent / "templates" / "link.html").read_text(encoding="utf-8")
 
 
-def _link_page(action: str) -> Response[str]:
+def _link_page(request: Request[Any, Any, Any], action: str) -> Response[str]:
     # The page only posts the link's token to the API; opening it changes nothing (mail scanners
     # prefetch links), and the token stays in the query string, which the request log omits.
     return Response(
-        _LINK_PAGE.replace("__ACTION__", action),
+        _LINK_PAGE.replace("__ACTION__", action).replace("__NONCE__", csp_nonce(request)),
         media_type=MediaType.HTML,
         headers={"Referrer-Policy": "no-referrer", "Cache-Control": "no-store"},
     )
@@ -214,16 +214,16 @@ class LinkPagesController(Controller):
     include_in_schema = False
 
     @get("/verify-email", sync_to_thread=False)
-    def verify_email_page(self) -> Response[str]:
-        return _link_page("verify")
+    def verify_email_page(self, request: Request[Any, Any, Any]) -> Response[str]:
+        return _link_page(request, "verify")
 
     @get("/reset-password", sync_to_thread=False)
-    def reset_password_page(self) -> Response[str]:
-        return _link_page("reset")
+    def reset_password_page(self, request: Request[Any, Any, Any]) -> Response[str]:
+        return _link_page(request, "reset")
 
     @get("/invitations/accept", sync_to_thread=False)
-    def accept_invitation_page(self) -> Response[str]:
-        return _link_page("accept")
+    def accept_invitation_page(self, request: Request[Any, Any, Any]) -> Response[str]:
+        return _link_page(request, "accept")
 
 
 class TenantController(Controller):

@@ -19,7 +19,6 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-import msgspec
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -28,6 +27,7 @@ from services.automation import replays, service
 from services.automation.models import Automation, AutomationWebhook, WebhookDelivery
 from services.db import database
 from services.errors import Conflict, FieldProblem, NotFound, ProblemError
+from services.json_body import MALFORMED_JSON, decode_json_body, is_json_media_type
 from services.settings import Settings
 from tenants.base import new_id, utcnow
 from tenants.context import tenant_scope
@@ -179,11 +179,6 @@ class InboundCall:
     headers: Mapping[str, str]
 
 
-def _is_json(content_type: str) -> bool:
-    media = content_type.split(";", 1)[0].strip().lower()
-    return media == "application/json" or (media.startswith("application/") and media.endswith("+json"))
-
-
 async def receive(call: InboundCall, settings: Settings) -> uuid.UUID:
     """Handle one inbound call: the execution it created (or found, for a repeated delivery).
 
@@ -257,7 +252,7 @@ def _check(
             status=413,
             title="Payload too large",
         )
-    if not _is_json(call.content_type):
+    if not is_json_media_type(call.content_type):
         raise WebhookRefused(
             "Send the payload as JSON (Content-Type: application/json).",
             code="unsupported_media_type",
@@ -270,9 +265,11 @@ def _check(
         if problem is not None:
             raise WebhookRefused(problem, code="bad_signature", status=401, title="The signature is not valid")
     try:
-        payload = msgspec.json.decode(call.body)
-    except msgspec.DecodeError as exc:
-        raise WebhookRefused(f"The payload is not JSON: {exc}", code="invalid_json", status=400) from exc
+        payload = decode_json_body(call.body)
+    except ProblemError as exc:
+        # Senders have always been told `invalid_json` for a payload that does not parse.
+        code = "invalid_json" if exc.code == MALFORMED_JSON else exc.code
+        raise WebhookRefused(exc.detail, code=code, status=exc.status, title=exc.title, errors=exc.errors) from exc
     if not isinstance(payload, dict):
         raise WebhookRefused("The payload is a JSON object.", code="invalid_json", status=400)
     return payload

@@ -15,7 +15,8 @@ from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from services.db.statements import insert_ignoring_conflicts
-from services.errors import FieldProblem, NotFound, ValidationProblem
+from services.errors import FieldProblem, NotFound, ProblemError, ValidationProblem
+from services.json_body import decode_json_body
 from services.notifications.models import Notification
 from tenants.base import new_id, utcnow
 from tenants.isolation import session_tenant_id
@@ -74,9 +75,9 @@ def _encode_cursor(notification_id: uuid.UUID) -> str:
 
 def _decode_cursor(cursor: str) -> uuid.UUID:
     try:
-        values = msgspec.json.decode(base64.urlsafe_b64decode(cursor.encode()))
+        values = decode_json_body(base64.urlsafe_b64decode(cursor.encode()))
         return uuid.UUID(values[0])
-    except (ValueError, TypeError, IndexError, KeyError, msgspec.DecodeError) as exc:
+    except (ValueError, TypeError, IndexError, KeyError, ProblemError) as exc:
         raise ValidationProblem(
             errors=[FieldProblem(pointer="/cursor", code="invalid_cursor", message="not a cursor of this list")]
         ) from exc

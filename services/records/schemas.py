@@ -10,6 +10,7 @@ import msgspec
 from msgspec import Meta
 
 from services.records.fields import FieldDef
+from services.validation import PositiveInt32
 
 Key = Annotated[str, Meta(max_length=63, description="lower_snake_case, stable for the collection's life")]
 Name = Annotated[str, Meta(max_length=200)]
@@ -50,7 +51,7 @@ class RecordPatch(Input):
 
     values: dict[str, Any] = {}
     entity_id: uuid.UUID | None = None
-    version: int | None = None
+    version: PositiveInt32 | None = None
 
 
 class CollectionOut(msgspec.Struct, kw_only=True):

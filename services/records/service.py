@@ -35,6 +35,7 @@ from services.audit import service as audit
 from services.db.statements import one_or_raise
 from services.errors import Conflict, FieldProblem, NotFound, ProblemError, ValidationProblem
 from services.files import service as files
+from services.json_body import decode_json_body
 from services.outbox import service as outbox
 from services.records.fields import (
     KEY_RE,
@@ -1165,11 +1166,11 @@ def encode_cursor(sort: Sort, value: Any, record_id: uuid.UUID) -> str:
 def decode_cursor(cursor: str, sort: Sort) -> tuple[Any, uuid.UUID]:
     try:
         raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4))
-        spec, value, record_id = json.loads(raw)
+        spec, value, record_id = decode_json_body(raw)
         if spec != sort.spec:
             raise ValueError("the cursor belongs to another sort")
         return value, uuid.UUID(record_id)
-    except (ValueError, TypeError, binascii.Error) as exc:
+    except (ValueError, TypeError, binascii.Error, ProblemError) as exc:
         raise ValidationProblem(
             errors=[
                 FieldProblem(

@@ -8,7 +8,7 @@ from typing import Annotated, Any
 
 from litestar import Controller, get, post
 from litestar.di import NamedDependency
-from litestar.params import FromPath, FromQuery, JSONBody, QueryParameter
+from litestar.params import FromPath, FromQuery, JSONBody, Parameter, QueryParameter
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from services.accounts.service import Principal
@@ -37,7 +37,11 @@ from services.sops.runs.schemas import (
     TaskOut,
     TaskPage,
 )
+from services.validation import INT32_MAX
 from tenants.base import utcnow
+
+#: A step's or an exception's number within its run (an ``integer`` column).
+RunItemNumber = Annotated[int, Parameter(ge=1, le=INT32_MAX, description="its number within the run")]
 
 
 def actor_of(principal: Principal) -> Actor:
@@ -182,7 +186,7 @@ class RunsController(Controller):
     async def claim(
         self,
         run_id: FromPath[uuid.UUID],
-        step_id: FromPath[int],
+        step_id: RunItemNumber,
         db: NamedDependency[AsyncSession],
         principal: NamedDependency[Principal],
     ) -> RunDetailOut:
@@ -192,7 +196,7 @@ class RunsController(Controller):
     async def assign(
         self,
         run_id: FromPath[uuid.UUID],
-        step_id: FromPath[int],
+        step_id: RunItemNumber,
         data: JSONBody[AssignIn],
         db: NamedDependency[AsyncSession],
         principal: NamedDependency[Principal],
@@ -203,7 +207,7 @@ class RunsController(Controller):
     async def start_step(
         self,
         run_id: FromPath[uuid.UUID],
-        step_id: FromPath[int],
+        step_id: RunItemNumber,
         db: NamedDependency[AsyncSession],
         principal: NamedDependency[Principal],
     ) -> RunDetailOut:
@@ -213,7 +217,7 @@ class RunsController(Controller):
     async def complete(
         self,
         run_id: FromPath[uuid.UUID],
-        step_id: FromPath[int],
+        step_id: RunItemNumber,
         data: JSONBody[CompleteIn],
         db: NamedDependency[AsyncSession],
         principal: NamedDependency[Principal],
@@ -235,7 +239,7 @@ class RunsController(Controller):
     async def approve(
         self,
         run_id: FromPath[uuid.UUID],
-        step_id: FromPath[int],
+        step_id: RunItemNumber,
         data: JSONBody[DecisionNoteIn],
         db: NamedDependency[AsyncSession],
         principal: NamedDependency[Principal],
@@ -246,7 +250,7 @@ class RunsController(Controller):
     async def reject(
         self,
         run_id: FromPath[uuid.UUID],
-        step_id: FromPath[int],
+        step_id: RunItemNumber,
         data: JSONBody[DecisionNoteIn],
         db: NamedDependency[AsyncSession],
         principal: NamedDependency[Principal],
@@ -257,7 +261,7 @@ class RunsController(Controller):
     async def skip(
         self,
         run_id: FromPath[uuid.UUID],
-        step_id: FromPath[int],
+        step_id: RunItemNumber,
         db: NamedDependency[AsyncSession],
         principal: NamedDependency[Principal],
     ) -> RunDetailOut:
@@ -305,7 +309,7 @@ class RunsController(Controller):
     async def resolve_exception(
         self,
         run_id: FromPath[uuid.UUID],
-        exception_id: FromPath[int],
+        exception_id: RunItemNumber,
         data: JSONBody[ResolveExceptionIn],
         db: NamedDependency[AsyncSession],
         principal: NamedDependency[Principal],

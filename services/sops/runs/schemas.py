@@ -9,6 +9,8 @@ from typing import Annotated, Any, Literal
 import msgspec
 from msgspec import Meta
 
+from services.validation import PositiveInt32
+
 Note = Annotated[str, Meta(max_length=10_000)]
 FileIds = Annotated[list[uuid.UUID], Meta(max_length=50, description="ids of files uploaded with POST /api/v1/files")]
 
@@ -46,13 +48,13 @@ class DecisionNoteIn(Input):
 
 class CommentIn(Input):
     body: Annotated[str, Meta(min_length=1, max_length=10_000)]
-    step_id: int | None = None
+    step_id: PositiveInt32 | None = None
     file_ids: FileIds = []
 
 
 class RaiseExceptionIn(Input):
     kind: Annotated[str, Meta(min_length=1, max_length=63)]
-    step_id: int | None = None
+    step_id: PositiveInt32 | None = None
     note: Note = ""
     file_ids: FileIds = []
 

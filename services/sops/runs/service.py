@@ -32,6 +32,7 @@ from services.audit import service as audit
 from services.db.statements import one_or_raise
 from services.errors import Conflict, FieldProblem, Forbidden, NotFound, ProblemError, ValidationProblem
 from services.files import service as files
+from services.json_body import decode_json_body
 from services.outbox import service as outbox
 from services.records import service as records
 from services.scheduler import service as scheduler
@@ -81,6 +82,7 @@ from services.sops.engine import (
 from services.sops.procedures import service as procedures
 from services.sops.procedures.service import PublishedVersion
 from services.sops.runs.models import Run, RunComment, RunException, StepInstance
+from services.validation import INT32_MAX
 from tenants.base import new_id, utcnow
 from tenants.isolation import session_tenant_id
 from tenants.models import Membership, Role
@@ -792,8 +794,8 @@ def _encode_cursor(values: list[Any]) -> str:
 
 def _decode_cursor(cursor: str) -> list[Any]:
     try:
-        values = msgspec.json.decode(base64.urlsafe_b64decode(cursor.encode()))
-    except (ValueError, msgspec.DecodeError) as exc:
+        values = decode_json_body(base64.urlsafe_b64decode(cursor.encode()))
+    except (ValueError, ProblemError) as exc:
         raise ValidationProblem(
             errors=[FieldProblem(pointer="/cursor", code="invalid_cursor", message="not a cursor of this list")]
         ) from exc
@@ -1304,7 +1306,13 @@ async def my_tasks(
 
 
 def _after_task(values: list[Any]) -> Any:
-    if len(values) != 3 or not isinstance(values[2], int) or _as_uuid(values[1]) is None:
+    # The step number goes into SQL: beyond its integer column it would fail on PostgreSQL alone.
+    if (
+        len(values) != 3
+        or not isinstance(values[2], int)
+        or not 1 <= values[2] <= INT32_MAX
+        or _as_uuid(values[1]) is None
+    ):
         raise ValidationProblem(
             errors=[FieldProblem(pointer="/cursor", code="invalid_cursor", message="not a cursor of this list")]
         )
