@@ -4,7 +4,7 @@ UV_VERSION := 0.13.9
 UV := $(or $(shell command -v uv 2>/dev/null),$(CURDIR)/.tools/bin/uv)
 RUN := $(UV) run --frozen
 
-.PHONY: install browser run api worker scheduler migrate test lint format bench clean
+.PHONY: install browser run api worker scheduler migrate test lint format messages bench clean
 
 # uv itself comes from PyPI into .tools/ when the machine has none.
 $(CURDIR)/.tools/bin/uv:
@@ -48,6 +48,14 @@ lint: install
 format: install
 	$(RUN) ruff format .
 	$(RUN) ruff check --fix .
+
+# Every text marked for translation (translate(...), N_(...)) into the template, then into both
+# catalogs; new entries come out empty, and a unit test fails until they are translated.
+messages: install
+	$(RUN) pybabel extract -F babel.cfg -k translate -k N_ --no-location --sort-output \
+		--project guiju -o services/web/translations/messages.pot services
+	$(RUN) pybabel update -i services/web/translations/messages.pot -d services/web/translations \
+		--no-fuzzy-matching
 
 # The bench has its own environment: its comparison engines never reach the app's or the tests'.
 bench: install

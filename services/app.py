@@ -11,6 +11,7 @@ from litestar.openapi import OpenAPIConfig
 from litestar.openapi.plugins import SwaggerRenderPlugin
 from litestar.static_files import create_static_files_router
 from swagger_ui_bundle import swagger_ui_path
+from uvicorn.middleware.proxy_headers import ProxyHeadersMiddleware
 
 import services.worker  # noqa: F401  (broker and actors exist before the first request)
 from services.accounts.routes import AuthController, LinkPagesController, TenantController
@@ -39,13 +40,14 @@ from services.marketplace import service as marketplace
 from services.marketplace.routes import CONTROLLERS as MARKETPLACE_CONTROLLERS
 from services.notifications.routes import CONTROLLERS as NOTIFICATIONS_CONTROLLERS
 from services.platform.routes import healthz, readyz
-from services.ratelimit import attempt_counter
+from services.ratelimit import rate_limiter
 from services.records.routes import CONTROLLERS as RECORDS_CONTROLLERS
 from services.runtime import EmbeddedRuntime
 from services.settings import Settings, load_settings
 from services.sops.calendar.routes import CONTROLLERS as CALENDAR_CONTROLLERS
 from services.sops.procedures.routes import CONTROLLERS as PROCEDURES_CONTROLLERS
 from services.sops.runs.routes import CONTROLLERS as RUNS_CONTROLLERS
+from services.web.i18n import AcceptLanguageMiddleware
 
 API_VERSION = "0.1.0"
 # Swagger UI's page runs an inline script and style of its own, which carry no nonce.
@@ -141,8 +143,12 @@ def create_app(settings: Settings | None = None, *, embedded: bool = False) -> L
     )
     # Outermost, so that every request (unknown routes included) gets an id, a log line and the
     # security headers.
-    app.asgi_handler = RequestContextMiddleware(SecurityHeadersMiddleware(app.asgi_handler))
+    app.asgi_handler = RequestContextMiddleware(SecurityHeadersMiddleware(AcceptLanguageMiddleware(app.asgi_handler)))
+    # The client's address and scheme come from X-Forwarded-For/-Proto only when the peer is a listed
+    # proxy (GUIJU_TRUSTED_PROXIES), whichever server runs the app.
+    trusted = list(settings.trusted_proxies)
+    app.asgi_handler = ProxyHeadersMiddleware(app.asgi_handler, trusted_hosts=trusted)  # type: ignore[arg-type,assignment]
     app.state.settings = settings
-    app.state.login_attempts = attempt_counter(settings.redis_url, settings.login_window_seconds)
+    app.state.rate_limiter = rate_limiter(settings.redis_url)
     app.state.embedded = embedded
     return app

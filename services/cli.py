@@ -76,6 +76,7 @@ def run(host: str | None, port: int | None) -> None:
         port=port or settings.port,
         log_config=None,
         access_log=False,
+        proxy_headers=False,  # the app believes forwarded headers from GUIJU_TRUSTED_PROXIES only
     )
 
 
@@ -94,7 +95,7 @@ def api(workers: int) -> None:
         workers=workers,
         log_config=None,
         access_log=False,
-        proxy_headers=True,
+        proxy_headers=False,  # the app believes forwarded headers from GUIJU_TRUSTED_PROXIES only
     )
 
 

@@ -1,72 +1,98 @@
-"""A fixed-window attempt counter: Redis when configured (shared by every API process), memory otherwise."""
+"""Rate limits on the `limits` library: Redis when configured (shared by every API process), memory
+otherwise (embedded mode, one process).
+
+A limit is written in the library's notation, several tiers separated by ``;`` (``5/minute;20/hour``):
+the tiers together make a backoff, a burst is cut short at once and a slow, steady guesser by the
+longer windows. Counting uses the moving window, so a limit never lets twice its size through
+around a window's edge.
+"""
 
 from __future__ import annotations
 
+import math
 import time
-from typing import Protocol
+from collections.abc import Sequence
+from dataclasses import dataclass
 
-from redis.asyncio import Redis
+from limits import RateLimitItem, parse_many
+from limits.aio.storage import MemoryStorage, RedisStorage, Storage
+from limits.aio.strategies import MovingWindowRateLimiter
 
+from services.errors import RateLimited
 
-class AttemptCounter(Protocol):
-    async def hit(self, key: str) -> int: ...
-    async def count(self, key: str) -> int: ...
-    async def reset(self, key: str) -> None: ...
-    async def retry_after(self, key: str) -> int: ...
-
-
-class MemoryCounter:
-    def __init__(self, window_seconds: int) -> None:
-        self.window = window_seconds
-        self._hits: dict[str, tuple[float, int]] = {}
-
-    def _current(self, key: str) -> tuple[float, int]:
-        started, count = self._hits.get(key, (0.0, 0))
-        if time.monotonic() - started >= self.window:
-            return time.monotonic(), 0
-        return started, count
-
-    async def hit(self, key: str) -> int:
-        started, count = self._current(key)
-        self._hits[key] = (started, count + 1)
-        return count + 1
-
-    async def count(self, key: str) -> int:
-        return self._current(key)[1]
-
-    async def reset(self, key: str) -> None:
-        self._hits.pop(key, None)
-
-    async def retry_after(self, key: str) -> int:
-        started, _ = self._current(key)
-        return max(1, int(self.window - (time.monotonic() - started)))
+KEY_PREFIX = "guiju:ratelimit"
 
 
-class RedisCounter:
-    def __init__(self, url: str, window_seconds: int, prefix: str = "guiju:ratelimit:") -> None:
-        self.window = window_seconds
-        self.prefix = prefix
-        self.redis: Redis = Redis.from_url(url, socket_connect_timeout=2, socket_timeout=2)
+@dataclass(frozen=True)
+class Limit:
+    """Named tiers of one limit: ``name`` keeps the counters of different limits apart."""
 
-    async def hit(self, key: str) -> int:
-        full = self.prefix + key
-        async with self.redis.pipeline(transaction=True) as pipe:
-            pipe.incr(full)
-            pipe.expire(full, self.window, nx=True)
-            count, _ = await pipe.execute()
-        return int(count)
+    name: str
+    tiers: tuple[RateLimitItem, ...]
 
-    async def count(self, key: str) -> int:
-        value = await self.redis.get(self.prefix + key)
-        return int(value or 0)
-
-    async def reset(self, key: str) -> None:
-        await self.redis.delete(self.prefix + key)
-
-    async def retry_after(self, key: str) -> int:
-        ttl = await self.redis.ttl(self.prefix + key)
-        return max(1, int(ttl))
+    @classmethod
+    def parse(cls, name: str, notation: str) -> Limit:
+        """``notation`` as the library writes it (``5/minute;20/hour``); ValueError when it is not."""
+        return cls(name, tuple(parse_many(notation)))
 
 
-def attempt_counter(redis_url: str | None, window_seconds: int) -> AttemptCounter:
-    return RedisCounter(redis_url, window_seconds) if redis_url else MemoryCounter(window_seconds)
+def limit_problem(notation: str) -> str | None:
+    """Why ``notation`` is not a limit, or None when it is (for checking settings at start)."""
+    try:
+        parse_many(notation)
+    except ValueError as exc:
+        return str(exc)
+    return None
+
+
+class RateLimiter:
+    """Counts attempts per (limit, key) in one storage; every method takes the limit's tiers."""
+
+    def __init__(self, storage: Storage) -> None:
+        self.storage = storage
+        self._limiter = MovingWindowRateLimiter(storage)
+
+    async def hit(self, limit: Limit, key: str) -> int | None:
+        """Count one attempt under every tier. Returns None when it is allowed, otherwise the
+        seconds until it would be; a refused attempt is not counted."""
+        wait = await self.blocked(limit, key)
+        if wait is not None:
+            return wait
+        # Each tier's hit is atomic in the storage: a burst of parallel attempts cannot overshoot.
+        full = [tier for tier in limit.tiers if not await self._limiter.hit(tier, limit.name, key)]
+        return await self._retry_after(full, limit.name, key) if full else None
+
+    async def blocked(self, limit: Limit, key: str) -> int | None:
+        """Like :meth:`hit` without counting: the seconds to wait, or None when an attempt is allowed."""
+        full = [tier for tier in limit.tiers if not await self._limiter.test(tier, limit.name, key)]
+        return await self._retry_after(full, limit.name, key) if full else None
+
+    async def clear(self, limit: Limit, key: str) -> None:
+        """Forget the attempts counted for ``key`` (a success after failures)."""
+        for tier in limit.tiers:
+            await self._limiter.clear(tier, limit.name, key)
+
+    async def _retry_after(self, tiers: Sequence[RateLimitItem], name: str, key: str) -> int:
+        resets = [(await self._limiter.get_window_stats(tier, name, key)).reset_time for tier in tiers]
+        return max(1, math.ceil(max(resets) - time.time()))
+
+
+def rate_limiter(redis_url: str | None, *, key_prefix: str = KEY_PREFIX) -> RateLimiter:
+    """Redis storage (through the ``redis`` client already used for the broker) when ``redis_url`` is
+    set, memory otherwise."""
+    if not redis_url:
+        return RateLimiter(MemoryStorage())
+    return RateLimiter(
+        RedisStorage(
+            f"async+{redis_url}",
+            implementation="redispy",
+            key_prefix=key_prefix,
+            socket_connect_timeout=2,
+            socket_timeout=2,
+        )
+    )
+
+
+def too_many(retry_after: int, code: str, detail: str) -> RateLimited:
+    """The 429 answer, with ``Retry-After`` in seconds."""
+    return RateLimited(detail, code=code, headers={"Retry-After": str(retry_after)})

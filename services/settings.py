@@ -7,11 +7,14 @@ let ``make run`` start the whole platform on a fresh machine. ``production`` mod
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import secrets
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Literal
+
+from limits import parse_many
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 MIN_SECRET_KEY_LENGTH = 32
@@ -68,8 +71,14 @@ class Settings:
     verify_token_ttl_hours: int = 48
     reset_token_ttl_minutes: int = 60
     invitation_ttl_days: int = 7
-    login_max_attempts: int = 5
-    login_window_seconds: int = 900
+    # Rate limits in the `limits` notation, tiers separated by ";" (see services/ratelimit.py).
+    login_account_limits: str = "5/minute;20/hour;100/day"  # failed sign-ins per account
+    login_client_limits: str = "60/minute;600/hour"  # failed sign-ins per client address
+    mail_link_limits: str = "3/hour;10/day"  # reset and verification mails per address
+    password_min_score: int = 3  # zxcvbn's 0-4 score a new password needs
+    reauthentication_window_minutes: int = 10  # how long a re-authentication covers sensitive actions
+    # Peers (IP addresses or CIDR networks) whose X-Forwarded-For/-Proto are believed; none by default.
+    trusted_proxies: tuple[str, ...] = ()
     worker_threads: int = 4
     relay_interval_seconds: float = 1.0
     broker_heartbeat_timeout_ms: int = 60_000
@@ -104,6 +113,24 @@ class Settings:
                 f"GUIJU_EXECUTION_RETENTION_DAYS is {self.execution_retention_days}: execution history is kept "
                 f"at least {MIN_EXECUTION_RETENTION_DAYS} days."
             )
+        for name in ("login_account_limits", "login_client_limits", "mail_link_limits"):
+            try:
+                parse_many(getattr(self, name))
+            except ValueError as exc:
+                raise SettingsError(
+                    f"GUIJU_{name.upper()} is {getattr(self, name)!r}: write limits like '5/minute;20/hour'."
+                ) from exc
+        if not 0 <= self.password_min_score <= 4:
+            raise SettingsError(f"GUIJU_PASSWORD_MIN_SCORE is {self.password_min_score}: use 0 to 4.")
+        if self.reauthentication_window_minutes < 1:
+            raise SettingsError("GUIJU_REAUTHENTICATION_WINDOW_MINUTES must be at least 1.")
+        for proxy in self.trusted_proxies:
+            try:
+                ipaddress.ip_network(proxy, strict=False)
+            except ValueError as exc:
+                raise SettingsError(
+                    f"GUIJU_TRUSTED_PROXIES has {proxy!r}: list IP addresses or CIDR networks (10.0.0.0/8)."
+                ) from exc
 
     @property
     def files_dir(self) -> Path:
@@ -171,8 +198,14 @@ def load_settings(mode: Mode = "embedded") -> Settings:
         verify_token_ttl_hours=_int("VERIFY_TOKEN_TTL_HOURS", 48),
         reset_token_ttl_minutes=_int("RESET_TOKEN_TTL_MINUTES", 60),
         invitation_ttl_days=_int("INVITATION_TTL_DAYS", 7),
-        login_max_attempts=_int("LOGIN_MAX_ATTEMPTS", 5),
-        login_window_seconds=_int("LOGIN_WINDOW_SECONDS", 900),
+        login_account_limits=_env("LOGIN_ACCOUNT_LIMITS", Settings.login_account_limits) or "",
+        login_client_limits=_env("LOGIN_CLIENT_LIMITS", Settings.login_client_limits) or "",
+        mail_link_limits=_env("MAIL_LINK_LIMITS", Settings.mail_link_limits) or "",
+        password_min_score=_int("PASSWORD_MIN_SCORE", Settings.password_min_score),
+        reauthentication_window_minutes=_int(
+            "REAUTHENTICATION_WINDOW_MINUTES", Settings.reauthentication_window_minutes
+        ),
+        trusted_proxies=_list("TRUSTED_PROXIES"),
         worker_threads=_int("WORKER_THREADS", 4),
         relay_interval_seconds=float(_env("RELAY_INTERVAL_SECONDS", "1.0") or "1.0"),
         broker_heartbeat_timeout_ms=_int("BROKER_HEARTBEAT_TIMEOUT_MS", 60_000),

@@ -62,6 +62,9 @@ class AuthSession(Base):
     role: Mapped[str | None] = mapped_column(String(16), default=None)
     csrf_token: Mapped[str] = mapped_column(String(64))
     expires_at: Mapped[datetime]
+    # When this session last checked the password (sign-in, re-authentication): sensitive actions
+    # need it recent.
+    password_checked_at: Mapped[datetime | None] = mapped_column(default=None)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
 
 

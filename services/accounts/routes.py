@@ -12,10 +12,11 @@ from litestar.params import FromPath, JSONBody
 from litestar.status_codes import HTTP_200_OK, HTTP_202_ACCEPTED, HTTP_204_NO_CONTENT
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from services.accounts import service
+from services.accounts import credentials, service
 from services.accounts.models import Invitation, User
 from services.accounts.schemas import (
     AcceptInvitationIn,
+    ChangePasswordIn,
     EmailIn,
     EntityIn,
     EntityOut,
@@ -23,6 +24,8 @@ from services.accounts.schemas import (
     InvitationOut,
     LoginIn,
     MemberOut,
+    PasswordIn,
+    ReauthenticationOut,
     ResetPasswordIn,
     RoleIn,
     SessionOut,
@@ -37,8 +40,14 @@ from services.accounts.schemas import (
 )
 from services.accounts.service import Principal
 from services.http import client_key, csp_nonce, expired_session_cookie, session_cookie
+from services.ratelimit import RateLimiter
 from services.settings import Settings
 from tenants.models import Entity, Tenant
+
+
+def limiter_of(request: Request[Any, Any, Any]) -> RateLimiter:
+    limiter: RateLimiter = request.app.state.rate_limiter
+    return limiter
 
 
 def user_out(user: User) -> UserOut:
@@ -118,11 +127,46 @@ class AuthController(Controller):
         settings: NamedDependency[Settings],
     ) -> Response[SessionOut]:
         _auth, raw = await service.login(
-            db, data.email, data.password, client_key(request), request.app.state.login_attempts, settings
+            db, data.email, data.password, client_key(request), limiter_of(request), settings
         )
         principal = await service.authenticate(db, raw)
         assert principal is not None
         return Response(await session_out(db, principal), cookies=[session_cookie(raw, settings)])
+
+    @post(
+        "/reauthenticate",
+        status_code=HTTP_200_OK,
+        summary="Confirm the password again; sensitive actions are allowed for a while (throttled like sign-in)",
+    )
+    async def reauthenticate(
+        self,
+        request: Request[Any, Any, Any],
+        data: JSONBody[PasswordIn],
+        db: NamedDependency[AsyncSession],
+        principal: NamedDependency[Principal],
+        settings: NamedDependency[Settings],
+    ) -> ReauthenticationOut:
+        valid_until = await credentials.reauthenticate(
+            db, principal, data.password, client_key(request), limiter_of(request), settings
+        )
+        return ReauthenticationOut(valid_until=valid_until)
+
+    @post(
+        "/change-password",
+        status_code=HTTP_204_NO_CONTENT,
+        summary="Change the password (the current one is checked, throttled like sign-in); other sessions end",
+    )
+    async def change_password(
+        self,
+        request: Request[Any, Any, Any],
+        data: JSONBody[ChangePasswordIn],
+        db: NamedDependency[AsyncSession],
+        principal: NamedDependency[Principal],
+        settings: NamedDependency[Settings],
+    ) -> None:
+        await credentials.change_password(
+            db, principal, data.current_password, data.new_password, client_key(request), limiter_of(request), settings
+        )
 
     @post("/logout", status_code=HTTP_204_NO_CONTENT, summary="Sign out (ends this login session)")
     async def logout(
@@ -153,11 +197,12 @@ class AuthController(Controller):
     @post("/resend-verification", status_code=HTTP_202_ACCEPTED, summary="Mail a new verification link")
     async def resend_verification(
         self,
+        request: Request[Any, Any, Any],
         db: NamedDependency[AsyncSession],
         principal: NamedDependency[Principal],
         settings: NamedDependency[Settings],
     ) -> None:
-        await service.resend_verification(db, principal, settings)
+        await service.resend_verification(db, principal, settings, limiter_of(request))
 
     @post(
         "/password-reset",
@@ -165,13 +210,19 @@ class AuthController(Controller):
         summary="Mail a password-reset link (answers the same whether or not the account exists)",
     )
     async def request_reset(
-        self, data: JSONBody[EmailIn], db: NamedDependency[AsyncSession], settings: NamedDependency[Settings]
+        self,
+        request: Request[Any, Any, Any],
+        data: JSONBody[EmailIn],
+        db: NamedDependency[AsyncSession],
+        settings: NamedDependency[Settings],
     ) -> None:
-        await service.request_password_reset(db, data.email, settings)
+        await service.request_password_reset(db, data.email, settings, limiter_of(request), client_key(request))
 
     @post("/password-reset/confirm", status_code=HTTP_204_NO_CONTENT, summary="Set a new password from a reset link")
-    async def confirm_reset(self, data: JSONBody[ResetPasswordIn], db: NamedDependency[AsyncSession]) -> None:
-        await service.reset_password(db, data.token, data.password)
+    async def confirm_reset(
+        self, data: JSONBody[ResetPasswordIn], db: NamedDependency[AsyncSession], settings: NamedDependency[Settings]
+    ) -> None:
+        await service.reset_password(db, data.token, data.password, settings)
 
     @post(
         "/accept-invitation",
@@ -185,7 +236,7 @@ class AuthController(Controller):
         optional_principal: NamedDependency[Principal | None],
         settings: NamedDependency[Settings],
     ) -> Response[SessionOut]:
-        user, tenant, _created = await service.accept_invitation(db, data, optional_principal)
+        user, tenant, _created = await service.accept_invitation(db, data, optional_principal, settings)
         if optional_principal is not None:
             switched = await service.switch_tenant(db, optional_principal, tenant.id)
             return Response(await session_out(db, switched))

@@ -12,7 +12,9 @@ from msgspec import Meta
 Email = Annotated[str, Meta(max_length=254, description="An email address")]
 Name = Annotated[str, Meta(max_length=100)]
 CompanyName = Annotated[str, Meta(max_length=200)]
-Password = Annotated[str, Meta(max_length=1024, description="10–128 characters, letters mixed with digits or symbols")]
+Password = Annotated[
+    str, Meta(max_length=1024, description="10–128 characters, hard to guess (zxcvbn score 3 or more by default)")
+]
 Token = Annotated[str, Meta(max_length=200)]
 
 
@@ -26,7 +28,9 @@ class SignupIn(Input):
     display_name: Name
     company_name: CompanyName
     industry: Annotated[str, Meta(max_length=32, description="ecommerce, foreign_trade, clinic or general")]
-    locale: Annotated[str, Meta(max_length=8, description="zh-CN or en")] = "zh-CN"
+    locale: (
+        Annotated[str, Meta(max_length=8, description="zh-CN or en; default: from Accept-Language, else zh-CN")] | None
+    ) = None
     timezone: Annotated[str, Meta(max_length=64)] | None = None
     slug: Annotated[str, Meta(max_length=63)] | None = None
 
@@ -47,6 +51,21 @@ class EmailIn(Input):
 class ResetPasswordIn(Input):
     token: Token
     password: Password
+
+
+class PasswordIn(Input):
+    password: Password
+
+
+class ChangePasswordIn(Input):
+    current_password: Password
+    new_password: Password
+
+
+class ReauthenticationOut(msgspec.Struct):
+    """Sensitive actions (plugin review, publisher rights, source downloads) are allowed until then."""
+
+    valid_until: datetime
 
 
 class SwitchTenantIn(Input):

@@ -13,17 +13,21 @@ import secrets
 import uuid
 import zoneinfo
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
+import msgspec
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
-from email_validator import EmailNotValidError, validate_email
 from sqlalchemy import String, bindparam, cast, delete, func, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from services.accounts import throttle
+from services.accounts.emails import login_email, normalize_email
 from services.accounts.models import AuthSession, Invitation, User, UserToken
+from services.accounts.names import clean_name, name_problems
+from services.accounts.passwords import MAX_PASSWORD_LENGTH, password_problems, personal_words
 from services.accounts.schemas import (
     AcceptInvitationIn,
     EntityIn,
@@ -38,43 +42,23 @@ from services.errors import (
     Forbidden,
     Gone,
     NotFound,
-    RateLimited,
     Unauthorized,
     ValidationProblem,
 )
 from services.mail import service as mail
 from services.outbox import service as outbox
-from services.ratelimit import AttemptCounter
+from services.ratelimit import RateLimiter
 from services.settings import Settings
-from services.validation import register_check, validate
+from services.validation import check, register_check
+from services.web.i18n import pick_locale
 from tenants import provisioning
 from tenants.base import new_id, utcnow
 from tenants.isolation import bind_session, session_tenant_id
 from tenants.models import LOCALES, Entity, Industry, Membership, Role, Tenant, TenantStatus
 from tenants.sessions import bind_tenant, system_reads
 
-MIN_PASSWORD_LENGTH = 10
-MAX_PASSWORD_LENGTH = 128
 VERIFY_EMAIL = "verify_email"
 RESET_PASSWORD = "reset_password"  # noqa: S105  (a token purpose, not a secret)
-_COMMON_PASSWORDS = frozenset(
-    {
-        "password123",
-        "1234567890",
-        "12345678910",
-        "qwertyuiop",
-        "password1234",
-        "iloveyou123",
-        "abcdefghij",
-        "0123456789",
-        "qwerty123456",
-        "1q2w3e4r5t",
-        "a1234567890",
-        "admin12345",
-        "welcome123",
-        "password12",
-    }
-)
 _hasher = PasswordHasher()
 
 
@@ -87,6 +71,7 @@ class Principal:
     tenant_id: uuid.UUID | None
     role: Role | None
     csrf_token: str
+    password_checked_at: datetime | None = None  # when this login session last checked the password
 
     def require_tenant(self) -> uuid.UUID:
         if self.tenant_id is None or self.role is None:
@@ -99,6 +84,14 @@ class Principal:
         if not self.role.at_least(role):
             raise Forbidden(f"This needs the {role.value} role or higher.", code="role_required")
         return tenant_id
+
+    def require_recent_password(self, within: timedelta) -> None:
+        """For sensitive actions: the password was checked in this session within ``within``."""
+        if self.password_checked_at is None or utcnow() - self.password_checked_at > within:
+            raise Forbidden(
+                "Confirm your password first (POST /api/v1/auth/reauthenticate), then try again.",
+                code="reauthentication_required",
+            )
 
 
 # ---------------------------------------------------------------- secrets and tokens
@@ -130,51 +123,6 @@ _DUMMY_HASH = _hasher.hash("guiju-timing-equaliser")
 # ---------------------------------------------------------------- input checks
 
 
-def normalize_email(raw: str, pointer: str = "/email") -> tuple[str | None, FieldProblem | None]:
-    try:
-        result = validate_email(raw, check_deliverability=False)
-    except EmailNotValidError as exc:
-        return None, FieldProblem(pointer=pointer, code="invalid_email", message=str(exc))
-    return result.normalized.lower(), None
-
-
-def password_problems(password: str, email: str | None, pointer: str = "/password") -> list[FieldProblem]:
-    if len(password) > MAX_PASSWORD_LENGTH:
-        return [
-            FieldProblem(
-                pointer=pointer, code="password_too_long", message=f"use at most {MAX_PASSWORD_LENGTH} characters"
-            )
-        ]
-    problems = []
-    if len(password) < MIN_PASSWORD_LENGTH:
-        problems.append(
-            FieldProblem(
-                pointer=pointer, code="password_too_short", message=f"use at least {MIN_PASSWORD_LENGTH} characters"
-            )
-        )
-    classes = sum(bool(re.search(p, password)) for p in (r"[a-z]", r"[A-Z]", r"[0-9]", r"[^a-zA-Z0-9]"))
-    lowered = password.lower()
-    if (
-        classes < 2
-        or lowered in _COMMON_PASSWORDS
-        or len(set(password)) < 4
-        or (
-            email
-            and lowered.split("@")[0] in lowered
-            and len(email.split("@")[0]) >= 4
-            and email.split("@")[0].lower() in lowered
-        )
-    ):
-        problems.append(
-            FieldProblem(
-                pointer=pointer,
-                code="password_too_weak",
-                message="mix letters with digits or symbols, and avoid common or personal words",
-            )
-        )
-    return problems
-
-
 def _timezone_ok(name: str) -> bool:
     try:
         zoneinfo.ZoneInfo(name)
@@ -186,27 +134,36 @@ def _timezone_ok(name: str) -> bool:
 # ---------------------------------------------------------------- sign-up
 
 
-def signup_problems(data: dict[str, Any]) -> list[FieldProblem]:
-    """Every problem of a sign-up form beyond its types (fields absent from ``data`` are skipped)."""
+def signup_problems(data: dict[str, Any], min_password_score: int = 3) -> list[FieldProblem]:
+    """Every problem of a sign-up form beyond its types (fields absent from ``data`` are skipped).
+
+    Password advice is in the form's language (its ``locale``, else the request's Accept-Language).
+    """
     problems: list[FieldProblem] = []
     email = None
     if isinstance(data.get("email"), str):
         email, problem = normalize_email(data["email"])
         if problem:
             problems.append(problem)
-    if isinstance(data.get("password"), str):
-        problems += password_problems(data["password"], email)
-    if "locale" in data and data["locale"] not in LOCALES:
+    if data.get("locale") is not None and data["locale"] not in LOCALES:
         problems.append(FieldProblem(pointer="/locale", code="unknown_locale", message=f"use one of {list(LOCALES)}"))
+    for field in ("display_name", "company_name"):
+        if isinstance(data.get(field), str):
+            problems += name_problems(data[field], f"/{field}")
+    if isinstance(data.get("password"), str):
+        details = (email or data.get("email"), data.get("display_name"), data.get("company_name"), data.get("slug"))
+        problems += password_problems(
+            data["password"],
+            locale=pick_locale(data.get("locale")),
+            min_score=min_password_score,
+            user_inputs=personal_words(*(d for d in details if isinstance(d, str))),
+        )
     if "industry" in data and data["industry"] not in {i.value for i in Industry}:
         problems.append(
             FieldProblem(
                 pointer="/industry", code="unknown_industry", message=f"use one of {[i.value for i in Industry]}"
             )
         )
-    for field in ("display_name", "company_name"):
-        if isinstance(data.get(field), str) and not data[field].strip():
-            problems.append(FieldProblem(pointer=f"/{field}", code="required", message="this field cannot be empty"))
     if data.get("timezone") is not None and not _timezone_ok(data["timezone"]):
         problems.append(
             FieldProblem(pointer="/timezone", code="unknown_timezone", message="use an IANA time zone name")
@@ -223,20 +180,23 @@ def signup_problems(data: dict[str, Any]) -> list[FieldProblem]:
     return problems
 
 
+# Listing a body's type problems, the password is judged by the default minimum score.
 register_check(SignupIn, signup_problems)
 
 
 async def signup(session: AsyncSession, data: SignupIn, settings: Settings) -> tuple[User, Tenant]:
     """Create the user, their tenant, the owner membership and the default entity, in one transaction."""
-    validate(data)
+    check(signup_problems(msgspec.structs.asdict(data), settings.password_min_score))
     email, _ = normalize_email(data.email)
     slug = data.slug
+    locale = pick_locale(data.locale)
+    display_name, company_name = clean_name(data.display_name), clean_name(data.company_name)
     assert email is not None
 
     if await session.scalar(select(User.id).where(User.email == email)) is not None:
         raise Conflict("An account with this email already exists; sign in instead.", code="email_taken")
     if slug is None:
-        slug = provisioning.slug_from_name(data.company_name)
+        slug = provisioning.slug_from_name(company_name)
     elif await provisioning.slug_taken(session, slug):
         raise Conflict("This workspace address is taken.", code="slug_taken")
 
@@ -244,8 +204,8 @@ async def signup(session: AsyncSession, data: SignupIn, settings: Settings) -> t
         id=new_id(),
         email=email,
         password_hash=hash_password(data.password),
-        display_name=data.display_name.strip(),
-        locale=data.locale,
+        display_name=display_name,
+        locale=locale,
     )
     session.add(user)
     try:
@@ -253,10 +213,10 @@ async def signup(session: AsyncSession, data: SignupIn, settings: Settings) -> t
         tenant = await provisioning.create_tenant(
             session,
             slug=slug,
-            name=data.company_name.strip(),
+            name=company_name,
             industry=data.industry,
-            timezone=data.timezone or ("Asia/Shanghai" if data.locale == "zh-CN" else "UTC"),
-            locale=data.locale,
+            timezone=data.timezone or ("Asia/Shanghai" if locale == "zh-CN" else "UTC"),
+            locale=locale,
             owner_id=user.id,
         )
     except IntegrityError as exc:  # a concurrent sign-up won the race for the email or the slug
@@ -328,19 +288,26 @@ async def verify_email(session: AsyncSession, raw_token: str) -> User:
     return user
 
 
-async def resend_verification(session: AsyncSession, principal: Principal, settings: Settings) -> None:
+async def resend_verification(
+    session: AsyncSession, principal: Principal, settings: Settings, limiter: RateLimiter
+) -> None:
     user = await session.get(User, principal.user_id)
     assert user is not None
     if user.email_verified_at is not None:
         raise Conflict("This email is already verified.", code="already_verified")
+    await throttle.before_mail_link(limiter, settings, user.email)
     await send_verification(session, user, settings)
 
 
-async def request_password_reset(session: AsyncSession, raw_email: str, settings: Settings) -> None:
+async def request_password_reset(
+    session: AsyncSession, raw_email: str, settings: Settings, limiter: RateLimiter, client: str
+) -> None:
     """Mail a reset link if the account exists; answer the same either way (no account probing)."""
     email, problem = normalize_email(raw_email)
     if problem:
         raise ValidationProblem(errors=[problem])
+    assert email is not None
+    await throttle.before_mail_link(limiter, settings, email, client)
     user = await session.scalar(select(User).where(User.email == email))
     if user is None:
         return
@@ -355,12 +322,13 @@ async def request_password_reset(session: AsyncSession, raw_email: str, settings
     )
 
 
-async def reset_password(session: AsyncSession, raw_token: str, new_password: str) -> User:
-    """Set a new password from a reset link; every existing login session of the user ends."""
-    user_problems = password_problems(new_password, None)
-    if user_problems:
-        raise ValidationProblem(errors=user_problems)
+async def reset_password(session: AsyncSession, raw_token: str, new_password: str, settings: Settings) -> User:
+    """Set a new password from a reset link; every existing login session of the user ends.
+
+    A refused password rolls the transaction back, so the link still works for a better one.
+    """
     user = await _consume_user_token(session, raw_token, RESET_PASSWORD)
+    check(new_password_problems(user, new_password, settings))
     user.password_hash = hash_password(new_password)
     user.password_changed_at = utcnow()
     user.email_verified_at = user.email_verified_at or utcnow()  # the link proved the mailbox
@@ -368,39 +336,61 @@ async def reset_password(session: AsyncSession, raw_token: str, new_password: st
     return user
 
 
+def new_password_problems(
+    user: User, password: str, settings: Settings, pointer: str = "/password"
+) -> list[FieldProblem]:
+    """The problems of ``user``'s new password, in their language, judged against their details."""
+    return password_problems(
+        password,
+        locale=pick_locale(user.locale),
+        min_score=settings.password_min_score,
+        user_inputs=personal_words(user.email, user.display_name),
+        pointer=pointer,
+    )
+
+
 # ---------------------------------------------------------------- login sessions
 
 
-async def login(
-    session: AsyncSession, raw_email: str, password: str, client: str, counter: AttemptCounter, settings: Settings
-) -> tuple[AuthSession, str]:
-    """Check the password (rate-limited per account and per client) and open a login session."""
-    email = raw_email.strip().lower()
-    keys = (f"login:email:{email}", f"login:client:{client}")
-    for key in keys:
-        limit = settings.login_max_attempts * (4 if key.startswith("login:client") else 1)
-        if await counter.count(key) >= limit:
-            raise RateLimited(
-                "Too many failed sign-ins; wait and try again.",
-                code="login_rate_limited",
-                headers={"Retry-After": str(await counter.retry_after(key))},
-            )
+async def check_password(
+    session: AsyncSession, raw_email: str, password: str, client: str, limiter: RateLimiter, settings: Settings
+) -> User | None:
+    """The account of ``raw_email`` if ``password`` is its password, else None; throttled per account
+    and per client (429), and as slow for an unknown address as for a known one."""
+    email = login_email(raw_email)
+    await throttle.before_password_check(limiter, settings, email, client)
     user = await session.scalar(select(User).where(User.email == email))
     if user is None or len(password) > MAX_PASSWORD_LENGTH or not verify_password(user.password_hash, password):
         if user is None:
             verify_password(_DUMMY_HASH, password)  # same cost whether or not the account exists
-        for key in keys:
-            await counter.hit(key)
-        raise Unauthorized("The email or password is wrong.", code="invalid_credentials")
-    await counter.reset(keys[0])
+        await throttle.password_failed(limiter, settings, client)
+        return None
+    await throttle.password_succeeded(limiter, settings, email)
     if _hasher.check_needs_rehash(user.password_hash):
         user.password_hash = hash_password(password)
+    return user
+
+
+async def login(
+    session: AsyncSession, raw_email: str, password: str, client: str, limiter: RateLimiter, settings: Settings
+) -> tuple[AuthSession, str]:
+    """Check the password (throttled per account and per client) and open a login session."""
+    user = await check_password(session, raw_email, password, client, limiter, settings)
+    if user is None:
+        raise Unauthorized("The email or password is wrong.", code="invalid_credentials")
     tenant_ids = await member_tenant_ids(session, user.id)
-    return await open_login_session(session, user, tenant_ids[0] if tenant_ids else None, settings)
+    return await open_login_session(
+        session, user, tenant_ids[0] if tenant_ids else None, settings, password_checked=True
+    )
 
 
 async def open_login_session(
-    session: AsyncSession, user: User, tenant_id: uuid.UUID | None, settings: Settings
+    session: AsyncSession,
+    user: User,
+    tenant_id: uuid.UUID | None,
+    settings: Settings,
+    *,
+    password_checked: bool = False,
 ) -> tuple[AuthSession, str]:
     """Start a login session working in ``tenant_id``; returns it and the raw cookie token."""
     role: str | None = None
@@ -416,6 +406,7 @@ async def open_login_session(
         role=role,
         csrf_token=secrets.token_urlsafe(32),
         expires_at=utcnow() + timedelta(hours=settings.session_ttl_hours),
+        password_checked_at=utcnow() if password_checked else None,
     )
     session.add(auth)
     await session.flush()
@@ -447,6 +438,7 @@ _AUTH_COLUMNS = (
     AuthSession.tenant_id,
     AuthSession.role,
     AuthSession.csrf_token,
+    AuthSession.password_checked_at,
     Tenant.status,
 )
 _AUTH_WHERE = (AuthSession.token_hash == bindparam("token_hash"), AuthSession.expires_at > bindparam("now"))
@@ -485,6 +477,7 @@ async def authenticate(session: AsyncSession, raw_token: str | None) -> Principa
         tenant_id=tenant_id,
         role=Role(role) if role else None,
         csrf_token=row.csrf_token,
+        password_checked_at=row.password_checked_at,
     )
 
 
@@ -507,6 +500,7 @@ async def switch_tenant(session: AsyncSession, principal: Principal, tenant_id: 
         tenant_id=tenant_id,
         role=Role(role),
         csrf_token=principal.csrf_token,
+        password_checked_at=principal.password_checked_at,
     )
 
 
@@ -559,14 +553,14 @@ async def update_tenant(session: AsyncSession, principal: Principal, patch: Tena
         problems.append(
             FieldProblem(pointer="/timezone", code="unknown_timezone", message="use an IANA time zone name")
         )
-    if patch.name is not None and not patch.name.strip():
-        problems.append(FieldProblem(pointer="/name", code="required", message="the name cannot be empty"))
+    if patch.name is not None:
+        problems += name_problems(patch.name, "/name")
     if problems:
         raise ValidationProblem(errors=problems)
     for field in ("name", "timezone", "locale"):
         value = getattr(patch, field)
         if value is not None:
-            setattr(tenant, field, value.strip() if field == "name" else value)
+            setattr(tenant, field, clean_name(value) if field == "name" else value)
     return tenant
 
 
@@ -577,21 +571,22 @@ async def list_entities(session: AsyncSession, principal: Principal) -> list[Ent
 
 async def create_entity(session: AsyncSession, principal: Principal, data: EntityIn) -> Entity:
     principal.require_role(Role.ADMIN)
-    problems = []
-    if not data.name.strip():
-        problems.append(FieldProblem(pointer="/name", code="required", message="the name cannot be empty"))
+    problems = name_problems(data.name, "/name")
+    if data.legal_name is not None:
+        problems += name_problems(data.legal_name, "/legal_name", required=False)
     if not re.fullmatch(r"[A-Z]{2}", data.country):
         problems.append(FieldProblem(pointer="/country", code="invalid_country", message="an ISO 3166 alpha-2 code"))
     if not re.fullmatch(r"[A-Z]{3}", data.currency):
         problems.append(FieldProblem(pointer="/currency", code="invalid_currency", message="an ISO 4217 code"))
     if problems:
         raise ValidationProblem(errors=problems)
-    if await session.scalar(select(Entity.id).where(Entity.name == data.name.strip())) is not None:
+    name = clean_name(data.name)
+    if await session.scalar(select(Entity.id).where(Entity.name == name)) is not None:
         raise Conflict("An entity with this name exists.", code="entity_name_taken")
     entity = Entity(
         id=new_id(),
-        name=data.name.strip(),
-        legal_name=data.legal_name or data.name.strip(),
+        name=name,
+        legal_name=clean_name(data.legal_name or "") or name,
         country=data.country,
         currency=data.currency,
     )
@@ -822,7 +817,7 @@ async def revoke_invitation(session: AsyncSession, principal: Principal, invitat
 
 
 async def accept_invitation(
-    session: AsyncSession, data: AcceptInvitationIn, principal: Principal | None
+    session: AsyncSession, data: AcceptInvitationIn, principal: Principal | None, settings: Settings
 ) -> tuple[User, Tenant, bool]:
     """Join the invitation's tenant: as the signed-in user, or as a new account created here.
 
@@ -856,13 +851,16 @@ async def accept_invitation(
         user_or_none = await session.scalar(select(User).where(User.email == invitation.email))
         if user_or_none is not None:
             raise Unauthorized("An account with this email exists: sign in, then accept.", code="sign_in_to_accept")
-        problems = []
-        if not (data.display_name or "").strip():
-            problems.append(FieldProblem(pointer="/display_name", code="required", message="this field is required"))
+        problems = name_problems(data.display_name or "", "/display_name")
         if data.password is None:
             problems.append(FieldProblem(pointer="/password", code="required", message="this field is required"))
         else:
-            problems += password_problems(data.password, invitation.email)
+            problems += password_problems(
+                data.password,
+                locale=pick_locale(data.locale, tenant.locale),
+                min_score=settings.password_min_score,
+                user_inputs=personal_words(invitation.email, data.display_name, tenant.name),
+            )
         if data.locale is not None and data.locale not in LOCALES:
             problems.append(
                 FieldProblem(pointer="/locale", code="unknown_locale", message=f"use one of {list(LOCALES)}")
@@ -874,7 +872,7 @@ async def accept_invitation(
             id=new_id(),
             email=invitation.email,
             password_hash=hash_password(data.password),
-            display_name=data.display_name.strip(),
+            display_name=clean_name(data.display_name),
             locale=data.locale or tenant.locale,
             email_verified_at=utcnow(),
         )  # the invitation link proved the mailbox

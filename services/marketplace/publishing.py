@@ -21,6 +21,7 @@ import tomllib
 import uuid
 import zipfile
 from collections.abc import Mapping
+from datetime import timedelta
 from importlib.metadata import PathDistribution
 from pathlib import Path, PurePosixPath
 from typing import Any
@@ -55,16 +56,26 @@ def _problem(pointer: str, code: str, message: str) -> FieldProblem:
 # ---------------------------------------------------------------- who may do what
 
 
-async def require_platform_admin(db: AsyncSession, principal: Principal) -> None:
-    """Platform admins are named by e-mail in settings; to anyone else the admin API does not exist."""
+async def require_platform_admin(db: AsyncSession, principal: Principal, *, sensitive: bool = False) -> None:
+    """Platform admins are named by e-mail in settings; to anyone else the admin API does not exist.
+
+    The address must be verified (else whoever signed up with it first would be an admin), and a
+    ``sensitive`` action (approving, rejecting, granting publisher rights, downloading a source to
+    deploy) needs the password confirmed within GUIJU_REAUTHENTICATION_WINDOW_MINUTES.
+    """
     user = await accounts.get_user(db, principal.user_id)
-    if user.email.lower() not in service.settings().platform_admins:
+    settings = service.settings()
+    if user.email.lower() not in settings.platform_admins:
         raise NotFound("Not found.", code="not_found")
+    if user.email_verified_at is None:
+        raise Forbidden("Verify your e-mail address first: platform admin rights need it.", code="email_not_verified")
+    if sensitive:
+        principal.require_recent_password(timedelta(minutes=settings.reauthentication_window_minutes))
 
 
 async def grant_publisher(db: AsyncSession, principal: Principal, tenant_id: uuid.UUID, name: str) -> PluginPublisher:
     """Give a workspace the publisher flag, under the public ``name`` its listings show."""
-    await require_platform_admin(db, principal)
+    await require_platform_admin(db, principal, sensitive=True)
     clean = name.strip()
     if not clean or len(clean) > 200:
         raise ValidationProblem(
@@ -393,7 +404,7 @@ async def review(
     db: AsyncSession, principal: Principal, plugin: str, version: str, *, approve: bool, reason: str = ""
 ) -> PluginVersion:
     """Approve a version that passed its checks, or reject it with a reason the publisher sees."""
-    await require_platform_admin(db, principal)
+    await require_platform_admin(db, principal, sensitive=True)
     row = await db.get(PluginVersion, (plugin, version), with_for_update=True)
     if row is None:
         raise NotFound(f"No version {version} of {plugin}.", code="plugin_version_not_found")
@@ -412,7 +423,7 @@ async def review(
 
 async def source_of(db: AsyncSession, principal: Principal, plugin: str, version: str) -> tuple[str, bytes]:
     """A submitted source distribution, for the operator to review or deploy."""
-    await require_platform_admin(db, principal)
+    await require_platform_admin(db, principal, sensitive=True)
     row = await db.get(PluginVersion, (plugin, version))
     listing = await db.get(PluginListing, plugin)
     if row is None or row.source_file_id is None or listing is None or listing.publisher_tenant_id is None:

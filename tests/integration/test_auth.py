@@ -9,6 +9,7 @@ from sqlalchemy import update
 from services.accounts.models import UserToken
 from services.accounts.service import hash_token
 from services.db import open_session
+from services.ratelimit import Limit
 from tenants.base import utcnow
 from tests.conftest import PASSWORD, World, deliver_events, mail_to, token_from
 
@@ -52,7 +53,8 @@ async def test_wrong_password_and_unknown_account_answer_the_same(world: World) 
 async def test_repeated_wrong_passwords_are_rate_limited(world: World) -> None:
     _owner, body = await world.signup()
     email = body["user"]["email"]
-    for _ in range(world.settings.login_max_attempts):
+    per_minute = min(tier.amount for tier in Limit.parse("login", world.settings.login_account_limits).tiers)
+    for _ in range(per_minute):
         _api, response = await _login(world, email, "Wrong-password-1")
         assert response.status_code == 401
     _api, blocked = await _login(world, email, PASSWORD)  # even the right password waits now

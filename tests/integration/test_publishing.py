@@ -21,7 +21,7 @@ from services.automation.actions import PermanentActionError, RetryableActionErr
 from services.marketplace import service as marketplace
 from services.marketplace.actors import CHECKS_QUEUE
 from services.marketplace.scaffolding import new_plugin
-from tests.conftest import Api, World, deliver_events, unique_email
+from tests.conftest import PASSWORD, Api, World, deliver_events, mail_to, token_from, unique_email
 from tests.integration.test_automation_actions import _run
 from tests.plugin_support import RemotePluginServer, answer
 
@@ -83,9 +83,19 @@ def remote_manifest(name: str, version: str, endpoint: str, **overrides: Any) ->
     return document
 
 
+async def confirm_admin(admin: Api, email: str) -> None:
+    """What a platform admin does before sensitive actions: verify the address, confirm the password."""
+    await deliver_events()
+    token = token_from(mail_to(email, "verify_email")[-1])
+    assert (await admin.post("/api/v1/auth/verify-email", {"token": token})).status_code == 200
+    confirmed = await admin.post("/api/v1/auth/reauthenticate", {"password": PASSWORD})
+    assert confirmed.status_code == 200, confirmed.text
+
+
 async def _publisher_and_admin(platform: Platform) -> tuple[Api, Api, str]:
     publisher, body = await platform.signup()
     admin, _ = await platform.signup(email=platform.admin_email)
+    await confirm_admin(admin, platform.admin_email)
     not_yet = await publisher.post("/api/v1/publisher/plugins/remote", {"manifest": {}})
     assert not_yet.status_code == 403 and not_yet.json()["code"] == "not_a_publisher"
     grant = {"tenant_id": body["tenant"]["id"], "name": platform.publisher_name}
