@@ -32,6 +32,7 @@ code on their own machine (``guiju plugin check --unsandboxed``), never for a su
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import re
 import shutil
@@ -40,6 +41,7 @@ import subprocess
 import sys
 import tempfile
 import threading
+import time
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from importlib.util import find_spec
@@ -53,6 +55,8 @@ from services.settings import Settings
 MIB = 1024 * 1024
 #: What is kept of each output stream (its end): a command printing without end costs no memory.
 OUTPUT_KEPT_BYTES = 1 * MIB
+#: How often the processes and threads of a running sandbox are counted, in seconds.
+TASK_SAMPLE_SECONDS = 0.2
 #: The name the sandbox's user has inside (its ``/etc/passwd``).
 SANDBOX_USER = "sandbox"
 WRITABLE_DIR = "/tmp"  # noqa: S108 (a private tmpfs inside the sandbox, not the host's /tmp)
@@ -108,6 +112,7 @@ class Outcome:
     stderr: str
     timed_out: bool
     wall_seconds: float  # the wall-clock limit it ran under
+    most_tasks: int = 0  # the most processes and threads seen running at once (sandboxed runs)
 
     @property
     def ok(self) -> bool:
@@ -196,7 +201,58 @@ class _Tail:
         return bytes(self.data[-OUTPUT_KEPT_BYTES:]).decode("utf-8", errors="replace")
 
 
-def _run_bounded(argv: Sequence[str], env: Mapping[str, str], cwd: Path | None, wall_seconds: float) -> Outcome:
+class _TaskCount:
+    """How many processes and threads a sandbox runs at once, sampled from /proc: those in the pid
+    namespace bwrap made (it says which on its ``--info-fd``), but its init. The process limit is
+    then named in the report even when the code itself says nothing about it."""
+
+    def __init__(self, info: int) -> None:
+        self._info = info
+        os.set_blocking(info, False)
+        self._said = b""
+        self._namespace: int | None = None
+        self._init = 0
+        self.most = 0
+
+    def _learn(self) -> None:
+        with contextlib.suppress(BlockingIOError):
+            while chunk := os.read(self._info, 4096):
+                self._said += chunk
+        with contextlib.suppress(ValueError):
+            said = json.loads(self._said)
+            self._namespace, self._init = int(said["pid-namespace"]), int(said["child-pid"])
+
+    def sample(self) -> None:
+        if self._namespace is None:
+            self._learn()
+            if self._namespace is None:
+                return
+        tasks = 0
+        for entry in os.scandir("/proc"):
+            if not entry.name.isdigit() or int(entry.name) == self._init:
+                continue
+            try:
+                if os.stat(f"/proc/{entry.name}/ns/pid").st_ino != self._namespace:
+                    continue
+                status = Path(f"/proc/{entry.name}/status").read_text()
+            except OSError:
+                continue  # gone meanwhile
+            tasks += next((int(line.split()[1]) for line in status.splitlines() if line.startswith("Threads:")), 1)
+        self.most = max(self.most, tasks)
+
+    def close(self) -> None:
+        os.close(self._info)
+
+
+def _run_bounded(
+    argv: Sequence[str],
+    env: Mapping[str, str],
+    cwd: Path | None,
+    wall_seconds: float,
+    *,
+    tasks: _TaskCount | None = None,
+    pass_fds: Sequence[int] = (),
+) -> Outcome:
     """Run ``argv`` in a session of its own, keeping the end of its output; kill it (and, for
     bwrap, everything in its pid namespace) at the wall clock."""
     process = subprocess.Popen(  # noqa: S603 (the argv is built by this module, not from input)
@@ -207,24 +263,38 @@ def _run_bounded(argv: Sequence[str], env: Mapping[str, str], cwd: Path | None, 
         env=dict(env),
         cwd=cwd,
         start_new_session=True,
+        pass_fds=tuple(pass_fds),
     )
+    for fd in pass_fds:
+        os.close(fd)  # the child has them now
     stdout, stderr = _Tail(process.stdout), _Tail(process.stderr)
+    deadline = time.monotonic() + wall_seconds
     timed_out = False
     try:
-        process.wait(timeout=wall_seconds)
-    except subprocess.TimeoutExpired:
-        timed_out = True
+        while True:
+            try:
+                process.wait(timeout=max(0.0, min(TASK_SAMPLE_SECONDS, deadline - time.monotonic())))
+                break
+            except subprocess.TimeoutExpired:
+                if time.monotonic() >= deadline:
+                    timed_out = True
+                    break
+                if tasks is not None:
+                    tasks.sample()
     finally:
         # Whatever is left of its session goes too (the sandbox's processes die with bwrap).
         with contextlib.suppress(ProcessLookupError, PermissionError):
             os.killpg(process.pid, signal.SIGKILL)
         process.wait()
+        if tasks is not None:
+            tasks.close()
     return Outcome(
         exit_status=None if timed_out else process.returncode,
         stdout=stdout.text(5),
         stderr=stderr.text(5),
         timed_out=timed_out,
         wall_seconds=wall_seconds,
+        most_tasks=tasks.most if tasks is not None else 0,
     )
 
 
@@ -264,13 +334,16 @@ def describe_limits_hit(outcome: Outcome, limits: Limits) -> list[str]:
         found.append("was killed (SIGKILL)")
     output = outcome.stderr + "\n" + outcome.stdout
     words = {
-        "processes": f"tried to run more than {limits.processes} processes or threads at once (the process limit)",
+        "processes": f"ran into the limit of {limits.processes} processes and threads at once (the process limit)",
         "file_size": f"wrote a file larger than {limits.file_size_mb} MiB (the file-size limit)",
-        "writable": f"filled its {limits.writable_mb} MiB of writable space ($TMPDIR, the only writable place)",
+        "writable": f"filled the {limits.writable_mb} MiB of writable space ($TMPDIR, the only writable place)",
         "memory": f"needed more than {limits.memory_mb} MiB of memory in one process (the memory limit)",
         "network": "tried the network, which is unreachable in the checks (only the sandbox's own loopback)",
         "read_only": "wrote outside $TMPDIR, and everything else is read-only in the checks",
     }
+    # Counted apart from the sandbox's init; where bwrap's init counts too, one fewer is the limit.
+    if outcome.most_tasks >= limits.processes - 1:
+        found.append(words["processes"])
     for pattern, key in _LIMIT_SIGNS:
         if pattern.search(output) and words[key] not in found:
             found.append(words[key])
@@ -468,7 +541,9 @@ class Sandbox:
                 "LOGNAME": SANDBOX_USER,
                 **env,
             }
-            return _run_bounded(argv, variables, None, wall_seconds)
+            info_read, info_write = os.pipe()
+            argv[1:1] = ["--info-fd", str(info_write)]
+            return _run_bounded(argv, variables, None, wall_seconds, tasks=_TaskCount(info_read), pass_fds=[info_write])
 
 
 class Unconfined:
