@@ -122,8 +122,6 @@ class Outcome:
 class Runner(Protocol):
     """What runs a command: :class:`Sandbox`, or :class:`Unconfined` on a developer's own machine."""
 
-    confined: bool
-
     def run(
         self,
         command: Sequence[str],
@@ -386,8 +384,6 @@ _verify_lock = threading.Lock()
 class Sandbox:
     """Runs commands confined (see the module's description)."""
 
-    confined = True
-
     def __init__(self, config: SandboxConfig) -> None:
         self.config = config
 
@@ -549,8 +545,6 @@ class Sandbox:
 class Unconfined:
     """Runs commands as the caller, only under the wall clock and without the platform's
     variables: for a developer's own code on their own machine, explicitly. Never for a submission."""
-
-    confined = False
 
     def limits_hit(self, outcome: Outcome) -> list[str]:
         if outcome.timed_out:
