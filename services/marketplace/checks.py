@@ -354,6 +354,9 @@ def _check_imports(dist: _Distribution) -> CheckResult:
         except SyntaxError as exc:
             problems.append(f"{shown}:{exc.lineno}: cannot be parsed: {exc.msg}")
             continue
+        except (RecursionError, MemoryError):  # the parser's own stacks overflow on deep nesting
+            problems.append(f"{shown}: cannot be parsed: nested too deeply")
+            continue
         problems.extend(
             f"{shown}:{line}: imports {name}, the host's code (a plugin imports only guiju_sdk)" for line, name in found
         )

@@ -1,6 +1,7 @@
 """Hostile plugins submitted to the marketplace: one reads the platform's secret key, database,
-file storage and environment; one calls the network; one fork-bombs; one fills the disk. Each
-fails its checks with a report that names what stopped it, while the platform's secrets stay
+file storage and environment; one calls the network; one fork-bombs; one fills the disk; one
+carries Python nested too deeply to parse. Each fails its checks with a report that names what
+stopped it, while the platform's secrets stay
 unread (canaries in the key file, the database, the environment appear nowhere), no connection
 reaches the platform, the machine keeps answering and nothing of the sandbox is left behind. A
 well-behaved plugin checked beside them passes."""
@@ -190,6 +191,14 @@ def _hostile_plugin(name: str, into: Path, publisher: str, tests: str, module: s
     return root
 
 
+def _tangled(root: Path) -> Path:
+    """The plugin, with Python files nested too deeply for the parser that reads its imports."""
+    package = root / "src" / root.name.replace("-", "_")
+    (package / "deep.py").write_text("x = " + "-" * 200_000 + "1\n")
+    (package / "long.py").write_text("x = a" + ".b" * 300_000 + "\n")
+    return root
+
+
 async def _publisher_named(platform: Platform, company: str) -> Api:
     """A publisher whose workspace's name (in the database) is ``company``."""
     publisher, body = await platform.signup(company_name=company)
@@ -235,7 +244,8 @@ async def test_hostile_submissions_fail_their_checks_and_read_nothing_of_the_pla
     publisher = await _publisher_named(platform, canaries.database)
     settings = marketplace.settings()
     sources = tmp_path.parent / f"{tmp_path.name}-sources"  # not in the data directory
-    names = {kind: f"{platform.plugin}-{kind}" for kind in ("reader", "caller", "forker", "filler", "decent")}
+    kinds = ("reader", "caller", "forker", "filler", "tangle", "decent")
+    names = {kind: f"{platform.plugin}-{kind}" for kind in kinds}
     targets = {
         "secret_key": str(settings.var_dir / "secret_key"),
         "var": str(settings.var_dir),
@@ -261,6 +271,7 @@ async def test_hostile_submissions_fail_their_checks_and_read_nothing_of_the_pla
             ),
             _hostile_plugin(names["forker"], sources, platform.publisher_name, FORKER_TESTS),
             _hostile_plugin(names["filler"], sources, platform.publisher_name, FILLER_TESTS),
+            _tangled(new_plugin(names["tangle"], sources, publisher=platform.publisher_name)),
             new_plugin(names["decent"], sources, publisher=platform.publisher_name),
         ]
         for root in roots:
@@ -280,6 +291,15 @@ async def test_hostile_submissions_fail_their_checks_and_read_nothing_of_the_pla
     listed = (await publisher.get("/api/v1/publisher/plugins")).json()
     assert canaries.found_in(json.dumps(stored)) == []
     assert canaries.found_in(json.dumps(listed)) == []
+
+    # Files the parser cannot read fail the imports check; the checks still end, with a report.
+    package = names["tangle"].replace("-", "_")
+    assert stored["tangle"]["status"] == "rejected"
+    assert _check(stored["tangle"], "imports")["details"] == [
+        f"src/{package}/deep.py: cannot be parsed: nested too deeply",
+        f"src/{package}/long.py: cannot be parsed: nested too deeply",
+    ]
+    assert _check(stored["tangle"], "tests")["ok"]
 
     # The well-behaved plugin, checked beside them, is unharmed.
     assert stored["decent"]["status"] == "pending", stored["decent"]["check_report"]
