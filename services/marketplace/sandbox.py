@@ -423,7 +423,7 @@ class Sandbox:
                 said = (outcome.stderr.strip() or outcome.stdout.strip() or "no output").splitlines()[-1]
                 raise SandboxUnavailable(
                     f"the sandbox does not start here (exit status {outcome.exit_status}: {said}); it needs "
-                    "bubblewrap and, unless the platform runs as root, unprivileged user namespaces"
+                    "bubblewrap, util-linux and unprivileged user namespaces"
                 )
             _verified.add(self.config)
 
