@@ -4,7 +4,7 @@ UV_VERSION := 0.13.9
 UV := $(or $(shell command -v uv 2>/dev/null),$(CURDIR)/.tools/bin/uv)
 RUN := $(UV) run --frozen
 
-.PHONY: install browser run api worker scheduler migrate test lint format messages bench clean
+.PHONY: install system-packages sandbox browser run api worker scheduler migrate test lint format messages bench clean
 
 # uv itself comes from PyPI into .tools/ when the machine has none.
 $(CURDIR)/.tools/bin/uv:
@@ -14,13 +14,13 @@ $(CURDIR)/.tools/bin/uv:
 install: $(UV)
 	$(UV) sync --frozen
 
-run: install
+run: install sandbox
 	$(RUN) guiju run
 
 api: install
 	$(RUN) guiju api
 
-worker: install
+worker: install sandbox
 	$(RUN) guiju worker
 
 scheduler: install
@@ -29,14 +29,25 @@ scheduler: install
 migrate: install
 	$(RUN) guiju db upgrade
 
-# Page tests drive Debian's Chromium (no browser is downloaded at run time); installed here when
-# missing and the machine allows it, otherwise those tests skip and say why.
+# Debian packages taken from the system, installed with apt-get when missing and the machine allows
+# it (root), otherwise a line says what goes without:
+# - bubblewrap confines the code of submitted plugins while their checks run; without it those
+#   checks fail saying so (a submission's code never runs unconfined);
+# - chromium is what the page tests drive (no browser is downloaded at run time); without it they skip.
+APT_INSTALL := apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq
+CAN_APT := [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1
+
+system-packages: sandbox browser
+
+sandbox:
+	@command -v bwrap >/dev/null 2>&1 || { $(CAN_APT) && { $(APT_INSTALL) bubblewrap; } ; } || \
+		echo "bubblewrap is not installed and cannot be installed here: submitted plugins will fail their checks"
+
 browser:
-	@command -v chromium >/dev/null 2>&1 || { [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1 && \
-		{ apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium; } ; } || \
+	@command -v chromium >/dev/null 2>&1 || { $(CAN_APT) && { $(APT_INSTALL) chromium; } ; } || \
 		echo "chromium is not installed and cannot be installed here: page tests will skip"
 
-test: install browser
+test: install system-packages
 	$(RUN) pytest
 
 lint: install

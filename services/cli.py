@@ -366,12 +366,23 @@ def plugin_new(name: str, directory: Path, publisher: str | None) -> None:
 @plugin.command("check")
 @click.argument("path", type=click.Path(exists=True, path_type=Path))
 @click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
-def plugin_check(path: Path, as_json: bool) -> None:
+@click.option(
+    "--unsandboxed",
+    is_flag=True,
+    help="Run the plugin's code as yourself, outside the sandbox: only for your own code on your own machine.",
+)
+def plugin_check(path: Path, as_json: bool, unsandboxed: bool) -> None:
     """Check a plugin distribution (a source directory with pyproject.toml, or a .whl) before it is
-    published: its manifest, API range, hooks, imports and tests. Exits 1 when a check fails."""
+    published: its manifest, API range, hooks, imports and tests. The plugin's code runs in the
+    sandbox (bubblewrap), as the platform checks submissions. Exits 1 when a check fails."""
     from services.marketplace.checks import run_checks
 
-    report = run_checks(path)
+    try:
+        settings = load_settings("admin")
+    except SettingsError as exc:
+        _fail(str(exc))
+        return
+    report = run_checks(path, settings=settings, unsandboxed=unsandboxed)
     if as_json:
         click.echo(json.dumps(report.as_dict(), ensure_ascii=False, indent=2))
     else:
@@ -380,6 +391,12 @@ def plugin_check(path: Path, as_json: bool) -> None:
             for detail in check.details:
                 click.echo("\n".join(f"      {line}" for line in detail.splitlines()))
         click.echo("every check passed" if report.ok else "some checks failed")
+    if report.sandbox_problem:
+        click.echo(
+            "the sandbox is unavailable here: install bubblewrap (Debian: apt-get install bubblewrap), "
+            "or check your own code on your own machine with --unsandboxed",
+            err=True,
+        )
     if not report.ok:
         sys.exit(1)
 

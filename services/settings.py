@@ -106,6 +106,18 @@ class Settings:
     mail_from: str = ""  # "Guiju <no-reply@example.com>"
     # Directories of the operator's own template packs (each subdirectory one pack), besides the platform's.
     template_packs: tuple[str, ...] = ()
+    # The sandbox submitted plugins' checks run in (services/marketplace/sandbox.py).
+    sandbox_bwrap: str = "bwrap"
+    sandbox_uid: int = 65534
+    sandbox_gid: int = 65534
+    sandbox_cpu_seconds: int = 120
+    sandbox_memory_mb: int = 2048
+    sandbox_processes: int = 128
+    sandbox_file_size_mb: int = 64
+    sandbox_writable_mb: int = 256
+    sandbox_open_files: int = 256
+    plugin_check_load_seconds: int = 60
+    plugin_check_tests_seconds: int = 300
 
     def __post_init__(self) -> None:
         if self.execution_retention_days < MIN_EXECUTION_RETENTION_DAYS:
@@ -131,6 +143,22 @@ class Settings:
                 raise SettingsError(
                     f"GUIJU_TRUSTED_PROXIES has {proxy!r}: list IP addresses or CIDR networks (10.0.0.0/8)."
                 ) from exc
+        # The sandbox's user is never root, and each of its limits is a real one.
+        positive = [
+            "sandbox_uid",
+            "sandbox_gid",
+            "sandbox_cpu_seconds",
+            "sandbox_memory_mb",
+            "sandbox_processes",
+            "sandbox_file_size_mb",
+            "sandbox_writable_mb",
+            "sandbox_open_files",
+            "plugin_check_load_seconds",
+            "plugin_check_tests_seconds",
+        ]
+        wrong = [f"GUIJU_{name.upper()} is {getattr(self, name)}" for name in positive if getattr(self, name) <= 0]
+        if wrong:
+            raise SettingsError(f"{'; '.join(wrong)}: each must be positive (the sandbox's user is never root)")
 
     @property
     def files_dir(self) -> Path:
@@ -228,6 +256,17 @@ def load_settings(mode: Mode = "embedded") -> Settings:
         smtp_url=_env("SMTP_URL", "") or "",
         mail_from=_env("MAIL_FROM", "") or "",
         template_packs=_list("TEMPLATE_PACKS"),
+        sandbox_bwrap=_env("SANDBOX_BWRAP", "bwrap") or "bwrap",
+        sandbox_uid=_int("SANDBOX_UID", 65534),
+        sandbox_gid=_int("SANDBOX_GID", 65534),
+        sandbox_cpu_seconds=_int("SANDBOX_CPU_SECONDS", 120),
+        sandbox_memory_mb=_int("SANDBOX_MEMORY_MB", 2048),
+        sandbox_processes=_int("SANDBOX_PROCESSES", 128),
+        sandbox_file_size_mb=_int("SANDBOX_FILE_SIZE_MB", 64),
+        sandbox_writable_mb=_int("SANDBOX_WRITABLE_MB", 256),
+        sandbox_open_files=_int("SANDBOX_OPEN_FILES", 256),
+        plugin_check_load_seconds=_int("PLUGIN_CHECK_LOAD_SECONDS", 60),
+        plugin_check_tests_seconds=_int("PLUGIN_CHECK_TESTS_SECONDS", 300),
     )
 
 

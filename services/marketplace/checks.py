@@ -12,14 +12,23 @@ wheel and runs every check, each reported pass or fail with its details:
 - ``imports``: no Python file of the distribution imports the host's code (``services``,
   ``tenants``): a plugin imports only ``guiju_sdk``;
 - ``tests``: the distribution's own tests pass (``pytest`` on its ``tests/`` directory).
+
+The plugin's code (the probe and the tests) runs in the sandbox of
+:mod:`services.marketplace.sandbox`, on a copy of the distribution: as an unprivileged user, with
+an empty environment, no network, nothing of the platform's files, under limits. Where the sandbox
+cannot be had, those checks fail saying so and nothing of the plugin runs; only a developer
+checking their own code on their own machine may run it unconfined (``unsandboxed=True``,
+``guiju plugin check --unsandboxed``).
 """
 
 from __future__ import annotations
 
 import ast
+import dataclasses
 import json
 import os
-import subprocess
+import shutil
+import signal
 import sys
 import tempfile
 import tomllib
@@ -32,9 +41,12 @@ from typing import Any
 
 from guiju_sdk import API_VERSION, ENTRY_POINT_GROUP, manifest_problems
 
+from services.marketplace.sandbox import Outcome, Runner, Sandbox, SandboxUnavailable, Unconfined, python_paths
+from services.settings import Settings, load_settings
+
 PROBE = Path(__file__).with_name("probe.py")
-PROBE_TIMEOUT_SECONDS = 60
-TESTS_TIMEOUT_SECONDS = 300
+#: What the probe and a plugin's tests import besides the plugin: visible, read-only, in the sandbox.
+RUNTIME_MODULES = ("guiju_sdk", "pluggy", "pytest")
 #: The host's top-level packages: a plugin never imports them.
 HOST_PACKAGES = frozenset({"services", "tenants"})
 #: The last lines of a failing subprocess's output kept in a check's details.
@@ -59,6 +71,7 @@ class CheckReport:
     path: str
     checks: list[CheckResult]
     manifest: dict[str, Any] | None = None
+    sandbox_problem: str | None = None  # why the sandbox could not run the plugin's code, if it could not
 
     @property
     def ok(self) -> bool:
@@ -84,19 +97,37 @@ class _Distribution:
     tests: Path | None  # the tests directory, when the distribution carries one
 
 
-def run_checks(path: Path) -> CheckReport:
-    """Run every check on the distribution at ``path`` (a source directory or a ``.whl``)."""
+@dataclass(frozen=True)
+class _Execution:
+    """How the plugin's code runs: where, and for how long at most."""
+
+    runner: Runner
+    load_seconds: float
+    tests_seconds: float
+
+
+def run_checks(path: Path, *, settings: Settings | None = None, unsandboxed: bool = False) -> CheckReport:
+    """Run every check on the distribution at ``path`` (a source directory or a ``.whl``), the
+    plugin's code in the sandbox that ``settings`` describe (read from the environment when not
+    given). ``unsandboxed`` runs it as the caller instead: for one's own code on one's own machine
+    only, never for a submission."""
+    settings = settings or load_settings("admin")
+    execution = _Execution(
+        runner=Unconfined() if unsandboxed else Sandbox.from_settings(settings),
+        load_seconds=settings.plugin_check_load_seconds,
+        tests_seconds=settings.plugin_check_tests_seconds,
+    )
     shown, path = str(path), Path(path).resolve()  # subprocesses run elsewhere: absolute paths
-    if path.is_file() and path.suffix == ".whl":
-        with tempfile.TemporaryDirectory(prefix="guiju-plugin-check-") as scratch:
-            return _run(shown, _wheel(path, Path(scratch)))
-    if (path / "pyproject.toml").is_file():
-        try:
-            return _run(shown, _source(path))
-        except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
-            reason = f"pyproject.toml cannot be read: {exc}"
-    else:
-        reason = f"{shown} is neither a directory holding pyproject.toml nor a .whl file"
+    with tempfile.TemporaryDirectory(prefix="guiju-plugin-check-") as scratch:
+        if path.is_file() and path.suffix == ".whl":
+            return _run(shown, _wheel(path, Path(scratch) / "wheel"), execution, Path(scratch))
+        if (path / "pyproject.toml").is_file():
+            try:
+                return _run(shown, _source(path), execution, Path(scratch))
+            except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+                reason = f"pyproject.toml cannot be read: {exc}"
+        else:
+            reason = f"{shown} is neither a directory holding pyproject.toml nor a .whl file"
     return CheckReport(shown, [CheckResult(name, False, [reason]) for name in CHECK_NAMES])
 
 
@@ -147,9 +178,46 @@ def _wheel(wheel: Path, scratch: Path) -> _Distribution:
     )
 
 
+def _stage(dist: _Distribution, scratch: Path) -> _Distribution:
+    """A copy of what the plugin's code runs on, readable by the sandbox's user: the checks never
+    change the original, and the sandbox sees nothing beside it. Links are copied as links (they
+    lead nowhere of the host's inside the sandbox), never followed."""
+    target = scratch / "dist"
+    if dist.tests is None and dist.import_path.is_file():  # a wheel without tests: the wheel alone
+        target.mkdir()
+        shutil.copyfile(dist.import_path, target / dist.import_path.name)
+        staged = dataclasses.replace(dist, root=target, import_path=target / dist.import_path.name)
+    else:
+        ignored = shutil.ignore_patterns(".*", "__pycache__")
+        shutil.copytree(dist.root, target, symlinks=True, ignore=ignored)
+        staged = dataclasses.replace(
+            dist,
+            root=target,
+            import_path=target / dist.import_path.relative_to(dist.root),
+            tests=target / dist.tests.relative_to(dist.root) if dist.tests else None,
+        )
+    for folder, _subfolders, names in os.walk(target):
+        Path(folder).chmod(0o755)
+        for name in names:
+            file = Path(folder) / name
+            if not file.is_symlink():
+                file.chmod(0o755 if file.stat().st_mode & 0o111 else 0o644)
+    # The probe runs from here too, not from the platform's code.
+    (scratch / "probe").mkdir(mode=0o755)
+    shutil.copyfile(PROBE, scratch / "probe" / PROBE.name)
+    (scratch / "probe" / PROBE.name).chmod(0o644)
+    return staged
+
+
 def _environment(import_path: Path) -> dict[str, str]:
-    inherited = os.environ.get("PYTHONPATH")
-    return {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(import_path), inherited]))}
+    return {"PYTHONPATH": str(import_path), "PYTHONDONTWRITEBYTECODE": "1", "PYTHONNOUSERSITE": "1"}
+
+
+def _ended(outcome: Outcome) -> str:
+    status = outcome.exit_status
+    if status is not None and status < 0:
+        return f"was killed by {signal.Signals(-status).name}"
+    return f"ended with exit status {status}"
 
 
 def _tail(text: str) -> list[str]:
@@ -160,45 +228,62 @@ def _tail(text: str) -> list[str]:
 # ---------------------------------------------------------------- the checks
 
 
-def _run(shown: str, dist: _Distribution) -> CheckReport:
-    probed, load_problem = _probe(dist)
+def _run(shown: str, original: _Distribution, execution: _Execution, scratch: Path) -> CheckReport:
+    imports = _check_imports(original)  # reads the code, runs none of it
+    try:
+        if isinstance(execution.runner, Sandbox):
+            execution.runner.check_exposable([original.root])  # what is copied is exposed
+        dist = _stage(original, scratch)
+        probed, load_problem = _probe(dist, execution, scratch / "probe" / PROBE.name)
+        tests = _check_tests(dist, execution)
+    except SandboxUnavailable as exc:
+        reason = f"not checked: the sandbox is unavailable ({exc}), and the plugin's code runs nowhere else"
+        checks = [imports if name == "imports" else CheckResult(name, False, [reason]) for name in CHECK_NAMES]
+        return CheckReport(shown, checks, sandbox_problem=str(exc))
+    except (OSError, shutil.Error) as exc:
+        reason = f"the distribution cannot be copied for the checks: {exc}"
+        return CheckReport(shown, [imports if n == "imports" else CheckResult(n, False, [reason]) for n in CHECK_NAMES])
     return CheckReport(
         shown,
         [
             _check_manifest(dist, probed, load_problem),
             _check_api_range(probed),
             _check_hooks(probed),
-            _check_imports(dist),
-            _check_tests(dist),
+            imports,
+            tests,
         ],
         manifest=probed["manifest"] if probed else None,
     )
 
 
-def _probe(dist: _Distribution) -> tuple[dict[str, Any] | None, str | None]:
+def _confined(dist: _Distribution, execution: _Execution, command: list[str], seconds: float, *also: Path) -> Outcome:
+    return execution.runner.run(
+        command,
+        read_only=[*python_paths(*RUNTIME_MODULES), dist.root, *also],
+        workdir=dist.root,
+        env=_environment(dist.import_path),
+        wall_seconds=seconds,
+    )
+
+
+def _probe(dist: _Distribution, execution: _Execution, probe: Path) -> tuple[dict[str, Any] | None, str | None]:
     """What the plugin registers (see :mod:`services.marketplace.probe`), or why it is unknown."""
     if len(dist.entry_points) != 1:
         listed = ", ".join(f"{name} = {value}" for name, value in dist.entry_points) or "none"
         return None, f"a plugin declares exactly one entry point in the group {ENTRY_POINT_GROUP!r}; found: {listed}"
     [(name, value)] = dist.entry_points
-    try:
-        done = subprocess.run(  # noqa: S603 (our interpreter, our probe, the entry point as an argument)
-            [sys.executable, "-P", str(PROBE), name, value],
-            cwd=dist.root,
-            env=_environment(dist.import_path),
-            capture_output=True,
-            text=True,
-            timeout=PROBE_TIMEOUT_SECONDS,
-        )
-    except subprocess.TimeoutExpired:
-        return None, f"loading the plugin took longer than {PROBE_TIMEOUT_SECONDS} s"
+    command = [sys.executable, "-P", str(probe), name, value]
+    done = _confined(dist, execution, command, execution.load_seconds, probe.parent)
+    limits = [f"loading the plugin {hit}" for hit in execution.runner.limits_hit(done)]
+    if done.timed_out:
+        return None, "\n".join(limits)
     try:
         probed = json.loads(done.stdout)
     except ValueError:
         probed = None
-    if done.returncode != 0 or not isinstance(probed, dict):
-        output = "\n".join(_tail(done.stderr + done.stdout))
-        return None, f"loading the plugin ended with exit status {done.returncode}:\n{output}"
+    if done.exit_status != 0 or not isinstance(probed, dict):
+        output = "\n".join([*limits, *_tail(done.stderr + done.stdout)])
+        return None, f"loading the plugin {_ended(done)}:\n{output}"
     if probed["import_error"]:
         return None, str(probed["import_error"])
     return probed, None
@@ -269,6 +354,9 @@ def _check_imports(dist: _Distribution) -> CheckResult:
         except SyntaxError as exc:
             problems.append(f"{shown}:{exc.lineno}: cannot be parsed: {exc.msg}")
             continue
+        except (RecursionError, MemoryError):  # the parser's own stacks overflow on deep nesting
+            problems.append(f"{shown}: cannot be parsed: nested too deeply")
+            continue
         problems.extend(
             f"{shown}:{line}: imports {name}, the host's code (a plugin imports only guiju_sdk)" for line, name in found
         )
@@ -277,24 +365,18 @@ def _check_imports(dist: _Distribution) -> CheckResult:
     return CheckResult("imports", True, [f"{len(dist.python_files)} Python file(s) import nothing of the host"])
 
 
-def _check_tests(dist: _Distribution) -> CheckResult:
+def _check_tests(dist: _Distribution, execution: _Execution) -> CheckResult:
     if dist.tests is None:
         if dist.import_path.suffix == ".whl":
             return CheckResult("tests", False, ["the wheel carries no tests"])
         return CheckResult("tests", False, ["the distribution has no tests/ directory"])
-    try:
-        done = subprocess.run(  # noqa: S603 (our interpreter running pytest on the plugin's tests)
-            [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", str(dist.tests)],
-            cwd=dist.root,
-            env=_environment(dist.import_path),
-            capture_output=True,
-            text=True,
-            timeout=TESTS_TIMEOUT_SECONDS,
-        )
-    except subprocess.TimeoutExpired:
-        return CheckResult("tests", False, [f"the tests took longer than {TESTS_TIMEOUT_SECONDS} s"])
-    if done.returncode == 0:
+    command = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", str(dist.tests)]
+    done = _confined(dist, execution, command, execution.tests_seconds)
+    if done.exit_status == 0:
         return CheckResult("tests", True, _tail(done.stdout)[-1:])  # pytest's summary line
-    if done.returncode == 5:  # pytest's "no tests were collected"
+    if done.exit_status == 5:  # pytest's "no tests were collected"
         return CheckResult("tests", False, ["no tests were collected from tests/"])
-    return CheckResult("tests", False, _tail(done.stdout + done.stderr))
+    details = [f"the tests {hit}" for hit in execution.runner.limits_hit(done)]
+    if done.exit_status != 1 and not done.timed_out:  # 1: some tests failed, as their output says
+        details.append(f"the tests {_ended(done)}")
+    return CheckResult("tests", False, [*details, *_tail(done.stdout + done.stderr)])

@@ -3,9 +3,10 @@
 A publisher is a workspace with the publisher flag (granted by a platform admin). It submits either
 a remote plugin's manifest (its endpoint; checked at once, and given the key its requests are
 signed with) or an in-process plugin's distribution (``uv build --sdist``, or a wheel that carries
-its tests), which a worker checks with ``guiju plugin check`` (the plugin's code runs there, never
-in the API). Versions that pass wait for a platform admin, who approves them (listed; tenants on
-older versions see the upgrade) or rejects them with a reason.
+its tests), which a worker checks with ``guiju plugin check`` (the plugin's code runs there, in the
+sandbox of :mod:`services.marketplace.sandbox`, never in the API and never unconfined). Versions
+that pass wait for a platform admin, who approves them (listed; tenants on older versions see the
+upgrade) or rejects them with a reason.
 """
 
 from __future__ import annotations
@@ -339,7 +340,8 @@ async def run_submission_checks(plugin: str, version: str) -> str | None:
             report: dict[str, Any] = {"ok": False, "checks": [{"name": "manifest", "ok": False, "details": [str(exc)]}]}
             probed = None
         else:
-            result = await asyncio.to_thread(checks.run_checks, root)
+            # In the sandbox, always: a submission's code never runs unconfined.
+            result = await asyncio.to_thread(checks.run_checks, root, settings=service.settings())
             report, probed = result.as_dict(), result.manifest
     if probed is not None and (probed.get("name"), probed.get("version")) != (plugin, version):
         report["ok"] = False

@@ -195,3 +195,31 @@ def test_deprecated_hooks_pass_the_hooks_check_with_a_warning() -> None:
     result = _check_hooks(probed)
     assert result.ok
     assert result.details[-1] == "warning: guiju_installed is deprecated: use guiju_configuration_changed"
+
+
+def test_without_the_sandbox_the_plugins_code_runs_only_when_its_developer_asks(
+    plugin_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    ran = tmp_path / "ran-as-the-caller"  # the plugin leaves this when its code runs unconfined
+    edit(
+        plugin_dir / "src/erp_demo/plugin.py",
+        'DEFAULT_GREETING = "Hello"\n',
+        f'DEFAULT_GREETING = "Hello"\nopen({str(ran)!r}, "a").close()\n',
+    )
+    monkeypatch.setenv("GUIJU_SANDBOX_BWRAP", str(tmp_path / "no-bwrap"))
+    refused = CliRunner().invoke(main, ["plugin", "check", str(plugin_dir)])
+    assert refused.exit_code == 1
+    unavailable = (
+        f"not checked: the sandbox is unavailable ({tmp_path / 'no-bwrap'} is not installed (Debian package "
+        "bubblewrap)), and the plugin's code runs nowhere else"
+    )
+    for name in ("manifest", "api_range", "hooks", "tests"):
+        assert f"FAIL  {name}\n      {unavailable}\n" in refused.output
+    assert "PASS  imports" in refused.output  # read, not run
+    assert "check your own code on your own machine with --unsandboxed" in refused.output
+    assert not ran.exists()
+
+    unconfined = CliRunner().invoke(main, ["plugin", "check", "--unsandboxed", str(plugin_dir)])
+    assert unconfined.exit_code == 0, unconfined.output
+    assert "every check passed" in unconfined.output
+    assert ran.exists()
