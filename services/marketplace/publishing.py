@@ -37,7 +37,7 @@ from services.audit import service as audit
 from services.db import open_session
 from services.errors import Conflict, FieldProblem, Forbidden, NotFound, ValidationProblem
 from services.files import service as files
-from services.marketplace import checks, service
+from services.marketplace import archives, checks, service
 from services.marketplace.models import PluginListing, PluginPublisher, PluginVersion
 from services.outbox import service as outbox
 from services.patterns import schema_pattern_problems
@@ -235,6 +235,12 @@ async def submit_source(db: AsyncSession, principal: Principal, filename: str, d
             code="invalid_source",
             errors=[_problem("/file", "too_large", f"at most {MAX_SOURCE_BYTES} bytes")],
         )
+    if (too_much := archives.unpacked_size_problem(filename, data)) is not None:
+        raise ValidationProblem(
+            "The source is too large once unpacked.",
+            code="invalid_source",
+            errors=[_problem("/file", "too_large", too_much)],
+        )
     try:
         name, version = _name_and_version(filename, data)
     except (
@@ -307,7 +313,9 @@ async def list_submissions(db: AsyncSession, principal: Principal) -> list[Plugi
 
 def _unpack(filename: str, data: bytes, into: Path) -> Path:
     """What the checks run on: a wheel as it is, an sdist extracted safely (no absolute paths,
-    links out, devices) to its project's root."""
+    links out, devices) to its project's root, once its unpacked size is known to be bounded."""
+    if (too_much := archives.unpacked_size_problem(filename, data)) is not None:
+        raise ValueError(too_much)
     if filename.endswith(".whl"):
         wheel = into / Path(filename).name
         wheel.write_bytes(data)
