@@ -79,7 +79,7 @@ def _decode_cursor(cursor: str) -> uuid.UUID:
         return uuid.UUID(values[0])
     except (ValueError, TypeError, IndexError, KeyError, ProblemError) as exc:
         raise ValidationProblem(
-            errors=[FieldProblem(pointer="/cursor", code="invalid_cursor", message="not a cursor of this list")]
+            errors=[FieldProblem(pointer="/query/cursor", code="invalid_cursor", message="not a cursor of this list")]
         ) from exc
 
 

@@ -15,6 +15,7 @@ import csv
 import hashlib
 import io
 import json
+import math
 import re
 import uuid
 from collections.abc import Mapping
@@ -25,7 +26,7 @@ from zipfile import BadZipFile
 
 import msgspec
 import openpyxl
-from sqlalchemy import ColumnElement, String, and_, case, cast, delete, false, func, or_, select, true
+from sqlalchemy import ColumnElement, String, and_, case, cast, delete, false, func, literal, or_, select, true
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -1163,14 +1164,16 @@ def encode_cursor(sort: Sort, value: Any, record_id: uuid.UUID) -> str:
     return base64.urlsafe_b64encode(raw.encode()).decode().rstrip("=")
 
 
-def decode_cursor(cursor: str, sort: Sort) -> tuple[Any, uuid.UUID]:
+def decode_cursor(cursor: str, sort: Sort, defs: Mapping[str, FieldDef]) -> tuple[Any, uuid.UUID]:
+    """The sort value and record id a cursor of this list continues after; a cursor that is not one
+    (forged, from another sort, or holding a value of the wrong kind for the sort) is 422."""
     try:
         raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4))
         spec, value, record_id = decode_json_body(raw)
         if spec != sort.spec:
             raise ValueError("the cursor belongs to another sort")
-        return value, uuid.UUID(record_id)
-    except (ValueError, TypeError, binascii.Error, ProblemError) as exc:
+        return _cursor_sort_value(defs, sort, value), uuid.UUID(record_id)
+    except (ValueError, TypeError, OverflowError, binascii.Error, ProblemError) as exc:
         raise ValidationProblem(
             errors=[
                 FieldProblem(
@@ -1180,10 +1183,41 @@ def decode_cursor(cursor: str, sort: Sort) -> tuple[Any, uuid.UUID]:
         ) from None
 
 
+def _cursor_sort_value(defs: Mapping[str, FieldDef], sort: Sort, value: Any) -> Any:
+    """A cursor's sort value, of the kind :func:`_python_sort_value` writes for this sort, so that
+    the database compares like with like (a forged number for a date, or a number past a double,
+    would otherwise fail in the query)."""
+    if value is None or not sort.key:
+        return None
+    if sort.key in BUILTIN_SORTS:
+        if not isinstance(value, str):
+            raise TypeError("the position is not a time")
+        if datetime.fromisoformat(value).tzinfo is None:
+            raise ValueError("the position's time has no offset")
+        return value
+    field_type = defs[sort.key].field_type
+    if field_type in {FieldType.NUMBER, FieldType.MONEY}:
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            raise TypeError("the position is not a number")
+        number = float(value)
+        if not math.isfinite(number):
+            raise ValueError("the position is not a finite number")
+        return number
+    if field_type == FieldType.BOOLEAN:
+        if not isinstance(value, bool):
+            raise TypeError("the position is not true or false")
+        return value
+    if not isinstance(value, str):
+        raise TypeError("the position is not a text")
+    return value
+
+
 def _after_cursor(expr: Any, sort: Sort, value: Any, record_id: uuid.UUID) -> ColumnElement[bool]:
     """Rows after the cursor in the order (nulls last ascending, first descending; ties by id)."""
     if sort.key in BUILTIN_SORTS and value is not None:
         value = datetime.fromisoformat(value)
+    elif isinstance(value, bool):
+        value = literal(value)  # SQLAlchemy compares a column with a bare True/False only by equality
     if not sort.descending:
         if value is None:
             return and_(expr.is_(None), Record.id > record_id)
@@ -1278,7 +1312,7 @@ async def list_records(
         expr = _sort_expression(defs, sort)
         nulls = case((expr.is_(None), 1), else_=0)
         if cursor:
-            value, after_id = decode_cursor(cursor, sort)
+            value, after_id = decode_cursor(cursor, sort, defs)
             query = query.where(_after_cursor(expr, sort, value, after_id))
         if sort.descending:
             query = query.order_by(nulls.desc(), expr.desc(), Record.id.desc())
@@ -1286,7 +1320,7 @@ async def list_records(
             query = query.order_by(nulls, expr, Record.id)
     else:
         if cursor:
-            _value, after_id = decode_cursor(cursor, sort)
+            _value, after_id = decode_cursor(cursor, sort, defs)
             query = query.where(Record.id > after_id)
         query = query.order_by(Record.id)
     rows = list(await db.scalars(query.limit(limit + 1)))

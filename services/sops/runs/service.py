@@ -797,11 +797,11 @@ def _decode_cursor(cursor: str) -> list[Any]:
         values = decode_json_body(base64.urlsafe_b64decode(cursor.encode()))
     except (ValueError, ProblemError) as exc:
         raise ValidationProblem(
-            errors=[FieldProblem(pointer="/cursor", code="invalid_cursor", message="not a cursor of this list")]
+            errors=[FieldProblem(pointer="/query/cursor", code="invalid_cursor", message="not a cursor of this list")]
         ) from exc
     if not isinstance(values, list):
         raise ValidationProblem(
-            errors=[FieldProblem(pointer="/cursor", code="invalid_cursor", message="not a cursor of this list")]
+            errors=[FieldProblem(pointer="/query/cursor", code="invalid_cursor", message="not a cursor of this list")]
         )
     return values
 
@@ -830,7 +830,9 @@ async def list_runs(
         after = _as_uuid(_decode_cursor(cursor)[0])
         if after is None:
             raise ValidationProblem(
-                errors=[FieldProblem(pointer="/cursor", code="invalid_cursor", message="not a cursor of this list")]
+                errors=[
+                    FieldProblem(pointer="/query/cursor", code="invalid_cursor", message="not a cursor of this list")
+                ]
             )
         query = query.where(Run.id < after)
     rows = list((await db.scalars(query)).all())
@@ -1314,7 +1316,7 @@ def _after_task(values: list[Any]) -> Any:
         or _as_uuid(values[1]) is None
     ):
         raise ValidationProblem(
-            errors=[FieldProblem(pointer="/cursor", code="invalid_cursor", message="not a cursor of this list")]
+            errors=[FieldProblem(pointer="/query/cursor", code="invalid_cursor", message="not a cursor of this list")]
         )
     due, run_id, step_id = _as_datetime(values[0]), _as_uuid(values[1]), values[2]
     same_due_later = or_(_steps.c.run_id > run_id, and_(_steps.c.run_id == run_id, _steps.c.step_id > step_id))

@@ -272,7 +272,7 @@ async def test_a_task_cursor_with_a_step_number_beyond_the_column_is_422(world: 
         cursor = base64.urlsafe_b64encode(json.dumps(forged).encode()).decode()
         response = await api.get("/api/v1/my/tasks", params={"cursor": cursor})
         assert response.status_code == 422, (step_id, response.text)
-        assert codes_at(response) == {("/cursor", "invalid_cursor")}
+        assert codes_at(response) == {("/query/cursor", "invalid_cursor")}
     fine = base64.urlsafe_b64encode(json.dumps([None, str(uuid.uuid4()), INT32_MAX]).encode()).decode()
     assert (await api.get("/api/v1/my/tasks", params={"cursor": fine})).status_code == 200
 
@@ -287,15 +287,59 @@ async def test_cursors_nested_deep_or_holding_nul_are_invalid_cursors(world: Wor
     deep = base64.urlsafe_b64encode(b"[" * 3000 + b"]" * 3000).decode()
     nul = base64.urlsafe_b64encode(json.dumps(["code", "A\x00", str(uuid.uuid4())]).encode()).decode()
     for path, params, pointer in [
-        ("/api/v1/my/tasks", {"cursor": deep}, "/cursor"),
-        ("/api/v1/runs", {"cursor": deep}, "/cursor"),
-        ("/api/v1/notifications", {"cursor": deep}, "/cursor"),
+        ("/api/v1/my/tasks", {"cursor": deep}, "/query/cursor"),
+        ("/api/v1/runs", {"cursor": deep}, "/query/cursor"),
+        ("/api/v1/notifications", {"cursor": deep}, "/query/cursor"),
         (records, {"cursor": deep}, "/query/cursor"),
         (records, {"sort": "code", "cursor": nul}, "/query/cursor"),
     ]:
         response = await api.get(path, params=params)
         assert response.status_code == 422, (path, response.text)
         assert codes_at(response) == {(pointer, "invalid_cursor")}, path
+
+
+async def test_a_records_cursor_holding_a_value_of_the_wrong_kind_for_its_sort_is_422(world: World) -> None:
+    api, _ = await signed_in_client(world)
+    fields = [
+        {"key": "code", "label": "Code", "type": "text"},
+        {"key": "qty", "label": "Qty", "type": "number"},
+        {"key": "due", "label": "Due", "type": "date"},
+        {"key": "paid", "label": "Paid", "type": "boolean"},
+    ]
+    collection = await api.post("/api/v1/collections", {"key": "lots", "name": "Lots", "fields": fields})
+    assert collection.status_code == 201, collection.text
+    records = f"/api/v1/collections/{collection.json()['id']}/records"
+    for values in ({"code": "A", "qty": 1, "due": "2026-01-02", "paid": True}, {"code": "B", "qty": 2}):
+        assert (await api.post(records, {"values": values})).status_code == 201
+
+    def forged(spec: str, value: Any) -> str:
+        raw = json.dumps([spec, value, str(uuid.uuid4())]).encode()
+        return base64.urlsafe_b64encode(raw).decode()
+
+    wrong = [
+        ("qty", 10**400),  # past a double
+        ("qty", "1e999"),
+        ("qty", True),
+        ("-qty", "12"),
+        ("due", 20260102),
+        ("paid", "yes"),
+        ("code", {"a": 1}),
+        ("created_at", 5),
+        ("created_at", "2026-01-02T00:00:00"),  # no offset
+        ("-updated_at", "not a time"),
+    ]
+    for spec, value in wrong:
+        response = await api.get(records, params={"sort": spec, "cursor": forged(spec, value)})
+        assert response.status_code == 422, (spec, value, response.text)
+        assert codes_at(response) == {("/query/cursor", "invalid_cursor")}, (spec, value)
+    for spec in ("qty", "-qty", "due", "paid", "code", "created_at", "-updated_at"):
+        first = await api.get(records, params={"sort": spec, "limit": 1})
+        assert first.status_code == 200, first.text
+        cursor = first.json()["next_cursor"]
+        assert cursor, spec
+        second = await api.get(records, params={"sort": spec, "limit": 1, "cursor": cursor})
+        assert second.status_code == 200, (spec, second.text)
+        assert [r["id"] for r in second.json()["items"]] != [r["id"] for r in first.json()["items"]], spec
 
 
 # ---------------------------------------------------------------- media types
