@@ -196,7 +196,10 @@ async def signup(session: AsyncSession, data: SignupIn, settings: Settings) -> t
     if await session.scalar(select(User.id).where(User.email == email)) is not None:
         raise Conflict("An account with this email already exists; sign in instead.", code="email_taken")
     if slug is None:
+        # A random suffix makes the slug; with many workspaces of one name, one may already be taken.
         slug = provisioning.slug_from_name(company_name)
+        while await provisioning.slug_taken(session, slug):
+            slug = provisioning.slug_from_name(company_name)
     elif await provisioning.slug_taken(session, slug):
         raise Conflict("This workspace address is taken.", code="slug_taken")
 
