@@ -28,7 +28,7 @@ from services.marketplace.models import PluginVersion
 from services.marketplace.scaffolding import new_plugin
 from tenants.context import system_scope
 from tests.conftest import Api, World, deliver_events, unique_email
-from tests.integration.test_publishing import Platform, _join_checks, _sdist
+from tests.integration.test_publishing import Platform, _join_checks, _sdist, confirm_admin
 from tests.sandbox_support import SANDBOX_ID, most_in_one_sandbox, none_left
 
 PROCESSES = 32
@@ -203,6 +203,7 @@ async def _publisher_named(platform: Platform, company: str) -> Api:
     """A publisher whose workspace's name (in the database) is ``company``."""
     publisher, body = await platform.signup(company_name=company)
     admin, _ = await platform.signup(email=platform.admin_email)
+    await confirm_admin(admin, platform.admin_email)
     grant = {"tenant_id": body["tenant"]["id"], "name": platform.publisher_name}
     granted = await admin.post("/api/v1/admin/publishers", grant)
     assert granted.status_code == 201, granted.text
