@@ -4,7 +4,7 @@ UV_VERSION := 0.13.9
 UV := $(or $(shell command -v uv 2>/dev/null),$(CURDIR)/.tools/bin/uv)
 RUN := $(UV) run --frozen
 
-.PHONY: install browser run api worker scheduler migrate test lint format bench clean
+.PHONY: install browser run api worker scheduler migrate test lint format assets bench clean
 
 # uv itself comes from PyPI into .tools/ when the machine has none.
 $(CURDIR)/.tools/bin/uv:
@@ -44,6 +44,12 @@ lint: install
 	$(RUN) ruff format --check .
 	$(RUN) mypy
 	$(RUN) lint-imports
+
+# The pinned front-end packages (services/web/package-lock.json): installed with npm in a temporary
+# directory and copied, with their licences, into services/web/static/vendor/, which is committed
+# (serving needs no Node). Run after changing services/web/package.json.
+assets: install
+	$(RUN) python -m services.web.assets
 
 format: install
 	$(RUN) ruff format .

@@ -1,0 +1,1 @@
+"""The shared web layer: static assets and the pinned front-end packages they include."""
