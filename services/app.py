@@ -4,13 +4,11 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from pathlib import Path
 
 from litestar import Litestar, Router
 from litestar.di import Provide
-from litestar.openapi import OpenAPIConfig
-from litestar.openapi.plugins import SwaggerRenderPlugin
 from litestar.static_files import create_static_files_router
-from swagger_ui_bundle import swagger_ui_path
 
 import services.worker  # noqa: F401  (broker and actors exist before the first request)
 from services.accounts.routes import AuthController, LinkPagesController, TenantController
@@ -33,6 +31,7 @@ from services.marketplace import host as plugin_host
 from services.marketplace import service as marketplace
 from services.marketplace.routes import CONTROLLERS as MARKETPLACE_CONTROLLERS
 from services.notifications.routes import CONTROLLERS as NOTIFICATIONS_CONTROLLERS
+from services.openapi import StrictStructSchemaPlugin, document_operations, openapi_config
 from services.platform.routes import healthz, readyz
 from services.ratelimit import attempt_counter
 from services.records.routes import CONTROLLERS as RECORDS_CONTROLLERS
@@ -43,6 +42,8 @@ from services.sops.procedures.routes import CONTROLLERS as PROCEDURES_CONTROLLER
 from services.sops.runs.routes import CONTROLLERS as RUNS_CONTROLLERS
 
 API_VERSION = "0.1.0"
+# The web layer's static files (our own scripts and the pinned front-end packages), at /static.
+STATIC_DIR = Path(__file__).resolve().parent / "web" / "static"
 
 
 def create_app(settings: Settings | None = None, *, embedded: bool = False) -> Litestar:
@@ -67,22 +68,8 @@ def create_app(settings: Settings | None = None, *, embedded: bool = False) -> L
                 await runtime.stop()
             await dispose_databases()
 
-    swagger_assets = create_static_files_router(
-        path="/docs/assets", directories=[swagger_ui_path], include_in_schema=False, name="swagger-assets"
-    )
-    openapi = OpenAPIConfig(
-        title="Guiju API",
-        version=API_VERSION,
-        description="SOPs that run as software. Errors are application/problem+json with a stable `code`.",
-        path="/docs",
-        render_plugins=[
-            SwaggerRenderPlugin(
-                path="/",
-                js_url="/docs/assets/swagger-ui-bundle.js",
-                css_url="/docs/assets/swagger-ui.css",
-                standalone_preset_js_url="/docs/assets/swagger-ui-standalone-preset.js",
-            )
-        ],
+    static_files = create_static_files_router(
+        path="/static", directories=[STATIC_DIR], include_in_schema=False, name="static"
     )
     app = Litestar(
         route_handlers=[
@@ -106,7 +93,7 @@ def create_app(settings: Settings | None = None, *, embedded: bool = False) -> L
             ),
             healthz,
             readyz,
-            swagger_assets,
+            static_files,
         ],
         dependencies={
             "db": Provide(provide_db),
@@ -115,11 +102,13 @@ def create_app(settings: Settings | None = None, *, embedded: bool = False) -> L
             "settings": Provide(provide_settings, sync_to_thread=False),
         },
         exception_handlers=EXCEPTION_HANDLERS,
-        openapi_config=openapi,
+        openapi_config=openapi_config(API_VERSION),
+        plugins=[StrictStructSchemaPlugin()],
         lifespan=[lifespan],
         logging_config=None,
         debug=False,
     )
+    document_operations(app)
     # Outermost, so that every request (unknown routes included) gets an id and a log line.
     app.asgi_handler = RequestContextMiddleware(app.asgi_handler)
     app.state.settings = settings
