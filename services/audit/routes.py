@@ -14,6 +14,7 @@ from services.audit import service
 from services.audit.models import AuditEvent
 from services.audit.schemas import AuditEventOut, AuditPageOut
 from services.audit.service import AuditVerification
+from services.schema_docs import INT64_MAX
 from tenants.models import Role
 
 
@@ -44,7 +45,7 @@ class AuditController(Controller):
         principal: NamedDependency[Principal],
         subject_type: Annotated[str | None, Parameter(max_length=50)] = None,
         subject_id: Annotated[str | None, Parameter(max_length=100)] = None,
-        before_seq: Annotated[int | None, Parameter(ge=1)] = None,
+        before_seq: Annotated[int | None, Parameter(ge=1, le=INT64_MAX)] = None,
         limit: Annotated[int, Parameter(ge=1, le=200)] = 50,
     ) -> AuditPageOut:
         principal.require_role(Role.ADMIN)

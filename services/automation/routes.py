@@ -7,7 +7,7 @@ from typing import Annotated, Any
 
 from litestar import Controller, Request, delete, get, patch, post
 from litestar.di import NamedDependency
-from litestar.params import FromPath, FromQuery, JSONBody, QueryParameter
+from litestar.params import FromPath, JSONBody, QueryParameter
 from litestar.status_codes import HTTP_200_OK, HTTP_204_NO_CONTENT
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -143,8 +143,10 @@ class AutomationController(Controller):
         automation_id: FromPath[uuid.UUID],
         db: NamedDependency[AsyncSession],
         principal: NamedDependency[Principal],
-        status: Annotated[str | None, QueryParameter(description="only executions in this status")] = None,
-        limit: FromQuery[int] = 50,
+        status: Annotated[
+            str | None, QueryParameter(max_length=16, description="only executions in this status")
+        ] = None,
+        limit: Annotated[int, QueryParameter(ge=1, le=service.MAX_PAGE)] = 50,
     ) -> list[ExecutionOut]:
         found = await service.list_executions(db, principal, automation_id, limit=limit, status=status)
         return [execution_out(e) for e in found]

@@ -8,11 +8,12 @@ from typing import Annotated, Any
 
 from litestar import Controller, get, post
 from litestar.di import NamedDependency
-from litestar.params import FromPath, FromQuery, JSONBody, QueryParameter
+from litestar.params import FromPath, FromQuery, JSONBody, PathParameter, QueryParameter
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from services.accounts.service import Principal
-from services.sops.engine import Actor
+from services.schema_docs import INT32_MAX, Cursor
+from services.sops.engine import Actor, RunStatus, StepStatus
 from services.sops.runs import service
 from services.sops.runs.models import Run, RunComment, RunException, StepInstance
 from services.sops.runs.schemas import (
@@ -38,6 +39,9 @@ from services.sops.runs.schemas import (
     TaskPage,
 )
 from tenants.base import utcnow
+
+# Ids of a run's steps and exceptions: numbered from 1 within the run.
+StepId = Annotated[int, PathParameter(ge=1, le=INT32_MAX)]
 
 
 def actor_of(principal: Principal) -> Actor:
@@ -151,9 +155,11 @@ class RunsController(Controller):
         self,
         db: NamedDependency[AsyncSession],
         principal: NamedDependency[Principal],
-        status: FromQuery[str | None] = None,
+        status: Annotated[
+            str | None, QueryParameter(max_length=16, schema_extra={"enum": [s.value for s in RunStatus]})
+        ] = None,
         procedure_id: FromQuery[uuid.UUID | None] = None,
-        cursor: FromQuery[str | None] = None,
+        cursor: Cursor = None,
         limit: Annotated[int, QueryParameter(ge=1, le=service.MAX_PAGE)] = 50,
     ) -> RunPage:
         actor_of(principal)
@@ -182,7 +188,7 @@ class RunsController(Controller):
     async def claim(
         self,
         run_id: FromPath[uuid.UUID],
-        step_id: FromPath[int],
+        step_id: StepId,
         db: NamedDependency[AsyncSession],
         principal: NamedDependency[Principal],
     ) -> RunDetailOut:
@@ -192,7 +198,7 @@ class RunsController(Controller):
     async def assign(
         self,
         run_id: FromPath[uuid.UUID],
-        step_id: FromPath[int],
+        step_id: StepId,
         data: JSONBody[AssignIn],
         db: NamedDependency[AsyncSession],
         principal: NamedDependency[Principal],
@@ -203,7 +209,7 @@ class RunsController(Controller):
     async def start_step(
         self,
         run_id: FromPath[uuid.UUID],
-        step_id: FromPath[int],
+        step_id: StepId,
         db: NamedDependency[AsyncSession],
         principal: NamedDependency[Principal],
     ) -> RunDetailOut:
@@ -213,7 +219,7 @@ class RunsController(Controller):
     async def complete(
         self,
         run_id: FromPath[uuid.UUID],
-        step_id: FromPath[int],
+        step_id: StepId,
         data: JSONBody[CompleteIn],
         db: NamedDependency[AsyncSession],
         principal: NamedDependency[Principal],
@@ -235,7 +241,7 @@ class RunsController(Controller):
     async def approve(
         self,
         run_id: FromPath[uuid.UUID],
-        step_id: FromPath[int],
+        step_id: StepId,
         data: JSONBody[DecisionNoteIn],
         db: NamedDependency[AsyncSession],
         principal: NamedDependency[Principal],
@@ -246,7 +252,7 @@ class RunsController(Controller):
     async def reject(
         self,
         run_id: FromPath[uuid.UUID],
-        step_id: FromPath[int],
+        step_id: StepId,
         data: JSONBody[DecisionNoteIn],
         db: NamedDependency[AsyncSession],
         principal: NamedDependency[Principal],
@@ -257,7 +263,7 @@ class RunsController(Controller):
     async def skip(
         self,
         run_id: FromPath[uuid.UUID],
-        step_id: FromPath[int],
+        step_id: StepId,
         db: NamedDependency[AsyncSession],
         principal: NamedDependency[Principal],
     ) -> RunDetailOut:
@@ -305,7 +311,7 @@ class RunsController(Controller):
     async def resolve_exception(
         self,
         run_id: FromPath[uuid.UUID],
-        exception_id: FromPath[int],
+        exception_id: StepId,
         data: JSONBody[ResolveExceptionIn],
         db: NamedDependency[AsyncSession],
         principal: NamedDependency[Principal],
@@ -346,11 +352,13 @@ class MyTasksController(Controller):
         db: NamedDependency[AsyncSession],
         principal: NamedDependency[Principal],
         procedure_id: FromQuery[uuid.UUID | None] = None,
-        status: FromQuery[str | None] = None,
+        status: Annotated[
+            str | None, QueryParameter(max_length=16, schema_extra={"enum": [s.value for s in StepStatus]})
+        ] = None,
         overdue: FromQuery[bool] = False,
         due_before: FromQuery[datetime | None] = None,
         include_claimable: FromQuery[bool] = False,
-        cursor: FromQuery[str | None] = None,
+        cursor: Cursor = None,
         limit: Annotated[int, QueryParameter(ge=1, le=service.MAX_PAGE)] = 50,
     ) -> TaskPage:
         actor = actor_of(principal)
