@@ -4,7 +4,7 @@ UV_VERSION := 0.13.9
 UV := $(or $(shell command -v uv 2>/dev/null),$(CURDIR)/.tools/bin/uv)
 RUN := $(UV) run --frozen
 
-.PHONY: install browser run api worker scheduler migrate test lint format assets bench clean
+.PHONY: install browser run api worker scheduler migrate test fuzz lint format assets bench clean
 
 # uv itself comes from PyPI into .tools/ when the machine has none.
 $(CURDIR)/.tools/bin/uv:
@@ -38,6 +38,12 @@ browser:
 
 test: install browser
 	$(RUN) pytest
+
+# Schemathesis against the served OpenAPI document, on a fresh PostgreSQL database (tests/fuzz):
+# fails on any 5xx or any response the document does not describe. GUIJU_FUZZ_EXAMPLES,
+# GUIJU_FUZZ_SEED: see tests/fuzz/__main__.py.
+fuzz: install
+	$(RUN) python -m tests.fuzz
 
 lint: install
 	$(RUN) ruff check .
