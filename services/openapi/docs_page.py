@@ -18,6 +18,7 @@ PAGE = """<!DOCTYPE html>
   <meta charset="utf-8">
   <meta name="viewport" content="width=device-width, initial-scale=1">
   <title>{title}</title>
+  <link rel="icon" type="image/png" href="{vendor}/favicon-32x32.png">
   <link rel="stylesheet" href="{vendor}/swagger-ui.css">
   <link rel="stylesheet" href="/static/docs/swagger.css">
 </head>
