@@ -11,7 +11,11 @@ what its handler is, and the domain errors its service raises are added from
 - it has path parameters: 404 ``not_found`` (a value of the wrong form matches no route);
 - it reads a JSON body: 400 (the body is not JSON), 413, 415 and 422 ``validation_failed``;
 - it reads a multipart upload: 400, 413 and 422;
-- it has query parameters: 422 ``validation_failed``.
+- it has query parameters, or path parameters with bounds: 422 ``validation_failed``.
+
+Litestar applies them when it builds the document: the error responses as the handler's
+``responses`` (so that the ``Problem`` schema lands in the components), the rest through the
+handler's ``operation_class``.
 """
 
 from __future__ import annotations
@@ -74,7 +78,7 @@ JSON_BODY_PROBLEMS: dict[int, tuple[str, ...]] = {
 }
 UPLOAD_PROBLEMS: dict[int, tuple[str, ...]] = {
     400: ("bad_request",),
-    413: ("file_too_large",),
+    413: ("file_too_large", "payload_too_large"),
     422: ("validation_failed",),
 }
 

@@ -127,3 +127,12 @@ async def test_the_export_is_documented_as_csv_or_xlsx(world: World) -> None:
     refused = await owner.get(f"/api/v1/collections/{collection_id}/export", params={"format": "pdf"})
     assert refused.status_code == 422
     assert_documented(document, "GET", path, refused)
+
+
+async def test_a_body_past_the_size_limit_is_a_documented_413(world: World) -> None:
+    document = await openapi_document(world)
+    owner, _ = await world.signup()
+    huge = b'{"name": "' + b"x" * (11 * 1024 * 1024) + b'"}'
+    refused = await owner.post("/api/v1/entities", content=huge, headers={"content-type": "application/json"})
+    assert refused.status_code == 413
+    assert assert_documented(document, "POST", "/api/v1/entities", refused)["code"] == "payload_too_large"
