@@ -4,7 +4,7 @@ UV_VERSION := 0.13.9
 UV := $(or $(shell command -v uv 2>/dev/null),$(CURDIR)/.tools/bin/uv)
 RUN := $(UV) run --frozen
 
-.PHONY: install system-packages sandbox browser run api worker scheduler migrate test lint format messages bench clean
+.PHONY: install system-packages sandbox browser run api worker scheduler migrate test fuzz lint format messages assets bench clean
 
 # uv itself comes from PyPI into .tools/ when the machine has none.
 $(CURDIR)/.tools/bin/uv:
@@ -50,11 +50,23 @@ browser:
 test: install system-packages
 	$(RUN) pytest
 
+# Schemathesis against the served OpenAPI document, on a fresh PostgreSQL database (tests/fuzz):
+# fails on any 5xx or any response the document does not describe. GUIJU_FUZZ_EXAMPLES,
+# GUIJU_FUZZ_SEED: see tests/fuzz/__main__.py.
+fuzz: install
+	$(RUN) python -m tests.fuzz
+
 lint: install
 	$(RUN) ruff check .
 	$(RUN) ruff format --check .
 	$(RUN) mypy
 	$(RUN) lint-imports
+
+# The pinned front-end packages (services/web/package-lock.json): installed with npm in a temporary
+# directory and copied, with their licences, into services/web/static/vendor/, which is committed
+# (serving needs no Node). Run after changing services/web/package.json.
+assets: install
+	$(RUN) python -m services.web.assets
 
 format: install
 	$(RUN) ruff format .

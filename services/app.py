@@ -4,13 +4,11 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from pathlib import Path
 
 from litestar import Litestar, Router
 from litestar.di import Provide
-from litestar.openapi import OpenAPIConfig
-from litestar.openapi.plugins import SwaggerRenderPlugin
 from litestar.static_files import create_static_files_router
-from swagger_ui_bundle import swagger_ui_path
 from uvicorn.middleware.proxy_headers import ProxyHeadersMiddleware
 
 import services.worker  # noqa: F401  (broker and actors exist before the first request)
@@ -23,7 +21,6 @@ from services.files.routes import CONTROLLERS as FILES_CONTROLLERS
 from services.gallery import service as gallery
 from services.gallery.routes import CONTROLLERS as GALLERY_CONTROLLERS
 from services.http import (
-    CSP_OPT,
     EXCEPTION_HANDLERS,
     JsonRequest,
     RequestContextMiddleware,
@@ -34,11 +31,11 @@ from services.http import (
     provide_principal,
     provide_settings,
 )
-from services.json_body import MAX_JSON_DEPTH
 from services.marketplace import host as plugin_host
 from services.marketplace import service as marketplace
 from services.marketplace.routes import CONTROLLERS as MARKETPLACE_CONTROLLERS
 from services.notifications.routes import CONTROLLERS as NOTIFICATIONS_CONTROLLERS
+from services.openapi import StrictStructSchemaPlugin, document_operations, openapi_config
 from services.platform.routes import healthz, readyz
 from services.ratelimit import rate_limiter
 from services.records.routes import CONTROLLERS as RECORDS_CONTROLLERS
@@ -50,11 +47,8 @@ from services.sops.runs.routes import CONTROLLERS as RUNS_CONTROLLERS
 from services.web.i18n import AcceptLanguageMiddleware
 
 API_VERSION = "0.1.0"
-# Swagger UI's page runs an inline script and style of its own, which carry no nonce.
-SWAGGER_CSP = (
-    "default-src 'self'; script-src 'self' 'unsafe-inline'; style-src 'self' 'unsafe-inline'; "
-    "img-src 'self' data:; object-src 'none'; base-uri 'none'; frame-ancestors 'none'; form-action 'self'"
-)
+# The web layer's static files (our own scripts and the pinned front-end packages), at /static.
+STATIC_DIR = Path(__file__).resolve().parent / "web" / "static"
 
 
 def create_app(settings: Settings | None = None, *, embedded: bool = False) -> Litestar:
@@ -79,29 +73,8 @@ def create_app(settings: Settings | None = None, *, embedded: bool = False) -> L
                 await runtime.stop()
             await dispose_databases()
 
-    swagger_assets = create_static_files_router(
-        path="/docs/assets", directories=[swagger_ui_path], include_in_schema=False, name="swagger-assets"
-    )
-    openapi = OpenAPIConfig(
-        title="Guiju API",
-        version=API_VERSION,
-        description=(
-            "SOPs that run as software. Errors are application/problem+json with a stable `code`. "
-            "Request bodies are JSON, sent with `Content-Type: application/json` (415 "
-            "`unsupported_media_type` otherwise), valid UTF-8 and nested at most "
-            f"{MAX_JSON_DEPTH} levels deep (400 `malformed_json`, `invalid_utf8`, `too_deeply_nested`); "
-            "no text, query or path parameter may hold U+0000 (422 `nul_character`)."
-        ),
-        path="/docs",
-        openapi_router=Router(path="/docs", route_handlers=[], opt={CSP_OPT: SWAGGER_CSP}),
-        render_plugins=[
-            SwaggerRenderPlugin(
-                path="/",
-                js_url="/docs/assets/swagger-ui-bundle.js",
-                css_url="/docs/assets/swagger-ui.css",
-                standalone_preset_js_url="/docs/assets/swagger-ui-standalone-preset.js",
-            )
-        ],
+    static_files = create_static_files_router(
+        path="/static", directories=[STATIC_DIR], include_in_schema=False, name="static"
     )
     app = Litestar(
         route_handlers=[
@@ -125,7 +98,7 @@ def create_app(settings: Settings | None = None, *, embedded: bool = False) -> L
             ),
             healthz,
             readyz,
-            swagger_assets,
+            static_files,
         ],
         dependencies={
             "db": Provide(provide_db),
@@ -136,11 +109,13 @@ def create_app(settings: Settings | None = None, *, embedded: bool = False) -> L
         exception_handlers=EXCEPTION_HANDLERS,
         middleware=[RequestInputMiddleware()],
         request_class=JsonRequest,
-        openapi_config=openapi,
+        openapi_config=openapi_config(API_VERSION),
+        plugins=[StrictStructSchemaPlugin()],
         lifespan=[lifespan],
         logging_config=None,
         debug=False,
     )
+    document_operations(app)
     # Outermost, so that every request (unknown routes included) gets an id, a log line and the
     # security headers.
     app.asgi_handler = RequestContextMiddleware(SecurityHeadersMiddleware(AcceptLanguageMiddleware(app.asgi_handler)))

@@ -205,6 +205,8 @@ def handle_http_exception(request: Request[Any, Any, Any], exc: HTTPException) -
         problem = ProblemError(exc.detail, status=405, code="method_not_allowed", title="Method not allowed")
     elif isinstance(exc, NotAuthorizedException):
         problem = Unauthorized(exc.detail)
+    elif exc.status_code == 413:  # past request_max_body_size
+        problem = ProblemError(exc.detail, status=413, code="payload_too_large", title="Too large")
     elif exc.status_code >= 500:
         log.error("server error", exc_info=exc)
         problem = ProblemError(

@@ -16,7 +16,8 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 class EmbeddedServer:
-    def __init__(self, tmp: Path) -> None:
+    def __init__(self, tmp: Path, env: dict[str, str] | None = None) -> None:
+        """``env`` adds or overrides GUIJU_* settings (e.g. a PostgreSQL database)."""
         with socket.socket() as s:
             s.bind(("127.0.0.1", 0))
             self.port = s.getsockname()[1]
@@ -29,6 +30,7 @@ class EmbeddedServer:
                 "GUIJU_VAR_DIR": str(tmp),
                 "GUIJU_PORT": str(self.port),
                 "GUIJU_LOG_LEVEL": "INFO",
+                **(env or {}),
             }
         )
         self.log = self.log_path.open("w")

@@ -9,13 +9,24 @@ from typing import Annotated
 import msgspec
 from msgspec import Meta
 
-Email = Annotated[str, Meta(max_length=254, description="An email address")]
-Name = Annotated[str, Meta(max_length=100)]
-CompanyName = Annotated[str, Meta(max_length=200)]
+from services.schema_docs import documented
+from tenants.models import LOCALES, Industry, Role
+
+# What the service checks itself (every problem at once, each with its own code) is documented here.
+Email = Annotated[str, Meta(max_length=254, description="An email address"), documented(format="email", min_length=3)]
+Name = Annotated[str, Meta(max_length=100), documented(min_length=1)]
+CompanyName = Annotated[str, Meta(max_length=200), documented(min_length=1)]
 Password = Annotated[
-    str, Meta(max_length=1024, description="10–128 characters, hard to guess (zxcvbn score 3 or more by default)")
+    str,
+    Meta(max_length=1024, description="10–128 characters, hard to guess (zxcvbn score 3 or more by default)"),
+    documented(min_length=10, max_length=128),
 ]
-Token = Annotated[str, Meta(max_length=200)]
+Token = Annotated[str, Meta(max_length=200), documented(min_length=1)]
+Locale = Annotated[str, Meta(max_length=8), documented(enum=list(LOCALES))]
+TimeZone = Annotated[str, Meta(max_length=64, description="An IANA time zone name, e.g. Asia/Shanghai")]
+RoleName = Annotated[
+    str, Meta(max_length=16, description="owner, admin, manager or member"), documented(enum=[r.value for r in Role])
+]
 
 
 class Input(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
@@ -27,12 +38,28 @@ class SignupIn(Input):
     password: Password
     display_name: Name
     company_name: CompanyName
-    industry: Annotated[str, Meta(max_length=32, description="ecommerce, foreign_trade, clinic or general")]
+    industry: Annotated[
+        str,
+        Meta(max_length=32, description="ecommerce, foreign_trade, clinic or general"),
+        documented(enum=[i.value for i in Industry]),
+    ]
     locale: (
-        Annotated[str, Meta(max_length=8, description="zh-CN or en; default: from Accept-Language, else zh-CN")] | None
+        Annotated[
+            str,
+            Meta(max_length=8, description="zh-CN or en; default: from Accept-Language, else zh-CN"),
+            documented(enum=list(LOCALES)),
+        ]
+        | None
     ) = None
-    timezone: Annotated[str, Meta(max_length=64)] | None = None
-    slug: Annotated[str, Meta(max_length=63)] | None = None
+    timezone: TimeZone | None = None
+    slug: (
+        Annotated[
+            str,
+            Meta(max_length=63, description="The workspace's address: lower-case letters, digits and dashes"),
+            documented(pattern=r"^[a-z0-9][a-z0-9-]{1,61}[a-z0-9]$"),
+        ]
+        | None
+    ) = None
 
 
 class LoginIn(Input):
@@ -74,31 +101,33 @@ class SwitchTenantIn(Input):
 
 class InvitationIn(Input):
     email: Email
-    role: Annotated[str, Meta(max_length=16, description="owner, admin, manager or member")] = "member"
+    role: RoleName = "member"
 
 
 class AcceptInvitationIn(Input):
     token: Token
     display_name: Name | None = None
     password: Password | None = None
-    locale: Annotated[str, Meta(max_length=8)] | None = None
+    locale: Locale | None = None
 
 
 class RoleIn(Input):
-    role: Annotated[str, Meta(max_length=16)]
+    role: RoleName
 
 
 class TenantPatch(Input):
     name: CompanyName | None = None
-    timezone: Annotated[str, Meta(max_length=64)] | None = None
-    locale: Annotated[str, Meta(max_length=8)] | None = None
+    timezone: TimeZone | None = None
+    locale: Locale | None = None
 
 
 class EntityIn(Input):
     name: CompanyName
     legal_name: Annotated[str, Meta(max_length=300)] | None = None
-    country: Annotated[str, Meta(max_length=2)] = "CN"
-    currency: Annotated[str, Meta(max_length=3)] = "CNY"
+    country: Annotated[str, Meta(max_length=2, description="ISO 3166-1 alpha-2"), documented(pattern="^[A-Z]{2}$")] = (
+        "CN"
+    )
+    currency: Annotated[str, Meta(max_length=3, description="ISO 4217"), documented(pattern="^[A-Z]{3}$")] = "CNY"
 
 
 class UserOut(msgspec.Struct):

@@ -143,7 +143,9 @@ class AutomationController(Controller):
         automation_id: FromPath[uuid.UUID],
         db: NamedDependency[AsyncSession],
         principal: NamedDependency[Principal],
-        status: Annotated[str | None, QueryParameter(description="only executions in this status")] = None,
+        status: Annotated[
+            str | None, QueryParameter(max_length=16, description="only executions in this status")
+        ] = None,
         limit: Annotated[int, QueryParameter(ge=1, le=service.MAX_PAGE)] = 50,
     ) -> list[ExecutionOut]:
         found = await service.list_executions(db, principal, automation_id, limit=limit, status=status)

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import uuid
 from datetime import datetime
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import msgspec
+
+from services.schema_docs import documented
 
 RecordEvent = Literal["created", "updated", "deleted"]
 RunEvent = Literal[
@@ -67,26 +69,34 @@ class PluginTrigger(msgspec.Struct, tag="plugin", tag_field="type", forbid_unkno
 Trigger = RecordEventTrigger | RunEventTrigger | ScheduleTrigger | WebhookTrigger | PluginTrigger
 
 
+# Checked by the service, which lists every problem of an automation at once.
+Name = Annotated[str, documented(min_length=1, max_length=200)]
+Conditions = Annotated[list[str], documented(max_items=50, description="expressions that must all hold")]
+Actions = Annotated[
+    list[dict[str, Any]], documented(min_items=1, max_items=50, description="{kind, …settings}, run in order")
+]
+
+
 class AutomationIn(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
-    name: str
+    name: Name
     trigger: Trigger
-    actions: list[dict[str, Any]]
+    actions: Actions
     description: Description = msgspec.field(default_factory=Description)
     owner_id: uuid.UUID | None = None  # default: whoever saves it
     enabled: bool = True
-    conditions: list[str] = msgspec.field(default_factory=list)
+    conditions: Conditions = msgspec.field(default_factory=list)
 
 
 class AutomationPatch(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     """Only the given attributes change; the result is validated as a whole."""
 
-    name: str | None = None
+    name: Name | None = None
     description: Description | None = None
     owner_id: uuid.UUID | None = None
     enabled: bool | None = None
     trigger: Trigger | None = None
-    conditions: list[str] | None = None
-    actions: list[dict[str, Any]] | None = None
+    conditions: Conditions | None = None
+    actions: Actions | None = None
 
 
 class AutomationOut(msgspec.Struct, kw_only=True):

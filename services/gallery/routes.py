@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Annotated, Any
 
 from litestar import Controller, Request, Response, get, post
 from litestar.di import NamedDependency
-from litestar.params import FromPath, FromQuery, JSONBody
+from litestar.params import FromPath, JSONBody, QueryParameter
 from litestar.response import Stream
 from litestar.status_codes import HTTP_200_OK, HTTP_201_CREATED
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -24,6 +24,7 @@ from services.gallery.schemas import (
     UpgradeIn,
     UpgradeReportOut,
 )
+from tenants.models import LOCALES, Industry
 
 
 class GalleryController(Controller):
@@ -35,9 +36,11 @@ class GalleryController(Controller):
         self,
         db: NamedDependency[AsyncSession],
         principal: NamedDependency[Principal],
-        industry: FromQuery[str | None] = None,
-        plugin: FromQuery[str | None] = None,
-        q: FromQuery[str | None] = None,
+        industry: Annotated[
+            str | None, QueryParameter(max_length=32, schema_extra={"enum": [i.value for i in Industry]})
+        ] = None,
+        plugin: Annotated[str | None, QueryParameter(max_length=100, description="packs that need this plugin")] = None,
+        q: Annotated[str | None, QueryParameter(max_length=200, description="words of the name or summary")] = None,
     ) -> list[PackSummaryOut]:
         return await service.list_packs(db, principal, industry=industry, plugin=plugin, query=q)
 
@@ -47,7 +50,7 @@ class GalleryController(Controller):
         db: NamedDependency[AsyncSession],
         principal: NamedDependency[Principal],
         pack_id: FromPath[str],
-        language: FromQuery[str | None] = None,
+        language: Annotated[str | None, QueryParameter(max_length=8, schema_extra={"enum": list(LOCALES)})] = None,
     ) -> PackPreviewOut:
         return await service.get_pack(db, principal, pack_id, language)
 

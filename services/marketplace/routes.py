@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Annotated, Any
 
 from litestar import Controller, Request, Response, delete, get, post, put
 from litestar.di import NamedDependency
-from litestar.params import FromPath, FromQuery, JSONBody
+from litestar.params import FromPath, FromQuery, JSONBody, QueryParameter
 from litestar.status_codes import HTTP_200_OK, HTTP_201_CREATED, HTTP_202_ACCEPTED
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -41,8 +41,8 @@ class CatalogController(Controller):
         self,
         db: NamedDependency[AsyncSession],
         principal: NamedDependency[Principal],
-        category: FromQuery[str | None] = None,
-        q: FromQuery[str | None] = None,
+        category: Annotated[str | None, QueryParameter(max_length=100)] = None,
+        q: Annotated[str | None, QueryParameter(max_length=200, description="words of the name or summary")] = None,
     ) -> list[ListingOut]:
         return await service.list_catalog(db, principal, category=category, query=q)
 
@@ -145,7 +145,7 @@ class InstallationController(Controller):
         db: NamedDependency[AsyncSession],
         principal: NamedDependency[Principal],
         name: FromPath[str],
-        confirm: FromQuery[str] = "",
+        confirm: Annotated[str, QueryParameter(max_length=200, description="the plugin's name, to confirm")] = "",
         delete_data: FromQuery[bool] = False,
     ) -> dict[str, int]:
         disabled = await service.uninstall(db, principal, name, delete_data=delete_data, confirm=confirm)
@@ -216,7 +216,7 @@ class PlatformAdminController(Controller):
         self,
         db: NamedDependency[AsyncSession],
         principal: NamedDependency[Principal],
-        status: FromQuery[str] = "pending",
+        status: Annotated[str, QueryParameter(max_length=16, description="empty: every status")] = "pending",
     ) -> list[SubmissionOut]:
         return [submission_out(r) for r in await publishing.list_for_review(db, principal, status or None)]
 

@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import uuid
 from datetime import datetime
-from typing import Any
+from typing import Annotated, Any
 
 import msgspec
 
 from services.errors import FieldProblem
+from services.schema_docs import documented
 
 
 class VersionOut(msgspec.Struct, frozen=True, kw_only=True):
@@ -138,7 +139,7 @@ class ReviewIn(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
 
 class PublisherIn(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
     tenant_id: uuid.UUID
-    name: str
+    name: Annotated[str, documented(min_length=1, max_length=200, description="the name its listings show")]
 
 
 class PublisherOut(msgspec.Struct, frozen=True, kw_only=True):

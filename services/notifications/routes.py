@@ -14,6 +14,7 @@ from services.accounts.service import Principal
 from services.notifications import service
 from services.notifications.models import Notification
 from services.notifications.schemas import NotificationOut, NotificationPage
+from services.schema_docs import Cursor
 
 
 def notification_out(row: Notification) -> NotificationOut:
@@ -32,7 +33,7 @@ class NotificationsController(Controller):
         db: NamedDependency[AsyncSession],
         principal: NamedDependency[Principal],
         unread: FromQuery[bool] = False,
-        cursor: FromQuery[str | None] = None,
+        cursor: Cursor = None,
         limit: Annotated[int, QueryParameter(ge=1, le=service.MAX_PAGE)] = 50,
     ) -> NotificationPage:
         principal.require_tenant()

@@ -28,6 +28,7 @@ from services.records.schemas import (
     RecordPage,
     RecordPatch,
 )
+from services.schema_docs import Cursor
 
 # Litestar refuses request bodies over 10 MB before this handler runs.
 MAX_UPLOAD_BYTES = 10 * 1024 * 1024
@@ -148,9 +149,9 @@ class RecordController(Controller):
         collection_id: FromPath[uuid.UUID],
         db: NamedDependency[AsyncSession],
         principal: NamedDependency[Principal],
-        sort: FromQuery[str | None] = None,
-        limit: FromQuery[int] = service.DEFAULT_PAGE,
-        cursor: FromQuery[str | None] = None,
+        sort: Annotated[str | None, QueryParameter(max_length=100, description="[-]<field key>")] = None,
+        limit: Annotated[int, QueryParameter(ge=1, le=service.MAX_PAGE)] = service.DEFAULT_PAGE,
+        cursor: Cursor = None,
     ) -> RecordPage:
         params = {key: request.query_params.getall(key) for key in request.query_params}
         collection, rows, next_cursor = await service.list_records(
@@ -210,7 +211,9 @@ class RecordController(Controller):
         collection_id: FromPath[uuid.UUID],
         db: NamedDependency[AsyncSession],
         principal: NamedDependency[Principal],
-        file_format: Annotated[str, QueryParameter(name="format")] = "csv",
+        file_format: Annotated[
+            str, QueryParameter(name="format", max_length=8, schema_extra={"enum": ["csv", "xlsx"]})
+        ] = "csv",
     ) -> Response[bytes]:
         content, media_type, filename = await service.export_records(db, principal, collection_id, file_format)
         return Response(

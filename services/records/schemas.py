@@ -9,11 +9,22 @@ from typing import Annotated, Any
 import msgspec
 from msgspec import Meta
 
-from services.records.fields import FieldDef
+from services.records.fields import MAX_FIELDS, FieldDef
+from services.schema_docs import documented
 from services.validation import PositiveInt32
 
-Key = Annotated[str, Meta(max_length=63, description="lower_snake_case, stable for the collection's life")]
-Name = Annotated[str, Meta(max_length=200)]
+Key = Annotated[
+    str,
+    Meta(max_length=63, description="lower_snake_case, stable for the collection's life"),
+    documented(pattern=r"^[a-z][a-z0-9_]{0,62}$"),
+]
+Name = Annotated[str, Meta(max_length=200), documented(min_length=1)]
+# Field definitions, decoded one by one by the service so that every definition's problems are listed.
+FieldDefs = Annotated[
+    list[dict[str, Any]],
+    Meta(max_length=MAX_FIELDS, description="field definitions: {key, label, type, …} (see docs/records.md)"),
+]
+Values = Annotated[dict[str, Any], Meta(description="field key → value, as the field's type says")]
 
 
 class Input(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
@@ -24,8 +35,7 @@ class CollectionIn(Input):
     key: Key
     name: Name
     entity_scoped: bool = False
-    # Decoded one by one by the service, so that every definition's problems are listed at once.
-    fields: list[dict[str, Any]] = []
+    fields: FieldDefs = []
 
 
 class CollectionPatch(Input):
@@ -33,23 +43,23 @@ class CollectionPatch(Input):
     out is hidden (its values are kept until purged); a hidden field listed again is restored."""
 
     name: Name | None = None
-    fields: list[dict[str, Any]] | None = None
+    fields: FieldDefs | None = None
     summary: Annotated[str, Meta(max_length=500)] | None = None
 
 
 class PurgeIn(Input):
-    field_keys: list[Key]
+    field_keys: Annotated[list[Key], Meta(max_length=MAX_FIELDS)]
 
 
 class RecordIn(Input):
-    values: dict[str, Any] = {}
+    values: Values = {}
     entity_id: uuid.UUID | None = None
 
 
 class RecordPatch(Input):
     """Only the given values change; ``version``, when sent, must be the record's current version."""
 
-    values: dict[str, Any] = {}
+    values: Values = {}
     entity_id: uuid.UUID | None = None
     version: PositiveInt32 | None = None
 

@@ -110,7 +110,9 @@ def test_guiju_run_serves_the_platform(tmp_path: Path) -> None:
         ready = httpx.get(f"{server.base}/readyz", timeout=5).json()
         assert ready == {"status": "ready", "checks": {"database": "ok", "broker": "ok"}}
         assert "swagger" in httpx.get(f"{server.base}/docs", timeout=5).text.lower()
-        assert httpx.get(f"{server.base}/docs/assets/swagger-ui-bundle.js", timeout=5).status_code == 200
+        assert (
+            httpx.get(f"{server.base}/static/vendor/swagger-ui-dist/swagger-ui-bundle.js", timeout=5).status_code == 200
+        )
         email = unique_email("run")
         signup = httpx.post(
             f"{server.base}/api/v1/auth/signup",

@@ -12,7 +12,8 @@ from litestar.params import FromPath, FromQuery, JSONBody, Parameter, QueryParam
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from services.accounts.service import Principal
-from services.sops.engine import Actor
+from services.schema_docs import Cursor
+from services.sops.engine import Actor, RunStatus, StepStatus
 from services.sops.runs import service
 from services.sops.runs.models import Run, RunComment, RunException, StepInstance
 from services.sops.runs.schemas import (
@@ -155,9 +156,11 @@ class RunsController(Controller):
         self,
         db: NamedDependency[AsyncSession],
         principal: NamedDependency[Principal],
-        status: FromQuery[str | None] = None,
+        status: Annotated[
+            str | None, QueryParameter(max_length=16, schema_extra={"enum": [s.value for s in RunStatus]})
+        ] = None,
         procedure_id: FromQuery[uuid.UUID | None] = None,
-        cursor: FromQuery[str | None] = None,
+        cursor: Cursor = None,
         limit: Annotated[int, QueryParameter(ge=1, le=service.MAX_PAGE)] = 50,
     ) -> RunPage:
         actor_of(principal)
@@ -350,11 +353,13 @@ class MyTasksController(Controller):
         db: NamedDependency[AsyncSession],
         principal: NamedDependency[Principal],
         procedure_id: FromQuery[uuid.UUID | None] = None,
-        status: FromQuery[str | None] = None,
+        status: Annotated[
+            str | None, QueryParameter(max_length=16, schema_extra={"enum": [s.value for s in StepStatus]})
+        ] = None,
         overdue: FromQuery[bool] = False,
         due_before: FromQuery[datetime | None] = None,
         include_claimable: FromQuery[bool] = False,
-        cursor: FromQuery[str | None] = None,
+        cursor: Cursor = None,
         limit: Annotated[int, QueryParameter(ge=1, le=service.MAX_PAGE)] = 50,
     ) -> TaskPage:
         actor = actor_of(principal)

@@ -9,9 +9,10 @@ from typing import Annotated, Any, Literal
 import msgspec
 from msgspec import Meta
 
-from services.validation import PositiveInt32
+from services.validation import INT32_MAX
 
 Note = Annotated[str, Meta(max_length=10_000)]
+StepId = Annotated[int, Meta(ge=1, le=INT32_MAX, description="a step's id within its run")]
 FileIds = Annotated[list[uuid.UUID], Meta(max_length=50, description="ids of files uploaded with POST /api/v1/files")]
 
 
@@ -38,7 +39,7 @@ class EvidenceIn(Input):
 
 class CompleteIn(Input):
     values: dict[str, Any] = {}
-    checked: Annotated[list[str], Meta(max_length=200)] = []
+    checked: Annotated[list[Annotated[str, Meta(max_length=63)]], Meta(max_length=200)] = []
     evidence: EvidenceIn = msgspec.field(default_factory=EvidenceIn)
 
 
@@ -48,13 +49,13 @@ class DecisionNoteIn(Input):
 
 class CommentIn(Input):
     body: Annotated[str, Meta(min_length=1, max_length=10_000)]
-    step_id: PositiveInt32 | None = None
+    step_id: StepId | None = None
     file_ids: FileIds = []
 
 
 class RaiseExceptionIn(Input):
     kind: Annotated[str, Meta(min_length=1, max_length=63)]
-    step_id: PositiveInt32 | None = None
+    step_id: StepId | None = None
     note: Note = ""
     file_ids: FileIds = []
 

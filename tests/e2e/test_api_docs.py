@@ -1,0 +1,65 @@
+"""``/docs`` in a real headless Chromium against ``guiju run``: Swagger UI renders every operation
+of the OpenAPI 3.1 document, from our own files only."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from urllib.parse import urlsplit
+
+import httpx
+import pytest
+
+from services.openapi import OPENAPI_JSON_PATH
+from services.openapi.document import documented_operations
+from tests.e2e.test_link_pages import CHROMIUM_FLAGS, chromium  # noqa: F401  (the fixture)
+from tests.embedded_server import EmbeddedServer as Server
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+    running = Server(tmp_path_factory.mktemp("docs"))
+    yield running
+    running.stop()
+
+
+def test_docs_render_every_operation_of_the_document(chromium: str, server: Server) -> None:  # noqa: F811
+    from playwright.sync_api import sync_playwright
+
+    document = httpx.get(server.base + OPENAPI_JSON_PATH, timeout=10).json()
+    assert document["openapi"].startswith("3.1")
+    expected = len(documented_operations(document))
+    assert expected > 100
+
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=chromium, headless=True, args=CHROMIUM_FLAGS)
+        try:
+            page = browser.new_page(locale="en-US")
+            console_errors: list[str] = []
+            page.on("console", lambda message: message.type == "error" and console_errors.append(message.text))
+            page.on("pageerror", lambda error: console_errors.append(str(error)))
+            origins: set[str] = set()
+            page.on("request", lambda request: origins.add(urlsplit(request.url).netloc))
+            failed: list[str] = []
+            page.on("response", lambda response: response.status >= 400 and failed.append(response.url))
+
+            page.goto(server.base + "/docs")
+            page.wait_for_selector(".opblock", timeout=30_000)
+
+            signup = page.locator('.opblock-post:has(.opblock-summary-path[data-path="/api/v1/auth/signup"])')
+            assert signup.count() == 1
+            assert signup.first.is_visible()
+            assert page.locator(".opblock").count() == expected
+            assert page.get_by_text("Unable to render this definition").count() == 0
+            assert page.locator(".errors-wrapper").count() == 0
+
+            # Opening an operation shows its problem+json errors.
+            signup.first.locator(".opblock-summary").click()
+            page.wait_for_selector(".opblock-post.is-open .responses-table")
+            responses = page.locator(".opblock-post.is-open .responses-table").first.inner_text()
+            assert "application/problem+json" in responses
+        finally:
+            browser.close()
+
+    assert failed == []
+    assert console_errors == []
+    assert origins == {urlsplit(server.base).netloc}, "the page loaded something from another site"
