@@ -14,7 +14,6 @@ from litestar.params import QueryParameter
 from msgspec import Meta
 
 
-
 def documented(**schema: Any) -> Meta:
     """JSON Schema keywords (``min_length``, ``enum``, ``format``, ``pattern``…) for the document only."""
     # Litestar copies extra_json_schema["extra"] onto the field's OpenAPI schema.

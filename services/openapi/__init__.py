@@ -29,7 +29,14 @@ def openapi_config(version: str) -> OpenAPIConfig:
             "`too_deeply_nested`); no text, query or path parameter may hold U+0000 (422 `nul_character`)."
         ),
         path=DOCS_PATH,
-        openapi_router=Router(path=DOCS_PATH, route_handlers=[], opt={CSP_OPT: DOCS_CSP}),
+        openapi_router=Router(
+            path=DOCS_PATH,
+            route_handlers=[],
+            include_in_schema=False,
+            dto=None,
+            return_dto=None,
+            opt={CSP_OPT: DOCS_CSP},
+        ),
         render_plugins=[SwaggerPage(path="/")],
         components=components(),
     )

@@ -22,6 +22,8 @@ WORKSPACE: Codes = ("no_tenant_selected",)
 ROLE: Codes = ("no_tenant_selected", "role_required")
 PUBLISHER: Codes = ("no_tenant_selected", "not_a_publisher", "role_required")
 TOKEN: Codes = ("token_expired", "token_invalid", "token_used")
+ADMIN: Codes = ("email_not_verified",)
+ADMIN_RECENT: Codes = ("email_not_verified", "reauthentication_required")
 # What every action on a step of a run may meet: the run or step gone, the step not in a state
 # that allows it, someone else's change at the same moment, a procedure that cannot advance.
 STEP_403: Codes = ("no_tenant_selected", "not_step_owner")
@@ -31,11 +33,14 @@ ADVANCE_422: Codes = ("runaway_loop", "unknown_step")
 
 DOMAIN_PROBLEMS: dict[str, dict[int, Codes]] = {
     # accounts
-    "POST /api/v1/auth/signup": {409: ("email_taken", "slug_taken", "signup_conflict"), 429: ("rate_limited",)},
+    "POST /api/v1/auth/signup": {409: ("email_taken", "slug_taken", "signup_conflict")},
     "POST /api/v1/auth/login": {401: ("invalid_credentials",), 429: ("login_rate_limited",)},
     "POST /api/v1/auth/switch-tenant": {404: ("tenant_not_found",)},
     "POST /api/v1/auth/verify-email": {410: TOKEN},
-    "POST /api/v1/auth/resend-verification": {409: ("already_verified",)},
+    "POST /api/v1/auth/resend-verification": {409: ("already_verified",), 429: ("mail_rate_limited",)},
+    "POST /api/v1/auth/password-reset": {429: ("mail_rate_limited",)},
+    "POST /api/v1/auth/reauthenticate": {403: ("wrong_password",), 429: ("login_rate_limited",)},
+    "POST /api/v1/auth/change-password": {403: ("wrong_password",), 429: ("login_rate_limited",)},
     "POST /api/v1/auth/password-reset/confirm": {410: TOKEN},
     "POST /api/v1/auth/accept-invitation": {
         401: ("sign_in_to_accept",),
@@ -184,18 +189,26 @@ DOMAIN_PROBLEMS: dict[str, dict[int, Codes]] = {
         409: ("plugin_name_taken", "version_exists"),
         422: ("invalid_source",),
     },
-    # The platform admin's routes answer 404 `not_found` to anyone else, so that they stay unseen.
-    "POST /api/v1/admin/publishers": {404: ("not_found", "tenant_not_found"), 409: ("publisher_name_taken",)},
-    "GET /api/v1/admin/plugin-versions": {404: ("not_found",)},
+    # The platform admin's routes answer 404 `not_found` to anyone else, so that they stay unseen; an
+    # admin needs a verified address, and a recent password for what changes or deploys a plugin.
+    "POST /api/v1/admin/publishers": {
+        403: ADMIN_RECENT,
+        404: ("not_found", "tenant_not_found"),
+        409: ("publisher_name_taken",),
+    },
+    "GET /api/v1/admin/plugin-versions": {403: ADMIN, 404: ("not_found",)},
     "POST /api/v1/admin/plugin-versions/{plugin}/{version}/approve": {
+        403: ADMIN_RECENT,
         404: ("plugin_version_not_found",),
         409: ("not_pending",),
     },
     "POST /api/v1/admin/plugin-versions/{plugin}/{version}/reject": {
+        403: ADMIN_RECENT,
         404: ("plugin_version_not_found",),
         409: ("not_pending",),
     },
     "GET /api/v1/admin/plugin-versions/{plugin}/{version}/source": {
+        403: ADMIN_RECENT,
         404: ("plugin_version_not_found", "file_not_found"),
     },
     # notifications
