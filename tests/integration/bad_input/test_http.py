@@ -284,7 +284,7 @@ async def test_cursors_nested_deep_or_holding_nul_are_invalid_cursors(world: Wor
         {"key": "orders", "name": "Orders", "fields": [{"key": "code", "label": "Code", "type": "text"}]},
     )
     records = f"/api/v1/collections/{collection.json()['id']}/records"
-    deep = base64.urlsafe_b64encode(b"[" * 3000 + b"]" * 3000).decode()
+    deep = base64.urlsafe_b64encode(b"[" * 100 + b"]" * 100).decode()  # past the 64 levels, within 500 characters
     nul = base64.urlsafe_b64encode(json.dumps(["code", "A\x00", str(uuid.uuid4())]).encode()).decode()
     for path, params, pointer in [
         ("/api/v1/my/tasks", {"cursor": deep}, "/query/cursor"),
@@ -317,7 +317,7 @@ async def test_a_records_cursor_holding_a_value_of_the_wrong_kind_for_its_sort_i
         return base64.urlsafe_b64encode(raw).decode()
 
     wrong = [
-        ("qty", 10**400),  # past a double
+        ("qty", 10**309),  # past a double
         ("qty", "1e999"),
         ("qty", True),
         ("-qty", "12"),
