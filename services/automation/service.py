@@ -100,6 +100,7 @@ from services.db.statements import execute_core, insert_ignoring_conflicts, one_
 from services.errors import Conflict, FieldProblem, NotFound, ProblemError, ValidationProblem
 from services.expressions import ExpressionError, NotFiniteError, compile_expression
 from services.marketplace import service as marketplace
+from services.names import name_problems
 from services.outbox import service as outbox
 from services.records import service as records
 from services.scheduler import service as scheduler
@@ -450,7 +451,9 @@ def automation_problems(
     problems: list[FieldProblem] = []
     if not name.strip():
         problems.append(FieldProblem(pointer="/name", code="required", message="the name cannot be empty"))
-    elif len(name) > MAX_NAME_LENGTH:
+    else:
+        problems += name_problems(name, "/name", required=False)
+    if len(name) > MAX_NAME_LENGTH:
         problems.append(FieldProblem(pointer="/name", code="too_long", message=f"at most {MAX_NAME_LENGTH} characters"))
     if owner_id is not None and owner_id not in env.member_ids:
         problems.append(FieldProblem(pointer="/owner_id", code="not_a_member", message="the owner must be a member"))
@@ -1233,6 +1236,15 @@ def _jsonable(value: Any) -> Any:
     return json.loads(json.dumps(value, default=str))
 
 
+def _finite(value: Any) -> bool:
+    """Whether ``value`` can be stored as JSON: no NaN or infinity anywhere in it."""
+    try:
+        json.dumps(value, default=str, allow_nan=False)
+    except ValueError:
+        return False
+    return True
+
+
 # ---------------------------------------------------------------- sending steps after commit
 
 _SENDS_KEY = "automation_sends"
@@ -1539,7 +1551,11 @@ async def _attempt_action(
         # Events the action emits carry the lineage, so the dispatcher can stop a loop.
         with outbox.caused_by(cause_for_actions(execution)):
             async with asyncio.timeout(kind.time_limit_ms / 1000):
-                return await kind.run(db, ctx, attempt.config)
+                result = await kind.run(db, ctx, attempt.config)
+        if not isinstance(result, Wait) and not _finite(result):
+            # Stored as JSON, which has no infinity: refused here rather than failing in the database.
+            raise _Failure("the action's output holds a number that is not finite (NaN or infinity)", permanent=True)
+        return result
     except PermanentActionError as exc:
         raise _Failure(str(exc) or type(exc).__name__, permanent=True, follow_up=exc.follow_up) from exc
     except RetryableActionError as exc:

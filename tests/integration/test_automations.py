@@ -42,6 +42,7 @@ class Probe:
     fail_times: int = 0
     permanent: bool = False
     retry_after: float | None = None
+    output: dict[str, Any] | None = None  # what it answers, when not its usual echo
     calls: list[ActionContext] = field(default_factory=list)
 
     def config_problems(self, config: dict[str, Any], pointer: str, env: ValidationEnv) -> list[FieldProblem]:
@@ -58,6 +59,8 @@ class Probe:
             if self.permanent:
                 raise PermanentActionError("the partner refused it (400)")
             raise RetryableActionError("the partner is down (503)", retry_after=self.retry_after)
+        if self.output is not None:
+            return self.output
         return {"note": config.get("note"), "attempt": ctx.attempt, "record_id": ctx.event.get("record_id")}
 
 

@@ -7,6 +7,8 @@ from __future__ import annotations
 from typing import Any
 
 from tests.conftest import World
+from tests.integration import test_automations as automation_tests
+from tests.integration.test_automations import Probe, probe  # noqa: F401
 from tests.integration.test_records import csv_bytes, make_collection, pointers, upload
 
 
@@ -91,3 +93,25 @@ async def test_numbers_that_are_not_finite_never_reach_a_record(world: World) ->
         ("/rows/4/amount", "not_finite"),
     }
     assert (await api.get(records)).json()["items"] == []
+
+
+async def test_an_action_answering_infinity_fails_its_execution_and_stores_nothing_of_it(
+    world: World,
+    probe: Probe,  # noqa: F811
+) -> None:
+    probe.output = {"total": float("inf"), "rows": [1.5, float("nan")]}
+    owner, _ = await world.signup()
+    collection = await automation_tests._collection(owner)
+    created = await owner.post("/api/v1/automations", automation_tests._record_automation(collection["id"]))
+    assert created.status_code == 201, created.text
+    records = f"/api/v1/collections/{collection['id']}/records"
+    record = (await owner.post(records, {"values": {"status": "new"}})).json()
+    await owner.patch(f"{records}/{record['id']}", {"values": {"status": "paid"}})
+    await automation_tests.run_automations()
+    [execution] = await automation_tests._executions(owner, created.json()["id"])
+    assert execution["status"] == "failed", execution
+    assert "not finite" in execution["error"]
+    assert len(probe.calls) == 1  # refused for good, not retried
+    detail = (await owner.get(f"/api/v1/automations/executions/{execution['id']}")).json()
+    assert [a["status"] for a in detail["actions"]] == ["failed"]
+    assert detail["actions"][0]["output"] in (None, {})
