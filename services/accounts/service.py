@@ -26,7 +26,6 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from services.accounts import throttle
 from services.accounts.emails import login_email, normalize_email
 from services.accounts.models import AuthSession, Invitation, User, UserToken
-from services.accounts.names import clean_name, name_problems
 from services.accounts.passwords import MAX_PASSWORD_LENGTH, password_problems, personal_words
 from services.accounts.schemas import (
     AcceptInvitationIn,
@@ -46,6 +45,7 @@ from services.errors import (
     ValidationProblem,
 )
 from services.mail import service as mail
+from services.names import clean_name, name_problems
 from services.outbox import service as outbox
 from services.ratelimit import RateLimiter
 from services.settings import Settings

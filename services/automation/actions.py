@@ -34,6 +34,7 @@ from services.accounts import service as accounts
 from services.errors import FieldProblem, ProblemError
 from services.marketplace import host as plugin_host
 from services.marketplace import service as marketplace
+from services.names import without_hidden_characters
 from services.notifications import service as notifications
 from services.records import service as records
 from services.sops.calendar import hours
@@ -407,7 +408,12 @@ class StartRun(_Kind):
             raise PermanentActionError("data is not an object")
         title = resolve(config.get("title"), context)
         run = await runs.start_run(
-            db, procedure_id, None, _jsonable(data), record_id, title=str(title)[:300] if title else None
+            db,
+            procedure_id,
+            None,
+            _jsonable(data),
+            record_id,
+            title=without_hidden_characters(str(title))[:300] or None if title else None,
         )
         return {"run_id": str(run.id)}
 

@@ -39,8 +39,10 @@ from services.errors import Conflict, FieldProblem, Forbidden, NotFound, Validat
 from services.files import service as files
 from services.marketplace import archives, checks, service
 from services.marketplace.models import PluginListing, PluginPublisher, PluginVersion
+from services.names import clean_name, name_problems
 from services.outbox import service as outbox
 from services.patterns import schema_pattern_problems
+from services.validation import check
 from tenants.base import utcnow
 from tenants.context import system_scope, tenant_scope
 from tenants.models import Role
@@ -77,11 +79,12 @@ async def require_platform_admin(db: AsyncSession, principal: Principal, *, sens
 async def grant_publisher(db: AsyncSession, principal: Principal, tenant_id: uuid.UUID, name: str) -> PluginPublisher:
     """Give a workspace the publisher flag, under the public ``name`` its listings show."""
     await require_platform_admin(db, principal, sensitive=True)
-    clean = name.strip()
+    clean = clean_name(name)
     if not clean or len(clean) > 200:
         raise ValidationProblem(
             "A publisher needs a name.", errors=[_problem("/name", "required", "1 to 200 characters")]
         )
+    check(name_problems(name, "/name", required=False))
     taken = await db.scalar(select(PluginPublisher).where(PluginPublisher.name == clean))
     existing = await db.get(PluginPublisher, tenant_id)
     if taken is not None and taken.publisher_tenant_id != tenant_id:

@@ -27,6 +27,7 @@ import phonenumbers
 from email_validator import EmailNotValidError, validate_email
 
 from services.errors import FieldProblem
+from services.names import name_problems
 from services.patterns import PatternError, compile_pattern, pattern_problem
 
 
@@ -186,6 +187,7 @@ def validate_field_defs(defs: list[FieldDef], *, prefix: str = "/fields", nested
             seen[fd.key] = index
         if not fd.label.strip() or len(fd.label) > 200:
             problems.append(_problem(f"{at}/label", "invalid_label", "a label has 1 to 200 characters"))
+        problems += name_problems(fd.label, f"{at}/label", required=False)
         try:
             ftype = FieldType(fd.type)
         except ValueError:

@@ -37,6 +37,7 @@ from services.db.statements import one_or_raise
 from services.errors import Conflict, FieldProblem, NotFound, ProblemError, ValidationProblem
 from services.files import service as files
 from services.json_body import decode_json_body
+from services.names import clean_name, name_problems
 from services.outbox import service as outbox
 from services.records.fields import (
     KEY_RE,
@@ -223,8 +224,7 @@ async def create_collection(db: AsyncSession, principal: Principal, data: Collec
         problems.append(
             FieldProblem(pointer="/key", code="invalid_key", message="lower_snake_case, starting with a letter")
         )
-    if not data.name.strip():
-        problems.append(FieldProblem(pointer="/name", code="required", message="the name cannot be empty"))
+    problems += name_problems(data.name, "/name")
     defs, field_problems = parse_field_defs(data.fields)
     problems += field_problems
     if not field_problems:
@@ -237,7 +237,7 @@ async def create_collection(db: AsyncSession, principal: Principal, data: Collec
     collection = Collection(
         id=new_id(),
         key=data.key,
-        name=data.name.strip(),
+        name=clean_name(data.name),
         entity_scoped=data.entity_scoped,
         schema_version=1,
         fields=_dump_defs(defs),
@@ -296,8 +296,8 @@ async def alter_collection(
     principal.require_role(Role.MANAGER)
     collection = await _collection(db, collection_id, lock=True)
     problems: list[FieldProblem] = []
-    if patch.name is not None and not patch.name.strip():
-        problems.append(FieldProblem(pointer="/name", code="required", message="the name cannot be empty"))
+    if patch.name is not None:
+        problems += name_problems(patch.name, "/name")
     current = _stored_defs(collection)
     summary: list[str] = []
     new_defs = current
@@ -311,14 +311,14 @@ async def alter_collection(
         new_defs, summary = _merge_defs(current, listed)
     if problems:
         raise ValidationProblem(errors=problems)
-    if patch.name is not None and patch.name.strip() != collection.name:
-        summary.insert(0, f"renamed the collection to '{patch.name.strip()}'")
+    if patch.name is not None and clean_name(patch.name) != collection.name:
+        summary.insert(0, f"renamed the collection to '{clean_name(patch.name)}'")
     if not summary:
         return collection
     before = _collection_snapshot(collection)
     await _migrate_records(db, collection, current, new_defs)
     if patch.name is not None:
-        collection.name = patch.name.strip()
+        collection.name = clean_name(patch.name)
     await _new_version(db, collection, new_defs, summary, patch.summary, principal.user_id)
     await audit.record_change(
         db,

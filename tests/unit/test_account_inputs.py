@@ -7,8 +7,8 @@ import time
 import pytest
 
 from services.accounts.emails import normalize_email
-from services.accounts.names import clean_name, hidden_characters, name_problems
 from services.accounts.passwords import password_problems, personal_words, strength
+from services.names import clean_name, hidden_characters, name_problems
 
 
 @pytest.mark.parametrize(

@@ -18,6 +18,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from services.audit import service as audit
 from services.errors import FieldProblem, ProblemError, ValidationProblem
+from services.names import name_problems
 from services.sops.calendar.hours import (
     DEFAULT_INTERVALS,
     DEFAULT_TIMEZONE,
@@ -137,6 +138,7 @@ async def show_calendar(db: AsyncSession) -> CalendarOut:
 def _date_problems(entries: list[NamedDateIn], pointer: str, problems: list[FieldProblem]) -> dict[date, int]:
     seen: dict[date, int] = {}
     for index, entry in enumerate(entries):
+        problems += name_problems(entry.name, f"{pointer}/{index}/name", required=False)
         try:
             day = date.fromisoformat(entry.date) if _ISO_DATE.match(entry.date) else None
         except ValueError:

@@ -22,6 +22,7 @@ from services.accounts.service import Principal
 from services.audit import service as audit
 from services.errors import Conflict, FieldProblem, NotFound, ValidationProblem
 from services.marketplace import service as marketplace
+from services.names import clean_name, name_problems
 from services.outbox import service as outbox
 from services.records import service as records
 from services.sops.definition import (
@@ -293,7 +294,7 @@ async def create_procedure(db: AsyncSession, principal: Principal, data: Procedu
     """A new procedure with its draft v1 (the definition must decode; it is checked fully on publish)."""
     principal.require_role(Role.MANAGER)
     owner_id = data.owner_id or principal.user_id
-    problems = await _fact_problems(db, owner_id, data.collection_id)
+    problems = name_problems(data.title, "/title") + await _fact_problems(db, owner_id, data.collection_id)
     definition, decode_problems = validation.decode_definition(data.definition)
     problems += _prefixed(decode_problems, "/definition")
     check(problems)
@@ -303,7 +304,7 @@ async def create_procedure(db: AsyncSession, principal: Principal, data: Procedu
     procedure = Procedure(
         id=new_id(),
         key=data.key,
-        title=data.title,
+        title=clean_name(data.title),
         purpose=data.purpose,
         metric=data.metric,
         owner_id=owner_id,
@@ -340,10 +341,11 @@ async def update_procedure(
     procedure = await _procedure(db, procedure_id, for_update=True)
     _editable(procedure)
     collection_id = None if isinstance(patch.collection_id, msgspec.UnsetType) else patch.collection_id
-    check(await _fact_problems(db, patch.owner_id, collection_id))
+    title_problems = name_problems(patch.title, "/title") if patch.title is not None else []
+    check(title_problems + await _fact_problems(db, patch.owner_id, collection_id))
     before = _procedure_audit(procedure)
     if patch.title is not None:
-        procedure.title = patch.title
+        procedure.title = clean_name(patch.title)
     if patch.purpose is not None:
         procedure.purpose = patch.purpose
     if not isinstance(patch.metric, msgspec.UnsetType):

@@ -17,6 +17,7 @@ import msgspec
 
 from services.errors import FieldProblem
 from services.expressions import ExpressionError, compile_expression
+from services.names import name_problems
 from services.records.service import FIELD_TYPES
 from services.sops.definition import (
     ActionStep,
@@ -434,6 +435,7 @@ class _Checker:
     def step_details(self) -> None:
         for i, step in enumerate(self.d.steps):
             base = f"/steps/{i}"
+            self.problems += name_problems(step.title, f"{base}/title")
             if isinstance(step, HumanStep):
                 self.human(base, step)
             if isinstance(step, DecisionStep):

@@ -33,6 +33,7 @@ from services.db.statements import one_or_raise
 from services.errors import Conflict, FieldProblem, Forbidden, NotFound, ProblemError, ValidationProblem
 from services.files import service as files
 from services.json_body import decode_json_body
+from services.names import name_problems
 from services.outbox import service as outbox
 from services.records import service as records
 from services.scheduler import service as scheduler
@@ -692,6 +693,8 @@ async def start_run(
     version = await procedures.version_for_run(db, procedure_id)
     definition = version.definition
     values, problems = _validate_data(definition, data or {})
+    if title is not None:
+        problems += name_problems(title, "/title", required=False)
     if record_id is None and parent is not None and version.collection_id == parent_record[0]:
         record_id = parent_record[1]  # a sub-procedure about the same collection works on the same record
     if version.collection_id is not None and record_id is None and parent is None:

@@ -1,4 +1,4 @@
-"""Names people type: of a person, a workspace, a legal entity.
+"""Names people type: of a person, a workspace, a legal entity, a collection, a procedure, an automation…
 
 A name is stored NFC-normalised with its surrounding white space removed, and refused when it holds
 characters that are not shown but change what is shown or how it is read:
@@ -77,6 +77,14 @@ def hidden_characters(text: str) -> list[str]:
 def clean_name(raw: str) -> str:
     """The name as stored: NFC, without surrounding white space."""
     return unicodedata.normalize("NFC", raw).strip()
+
+
+def without_hidden_characters(raw: str) -> str:
+    """A name made from data rather than typed (a run title an automation renders from a record):
+    the same name with the characters :func:`hidden_characters` finds removed, NFC, trimmed."""
+    name = clean_name(raw)
+    hidden = set(hidden_characters(name))
+    return "".join(c for c in name if c not in hidden).strip() if hidden else name
 
 
 def name_problems(raw: str, pointer: str, *, required: bool = True) -> list[FieldProblem]:
