@@ -13,12 +13,13 @@ from services.automation import webhooks
 from tests.conftest import World
 
 
-async def _webhook_automation(api: Any, *, verify: bool) -> tuple[str, str, str]:
+async def _webhook_automation(api: Any, *, verify: bool, mapping: dict[str, str] | None = None) -> tuple[str, str, str]:
+    """A webhook automation (its id, its ``/hooks/…`` path and signing secret) that waits 5 minutes."""
     created = await api.post(
         "/api/v1/automations",
         {
             "name": "Orders from the shop",
-            "trigger": {"type": "webhook", "verify_signature": verify, "mapping": {"code": "payload.code"}},
+            "trigger": {"type": "webhook", "verify_signature": verify, "mapping": mapping or {"code": "payload.code"}},
             "actions": [{"kind": "wait", "duration": {"minutes": 5, "business": False}}],
         },
     )

@@ -17,6 +17,7 @@ from sqlalchemy import func, select
 from services.accounts.models import User
 from services.db import open_session
 from tests.conftest import PASSWORD, Api, World, signup_body
+from tests.integration.test_webhooks_inbound import _webhook_automation
 
 JSON = {"Content-Type": "application/json"}
 INT32_MAX = 2**31 - 1
@@ -104,26 +105,9 @@ async def test_the_nesting_limit_is_64_levels(world: World) -> None:
     assert "64" in beyond.json()["detail"]
 
 
-async def _webhook(api: Api) -> tuple[str, str]:
-    created = await api.post(
-        "/api/v1/automations",
-        {
-            "name": "Orders from the shop",
-            "trigger": {"type": "webhook", "verify_signature": False, "mapping": {"code": "payload.code"}},
-            "actions": [{"kind": "wait", "duration": {"minutes": 5, "business": False}}],
-        },
-    )
-    assert created.status_code == 201, created.text
-    automation_id = created.json()["id"]
-    rotated = await api.post(f"/api/v1/automations/{automation_id}/webhook/rotate")
-    assert rotated.status_code == 200, rotated.text
-    url = rotated.json()["url"]
-    return automation_id, url[url.index("/hooks/") :]
-
-
 async def test_the_inbound_webhook_refuses_malformed_payloads_with_400_and_logs_them(world: World) -> None:
     api, _ = await signed_in_client(world)
-    automation_id, path = await _webhook(api)
+    automation_id, path, _secret = await _webhook_automation(api, verify=False)
     sender = await world.client()
     cases = [
         (b"[" * 1000 + b"]" * 1000, 400, "too_deeply_nested"),
@@ -212,7 +196,7 @@ async def test_the_audit_list_bounds_before_seq_to_bigint(world: World) -> None:
 
 async def test_page_sizes_and_numeric_ids_beyond_the_database_are_4xx(world: World) -> None:
     api, _ = await signed_in_client(world)
-    automation_id, _path = await _webhook(api)
+    automation_id, _path, _secret = await _webhook_automation(api, verify=False)
     for limit in (INT64_MAX + 1, -1, 0, 10**6):
         response = await api.get(f"/api/v1/automations/{automation_id}/executions", params={"limit": limit})
         assert response.status_code == 422, (limit, response.text)

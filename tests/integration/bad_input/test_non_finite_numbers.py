@@ -4,33 +4,18 @@ SQLite and PostgreSQL (whose JSONB refuses them), and nothing is stored."""
 
 from __future__ import annotations
 
-from typing import Any
-
 from tests.conftest import World
 from tests.integration import test_automations as automation_tests
 from tests.integration.test_automations import Probe, probe  # noqa: F401
 from tests.integration.test_records import csv_bytes, make_collection, pointers, upload
-
-
-async def _webhook(api: Any, mapping: dict[str, str]) -> tuple[str, str]:
-    created = await api.post(
-        "/api/v1/automations",
-        {
-            "name": "Shop orders",
-            "trigger": {"type": "webhook", "mapping": mapping},
-            "actions": [{"kind": "wait", "duration": {"minutes": 5, "business": False}}],
-        },
-    )
-    assert created.status_code == 201, created.text
-    rotated = await api.post(f"/api/v1/automations/{created.json()['id']}/webhook/rotate")
-    assert rotated.status_code == 200, rotated.text
-    url = rotated.json()["url"]
-    return created.json()["id"], url[url.index("/hooks/") :]
+from tests.integration.test_webhooks_inbound import _webhook_automation
 
 
 async def test_a_webhook_mapping_that_overflows_is_refused_and_logged(world: World) -> None:
     api, _ = await world.signup()
-    automation_id, path = await _webhook(api, {"total": "payload.qty * payload.price", "gap": "payload.qty - 1e308"})
+    automation_id, path, _secret = await _webhook_automation(
+        api, verify=False, mapping={"total": "payload.qty * payload.price", "gap": "payload.qty - 1e308"}
+    )
     sender = (await world.client()).client
     json_headers = {"Content-Type": "application/json"}
 
