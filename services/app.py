@@ -120,9 +120,11 @@ def create_app(settings: Settings | None = None, *, embedded: bool = False) -> L
     # security headers.
     app.asgi_handler = RequestContextMiddleware(SecurityHeadersMiddleware(AcceptLanguageMiddleware(app.asgi_handler)))
     # The client's address and scheme come from X-Forwarded-For/-Proto only when the peer is a listed
-    # proxy (GUIJU_TRUSTED_PROXIES), whichever server runs the app.
-    trusted = list(settings.trusted_proxies)
-    app.asgi_handler = ProxyHeadersMiddleware(app.asgi_handler, trusted_hosts=trusted)  # type: ignore[arg-type,assignment]
+    # proxy (GUIJU_TRUSTED_PROXIES), whichever server runs the app; with none listed, the peer is the
+    # client and nothing needs reading.
+    if settings.trusted_proxies:
+        trusted = list(settings.trusted_proxies)
+        app.asgi_handler = ProxyHeadersMiddleware(app.asgi_handler, trusted_hosts=trusted)  # type: ignore[arg-type,assignment]
     app.state.settings = settings
     app.state.rate_limiter = rate_limiter(settings.redis_url)
     app.state.embedded = embedded
