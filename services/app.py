@@ -11,7 +11,9 @@ from litestar.di import Provide
 from litestar.static_files import create_static_files_router
 from uvicorn.middleware.proxy_headers import ProxyHeadersMiddleware
 
+import services.tables  # (the whole schema is mapped before the first request)
 import services.worker  # noqa: F401  (broker and actors exist before the first request)
+from services.accounts.principals import provide_optional_principal, provide_principal
 from services.accounts.routes import AuthController, LinkPagesController, TenantController
 from services.audit.routes import CONTROLLERS as AUDIT_CONTROLLERS
 from services.automation.routes import CONTROLLERS as AUTOMATION_CONTROLLERS
@@ -27,8 +29,6 @@ from services.http import (
     RequestInputMiddleware,
     SecurityHeadersMiddleware,
     provide_db,
-    provide_optional_principal,
-    provide_principal,
     provide_settings,
 )
 from services.marketplace import host as plugin_host

@@ -16,7 +16,6 @@ from litestar import Request, Response
 from litestar.connection import ASGIConnection
 from litestar.connection.base import empty_receive, empty_send
 from litestar.datastructures import Cookie, UploadFile
-from litestar.di import NamedDependency
 from litestar.enums import RequestEncodingType, ScopeType
 from litestar.exceptions import (
     HTTPException,
@@ -32,10 +31,7 @@ from litestar.types import ASGIApp, Empty, Message, Receive, Scope, Send
 from litestar.typing import FieldDefinition
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from services.accounts import service as accounts
-from services.accounts.service import Principal
 from services.db import database
-from services.errors import FieldProblem, Forbidden, ProblemError, Unauthorized, ValidationProblem
 from services.json_body import (
     JSON_MEDIA_TYPES_TEXT,
     check_no_nul,
@@ -48,6 +44,7 @@ from services.json_body import (
 from services.logs import request_id_var, request_log_context
 from services.settings import Settings
 from services.validation import decode_all, problem_code
+from tenants.errors import FieldProblem, ProblemError, Unauthorized, ValidationProblem
 
 log = logging.getLogger("guiju.http")
 
@@ -72,38 +69,6 @@ async def provide_db() -> AsyncGenerator[AsyncSession, None]:
         raise
     finally:
         await session.close()
-
-
-async def _resolve_principal(request: Request[Any, Any, Any], db: NamedDependency[AsyncSession]) -> Principal | None:
-    principal = await accounts.authenticate(db, request.cookies.get(SESSION_COOKIE))
-    if principal is None:
-        return None
-    mark_private(request)
-    if request.method not in SAFE_METHODS and not accounts.csrf_ok(principal, request.headers.get(CSRF_HEADER)):
-        raise Forbidden(
-            "Cookie-authenticated writes must send the session's CSRF token in the X-CSRF-Token header.",
-            code="csrf_failed",
-        )
-    shared = request_log_context.get()
-    if shared is not None:
-        shared["actor"] = f"user:{principal.user_id}"
-        if principal.tenant_id:
-            shared["tenant_id"] = str(principal.tenant_id)
-    return principal
-
-
-async def provide_principal(request: Request[Any, Any, Any], db: NamedDependency[AsyncSession]) -> Principal:
-    """The signed-in caller; 401 without a valid session, 403 on a cookie write without CSRF."""
-    principal = await _resolve_principal(request, db)
-    if principal is None:
-        raise Unauthorized("Sign in first.", code="not_authenticated")
-    return principal
-
-
-async def provide_optional_principal(
-    request: Request[Any, Any, Any], db: NamedDependency[AsyncSession]
-) -> Principal | None:
-    return await _resolve_principal(request, db)
 
 
 def provide_settings(request: Request[Any, Any, Any]) -> Settings:

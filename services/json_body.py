@@ -13,7 +13,7 @@ from typing import Any, Final
 
 import msgspec
 
-from services.errors import FieldProblem, ProblemError, ValidationProblem
+from tenants.errors import FieldProblem, ProblemError, ValidationProblem
 
 #: Objects and arrays nested inside each other, counted from the body itself (``{}`` is 1, ``{"a": []}``
 #: is 2). The API's own bodies stay under 10 levels (a procedure definition's step evidence is about

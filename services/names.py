@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import unicodedata
 
-from services.errors import FieldProblem
+from tenants.errors import FieldProblem
 
 ZWNJ, ZWJ = "\u200c", "\u200d"
 BLACK_FLAG = "\U0001f3f4"

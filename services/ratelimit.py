@@ -18,7 +18,7 @@ from limits import RateLimitItem, parse_many
 from limits.aio.storage import MemoryStorage, RedisStorage, Storage
 from limits.aio.strategies import MovingWindowRateLimiter
 
-from services.errors import RateLimited
+from tenants.errors import RateLimited
 
 KEY_PREFIX = "guiju:ratelimit"
 

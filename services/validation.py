@@ -13,7 +13,7 @@ from typing import Annotated, Any, Final, TypeVar
 import msgspec
 from msgspec import Meta
 
-from services.errors import FieldProblem, ValidationProblem
+from tenants.errors import FieldProblem, ValidationProblem
 
 T = TypeVar("T", bound=msgspec.Struct)
 

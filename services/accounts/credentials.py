@@ -13,12 +13,13 @@ from sqlalchemy import delete, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from services.accounts.models import AuthSession
-from services.accounts.service import Principal, check_password, get_user, hash_password, new_password_problems
-from services.errors import Forbidden
+from services.accounts.service import check_password, get_user, hash_password, new_password_problems
 from services.ratelimit import RateLimiter
 from services.settings import Settings
 from services.validation import check
 from tenants.base import utcnow
+from tenants.errors import Forbidden
+from tenants.principal import Principal
 
 
 async def _confirm_password(

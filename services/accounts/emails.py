@@ -13,7 +13,7 @@ import unicodedata
 
 from email_validator import EmailNotValidError, validate_email
 
-from services.errors import FieldProblem
+from tenants.errors import FieldProblem
 
 # Dots that IDNA would silently read as "." between domain labels.
 _DOT_LOOKALIKES = frozenset("\u3002\uff0e\uff61")

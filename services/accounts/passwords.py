@@ -16,8 +16,8 @@ from collections.abc import Iterable
 from zxcvbn import zxcvbn
 from zxcvbn.matching import L33T_TABLE, enumerate_l33t_subs, relevant_l33t_subtable
 
-from services.errors import FieldProblem
 from services.web.i18n import N_, join_sentences, translate
+from tenants.errors import FieldProblem
 
 MIN_PASSWORD_LENGTH = 10
 MAX_PASSWORD_LENGTH = 128

@@ -38,11 +38,11 @@ from services.accounts.schemas import (
     UserOut,
     WorkspaceOut,
 )
-from services.accounts.service import Principal
 from services.http import client_key, csp_nonce, expired_session_cookie, session_cookie
 from services.ratelimit import RateLimiter
 from services.settings import Settings
 from tenants.models import Entity, Tenant
+from tenants.principal import Principal
 
 
 def limiter_of(request: Request[Any, Any, Any]) -> RateLimiter:

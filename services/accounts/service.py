@@ -13,7 +13,7 @@ import secrets
 import uuid
 import zoneinfo
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import timedelta
 from typing import Any
 
 import msgspec
@@ -35,15 +35,6 @@ from services.accounts.schemas import (
     TenantPatch,
 )
 from services.db.statements import execute_core
-from services.errors import (
-    Conflict,
-    FieldProblem,
-    Forbidden,
-    Gone,
-    NotFound,
-    Unauthorized,
-    ValidationProblem,
-)
 from services.mail import service as mail
 from services.names import clean_name, name_problems
 from services.outbox import service as outbox
@@ -53,45 +44,23 @@ from services.validation import check, register_check
 from services.web.i18n import pick_locale
 from tenants import provisioning
 from tenants.base import new_id, utcnow
+from tenants.errors import (
+    Conflict,
+    FieldProblem,
+    Forbidden,
+    Gone,
+    NotFound,
+    Unauthorized,
+    ValidationProblem,
+)
 from tenants.isolation import bind_session, session_tenant_id
 from tenants.models import LOCALES, Entity, Industry, Membership, Role, Tenant, TenantStatus
+from tenants.principal import Principal
 from tenants.sessions import bind_tenant, system_reads
 
 VERIFY_EMAIL = "verify_email"
 RESET_PASSWORD = "reset_password"  # noqa: S105  (a token purpose, not a secret)
 _hasher = PasswordHasher()
-
-
-@dataclass(frozen=True)
-class Principal:
-    """Who is calling, in which tenant, with which role (from the session cookie)."""
-
-    user_id: uuid.UUID
-    session_id: uuid.UUID
-    tenant_id: uuid.UUID | None
-    role: Role | None
-    csrf_token: str
-    password_checked_at: datetime | None = None  # when this login session last checked the password
-
-    def require_tenant(self) -> uuid.UUID:
-        if self.tenant_id is None or self.role is None:
-            raise Forbidden("Choose a workspace first.", code="no_tenant_selected")
-        return self.tenant_id
-
-    def require_role(self, role: Role) -> uuid.UUID:
-        tenant_id = self.require_tenant()
-        assert self.role is not None
-        if not self.role.at_least(role):
-            raise Forbidden(f"This needs the {role.value} role or higher.", code="role_required")
-        return tenant_id
-
-    def require_recent_password(self, within: timedelta) -> None:
-        """For sensitive actions: the password was checked in this session within ``within``."""
-        if self.password_checked_at is None or utcnow() - self.password_checked_at > within:
-            raise Forbidden(
-                "Confirm your password first (POST /api/v1/auth/reauthenticate), then try again.",
-                code="reauthentication_required",
-            )
 
 
 # ---------------------------------------------------------------- secrets and tokens

@@ -9,13 +9,13 @@ from litestar.di import NamedDependency
 from litestar.params import Parameter
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from services.accounts.service import Principal
 from services.audit import service
 from services.audit.models import AuditEvent
 from services.audit.schemas import AuditEventOut, AuditPageOut
 from services.audit.service import AuditVerification
 from services.validation import INT64_MAX
 from tenants.models import Role
+from tenants.principal import Principal
 
 
 def event_out(event: AuditEvent) -> AuditEventOut:

@@ -31,7 +31,6 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from services import expressions, netguard
 from services.accounts import service as accounts
-from services.errors import FieldProblem, ProblemError
 from services.marketplace import host as plugin_host
 from services.marketplace import service as marketplace
 from services.names import without_hidden_characters
@@ -42,6 +41,7 @@ from services.sops.calendar import service as calendar
 from services.sops.definition import Duration
 from services.sops.runs import service as runs
 from tenants.base import utcnow
+from tenants.errors import FieldProblem, ProblemError
 from tenants.models import Role
 
 DEFAULT_QUEUE: Final = "automation.actions"

@@ -23,11 +23,11 @@ from services.automation import service
 from services.automation.models import DefaultEscalation
 from services.automation.schemas import AutomationIn, Description, RunEventTrigger
 from services.db import open_session
-from services.errors import NotFound, ProblemError
 from services.outbox import service as outbox
 from services.sops.definition import HUMAN_STEPS
 from services.sops.procedures import service as procedures
 from tenants.context import tenant_scope
+from tenants.errors import NotFound, ProblemError
 
 log = logging.getLogger("guiju.automation.escalations")
 

@@ -11,7 +11,6 @@ from litestar.params import FromPath, JSONBody, QueryParameter
 from litestar.status_codes import HTTP_200_OK, HTTP_204_NO_CONTENT
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from services.accounts.service import Principal
 from services.automation import service, webhooks
 from services.automation.models import Automation, AutomationActionRun, AutomationExecution
 from services.automation.schemas import (
@@ -26,6 +25,7 @@ from services.automation.schemas import (
     WebhookSecretsOut,
 )
 from services.settings import Settings
+from tenants.principal import Principal
 
 
 def automation_out(automation: Automation) -> AutomationOut:

@@ -64,7 +64,6 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import Session
 
 from services.accounts import service as accounts
-from services.accounts.service import Principal
 from services.automation import actions, replays
 from services.automation.actions import (
     ActionContext,
@@ -97,7 +96,6 @@ from services.automation.schemas import (
 )
 from services.db import database, open_session
 from services.db.statements import execute_core, insert_ignoring_conflicts, one_or_raise
-from services.errors import Conflict, FieldProblem, NotFound, ProblemError, ValidationProblem
 from services.expressions import ExpressionError, NotFiniteError, compile_expression
 from services.marketplace import service as marketplace
 from services.names import name_problems
@@ -110,8 +108,10 @@ from services.sops.calendar.hours import WorkingTime
 from services.sops.procedures import service as procedures
 from tenants.base import new_id, utcnow
 from tenants.context import tenant_scope
+from tenants.errors import Conflict, FieldProblem, NotFound, ProblemError, ValidationProblem
 from tenants.isolation import session_tenant_id
 from tenants.models import Role
+from tenants.principal import Principal
 
 log = logging.getLogger("guiju.automation")
 

@@ -23,16 +23,16 @@ import msgspec
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from services.accounts.service import Principal
 from services.automation import replays, service
 from services.automation.models import Automation, AutomationWebhook, WebhookDelivery
 from services.db import database
-from services.errors import Conflict, FieldProblem, NotFound, ProblemError
 from services.json_body import MALFORMED_JSON, decode_json_body, is_json_media_type
 from services.settings import Settings
 from tenants.base import new_id, utcnow
 from tenants.context import tenant_scope
+from tenants.errors import Conflict, FieldProblem, NotFound, ProblemError
 from tenants.models import Role
+from tenants.principal import Principal
 
 SIGNATURE_TOLERANCE_SECONDS = 300
 MAX_DELIVERIES_LISTED = 200

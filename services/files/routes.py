@@ -11,11 +11,11 @@ from litestar.params import FromPath
 from litestar.types import ReceiveMessage
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from services.accounts.service import Principal
 from services.files import service
 from services.files.schemas import StoredFileOut
 from services.http import content_disposition, read_upload
 from tenants.models import Role
+from tenants.principal import Principal
 
 # Room for the multipart envelope (boundaries, part headers) around the file itself.
 MULTIPART_OVERHEAD = 64 * 1024

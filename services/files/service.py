@@ -20,12 +20,12 @@ from typing import Protocol
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from services.errors import NotFound, ProblemError
 from services.files.models import StoredFile
 from services.files.schemas import StoredFileOut
 from services.settings import Settings, load_settings
 from tenants.base import new_id
 from tenants.context import TenantContextError
+from tenants.errors import NotFound, ProblemError
 from tenants.isolation import session_tenant_id
 
 __all__ = [

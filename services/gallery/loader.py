@@ -32,10 +32,10 @@ from packaging.specifiers import InvalidSpecifier, SpecifierSet
 from packaging.version import InvalidVersion, Version
 
 from services.automation import service as automation
-from services.errors import FieldProblem, ValidationProblem
 from services.marketplace import service as marketplace
 from services.records import service as records
 from services.sops.procedures import validation as procedure_validation
+from tenants.errors import FieldProblem, ValidationProblem
 
 SCHEMA_PATH = Path(__file__).with_name("pack.schema.json")
 LANGUAGES = ("zh-CN", "en")

@@ -11,7 +11,6 @@ from litestar.response import Stream
 from litestar.status_codes import HTTP_200_OK, HTTP_201_CREATED
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from services.accounts.service import Principal
 from services.gallery import service
 from services.gallery.schemas import (
     InstallationOut,
@@ -25,6 +24,7 @@ from services.gallery.schemas import (
     UpgradeReportOut,
 )
 from tenants.models import LOCALES, Industry
+from tenants.principal import Principal
 
 
 class GalleryController(Controller):

@@ -25,11 +25,9 @@ from sqlalchemy import delete, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from services.accounts import service as accounts
-from services.accounts.service import Principal
 from services.audit import service as audit
 from services.automation import service as automation
 from services.db import open_session
-from services.errors import Conflict, FieldProblem, NotFound, ProblemError, ValidationProblem
 from services.files import service as files
 from services.gallery import loader
 from services.gallery.loader import LANGUAGES, Pack, PackInvalid, PackItem
@@ -75,7 +73,9 @@ from services.sops.procedures import service as procedures
 from services.sops.procedures import validation as procedure_validation
 from services.sops.runs import service as runs
 from tenants.base import new_id, utcnow
+from tenants.errors import Conflict, FieldProblem, NotFound, ProblemError, ValidationProblem
 from tenants.models import Role
+from tenants.principal import Principal
 
 BUILTIN_PACKS = Path(__file__).with_name("packs")
 PLATFORM_PUBLISHER = "Guiju"

@@ -34,7 +34,6 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from services import netguard
 from services.accounts import service as accounts
-from services.errors import NotFound, ProblemError
 from services.files import service as files
 from services.mail import service as mail_service
 from services.mail.service import Mail
@@ -47,6 +46,7 @@ from services.patterns import schema_validator
 from services.records import service as records
 from services.settings import Settings
 from tenants.base import utcnow
+from tenants.errors import NotFound, ProblemError
 from tenants.isolation import session_tenant_id
 from tenants.models import Role
 

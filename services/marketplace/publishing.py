@@ -32,10 +32,8 @@ from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from services.accounts import service as accounts
-from services.accounts.service import Principal
 from services.audit import service as audit
 from services.db import open_session
-from services.errors import Conflict, FieldProblem, Forbidden, NotFound, ValidationProblem
 from services.files import service as files
 from services.marketplace import archives, checks, service
 from services.marketplace.models import PluginListing, PluginPublisher, PluginVersion
@@ -45,7 +43,9 @@ from services.patterns import schema_pattern_problems
 from services.validation import check
 from tenants.base import utcnow
 from tenants.context import system_scope, tenant_scope
+from tenants.errors import Conflict, FieldProblem, Forbidden, NotFound, ValidationProblem
 from tenants.models import Role
+from tenants.principal import Principal
 
 log = logging.getLogger("guiju.plugins")
 SUBMITTED = "marketplace.version_submitted"

@@ -10,7 +10,6 @@ from litestar.params import FromPath, FromQuery, JSONBody, QueryParameter
 from litestar.status_codes import HTTP_200_OK, HTTP_201_CREATED, HTTP_202_ACCEPTED
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from services.accounts.service import Principal
 from services.http import content_disposition, read_upload
 from services.marketplace import publishing, service
 from services.marketplace.models import PluginVersion
@@ -30,6 +29,7 @@ from services.marketplace.schemas import (
     UpgradeIn,
     UpgradePlanOut,
 )
+from tenants.principal import Principal
 
 
 class CatalogController(Controller):

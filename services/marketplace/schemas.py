@@ -8,8 +8,8 @@ from typing import Annotated, Any
 
 import msgspec
 
-from services.errors import FieldProblem
 from services.schema_docs import documented
+from tenants.errors import FieldProblem
 
 
 class VersionOut(msgspec.Struct, frozen=True, kw_only=True):

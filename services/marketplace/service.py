@@ -28,11 +28,9 @@ from packaging.version import InvalidVersion, Version
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from services.accounts.service import Principal
 from services.audit import service as audit
 from services.db import open_session
 from services.db.statements import insert_ignoring_conflicts
-from services.errors import Conflict, FieldProblem, NotFound, ValidationProblem
 from services.marketplace.models import (
     PluginInstallation,
     PluginListing,
@@ -58,8 +56,10 @@ from services.records import service as records
 from services.settings import Settings, load_settings
 from tenants.base import utcnow
 from tenants.context import system_scope
+from tenants.errors import Conflict, FieldProblem, NotFound, ValidationProblem
 from tenants.isolation import session_tenant_id
 from tenants.models import Role
+from tenants.principal import Principal
 
 log = logging.getLogger("guiju.plugins")
 

@@ -10,11 +10,11 @@ from litestar.di import NamedDependency
 from litestar.params import FromPath, FromQuery, QueryParameter
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from services.accounts.service import Principal
 from services.notifications import service
 from services.notifications.models import Notification
 from services.notifications.schemas import NotificationOut, NotificationPage
 from services.schema_docs import Cursor
+from tenants.principal import Principal
 
 
 def notification_out(row: Notification) -> NotificationOut:

@@ -15,10 +15,10 @@ from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from services.db.statements import insert_ignoring_conflicts
-from services.errors import FieldProblem, NotFound, ProblemError, ValidationProblem
 from services.json_body import decode_json_body
 from services.notifications.models import Notification
 from tenants.base import new_id, utcnow
+from tenants.errors import FieldProblem, NotFound, ProblemError, ValidationProblem
 from tenants.isolation import session_tenant_id
 
 MAX_PAGE = 200

@@ -49,14 +49,14 @@ from litestar.routes import HTTPRoute
 from litestar.typing import FieldDefinition
 from msgspec import Meta
 
-from services.errors import FieldProblem
 from services.http import PROBLEM_MEDIA_TYPE, SAFE_METHODS, SESSION_COOKIE
 from services.openapi import operations
+from tenants.errors import FieldProblem
 
 SESSION_SCHEME = "session"
 CSRF_SCHEME = "csrf"
 
-# The title a client sees for each status (the classes of services.errors) and what it means here.
+# The title a client sees for each status (the classes of tenants.errors) and what it means here.
 STATUS_TEXT: dict[int, tuple[str, str]] = {
     400: ("Bad request", "The request cannot be read (the body is not what its media type says)."),
     401: ("Sign in first", "No valid session, or the credentials are wrong."),
@@ -85,7 +85,7 @@ UPLOAD_PROBLEMS: dict[int, tuple[str, ...]] = {
 
 class Problem(msgspec.Struct, kw_only=True):
     """An error, as application/problem+json (RFC 9457) with a stable ``code``; each response
-    lists the codes it carries (see services.errors.ProblemError.to_problem)."""
+    lists the codes it carries (see tenants.errors.ProblemError.to_problem)."""
 
     type: Annotated[str, Meta(description="https://guiju.dev/problems/ followed by the code")]
     title: str

@@ -26,9 +26,9 @@ import msgspec
 import phonenumbers
 from email_validator import EmailNotValidError, validate_email
 
-from services.errors import FieldProblem
 from services.names import name_problems
 from services.patterns import PatternError, compile_pattern, pattern_problem
+from tenants.errors import FieldProblem
 
 
 class FieldType(enum.StrEnum):

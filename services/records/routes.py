@@ -12,8 +12,6 @@ from litestar.params import FromPath, FromQuery, JSONBody, QueryParameter
 from litestar.status_codes import HTTP_200_OK, HTTP_204_NO_CONTENT
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from services.accounts.service import Principal
-from services.errors import FieldProblem, ValidationProblem
 from services.records import service
 from services.records.models import Collection, CollectionVersion, Record
 from services.records.schemas import (
@@ -29,6 +27,8 @@ from services.records.schemas import (
     RecordPatch,
 )
 from services.schema_docs import Cursor
+from tenants.errors import FieldProblem, ValidationProblem
+from tenants.principal import Principal
 
 # Litestar refuses request bodies over 10 MB before this handler runs.
 MAX_UPLOAD_BYTES = 10 * 1024 * 1024

@@ -31,10 +31,8 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from services.accounts import service as accounts
-from services.accounts.service import Principal
 from services.audit import service as audit
 from services.db.statements import one_or_raise
-from services.errors import Conflict, FieldProblem, NotFound, ProblemError, ValidationProblem
 from services.files import service as files
 from services.json_body import decode_json_body
 from services.names import clean_name, name_problems
@@ -59,7 +57,9 @@ from services.records.schemas import CollectionPatch as CollectionPatch
 from services.records.schemas import RecordIn, RecordPatch, RowProblem
 from services.validation import struct_problems
 from tenants.base import new_id, utcnow
+from tenants.errors import Conflict, FieldProblem, NotFound, ProblemError, ValidationProblem
 from tenants.models import Role
+from tenants.principal import Principal
 
 # The field types other services may name (procedure form fields and run data).
 FIELD_TYPES: frozenset[str] = frozenset(t.value for t in FieldType)

@@ -44,7 +44,6 @@ from typing import Any, Literal, TypeAlias
 import msgspec
 from msgspec import Struct, field
 
-from services.errors import FieldProblem
 from services.sops.definition import (
     ActionStep,
     ApprovalStep,
@@ -69,6 +68,7 @@ from services.sops.definition import (
     TaskStep,
     WaitStep,
 )
+from tenants.errors import FieldProblem
 from tenants.models import Role
 
 

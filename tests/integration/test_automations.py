@@ -24,9 +24,9 @@ from services.automation.actions import (
 )
 from services.automation.models import AutomationExecution
 from services.db import open_session
-from services.errors import FieldProblem
 from services.scheduler import service as scheduler
 from services.settings import Settings, SettingsError
+from tenants.errors import FieldProblem
 from tests.conftest import World, deliver_events
 
 PROBE = "test_probe"

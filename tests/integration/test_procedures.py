@@ -9,9 +9,9 @@ import pytest
 from sqlalchemy import select
 
 from services.db import open_session
-from services.errors import Conflict, NotFound
 from services.outbox.models import OutboxEvent
 from services.sops.procedures import service
+from tenants.errors import Conflict, NotFound
 from tests.conftest import Api, World
 
 BASE = "/api/v1/procedures"

@@ -15,9 +15,9 @@ from sqlalchemy import select
 
 from services.audit.models import AuditEvent
 from services.db import open_session
-from services.errors import ValidationProblem
 from services.outbox.models import OutboxEvent
 from services.records import service as records
+from tenants.errors import ValidationProblem
 from tests.conftest import Api, World
 
 ORDER_FIELDS: list[dict[str, Any]] = [

@@ -10,10 +10,10 @@ import jsonschema
 import pytest
 
 from services.app import create_app
-from services.errors import FieldProblem, ValidationProblem
 from services.openapi import operations
 from services.openapi.document import documented_operations
 from services.settings import Settings
+from tenants.errors import FieldProblem, ValidationProblem
 
 PROBLEM_REF = "#/components/schemas/Problem"
 METHODS = ("get", "put", "post", "patch", "delete")

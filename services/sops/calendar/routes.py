@@ -7,10 +7,10 @@ from litestar.di import NamedDependency
 from litestar.params import JSONBody
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from services.accounts.service import Principal
 from services.sops.calendar import service
 from services.sops.calendar.schemas import CalendarIn, CalendarOut
 from tenants.models import Role
+from tenants.principal import Principal
 
 
 class CalendarController(Controller):

@@ -17,7 +17,6 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from services.audit import service as audit
-from services.errors import FieldProblem, ProblemError, ValidationProblem
 from services.names import name_problems
 from services.sops.calendar.hours import (
     DEFAULT_INTERVALS,
@@ -33,6 +32,7 @@ from services.sops.calendar.schemas import CalendarIn, CalendarOut, IntervalOut,
 from services.sops.definition import Due
 from tenants.base import utcnow
 from tenants.context import TenantContextError
+from tenants.errors import FieldProblem, ProblemError, ValidationProblem
 from tenants.isolation import session_tenant_id
 from tenants.models import Tenant
 

@@ -11,7 +11,6 @@ from litestar.params import FromPath, FromQuery, JSONBody
 from litestar.status_codes import HTTP_200_OK
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from services.accounts.service import Principal
 from services.sops.procedures import service
 from services.sops.procedures.models import Acknowledgement, ProcedureVersion
 from services.sops.procedures.schemas import (
@@ -27,6 +26,7 @@ from services.sops.procedures.schemas import (
     VersionSummaryOut,
 )
 from services.sops.procedures.service import ProcedureView
+from tenants.principal import Principal
 
 
 def procedure_out(view: ProcedureView) -> ProcedureOut:

@@ -13,7 +13,7 @@ from typing import Annotated, Any
 import msgspec
 from msgspec import Meta
 
-from services.errors import FieldProblem
+from tenants.errors import FieldProblem
 
 Key = Annotated[str, Meta(pattern=r"^[a-z][a-z0-9_]{0,62}$", description="lower_snake key, unique in the workspace")]
 Title = Annotated[str, Meta(min_length=1, max_length=200)]

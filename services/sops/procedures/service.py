@@ -18,9 +18,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from services.accounts import service as accounts
-from services.accounts.service import Principal
 from services.audit import service as audit
-from services.errors import Conflict, FieldProblem, NotFound, ValidationProblem
 from services.marketplace import service as marketplace
 from services.names import clean_name, name_problems
 from services.outbox import service as outbox
@@ -57,7 +55,9 @@ from services.sops.procedures.schemas import (
 from services.sops.procedures.validation import ValidationContext
 from services.validation import check
 from tenants.base import new_id, utcnow
+from tenants.errors import Conflict, FieldProblem, NotFound, ValidationProblem
 from tenants.models import Role
+from tenants.principal import Principal
 
 
 class PublishedVersion(msgspec.Struct, frozen=True):

@@ -15,7 +15,6 @@ from typing import Any
 
 import msgspec
 
-from services.errors import FieldProblem
 from services.expressions import ExpressionError, compile_expression
 from services.names import name_problems
 from services.records.service import FIELD_TYPES
@@ -37,6 +36,7 @@ from services.sops.definition import (
     WaitStep,
     successors,
 )
+from tenants.errors import FieldProblem
 
 HumanStep = TaskStep | ChecklistStep | FormStep | ApprovalStep
 

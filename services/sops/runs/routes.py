@@ -11,7 +11,6 @@ from litestar.di import NamedDependency
 from litestar.params import FromPath, FromQuery, JSONBody, Parameter, QueryParameter
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from services.accounts.service import Principal
 from services.schema_docs import Cursor
 from services.sops.engine import Actor, RunStatus, StepStatus
 from services.sops.runs import service
@@ -40,6 +39,7 @@ from services.sops.runs.schemas import (
 )
 from services.validation import INT32_MAX
 from tenants.base import utcnow
+from tenants.principal import Principal
 
 #: A step's or an exception's number within its run (an ``integer`` column).
 RunItemNumber = Annotated[int, Parameter(ge=1, le=INT32_MAX, description="its number within the run")]

@@ -30,7 +30,6 @@ from sqlalchemy.orm.attributes import set_committed_value
 from services import expressions
 from services.audit import service as audit
 from services.db.statements import one_or_raise
-from services.errors import Conflict, FieldProblem, Forbidden, NotFound, ProblemError, ValidationProblem
 from services.files import service as files
 from services.json_body import decode_json_body
 from services.names import name_problems
@@ -85,6 +84,7 @@ from services.sops.procedures.service import PublishedVersion
 from services.sops.runs.models import Run, RunComment, RunException, StepInstance
 from services.validation import INT32_MAX
 from tenants.base import new_id, utcnow
+from tenants.errors import Conflict, FieldProblem, Forbidden, NotFound, ProblemError, ValidationProblem
 from tenants.isolation import session_tenant_id
 from tenants.models import Membership, Role
 

@@ -1,0 +1,51 @@
+"""The principal of a request, from its session cookie: the dependencies the app gives every route.
+
+They live with the accounts service, which owns login sessions, so that the HTTP plumbing
+(:mod:`services.http`) needs nothing from accounts.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from litestar import Request
+from litestar.di import NamedDependency
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from services.accounts import service as accounts
+from services.http import CSRF_HEADER, SAFE_METHODS, SESSION_COOKIE, mark_private
+from services.logs import request_log_context
+from tenants.errors import Forbidden, Unauthorized
+from tenants.principal import Principal
+
+
+async def _resolve_principal(request: Request[Any, Any, Any], db: NamedDependency[AsyncSession]) -> Principal | None:
+    principal = await accounts.authenticate(db, request.cookies.get(SESSION_COOKIE))
+    if principal is None:
+        return None
+    mark_private(request)
+    if request.method not in SAFE_METHODS and not accounts.csrf_ok(principal, request.headers.get(CSRF_HEADER)):
+        raise Forbidden(
+            "Cookie-authenticated writes must send the session's CSRF token in the X-CSRF-Token header.",
+            code="csrf_failed",
+        )
+    shared = request_log_context.get()
+    if shared is not None:
+        shared["actor"] = f"user:{principal.user_id}"
+        if principal.tenant_id:
+            shared["tenant_id"] = str(principal.tenant_id)
+    return principal
+
+
+async def provide_principal(request: Request[Any, Any, Any], db: NamedDependency[AsyncSession]) -> Principal:
+    """The signed-in caller; 401 without a valid session, 403 on a cookie write without CSRF."""
+    principal = await _resolve_principal(request, db)
+    if principal is None:
+        raise Unauthorized("Sign in first.", code="not_authenticated")
+    return principal
+
+
+async def provide_optional_principal(
+    request: Request[Any, Any, Any], db: NamedDependency[AsyncSession]
+) -> Principal | None:
+    return await _resolve_principal(request, db)

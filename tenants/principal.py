@@ -1,0 +1,47 @@
+"""Who is calling: the principal of a request or job, in which tenant, with which role.
+
+It lives in the kernel so that the HTTP layer, every service, the pages and the OAuth layer can
+depend on it without depending on the accounts service that signs people in.
+"""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+from tenants.base import utcnow
+from tenants.errors import Forbidden
+from tenants.models import Role
+
+
+@dataclass(frozen=True)
+class Principal:
+    """Who is calling, in which tenant, with which role (from the session cookie)."""
+
+    user_id: uuid.UUID
+    session_id: uuid.UUID
+    tenant_id: uuid.UUID | None
+    role: Role | None
+    csrf_token: str
+    password_checked_at: datetime | None = None  # when this login session last checked the password
+
+    def require_tenant(self) -> uuid.UUID:
+        if self.tenant_id is None or self.role is None:
+            raise Forbidden("Choose a workspace first.", code="no_tenant_selected")
+        return self.tenant_id
+
+    def require_role(self, role: Role) -> uuid.UUID:
+        tenant_id = self.require_tenant()
+        assert self.role is not None
+        if not self.role.at_least(role):
+            raise Forbidden(f"This needs the {role.value} role or higher.", code="role_required")
+        return tenant_id
+
+    def require_recent_password(self, within: timedelta) -> None:
+        """For sensitive actions: the password was checked in this session within ``within``."""
+        if self.password_checked_at is None or utcnow() - self.password_checked_at > within:
+            raise Forbidden(
+                "Confirm your password first (POST /api/v1/auth/reauthenticate), then try again.",
+                code="reauthentication_required",
+            )
