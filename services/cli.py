@@ -13,6 +13,7 @@ from pathlib import Path
 
 import click
 
+import services.tables  # noqa: F401  (the whole schema, for every command that touches the database)
 from services.logs import configure_logging
 from services.settings import Settings, SettingsError, load_settings
 
@@ -198,7 +199,7 @@ def tenant_create(slug: str, name: str, industry: str, locale: str, owner_email:
     from services.accounts import service as accounts
     from services.accounts.schemas import SignupIn
     from services.db import open_session
-    from services.errors import ProblemError
+    from tenants.errors import ProblemError
 
     password = os.environ.get("GUIJU_OWNER_PASSWORD") or getpass.getpass("Owner password: ")
     data = SignupIn(

@@ -10,7 +10,7 @@ from sqlalchemy import Connection
 from sqlalchemy.ext.asyncio import create_async_engine
 from sqlalchemy.pool import NullPool
 
-from services.db.models import metadata
+from services.tables import metadata
 from tests.conftest import Backend
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from sqlalchemy import ForeignKeyConstraint, Index, PrimaryKeyConstraint, UniqueConstraint
 
-import services.db.models  # noqa: F401  (every table in the metadata)
+import services.tables  # noqa: F401  (every table in the metadata)
 from tenants.base import Base
 from tests.isolation import tenant_scoped_models
 

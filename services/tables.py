@@ -1,4 +1,10 @@
-"""Imports every table so that one metadata holds the whole schema (Alembic and tests use this)."""
+"""Every table of the platform in one metadata: the whole schema, for the migrations, the app factory
+and the CLI.
+
+Only those three (and tests) import this module. A service imports its own models and other
+services' ``service.py``, never this: otherwise every service would depend on every other through
+the schema.
+"""
 
 from services.accounts import models as accounts_models
 from services.audit import models as audit_models
