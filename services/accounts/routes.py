@@ -39,6 +39,7 @@ from services.accounts.schemas import (
     WorkspaceOut,
 )
 from services.http import client_key, csp_nonce, expired_session_cookie, session_cookie
+from services.outputs import struct_from
 from services.ratelimit import RateLimiter
 from services.settings import Settings
 from tenants.models import Entity, Tenant
@@ -51,42 +52,19 @@ def limiter_of(request: Request[Any, Any, Any]) -> RateLimiter:
 
 
 def user_out(user: User) -> UserOut:
-    return UserOut(
-        id=user.id,
-        email=user.email,
-        display_name=user.display_name,
-        locale=user.locale,
-        email_verified=user.email_verified_at is not None,
-    )
+    return struct_from(UserOut, user, email_verified=user.email_verified_at is not None)
 
 
 def tenant_out(tenant: Tenant) -> TenantOut:
-    return TenantOut(
-        id=tenant.id,
-        slug=tenant.slug,
-        name=tenant.name,
-        industry=tenant.industry,
-        timezone=tenant.timezone,
-        locale=tenant.locale,
-        status=tenant.status,
-    )
+    return struct_from(TenantOut, tenant)
 
 
 def invitation_out(inv: Invitation) -> InvitationOut:
-    return InvitationOut(
-        id=inv.id, email=inv.email, role=inv.role, expires_at=inv.expires_at, created_at=inv.created_at
-    )
+    return struct_from(InvitationOut, inv)
 
 
 def entity_out(entity: Entity) -> EntityOut:
-    return EntityOut(
-        id=entity.id,
-        name=entity.name,
-        legal_name=entity.legal_name,
-        country=entity.country,
-        currency=entity.currency,
-        is_default=entity.is_default,
-    )
+    return struct_from(EntityOut, entity)
 
 
 async def session_out(db: NamedDependency[AsyncSession], principal: NamedDependency[Principal]) -> SessionOut:

@@ -13,25 +13,14 @@ from services.audit import service
 from services.audit.models import AuditEvent
 from services.audit.schemas import AuditEventOut, AuditPageOut
 from services.audit.service import AuditVerification
+from services.outputs import struct_from
 from services.validation import INT64_MAX
 from tenants.models import Role
 from tenants.principal import Principal
 
 
 def event_out(event: AuditEvent) -> AuditEventOut:
-    return AuditEventOut(
-        seq=event.seq,
-        id=event.id,
-        occurred_at=event.created_at,
-        actor_id=event.actor_id,
-        action=event.action,
-        subject_type=event.subject_type,
-        subject_id=event.subject_id,
-        before=event.before,
-        after=event.after,
-        prev_hash=event.prev_hash,
-        hash=event.hash,
-    )
+    return struct_from(AuditEventOut, event, occurred_at=event.created_at)
 
 
 class AuditController(Controller):

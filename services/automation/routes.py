@@ -24,55 +24,27 @@ from services.automation.schemas import (
     WebhookDeliveryOut,
     WebhookSecretsOut,
 )
+from services.outputs import struct_from
 from services.settings import Settings
 from tenants.principal import Principal
 
 
 def automation_out(automation: Automation) -> AutomationOut:
-    return AutomationOut(
-        id=automation.id,
-        name=automation.name,
+    return struct_from(
+        AutomationOut,
+        automation,
         description=service.description_of(automation),
-        owner_id=automation.owner_id,
-        enabled=automation.enabled,
-        disabled_reason=automation.disabled_reason,
-        trigger=automation.trigger,
         conditions=list(automation.conditions),
         actions=list(automation.actions),
-        created_at=automation.created_at,
-        updated_at=automation.updated_at,
     )
 
 
 def execution_out(execution: AutomationExecution) -> ExecutionOut:
-    return ExecutionOut(
-        id=execution.id,
-        automation_id=execution.automation_id,
-        event_id=execution.event_id,
-        status=execution.status,
-        action_index=execution.action_index,
-        attempts=execution.attempts,
-        next_attempt_at=execution.next_attempt_at,
-        error=execution.error,
-        dead_reason=execution.dead_reason,
-        created_at=execution.created_at,
-        updated_at=execution.updated_at,
-        finished_at=execution.finished_at,
-    )
+    return struct_from(ExecutionOut, execution)
 
 
 def action_run_out(run: AutomationActionRun) -> ActionRunOut:
-    return ActionRunOut(
-        action_index=run.action_index,
-        attempt=run.attempt,
-        kind=run.kind,
-        status=run.status,
-        input=run.input,
-        output=run.output,
-        error=run.error,
-        started_at=run.started_at,
-        duration_ms=run.duration_ms,
-    )
+    return struct_from(ActionRunOut, run)
 
 
 class AutomationController(Controller):

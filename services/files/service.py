@@ -22,6 +22,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from services.files.models import StoredFile
 from services.files.schemas import StoredFileOut
+from services.outputs import struct_from
 from services.settings import Settings, load_settings
 from tenants.base import new_id
 from tenants.context import TenantContextError
@@ -152,15 +153,7 @@ def storage_key(tenant_id: uuid.UUID, file_id: uuid.UUID) -> str:
 
 
 def file_out(row: StoredFile) -> StoredFileOut:
-    return StoredFileOut(
-        id=row.id,
-        name=row.name,
-        content_type=row.content_type,
-        size=row.size,
-        sha256=row.sha256,
-        uploaded_by=row.uploaded_by,
-        created_at=row.created_at,
-    )
+    return struct_from(StoredFileOut, row)
 
 
 async def save_file(

@@ -29,6 +29,7 @@ from services.marketplace.schemas import (
     UpgradeIn,
     UpgradePlanOut,
 )
+from services.outputs import struct_from
 from tenants.principal import Principal
 
 
@@ -153,16 +154,7 @@ class InstallationController(Controller):
 
 
 def submission_out(row: PluginVersion) -> SubmissionOut:
-    return SubmissionOut(
-        plugin=row.plugin,
-        version=row.version,
-        kind=row.kind,
-        status=row.status,
-        check_report=row.check_report,
-        review_reason=row.review_reason,
-        submitted_at=row.submitted_at,
-        reviewed_at=row.reviewed_at,
-    )
+    return struct_from(SubmissionOut, row)
 
 
 class PublisherController(Controller):

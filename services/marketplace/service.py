@@ -51,6 +51,7 @@ from services.marketplace.schemas import (
 )
 from services.marketplace.secrets import KeyRing, secret_context
 from services.outbox import service as outbox
+from services.outputs import struct_from
 from services.patterns import schema_validator
 from services.records import service as records
 from services.settings import Settings, load_settings
@@ -410,14 +411,11 @@ async def sync_deployed_plugins(db: AsyncSession) -> None:
 
 
 def _version_out(row: PluginVersion) -> VersionOut:
-    return VersionOut(
-        version=row.version,
-        kind=row.kind,
+    return struct_from(
+        VersionOut,
+        row,
         api_range=str(row.manifest.get("api_range", "")),
         scopes=manifest_scopes(row.manifest),
-        status=row.status,
-        submitted_at=row.submitted_at,
-        review_reason=row.review_reason,
         available=version_available(row),
     )
 

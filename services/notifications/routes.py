@@ -13,14 +13,13 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from services.notifications import service
 from services.notifications.models import Notification
 from services.notifications.schemas import NotificationOut, NotificationPage
+from services.outputs import struct_from
 from services.schema_docs import Cursor
 from tenants.principal import Principal
 
 
 def notification_out(row: Notification) -> NotificationOut:
-    return NotificationOut(
-        id=row.id, title=row.title, body=row.body, link=row.link, read_at=row.read_at, created_at=row.created_at
-    )
+    return struct_from(NotificationOut, row)
 
 
 class NotificationsController(Controller):

@@ -12,6 +12,7 @@ from litestar.params import FromPath, FromQuery, JSONBody, QueryParameter
 from litestar.status_codes import HTTP_200_OK, HTTP_204_NO_CONTENT
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from services.outputs import struct_from
 from services.records import service
 from services.records.models import Collection, CollectionVersion, Record
 from services.records.schemas import (
@@ -36,41 +37,20 @@ MAX_UPLOAD_BYTES = 10 * 1024 * 1024
 
 def collection_out(collection: Collection) -> CollectionOut:
     defs = service.all_fields(collection)
-    return CollectionOut(
-        id=collection.id,
-        key=collection.key,
-        name=collection.name,
-        entity_scoped=collection.entity_scoped,
-        schema_version=collection.schema_version,
+    return struct_from(
+        CollectionOut,
+        collection,
         fields=[d for d in defs if not d.removed],
         hidden_fields=[d for d in defs if d.removed],
-        created_at=collection.created_at,
-        updated_at=collection.updated_at,
     )
 
 
 def version_out(version: CollectionVersion) -> CollectionVersionOut:
-    return CollectionVersionOut(
-        version=version.version,
-        fields=service.parse_field_defs(version.fields)[0],
-        summary=version.summary,
-        actor_id=version.actor_id,
-        created_at=version.created_at,
-    )
+    return struct_from(CollectionVersionOut, version, fields=service.parse_field_defs(version.fields)[0])
 
 
 def record_out(collection: Collection, record: Record) -> RecordOut:
-    return RecordOut(
-        id=record.id,
-        collection_id=record.collection_id,
-        entity_id=record.entity_id,
-        values=service.visible_values(service.all_fields(collection), record.values),
-        version=record.version,
-        created_by=record.created_by,
-        updated_by=record.updated_by,
-        created_at=record.created_at,
-        updated_at=record.updated_at,
-    )
+    return struct_from(RecordOut, record, values=service.visible_values(service.all_fields(collection), record.values))
 
 
 class CollectionController(Controller):

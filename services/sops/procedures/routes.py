@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import uuid
 
-import msgspec
 from litestar import Controller, get, patch, post, put
 from litestar.di import NamedDependency
 from litestar.params import FromPath, FromQuery, JSONBody
 from litestar.status_codes import HTTP_200_OK
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from services.outputs import struct_from
 from services.sops.procedures import service
 from services.sops.procedures.models import Acknowledgement, ProcedureVersion
 from services.sops.procedures.schemas import (
@@ -30,45 +30,24 @@ from tenants.principal import Principal
 
 
 def procedure_out(view: ProcedureView) -> ProcedureOut:
-    p = view.procedure
-    return ProcedureOut(
-        id=p.id,
-        key=p.key,
-        title=p.title,
-        purpose=p.purpose,
-        metric=p.metric,
-        owner_id=p.owner_id,
-        collection_id=p.collection_id,
-        created_at=p.created_at,
-        updated_at=p.updated_at,
-        archived_at=p.archived_at,
+    return struct_from(
+        ProcedureOut,
+        view.procedure,
         latest_published_version=view.latest_published_version,
         draft_version_id=view.draft_version_id,
     )
 
 
 def version_summary_out(v: ProcedureVersion) -> VersionSummaryOut:
-    return VersionSummaryOut(
-        id=v.id,
-        procedure_id=v.procedure_id,
-        number=v.number,
-        status=v.status,
-        change_note=v.change_note,
-        published_by=v.published_by,
-        published_at=v.published_at,
-        created_by=v.created_by,
-        created_at=v.created_at,
-        updated_at=v.updated_at,
-        based_on_version_id=v.based_on_version_id,
-    )
+    return struct_from(VersionSummaryOut, v)
 
 
 def version_out(v: ProcedureVersion) -> VersionOut:
-    return VersionOut(**msgspec.structs.asdict(version_summary_out(v)), definition=v.definition)
+    return struct_from(VersionOut, v)
 
 
 def acknowledgement_out(a: Acknowledgement) -> AcknowledgementOut:
-    return AcknowledgementOut(version_id=a.version_id, user_id=a.user_id, acknowledged_at=a.created_at)
+    return struct_from(AcknowledgementOut, a, acknowledged_at=a.created_at)
 
 
 class ProceduresController(Controller):

@@ -11,6 +11,7 @@ from litestar.di import NamedDependency
 from litestar.params import FromPath, FromQuery, JSONBody, Parameter, QueryParameter
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from services.outputs import struct_from
 from services.schema_docs import Cursor
 from services.sops.engine import Actor, RunStatus, StepStatus
 from services.sops.runs import service
@@ -52,21 +53,7 @@ def actor_of(principal: Principal) -> Actor:
 
 
 def run_out(run: Run) -> RunOut:
-    return RunOut(
-        id=run.id,
-        procedure_id=run.procedure_id,
-        version_id=run.version_id,
-        version_number=run.version_number,
-        status=run.status,
-        title=run.title,
-        collection_id=run.collection_id,
-        record_id=run.record_id,
-        parent_run_id=run.parent_run_id,
-        parent_step_id=run.parent_step_id,
-        started_by=run.started_by,
-        started_at=run.started_at,
-        finished_at=run.finished_at,
-    )
+    return struct_from(RunOut, run)
 
 
 def _overdue(status: str, due_at: datetime | None, now: datetime) -> bool:
@@ -74,53 +61,15 @@ def _overdue(status: str, due_at: datetime | None, now: datetime) -> bool:
 
 
 def step_out(row: StepInstance, now: datetime) -> StepOut:
-    return StepOut(
-        id=row.step_id,
-        key=row.key,
-        title=row.title,
-        kind=row.kind,
-        status=row.status,
-        optional=row.optional,
-        assignee_id=row.assignee_id,
-        role=row.role,
-        ready_at=row.ready_at,
-        due_at=row.due_at,
-        remind_at=row.remind_at,
-        expires_at=row.expires_at,
-        finished_at=row.finished_at,
-        finished_by=row.finished_by,
-        outcome=row.outcome,
-        overdue=_overdue(row.status, row.due_at, now),
-    )
+    return struct_from(StepOut, row, id=row.step_id, overdue=_overdue(row.status, row.due_at, now))
 
 
 def exception_out(row: RunException) -> ExceptionOut:
-    return ExceptionOut(
-        id=row.exception_id,
-        kind=row.kind,
-        step_id=row.step_id,
-        status=row.status,
-        note=row.note,
-        file_ids=list(row.file_ids or []),
-        raised_by=row.raised_by,
-        raised_at=row.raised_at,
-        outcome=row.outcome,
-        resolved_by=row.resolved_by,
-        resolved_at=row.resolved_at,
-        escalate_at=row.escalate_at,
-        escalated_at=row.escalated_at,
-    )
+    return struct_from(ExceptionOut, row, id=row.exception_id, file_ids=list(row.file_ids or []))
 
 
 def comment_out(row: RunComment) -> CommentOut:
-    return CommentOut(
-        id=row.id,
-        step_id=row.step_id,
-        author_id=row.author_id,
-        body=row.body,
-        file_ids=list(row.file_ids or []),
-        created_at=row.created_at,
-    )
+    return struct_from(CommentOut, row, file_ids=list(row.file_ids or []))
 
 
 async def detail_out(db: AsyncSession, run_id: uuid.UUID) -> RunDetailOut:
@@ -129,9 +78,9 @@ async def detail_out(db: AsyncSession, run_id: uuid.UUID) -> RunDetailOut:
 
 def run_detail_out(detail: service.RunDetail) -> RunDetailOut:
     now = utcnow()
-    base = run_out(detail.run)
-    return RunDetailOut(
-        **{f: getattr(base, f) for f in base.__struct_fields__},
+    return struct_from(
+        RunDetailOut,
+        detail.run,
         data=dict(detail.state.data),
         steps=[step_out(s, now) for s in detail.steps],
         exceptions=[exception_out(e) for e in detail.exceptions],
@@ -376,21 +325,7 @@ class MyTasksController(Controller):
 
 
 def task_out(row: Any, now: datetime) -> TaskOut:
-    return TaskOut(
-        run_id=row.run_id,
-        run_title=row.run_title,
-        procedure_id=row.procedure_id,
-        step_id=row.step_id,
-        key=row.key,
-        title=row.title,
-        kind=row.kind,
-        status=row.status,
-        assignee_id=row.assignee_id,
-        role=row.role,
-        ready_at=row.ready_at,
-        due_at=row.due_at,
-        overdue=_overdue(row.status, row.due_at, now),
-    )
+    return struct_from(TaskOut, row, overdue=_overdue(row.status, row.due_at, now))
 
 
 # Composed into the app by services.app.
