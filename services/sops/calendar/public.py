@@ -5,6 +5,9 @@ longer holiday) are announced year by year; ``chinese_calendar`` ships them for 
 Every other country, and China in the years ``chinese_calendar`` does not cover yet, comes from the
 ``holidays`` package: its Chinese data computes the statutory holidays of any year, but knows the
 make-up working days only of the years it was told about.
+
+Both packages are imported on first use: loading them costs most of a second, which a process
+whose calendars follow no country never pays.
 """
 
 from __future__ import annotations
@@ -16,13 +19,7 @@ from datetime import date
 from types import MappingProxyType
 from typing import Any, Final
 
-import chinese_calendar
-import holidays
-
 CHINA: Final = "CN"
-_CHINESE_CALENDAR_YEARS: Final = frozenset(day.year for day in chinese_calendar.holidays)
-# ISO 3166-1 alpha-2 codes of the countries the ``holidays`` package knows.
-SUPPORTED_COUNTRIES: Final = frozenset(holidays.list_supported_countries())
 
 
 @dataclass(frozen=True, slots=True)
@@ -33,9 +30,25 @@ class PublicYear:
     working_days: Mapping[date, str]
 
 
+@functools.cache
+def supported_countries() -> frozenset[str]:
+    """The ISO 3166-1 alpha-2 codes of the countries the ``holidays`` package knows."""
+    from holidays.registry import EntityLoader
+
+    # Read from the registry: listing them through the package would import every country's module.
+    return frozenset(EntityLoader.get_country_codes(include_aliases=False))
+
+
 def country_known(country: str) -> bool:
     """Whether ``country`` (upper-case alpha-2) has public holiday data."""
-    return country in SUPPORTED_COUNTRIES
+    return country in supported_countries()
+
+
+@functools.cache
+def _chinese_calendar_years() -> frozenset[int]:
+    import chinese_calendar
+
+    return frozenset(day.year for day in chinese_calendar.holidays)
 
 
 def _name(value: Any) -> str:
@@ -44,6 +57,8 @@ def _name(value: Any) -> str:
 
 
 def _from_chinese_calendar(year: int) -> PublicYear:
+    import chinese_calendar
+
     return PublicYear(
         holidays=MappingProxyType({d: _name(n) for d, n in chinese_calendar.holidays.items() if d.year == year}),
         working_days=MappingProxyType({d: _name(n) for d, n in chinese_calendar.workdays.items() if d.year == year}),
@@ -51,6 +66,8 @@ def _from_chinese_calendar(year: int) -> PublicYear:
 
 
 def _from_holidays(country: str, year: int) -> PublicYear:
+    import holidays
+
     days = holidays.country_holidays(country, years=year)
     worked = {d: "" for d in getattr(days, "weekend_workdays", ()) if d.year == year}
     return PublicYear(
@@ -62,7 +79,7 @@ def _from_holidays(country: str, year: int) -> PublicYear:
 @functools.lru_cache(maxsize=512)
 def public_year(country: str, year: int) -> PublicYear:
     """``country``'s public holidays and make-up working days in ``year`` (a country without data: none)."""
-    if country == CHINA and year in _CHINESE_CALENDAR_YEARS:
+    if country == CHINA and year in _chinese_calendar_years():
         return _from_chinese_calendar(year)
     if not country_known(country):
         return PublicYear(holidays=MappingProxyType({}), working_days=MappingProxyType({}))
