@@ -17,7 +17,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import date
 from types import MappingProxyType
-from typing import Any, Final
+from typing import Final
 
 CHINA: Final = "CN"
 
@@ -51,17 +51,12 @@ def _chinese_calendar_years() -> frozenset[int]:
     return frozenset(day.year for day in chinese_calendar.holidays)
 
 
-def _name(value: Any) -> str:
-    # chinese_calendar keeps names as plain text in some versions and as an Enum of them in others.
-    return str(getattr(value, "value", value))
-
-
 def _from_chinese_calendar(year: int) -> PublicYear:
     import chinese_calendar
 
     return PublicYear(
-        holidays=MappingProxyType({d: _name(n) for d, n in chinese_calendar.holidays.items() if d.year == year}),
-        working_days=MappingProxyType({d: _name(n) for d, n in chinese_calendar.workdays.items() if d.year == year}),
+        holidays=MappingProxyType({d: str(n) for d, n in chinese_calendar.holidays.items() if d.year == year}),
+        working_days=MappingProxyType({d: str(n) for d, n in chinese_calendar.workdays.items() if d.year == year}),
     )
 
 
