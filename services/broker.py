@@ -8,6 +8,7 @@ declared (every ``actors.py`` imports it first). Tests and the CLI may swap the 
 from __future__ import annotations
 
 import logging
+import threading
 import uuid
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -19,34 +20,58 @@ from dramatiq.brokers.stub import StubBroker
 from dramatiq.middleware import AsyncIO, CurrentMessage, Middleware
 
 from services.db import open_session
-from services.logs import actor_var
+from services.logs import actor_var, message_id_var, request_id_var
 from services.settings import load_settings
 from tenants.context import enter_tenant, leave_tenant, tenant_scope
 
 log = logging.getLogger("guiju.worker")
 
 
-class TenantLogContext(Middleware):
-    """Binds the message's ``tenant_id`` (and actor) to the worker thread's log context.
+# The message option that carries the id of the request (or message) whose work enqueued it.
+REQUEST_ID_OPTION = "request_id"
 
-    Async actors run on the AsyncIO middleware's loop; the context travels there with the
-    coroutine, and :func:`tenant_actor` opens the tenant-scoped session.
+
+class TenantLogContext(Middleware):
+    """Binds a message's ``tenant_id``, actor, message id and request id to the log context.
+
+    The request id is the one of the request that enqueued the message (stamped on the message
+    when it is enqueued, so it follows chains of messages too); work with no request behind it
+    (relayed events, timers) uses its own message id. The ids are bound in the worker thread for
+    the whole of the message's processing; async actors run on the AsyncIO middleware's loop and
+    the context travels there with the coroutine, and :func:`tenant_actor` opens the
+    tenant-scoped session.
     """
+
+    def __init__(self) -> None:
+        # One message at a time per worker thread: its hooks run on that thread, before and after.
+        self._bound = threading.local()
+
+    def before_enqueue(self, broker: dramatiq.Broker, message: dramatiq.Message[Any], delay: int | None) -> None:
+        request_id = request_id_var.get()
+        if request_id and REQUEST_ID_OPTION not in message.options:
+            message.options[REQUEST_ID_OPTION] = request_id
 
     def before_process_message(self, broker: dramatiq.Broker, message: MessageProxy) -> None:
         tenant_id = message.kwargs.get("tenant_id")
-        message.options["_guiju_tokens"] = (
+        self._bound.tokens = (
             enter_tenant(_parse_uuid(tenant_id)),
             actor_var.set(f"actor:{message.actor_name}"),
+            message_id_var.set(message.message_id),
+            request_id_var.set(str(message.options.get(REQUEST_ID_OPTION) or message.message_id)),
         )
 
     def after_process_message(
         self, broker: dramatiq.Broker, message: MessageProxy, *, result: Any = None, exception: Any = None
     ) -> None:
-        tokens = message.options.pop("_guiju_tokens", None)
-        if tokens:
-            leave_tenant(tokens[0])
-            actor_var.reset(tokens[1])
+        tokens = getattr(self._bound, "tokens", None)
+        if tokens is None:
+            return
+        self._bound.tokens = None
+        tenant_token, actor_token, message_token, request_token = tokens
+        request_id_var.reset(request_token)
+        message_id_var.reset(message_token)
+        actor_var.reset(actor_token)
+        leave_tenant(tenant_token)
 
     def after_skip_message(self, broker: dramatiq.Broker, message: MessageProxy) -> None:
         self.after_process_message(broker, message)
@@ -58,8 +83,12 @@ def _parse_uuid(value: Any) -> uuid.UUID | None:
     return value if isinstance(value, uuid.UUID) else uuid.UUID(str(value))
 
 
-def _middleware() -> list[Middleware]:
-    return [AsyncIO(), CurrentMessage(), TenantLogContext()]
+def _add_middleware(broker: dramatiq.Broker) -> None:
+    # First in the chain, the log context wraps every other middleware's work on a message: an age
+    # limit's skip, a retry's notice and an unhandled error are logged with the message's ids.
+    broker.add_middleware(TenantLogContext(), before=type(broker.middleware[0]))
+    for middleware in (AsyncIO(), CurrentMessage()):
+        broker.add_middleware(middleware)
 
 
 def build_broker(redis_url: str | None, *, heartbeat_timeout_ms: int | None = None) -> dramatiq.Broker:
@@ -80,8 +109,7 @@ def build_broker(redis_url: str | None, *, heartbeat_timeout_ms: int | None = No
     else:
         broker = StubBroker()
         broker.emit_after("process_boot")
-    for middleware in _middleware():
-        broker.add_middleware(middleware)
+    _add_middleware(broker)
     return broker
 
 

@@ -109,17 +109,25 @@ def worker(processes: int, threads: int | None) -> None:
     if not settings.redis_url:
         _fail("GUIJU_REDIS_URL is not set: production workers need Redis (`guiju run` embeds a worker instead).")
     args = [
-        "dramatiq",
         "services.worker",
         "--processes",
         str(processes),
         "--threads",
         str(threads or settings.worker_threads),
+        # Our JSON handler is on the root logger already; Dramatiq's supervisor and the worker
+        # processes it forks log through it rather than through a plain-text format of their own.
+        "--skip-logging",
     ]
     # An idle queue is polled at most this many ms apart (Dramatiq's default, 1 s, would add up to a
     # second to the first event after a quiet spell); a poll is one cheap Redis call.
     os.environ.setdefault("dramatiq_worker_timeout", "20")
-    os.execvp(sys.executable, [sys.executable, "-m", *args])  # noqa: S606
+    # services.worker loads the plugins and logs JSON in the processes this supervisor starts.
+    os.environ["GUIJU_PROCESS"] = "worker"
+    configure_logging(settings.log_level)
+    from dramatiq import cli as dramatiq_cli
+
+    parser = dramatiq_cli.make_argument_parser()  # type: ignore[no-untyped-call]
+    sys.exit(dramatiq_cli.main(parser.parse_args(args)))  # type: ignore[no-untyped-call]
 
 
 @main.command()

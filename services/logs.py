@@ -1,4 +1,4 @@
-"""Structured JSON logs carrying the request id, tenant id and actor of the current context.
+"""Structured JSON logs carrying the request id, tenant id, actor and message id of the current context.
 
 Secrets never reach a log: any field whose name looks like a secret is masked, whatever logs it.
 """
@@ -16,6 +16,8 @@ from tenants.context import current_tenant_id
 
 request_id_var: ContextVar[str | None] = ContextVar("guiju_request_id", default=None)
 actor_var: ContextVar[str | None] = ContextVar("guiju_actor", default=None)
+# The Dramatiq message a worker thread is processing (see services.broker.TenantLogContext).
+message_id_var: ContextVar[str | None] = ContextVar("guiju_message_id", default=None)
 # Filled in during a request (who, which tenant) and read by every log line of that request, even
 # from tasks that the framework spawned after the request began.
 request_log_context: ContextVar[dict[str, str] | None] = ContextVar("guiju_request_log_context", default=None)
@@ -56,6 +58,9 @@ class JsonFormatter(logging.Formatter):
             payload["tenant_id"] = str(tenant_id)
         if actor:
             payload["actor"] = actor
+        message_id = message_id_var.get()
+        if message_id:
+            payload["message_id"] = message_id
         for key, value in record.__dict__.items():
             if key not in _STANDARD_ATTRS and not key.startswith("_"):
                 payload[key] = redact(value, key)

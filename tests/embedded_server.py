@@ -11,6 +11,7 @@ import time
 from pathlib import Path
 
 import httpx
+from tenacity import RetryError, Retrying, retry_if_exception_type, retry_if_result, stop_after_delay, wait_fixed
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -37,14 +38,16 @@ class EmbeddedServer:
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "services.cli", "run"], cwd=ROOT, env=env, stdout=self.log, stderr=self.log
         )
-        deadline = time.monotonic() + 45
-        while time.monotonic() < deadline:
-            try:
-                if httpx.get(f"{self.base}/readyz", timeout=1).status_code == 200:
-                    return
-            except httpx.HTTPError:
-                time.sleep(0.2)
-        raise RuntimeError(f"guiju run did not start: {self.log_path.read_text()[-2000:]}")
+        # /readyz answers 200 once the server has migrated and started: ask until it does.
+        ready = Retrying(
+            retry=retry_if_exception_type(httpx.HTTPError) | retry_if_result(lambda status: status != 200),
+            wait=wait_fixed(0.2),
+            stop=stop_after_delay(45),
+        )
+        try:
+            ready(lambda: httpx.get(f"{self.base}/readyz", timeout=1).status_code)
+        except RetryError:
+            raise RuntimeError(f"guiju run did not start: {self.log_path.read_text()[-2000:]}") from None
 
     def link_for(self, email: str, path: str) -> str:
         deadline = time.monotonic() + 20

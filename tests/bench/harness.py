@@ -13,7 +13,6 @@ import sys
 import time
 import uuid
 from collections.abc import Callable, Coroutine
-from contextlib import suppress
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
@@ -22,6 +21,7 @@ from typing import Any, TypeVar
 import uvloop
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import create_async_engine
+from tenacity import RetryError, Retrying, retry_if_exception_type, stop_after_delay, wait_fixed
 
 ROOT = Path(__file__).resolve().parents[2]
 HOST = "127.0.0.1"
@@ -124,17 +124,22 @@ class Server:
 
     def _wait_ready(self) -> None:
         # uvicorn accepts connections only once the app's startup has finished.
-        assert self._process is not None
-        deadline = time.monotonic() + STARTUP_SECONDS
-        while True:
-            code = self._process.poll()
-            if code is not None:
+        process = self._process
+        assert process is not None
+
+        def connect() -> None:
+            code = process.poll()
+            if code is not None:  # not an OSError: no more tries
                 raise RuntimeError(f"the {self.name} server exited with status {code}:\n{self.log_tail()}")
-            with suppress(OSError), socket.create_connection((HOST, self.port), timeout=1):
-                return
-            if time.monotonic() > deadline:
-                raise RuntimeError(f"the {self.name} server did not start within {STARTUP_SECONDS:.0f} s")
-            time.sleep(0.1)
+            socket.create_connection((HOST, self.port), timeout=1).close()
+
+        ready = Retrying(
+            retry=retry_if_exception_type(OSError), wait=wait_fixed(0.1), stop=stop_after_delay(STARTUP_SECONDS)
+        )
+        try:
+            ready(connect)
+        except RetryError:
+            raise RuntimeError(f"the {self.name} server did not start within {STARTUP_SECONDS:.0f} s") from None
 
 
 # ---------------------------------------------------------------- a minimal HTTP/1.1 client

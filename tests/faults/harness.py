@@ -24,6 +24,7 @@ from typing import TypeVar
 import pytest
 import redis
 from dramatiq.brokers.redis import MAINTENANCE_SCALE, RedisBroker
+from tenacity import RetryError, Retrying, retry_if_exception_type, stop_after_delay, wait_fixed
 
 from services.db.migrate import upgrade
 from tests.conftest import PG_HOST, PG_PORT, REQUIRE_SERVICES, Backend, _psql_admin, need_service
@@ -80,16 +81,22 @@ class RedisProcess:
         else:
             args += ["--appendonly", "no"]
         self.proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        deadline = time.monotonic() + 10
-        while time.monotonic() < deadline:
-            try:
-                client = redis.Redis(host="127.0.0.1", port=self.port, socket_timeout=1)
-                client.ping()  # answers only once the append-only file is loaded
-                client.close()
-                return
-            except (redis.ConnectionError, redis.BusyLoadingError, redis.TimeoutError):
-                time.sleep(0.05)
-        raise RuntimeError("redis-server did not start")
+        started = Retrying(
+            retry=retry_if_exception_type((redis.ConnectionError, redis.BusyLoadingError, redis.TimeoutError)),
+            wait=wait_fixed(0.05),
+            stop=stop_after_delay(10),
+        )
+        try:
+            started(self._ping)
+        except RetryError:
+            raise RuntimeError("redis-server did not start") from None
+
+    def _ping(self) -> None:
+        client = redis.Redis(host="127.0.0.1", port=self.port, socket_timeout=1)
+        try:
+            client.ping()  # answers only once the append-only file is loaded
+        finally:
+            client.close()
 
     def stop(self) -> None:
         """SIGKILL: the server vanishes as in a crash."""

@@ -148,3 +148,46 @@ async def test_tenants_have_their_own_calendars(world: World) -> None:
     await put(a, {**CALENDAR, "timezone": "America/New_York"})
     assert (await b.get("/api/v1/calendar")).json()["is_default"] is True
     assert (await a.get("/api/v1/calendar")).json()["timezone"] == "America/New_York"
+
+
+async def test_a_calendar_may_follow_a_countrys_public_holidays(world: World) -> None:
+    api, body = await world.signup()
+    saved = await put(
+        api,
+        {
+            "timezone": "Asia/Shanghai",
+            "holiday_country": "CN",
+            "holidays": [{"date": "2025-09-29", "name": "Company outing"}],
+        },
+    )
+    assert saved.status_code == 200, saved.text
+    assert saved.json()["holiday_country"] == "CN"
+    assert (await api.get("/api/v1/calendar")).json() == saved.json()
+
+    async with open_session(uuid.UUID(body["tenant"]["id"])) as db:
+        due_at = await calendar.due_function(db)
+    friday = datetime(2025, 9, 26, 9, 0, tzinfo=UTC)  # 17:00 in Shanghai
+    # Sunday the 28th is a make-up working day; the tenant closed Monday the 29th.
+    assert due_at(Due(within=Duration(days=1, business=True)), friday, {}) == datetime(2025, 9, 28, 9, 0, tzinfo=UTC)
+    assert due_at(Due(within=Duration(days=2, business=True)), friday, {}) == datetime(2025, 9, 30, 9, 0, tzinfo=UTC)
+    # Then 1-8 October are National Day.
+    assert due_at(Due(within=Duration(days=3, business=True)), friday, {}) == datetime(2025, 10, 9, 9, 0, tzinfo=UTC)
+
+    # Leaving the country out goes back to the weekdays alone, and the answer leaves it out too.
+    plain = await put(api, {"timezone": "Asia/Shanghai"})
+    assert "holiday_country" not in plain.json()
+    events = _items((await api.get("/api/v1/audit")).json())
+    newest = next(e for e in events if e["action"] == "calendar.updated")
+    assert newest["before"]["holiday_country"] == "CN"
+    assert "holiday_country" not in newest["after"]
+
+
+async def test_an_unknown_country_is_refused(world: World) -> None:
+    api, _ = await world.signup()
+    for country in ("XX", "cn"):
+        refused = await put(api, {"holiday_country": country})
+        assert refused.status_code == 422
+        assert {(e["pointer"], e["code"]) for e in refused.json()["errors"]} == {
+            ("/holiday_country", "unknown_country")
+        }
+    assert (await api.get("/api/v1/calendar")).json()["is_default"] is True

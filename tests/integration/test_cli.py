@@ -131,3 +131,52 @@ def test_guiju_run_serves_the_platform(tmp_path: Path) -> None:
         assert server.link_for(email, "/verify-email").startswith(f"{server.base}/verify-email?token=")
     finally:
         server.stop()
+
+
+@pytest.mark.timeout(120)
+def test_guiju_worker_logs_json_lines(tmp_path: Path) -> None:
+    """Dramatiq's supervisor and its worker processes log through the JSON formatter."""
+    import json
+    import signal
+    import time
+
+    from tests.faults.harness import RedisProcess, free_port, require_redis_server
+
+    require_redis_server()
+    redis_server = RedisProcess(free_port())
+    redis_server.start()
+    env = base_env(
+        tmp_path,
+        f"sqlite+aiosqlite:///{tmp_path / 'worker.db'}",
+        GUIJU_SECRET_KEY="w" * 40,
+        GUIJU_REDIS_URL=f"redis://127.0.0.1:{redis_server.port}/0",
+        GUIJU_LOG_LEVEL="INFO",
+    )
+    log_path = tmp_path / "worker.log"
+    try:
+        assert guiju("db", "upgrade", env=env).returncode == 0
+        with log_path.open("wb") as log:
+            worker = subprocess.Popen(
+                [sys.executable, "-m", "services.cli", "worker", "--processes", "1", "--threads", "1"],
+                cwd=ROOT,
+                env=env,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
+        try:
+            deadline = time.monotonic() + 60
+            while "Worker process is ready for action." not in log_path.read_text():
+                assert worker.poll() is None, log_path.read_text()
+                assert time.monotonic() < deadline, log_path.read_text()
+                time.sleep(0.1)
+        finally:
+            worker.send_signal(signal.SIGTERM)  # the supervisor stops its worker processes
+            worker.wait(timeout=30)
+    finally:
+        redis_server.stop()
+    lines = [json.loads(line) for line in log_path.read_text().splitlines() if line.strip()]
+    loggers = {line["logger"] for line in lines}
+    assert "dramatiq.MainProcess" in loggers
+    assert "dramatiq.WorkerProcess(0)" in loggers
+    assert all({"time", "level", "logger", "message"} <= line.keys() for line in lines)

@@ -3,6 +3,8 @@
 A calendar says which days are working days (ISO weekdays, minus named holidays, plus make-up
 working days such as a Saturday worked in exchange for a holiday bridge, 调休) and which hours of a
 working day count (one or more intervals, the same on every working day), in the tenant's timezone.
+A calendar may also follow a country's public holidays and make-up working days
+(:mod:`services.sops.calendar.public`); the tenant's own dates take precedence over the country's.
 
 Times go in and come out as timezone-aware UTC. Durations are counted in real elapsed minutes:
 each working interval is converted to UTC on its own date, so a daylight-saving change is honoured.
@@ -18,6 +20,7 @@ from zoneinfo import ZoneInfo
 
 import msgspec
 
+from services.sops.calendar.public import is_public_holiday, is_public_working_day
 from services.sops.definition import Due, Duration
 
 DEFAULT_TIMEZONE: Final = "Asia/Shanghai"
@@ -40,6 +43,8 @@ class WorkingTime(msgspec.Struct, frozen=True):
 
     ``intervals`` are ``(start, end)`` minutes since local midnight, sorted, not overlapping,
     ``0 <= start < end <= 1440``; ``working_days`` are ISO weekdays (1 = Monday).
+    ``holiday_country`` (ISO 3166-1 alpha-2, or None for none) adds that country's public holidays
+    and make-up working days under the tenant's own ``holidays`` and ``extra_working_days``.
     """
 
     timezone: str = DEFAULT_TIMEZONE
@@ -47,6 +52,7 @@ class WorkingTime(msgspec.Struct, frozen=True):
     intervals: tuple[tuple[int, int], ...] = DEFAULT_INTERVALS
     holidays: tuple[Holiday, ...] = ()
     extra_working_days: tuple[Holiday, ...] = ()
+    holiday_country: str | None = None
 
 
 class NoWorkingTime(ValueError):
@@ -56,7 +62,7 @@ class NoWorkingTime(ValueError):
 class _Plan:
     """A calendar prepared for fast lookups (built once per distinct calendar)."""
 
-    __slots__ = ("extra", "holidays", "intervals", "weekdays", "zone")
+    __slots__ = ("country", "extra", "holidays", "intervals", "weekdays", "zone")
 
     def __init__(self, cal: WorkingTime) -> None:
         self.zone = ZoneInfo(cal.timezone)
@@ -64,12 +70,20 @@ class _Plan:
         self.holidays = frozenset(h.date for h in cal.holidays)
         self.extra = frozenset(h.date for h in cal.extra_working_days)
         self.intervals = tuple(sorted(cal.intervals))
+        self.country = cal.holiday_country
 
     def is_working_day(self, day: date) -> bool:
+        # The tenant's own dates first: a closure it added closes even a make-up working day, and
+        # a day it chose to work is worked even on a public holiday.
         if day in self.extra:
             return True
         if day in self.holidays:
             return False
+        if self.country is not None:
+            if is_public_working_day(self.country, day):
+                return True
+            if is_public_holiday(self.country, day):
+                return False
         return day.isoweekday() in self.weekdays
 
     def local(self, day: date, minute: int) -> datetime:

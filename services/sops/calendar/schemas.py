@@ -14,6 +14,14 @@ from msgspec import Meta
 
 Clock = Annotated[str, Meta(max_length=5, description='A local time of day, "HH:MM"; "24:00" is midnight at the end')]
 IsoDate = Annotated[str, Meta(max_length=10, description='"YYYY-MM-DD"')]
+Country = Annotated[
+    str,
+    Meta(
+        max_length=2,
+        description="ISO 3166-1 alpha-2 code (e.g. CN, US) whose public holidays and make-up working days "
+        "the calendar follows, beneath its own holidays and extra working days",
+    ),
+]
 Weekday = Annotated[int, Meta(description="ISO weekday: 1 = Monday … 7 = Sunday")]
 
 
@@ -43,6 +51,7 @@ class CalendarIn(Input):
     extra_working_days: Annotated[
         list[NamedDateIn], Meta(max_length=366, description="make-up working days (调休), e.g. a Saturday worked")
     ] = msgspec.field(default_factory=list)
+    holiday_country: Country | None = None
 
 
 class IntervalOut(msgspec.Struct):
@@ -63,3 +72,5 @@ class CalendarOut(msgspec.Struct):
     extra_working_days: list[NamedDateOut]
     is_default: bool  # no calendar saved yet: these are the defaults
     updated_at: datetime | None = None
+    # Left out of the answer when the calendar follows no country's public holidays.
+    holiday_country: Country | msgspec.UnsetType = msgspec.UNSET

@@ -13,6 +13,7 @@ from collections.abc import Callable, Mapping
 from datetime import date, datetime
 from typing import Any
 
+import msgspec
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -28,6 +29,7 @@ from services.sops.calendar.hours import (
 )
 from services.sops.calendar.hours import due_at as _due_at
 from services.sops.calendar.models import BusinessCalendar
+from services.sops.calendar.public import country_known
 from services.sops.calendar.schemas import CalendarIn, CalendarOut, IntervalOut, NamedDateIn, NamedDateOut
 from services.sops.definition import Due
 from tenants.base import utcnow
@@ -86,6 +88,7 @@ def _to_working_time(row: BusinessCalendar | None, tenant_timezone: str) -> Work
         extra_working_days=tuple(
             Holiday(date.fromisoformat(h["date"]), h.get("name", "")) for h in row.extra_working_days
         ),
+        holiday_country=row.holiday_country,
     )
 
 
@@ -124,6 +127,7 @@ def calendar_out(cal: WorkingTime, row: BusinessCalendar | None) -> CalendarOut:
         extra_working_days=[NamedDateOut(date=h.date.isoformat(), name=h.name) for h in cal.extra_working_days],
         is_default=row is None,
         updated_at=row.updated_at if row is not None else None,
+        holiday_country=cal.holiday_country if cal.holiday_country is not None else msgspec.UNSET,
     )
 
 
@@ -167,6 +171,14 @@ def calendar_problems(data: CalendarIn) -> list[FieldProblem]:
     if data.timezone is not None and not timezone_known(data.timezone):
         problems.append(
             FieldProblem(pointer="/timezone", code="unknown_timezone", message="use an IANA time zone name")
+        )
+    if data.holiday_country is not None and not country_known(data.holiday_country):
+        problems.append(
+            FieldProblem(
+                pointer="/holiday_country",
+                code="unknown_country",
+                message="use an upper-case ISO 3166-1 alpha-2 code of a country with public holiday data, e.g. CN",
+            )
         )
 
     seen_days: set[int] = set()
@@ -245,6 +257,7 @@ def _row_values(data: CalendarIn) -> dict[str, Any]:
     )  # validated before
     return {
         "timezone": data.timezone,
+        "holiday_country": data.holiday_country,
         "working_days": sorted(set(data.working_days)),
         "intervals": [{"start": clock_text(low), "end": clock_text(high)} for low, high in intervals],
         "holidays": sorted(({"date": h.date, "name": h.name} for h in data.holidays), key=lambda h: h["date"]),
@@ -257,13 +270,16 @@ def _row_values(data: CalendarIn) -> dict[str, Any]:
 def _audit_view(row: BusinessCalendar | None) -> dict[str, Any] | None:
     if row is None:
         return None
-    return {
+    view: dict[str, Any] = {
         "timezone": row.timezone,
         "working_days": list(row.working_days),
         "intervals": list(row.intervals),
         "holidays": list(row.holidays),
         "extra_working_days": list(row.extra_working_days),
     }
+    if row.holiday_country is not None:  # only when set: earlier audit entries keep their shape
+        view["holiday_country"] = row.holiday_country
+    return view
 
 
 async def update_calendar(db: AsyncSession, data: CalendarIn, actor_id: uuid.UUID | None) -> CalendarOut:
