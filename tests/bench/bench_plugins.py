@@ -46,6 +46,7 @@ from services.db import dispose_databases, open_session, set_database_url
 from services.db.migrate import upgrade
 from services.marketplace import host
 from services.marketplace import service as marketplace
+from services.marketplace.context import _client
 from services.marketplace.models import PluginInstallation
 from services.settings import Settings
 from tenants.context import system_scope, tenant_scope
@@ -282,7 +283,7 @@ def _bare_post(tenant_id: uuid.UUID, port: int) -> Callable[[int], Awaitable[int
     headers = {"Content-Type": "application/json"}
 
     async def measure(calls: int) -> int:
-        client = host._client()
+        client = _client()
         total = 0
         for _ in range(calls):
             started = time.perf_counter_ns()
@@ -427,7 +428,7 @@ async def _prepare_and_measure(port: int) -> tuple[list[str], bool]:
         tenant_id = await _create_workspace()
         return await _measure(tenant_id, port)
     finally:
-        await host._client().aclose()
+        await _client().aclose()
         await dispose_databases()
 
 

@@ -25,6 +25,7 @@ from services.sops.calendar import service as calendar
 from services.sops.definition import Duration
 from services.sops.engine import ActionSucceeded, Actor
 from services.sops.runs import service as runs
+from services.sops.runs import state as run_state
 from tenants.base import Base, utcnow
 from tests.conftest import Api, World, deliver_events
 
@@ -1043,7 +1044,7 @@ async def test_today_is_the_tenant_s_date_not_utc_s(world: World, monkeypatch: p
     procedure_id, _ = await publish(owner, TODAY_FLOW)
 
     async def branch(now: datetime, ship_date: str) -> str:
-        monkeypatch.setattr(runs, "utcnow", lambda: now)
+        monkeypatch.setattr(run_state, "utcnow", lambda: now)
         run = await start(owner, procedure_id, data={"ship_date": ship_date})
         (step,) = [s for s in run["steps"] if s["status"] == "ready"]
         return str(step["key"])

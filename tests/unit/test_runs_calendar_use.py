@@ -7,7 +7,7 @@ from typing import Any
 import pytest
 
 from services.sops.procedures.service import definition_from_json
-from services.sops.runs.service import _uses_calendar
+from services.sops.runs.state import _uses_calendar
 
 
 def _task(key: str, **extra: Any) -> dict[str, Any]:
