@@ -13,6 +13,7 @@ import random
 import socket
 import uuid
 from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -253,10 +254,11 @@ def limiter_url(request: pytest.FixtureRequest) -> str | None:
     return None
 
 
-@pytest.fixture
-async def world(backend: Backend, tmp_path: Path, stub_worker: dramatiq.Worker) -> AsyncIterator[World]:
+@asynccontextmanager
+async def open_world(backend: Backend, tmp: Path) -> AsyncIterator[World]:
+    """An app on ``backend`` (the database of the app and of the services called directly)."""
     set_database_url(backend.url)
-    settings = make_settings(backend, tmp_path)
+    settings = make_settings(backend, tmp)
     app = create_app(settings)
     w = World(backend, app, settings, [])
     try:
@@ -265,3 +267,9 @@ async def world(backend: Backend, tmp_path: Path, stub_worker: dramatiq.Worker) 
         for client in w._clients:
             await client.aclose()
         set_database_url(None)
+
+
+@pytest.fixture
+async def world(backend: Backend, tmp_path: Path, stub_worker: dramatiq.Worker) -> AsyncIterator[World]:
+    async with open_world(backend, tmp_path) as w:
+        yield w
