@@ -7,10 +7,13 @@ GUIJU_REQUIRE_SERVICES=1 (CI) they fail instead.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import os
+import random
 import socket
 import uuid
 from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -31,6 +34,7 @@ from services.settings import Settings
 REQUIRE_SERVICES = os.environ.get("GUIJU_REQUIRE_SERVICES") == "1"
 PG_HOST, PG_PORT = "127.0.0.1", 5432
 REDIS_HOST, REDIS_PORT = "127.0.0.1", 6379
+REDIS_URL = f"redis://{REDIS_HOST}:{REDIS_PORT}/0"
 PASSWORD = "Tea-leaf-2026"
 
 
@@ -221,10 +225,40 @@ class World:
         return joiner, accepted.json()["user"]["id"]
 
 
-@pytest.fixture
-async def world(backend: Backend, tmp_path: Path, stub_worker: dramatiq.Worker) -> AsyncIterator[World]:
+def variant(world: World, **overrides: Any) -> World:
+    """The same backend with other settings (a new app); its clients close with the world's."""
+    settings = dataclasses.replace(world.settings, **overrides)
+    return World(world.backend, create_app(settings), settings, world._clients)
+
+
+async def client_at(world: World, ip: str) -> Api:
+    """A client whose connection comes from ``ip``."""
+    transport = httpx.ASGITransport(app=world.app, raise_app_exceptions=False, client=(ip, 40000))
+    client = httpx.AsyncClient(transport=transport, base_url="http://guiju.test")
+    world._clients.append(client)
+    return Api(client)
+
+
+def random_ip(prefix: str = "198.18") -> str:
+    """A client address of this test alone (the Redis limiter outlives a test run)."""
+    return f"{prefix}.{random.randint(0, 255)}.{random.randint(1, 254)}"
+
+
+@pytest.fixture(params=["memory", "redis"])
+def limiter_url(request: pytest.FixtureRequest) -> str | None:
+    """The rate limiter's storage: memory (None), then Redis (skipped, or failed under
+    GUIJU_REQUIRE_SERVICES=1, when Redis is unreachable)."""
+    if request.param == "redis":
+        need_service("Redis", REDIS_HOST, REDIS_PORT)
+        return REDIS_URL
+    return None
+
+
+@asynccontextmanager
+async def open_world(backend: Backend, tmp: Path) -> AsyncIterator[World]:
+    """An app on ``backend`` (the database of the app and of the services called directly)."""
     set_database_url(backend.url)
-    settings = make_settings(backend, tmp_path)
+    settings = make_settings(backend, tmp)
     app = create_app(settings)
     w = World(backend, app, settings, [])
     try:
@@ -233,3 +267,9 @@ async def world(backend: Backend, tmp_path: Path, stub_worker: dramatiq.Worker) 
         for client in w._clients:
             await client.aclose()
         set_database_url(None)
+
+
+@pytest.fixture
+async def world(backend: Backend, tmp_path: Path, stub_worker: dramatiq.Worker) -> AsyncIterator[World]:
+    async with open_world(backend, tmp_path) as w:
+        yield w

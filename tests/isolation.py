@@ -46,8 +46,9 @@ class SeededTenant:
         return str(self.body["tenant"]["id"])
 
 
-async def seed_tenant(world: World) -> SeededTenant:
-    api, body = await world.signup()
+async def seed_tenant(world: World, **signup: Any) -> SeededTenant:
+    """Sign up a tenant (``signup`` overrides the sign-up body) and give it rows in every table."""
+    api, body = await world.signup(**signup)
     seeded = SeededTenant(api, body)
     entity = await api.post("/api/v1/entities", {"name": f"Branch {unique_email()[:12]}"})
     invitation = await api.post("/api/v1/invitations", {"email": unique_email("pending")})

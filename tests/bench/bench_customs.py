@@ -29,6 +29,8 @@ from guiju_customs.order import KINDS, Order, read_order
 from guiju_customs.pdf import render_pdfs
 from guiju_customs.xlsx import render_xlsx
 
+from tests.bench.harness import round_order
+
 LINES = 200
 ROUNDS = 7
 TARGET_RATIO = 3.0
@@ -138,15 +140,11 @@ def run() -> None:
     our_set()
     floor_set()
     print(f"{'round':<8}{'ours s':>12}{'floor s':>12}{'ratio':>8}", flush=True)
-    our_times: list[float] = []
-    floor_times: list[float] = []
+    times: dict[str, list[float]] = {"floor": [], "ours": []}
+    our_times, floor_times = times["ours"], times["floor"]
     for number in range(1, ROUNDS + 1):
-        if number % 2:
-            floor_times.append(_seconds(floor_set))
-            our_times.append(_seconds(our_set))
-        else:
-            our_times.append(_seconds(our_set))
-            floor_times.append(_seconds(floor_set))
+        for name, one_set in round_order(number, [("floor", floor_set), ("ours", our_set)]):
+            times[name].append(_seconds(one_set))
         print(
             f"{number:<8}{our_times[-1]:>12.3f}{floor_times[-1]:>12.3f}{our_times[-1] / floor_times[-1]:>8.2f}",
             flush=True,

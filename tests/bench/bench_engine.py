@@ -37,6 +37,7 @@ from services.sops.definition import (
 )
 from services.sops.engine import Action, Actor, Approve, Complete, RunStatus, apply, start
 from tenants.models import Role
+from tests.bench.harness import round_order
 from tests.engine_support import evaluator, make_env
 
 BPMN = Path(__file__).with_name("order_process.bpmn")
@@ -166,11 +167,11 @@ def run() -> None:
         f"{len(run_engine(SMALL))} human steps per run; conditions by {evaluate.__module__}.{evaluate.__name__}"
     )
     print(f"{'round':<8}{'engine runs/s':>16}{'spiff runs/s':>16}{'ratio':>8}", flush=True)
-    ours: list[float] = []
-    theirs: list[float] = []
+    rates: dict[str, list[float]] = {"spiff": [], "engine": []}
+    ours, theirs = rates["engine"], rates["spiff"]
     for number in range(1, ROUNDS + 1):
-        theirs.append(_rate(spiff.run))
-        ours.append(_rate(run_engine))
+        for name, run_one in round_order(number, [("spiff", spiff.run), ("engine", run_engine)]):
+            rates[name].append(_rate(run_one))
         print(f"{number:<8}{ours[-1]:>16.0f}{theirs[-1]:>16.0f}{ours[-1] / theirs[-1]:>8.1f}", flush=True)
     ratio = statistics.median(ours) / statistics.median(theirs)
     print(f"{'median':<8}{statistics.median(ours):>16.0f}{statistics.median(theirs):>16.0f}{ratio:>8.1f}")

@@ -3,8 +3,9 @@ Litestar endpoint running the same query on the same driver, in the same run.
 
 Target: the app's throughput is at least 0.6 of the bare endpoint's. Each server is one uvicorn
 worker in its own process, connected to the database as the runtime role (so Row-Level Security
-applies to both); the load comes from this process over keep-alive connections. Rounds alternate
-(bare, app, bare, app, ...) and the medians are reported, because a small machine is noisy.
+applies to both); the load comes from this process over keep-alive connections. Each round runs
+both, in turn first (bare then app, app then bare, ...), and the medians are reported, because a
+small machine is noisy.
 """
 
 from __future__ import annotations
@@ -36,6 +37,7 @@ from tests.bench.harness import (
     fetch,
     load,
     request_bytes,
+    round_order,
     run_async,
     runtime_url,
     server_env,
@@ -183,7 +185,7 @@ async def _measure(app: Server, bare: Server, seeded: Seeded) -> list[Round]:
     print(f"{'round':<8}{'target':<6}{'req/s':>10}{'p50 ms':>10}{'p99 ms':>10}", flush=True)
     rounds: list[Round] = []
     for number in range(1, ROUNDS + 1):
-        for target in ("bare", "app"):
+        for target in round_order(number, ["bare", "app"]):
             result = await load(
                 target,
                 number,

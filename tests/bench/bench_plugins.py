@@ -51,7 +51,7 @@ from services.marketplace.models import PluginInstallation
 from services.settings import Settings
 from tenants.context import system_scope, tenant_scope
 from tenants.provisioning import create_tenant
-from tests.bench.harness import HOST, Server, run_async, server_env
+from tests.bench.harness import HOST, Server, round_order, run_async, server_env
 from tests.plugin_support import deployed, list_remote_version, plugin_module, remote_action
 
 ROUNDS = 7
@@ -313,8 +313,7 @@ async def _rounds(
     print(f"{'round':<8}" + "".join(f"{name:>24}" for name, _ in columns), flush=True)
     per_call: list[list[float]] = [[] for _ in columns]
     for number in range(1, ROUNDS + 1):
-        order = list(enumerate(columns))
-        for index, (_, measure) in order if number % 2 else reversed(order):
+        for index, (_, measure) in round_order(number, list(enumerate(columns))):
             gc.collect()
             per_call[index].append(await measure(calls) / calls / scale)
         print(f"{number:<8}" + "".join(f"{values[-1]:>24.2f}" for values in per_call), flush=True)

@@ -6,9 +6,10 @@ starts the run, and runs started through the API beforehand, each client complet
 its own runs (``POST /api/v1/runs/{run_id}/steps/{step_id}/complete``, one after the other). The
 baseline, measured in the same run, is a bare Litestar endpoint on the same path and driver, as the
 runtime role: the RLS settings, an UPDATE of the client's run by primary key, an INSERT of one outbox
-row. Rounds alternate (bare, app, ...) and the medians are reported; no target, the figures are
-reported. Every completion of one workspace appends to the workspace's hash-chained audit trail,
-whose head row is locked until commit, so the 50 clients' completions are serialised there.
+row. Each round runs both, in turn first (bare then app, app then bare, ...), and the medians are
+reported; no target, the figures are reported. Every completion of one workspace appends to the
+workspace's hash-chained audit trail, whose head row is locked until commit, so the 50 clients'
+completions are serialised there.
 
 My tasks: ``GET /api/v1/my/tasks`` of one member with 20 open tasks, from 20 concurrent clients,
 first with 1,000 step instances in the table (10 workspaces), then with 1,000,000 (10,000
@@ -66,6 +67,7 @@ from tests.bench.harness import (
     fetch,
     load,
     request_bytes,
+    round_order,
     run_async,
     runtime_url,
     server_env,
@@ -348,8 +350,9 @@ async def _measure_complete(app: Server, bare: Server, account: Account) -> None
     )
     print(f"{'round':<8}{'target':<8}{'req/s':>10}{'p50 ms':>10}{'p99 ms':>10}", flush=True)
     rounds: list[Round] = []
-    for number in range(1, COMPLETE_ROUNDS + 1):
-        bare_round = await load(
+
+    async def bare_round(number: int) -> Round:
+        return await load(
             "bare",
             number,
             bare.port,
@@ -358,10 +361,11 @@ async def _measure_complete(app: Server, bare: Server, account: Account) -> None
             warmup_seconds=COMPLETE_WARMUP_SECONDS,
             measure_seconds=COMPLETE_MEASURE_SECONDS,
         )
-        rounds.append(bare_round)
-        print(_row(str(number), "bare", bare_round.throughput, bare_round.p50_ms, bare_round.p99_ms), flush=True)
+
+    async def app_round(number: int) -> Round:
+        nonlocal per_client
         await steps.top_up(per_client)
-        app_round = await load(
+        measured = await load(
             "app",
             number,
             app.port,
@@ -370,9 +374,14 @@ async def _measure_complete(app: Server, bare: Server, account: Account) -> None
             warmup_seconds=COMPLETE_WARMUP_SECONDS,
             measure_seconds=COMPLETE_MEASURE_SECONDS,
         )
-        rounds.append(app_round)
-        print(_row(str(number), "app", app_round.throughput, app_round.p50_ms, app_round.p99_ms), flush=True)
         per_client = max(per_client, math.ceil(max(steps.taken) * 1.5) + STEPS_PER_RUN)
+        return measured
+
+    for number in range(1, COMPLETE_ROUNDS + 1):
+        for one_round in round_order(number, [bare_round, app_round]):
+            rounds.append(await one_round(number))
+            done = rounds[-1]
+            print(_row(str(number), done.target, done.throughput, done.p50_ms, done.p99_ms), flush=True)
     bare_m, app_m = _medians(rounds, "bare"), _medians(rounds, "app")
     print(_row("median", "bare", *bare_m))
     print(_row("median", "app", *app_m))

@@ -12,7 +12,7 @@ import subprocess
 import sys
 import time
 import uuid
-from collections.abc import Callable, Coroutine
+from collections.abc import Callable, Coroutine, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
@@ -338,6 +338,14 @@ async def load(
             conn.close()
     latencies.sort()
     return Round(target=target, number=number, completed=completed, seconds=measure_seconds, latencies=latencies)
+
+
+def round_order(number: int, steps: Sequence[T]) -> list[T]:
+    """The order in which round ``number`` (from 1) runs ``steps``: as given in odd rounds, reversed
+    in even ones (A B, B A, A B, ...). Every benchmark runs its baseline and what it measures this
+    way, so that neither always goes first: a small shared machine drifts (caches warm, neighbours
+    come and go), and whatever runs first in every round would carry that drift alone."""
+    return list(steps) if number % 2 else list(reversed(steps))
 
 
 def run_async(coro: Coroutine[Any, Any, T]) -> T:

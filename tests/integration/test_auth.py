@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from datetime import timedelta
 
+from limits.aio.storage import RedisStorage
 from sqlalchemy import update
 
 from services.accounts.models import UserToken
@@ -11,11 +12,13 @@ from services.accounts.service import hash_token
 from services.db import open_session
 from services.ratelimit import Limit
 from tenants.base import utcnow
-from tests.conftest import PASSWORD, World, deliver_events, mail_to, token_from
+from tests.conftest import PASSWORD, World, client_at, deliver_events, mail_to, random_ip, token_from, variant
 
 
-async def _login(world: World, email: str, password: str = PASSWORD) -> tuple[object, object]:
-    api = await world.client()
+async def _login(
+    world: World, email: str, password: str = PASSWORD, client: str | None = None
+) -> tuple[object, object]:
+    api = await (client_at(world, client) if client else world.client())
     response = await api.post("/api/v1/auth/login", {"email": email, "password": password})
     return api, response
 
@@ -50,14 +53,18 @@ async def test_wrong_password_and_unknown_account_answer_the_same(world: World) 
     assert wrong.json()["code"] == unknown.json()["code"] == "invalid_credentials"
 
 
-async def test_repeated_wrong_passwords_are_rate_limited(world: World) -> None:
+async def test_repeated_wrong_passwords_are_rate_limited(world: World, limiter_url: str | None) -> None:
+    # The default limits, counted in memory (one process) and in Redis (shared by every API process).
+    world = variant(world, redis_url=limiter_url)
+    assert isinstance(world.app.state.rate_limiter.storage, RedisStorage) == (limiter_url is not None)
     _owner, body = await world.signup()
     email = body["user"]["email"]
+    client = random_ip()  # Redis keeps its counts beyond this run: an address of this test's own
     per_minute = min(tier.amount for tier in Limit.parse("login", world.settings.login_account_limits).tiers)
     for _ in range(per_minute):
-        _api, response = await _login(world, email, "Wrong-password-1")
+        _api, response = await _login(world, email, "Wrong-password-1", client)
         assert response.status_code == 401
-    _api, blocked = await _login(world, email, PASSWORD)  # even the right password waits now
+    _api, blocked = await _login(world, email, PASSWORD, client)  # even the right password waits now
     assert blocked.status_code == 429
     assert blocked.json()["code"] == "login_rate_limited"
     assert int(blocked.headers["retry-after"]) > 0

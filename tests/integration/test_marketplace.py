@@ -501,11 +501,21 @@ async def test_members_read_admins_change(world: World, erp: Any) -> None:
     member, _ = await world.invite_and_join(admin, "manager")
     refused = await member.post("/api/v1/plugins/erp/install", {"scopes": SCOPES, "config": GOOD_CONFIG})
     assert refused.status_code == 403
+    assert (await admin.get("/api/v1/plugins")).json() == []  # the refused install made nothing
     assert (
         await admin.post("/api/v1/plugins/erp/install", {"scopes": SCOPES, "config": GOOD_CONFIG})
     ).status_code == 201
     assert (await member.get("/api/v1/plugins")).status_code == 200
     assert (await member.post("/api/v1/plugins/erp/disable")).status_code == 403
+    # A reader who may not change the settings sees them with the secret masked, in the list and alone.
+    listed = await member.get("/api/v1/plugins")
+    one = await member.get("/api/v1/plugins/erp")
+    assert one.status_code == 200, one.text
+    for installation in (listed.json()[0], one.json()):
+        assert installation["plugin"] == "erp" and installation["enabled"] is True  # the refused disable
+        assert installation["secrets"] == {"api_key": "********"}
+        assert installation["config"] == {"base_url": "https://erp.example.com", "company": "Acme"}
+    assert GOOD_CONFIG["api_key"] not in listed.text + one.text
 
 
 async def test_plugin_events_fire_plugin_triggers(world: World, erp: Any) -> None:

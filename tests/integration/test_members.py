@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from tests.conftest import PASSWORD, World, deliver_events, mail_to, token_from, unique_email
 
 
@@ -68,6 +70,7 @@ async def test_revoked_and_forged_invitations_are_refused(world: World) -> None:
     await deliver_events()
     token = token_from(mail_to(email, "invitation")[-1])
     assert (await owner.delete(f"/api/v1/invitations/{invitation['id']}")).status_code == 204
+    assert (await owner.get("/api/v1/invitations")).json() == []
     joiner = await world.client()
     revoked = await joiner.post(
         "/api/v1/auth/accept-invitation", {"token": token, "display_name": "Z", "password": PASSWORD}
@@ -78,10 +81,18 @@ async def test_revoked_and_forged_invitations_are_refused(world: World) -> None:
     assert (await joiner.post("/api/v1/auth/accept-invitation", {"token": "junk"})).json()["code"] == "token_invalid"
 
 
+async def _roles(api: Any) -> dict[str, str]:
+    """The workspace's members as user id → role."""
+    listed = await api.get("/api/v1/members")
+    assert listed.status_code == 200, listed.text
+    return {m["user_id"]: m["role"] for m in listed.json()}
+
+
 async def test_roles_gate_member_management(world: World) -> None:
-    owner, _ = await world.signup()
+    owner, body = await world.signup()
     manager, manager_id = await world.invite_and_join(owner, "manager")
     member, member_id = await world.invite_and_join(owner, "member")
+    owner_id = body["user"]["id"]
 
     for api in (manager, member):
         response = await api.post("/api/v1/invitations", {"email": unique_email()})
@@ -89,18 +100,23 @@ async def test_roles_gate_member_management(world: World) -> None:
         assert response.json()["code"] == "role_required"
         assert (await api.patch(f"/api/v1/members/{member_id}", {"role": "admin"})).status_code == 403
     assert (await member.get("/api/v1/members")).status_code == 200
+    assert await _roles(owner) == {owner_id: "owner", manager_id: "manager", member_id: "member"}
+    assert (await owner.get("/api/v1/invitations")).json() == []  # the refused invitations made none
 
     promoted = await owner.patch(f"/api/v1/members/{manager_id}", {"role": "admin"})
     assert promoted.json()["role"] == "admin"
+    assert (await _roles(member))[manager_id] == "admin"
     # The promotion takes effect on the member's existing session at once.
     assert (await manager.get("/api/v1/auth/session")).json()["role"] == "admin"
     admin = manager
     denied = await admin.patch(f"/api/v1/members/{member_id}", {"role": "owner"})
     assert denied.json()["code"] == "owner_required"
     assert (await admin.patch(f"/api/v1/members/{member_id}", {"role": "wizard"})).status_code == 422
+    assert (await _roles(owner))[member_id] == "member"
 
     assert (await admin.delete(f"/api/v1/members/{member_id}")).status_code == 204
     assert (await member.get("/api/v1/members")).json()["code"] == "no_tenant_selected"
+    assert await _roles(owner) == {owner_id: "owner", manager_id: "admin"}
 
 
 async def test_the_last_owner_stays(world: World) -> None:
@@ -111,10 +127,12 @@ async def test_the_last_owner_stays(world: World) -> None:
     assert demote.json()["code"] == "last_owner"
     leave = await owner.delete(f"/api/v1/members/{owner_id}")
     assert leave.json()["code"] == "last_owner"
+    assert await _roles(owner) == {owner_id: "owner"}
 
     second, second_id = await world.invite_and_join(owner, "owner")
     assert (await second.delete(f"/api/v1/members/{owner_id}")).status_code == 204
     assert (await second.delete(f"/api/v1/members/{second_id}")).json()["code"] == "last_owner"
+    assert await _roles(second) == {second_id: "owner"}
 
 
 async def test_duplicate_and_invalid_invitations(world: World) -> None:
@@ -124,6 +142,7 @@ async def test_duplicate_and_invalid_invitations(world: World) -> None:
     bad = await owner.post("/api/v1/invitations", {"email": "not an email", "role": "boss"})
     assert bad.status_code == 422
     assert {e["code"] for e in bad.json()["errors"]} == {"invalid_email", "unknown_role"}
+    assert (await owner.get("/api/v1/invitations")).json() == []
     email = unique_email("twice")
     await owner.post("/api/v1/invitations", {"email": email})
     await owner.post("/api/v1/invitations", {"email": email})
@@ -135,8 +154,11 @@ async def test_workspace_settings_and_entities(world: World) -> None:
     patched = await owner.patch("/api/v1/tenant", {"name": "规矩贸易", "timezone": "Europe/Berlin", "locale": "zh-CN"})
     assert patched.status_code == 200
     assert patched.json()["timezone"] == "Europe/Berlin"
+    stored = (await owner.get("/api/v1/tenant")).json()
+    assert (stored["name"], stored["timezone"], stored["locale"]) == ("规矩贸易", "Europe/Berlin", "zh-CN")
     bad = await owner.patch("/api/v1/tenant", {"timezone": "Nowhere/City", "locale": "de"})
     assert {e["code"] for e in bad.json()["errors"]} == {"unknown_timezone", "unknown_locale"}
+    assert (await owner.get("/api/v1/tenant")).json() == stored
 
     created = await owner.post("/api/v1/entities", {"name": "Lagos Trading Ltd", "country": "NG", "currency": "NGN"})
     assert created.status_code == 201
@@ -144,4 +166,5 @@ async def test_workspace_settings_and_entities(world: World) -> None:
     assert (await owner.get(f"/api/v1/entities/{entity_id}")).json()["currency"] == "NGN"
     dup = await owner.post("/api/v1/entities", {"name": "Lagos Trading Ltd"})
     assert dup.json()["code"] == "entity_name_taken"
+    assert [e["name"] for e in (await owner.get("/api/v1/entities")).json()].count("Lagos Trading Ltd") == 1
     assert len((await owner.get("/api/v1/entities")).json()) == 2

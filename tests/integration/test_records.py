@@ -98,11 +98,15 @@ async def test_record_lifecycle_emits_events_and_audits(world: World) -> None:
     assert patched.status_code == 200, patched.text
     assert patched.json()["values"]["qty"] == 5 and patched.json()["values"]["code"] == "PO-1"
     assert patched.json()["version"] == 2
+    stored = (await api.get(f"{base}/{record['id']}")).json()
+    assert stored["values"] == {**record["values"], "qty": 5, "paid": True} and stored["version"] == 2
     stale = await api.patch(f"{base}/{record['id']}", {"values": {"qty": 6}, "version": 1})
     assert stale.status_code == 409 and stale.json()["code"] == "version_conflict"
+    assert (await api.get(f"{base}/{record['id']}")).json() == stored  # the stale write changed nothing
 
     assert (await api.delete(f"{base}/{record['id']}")).status_code == 204
     assert (await api.get(f"{base}/{record['id']}")).status_code == 404
+    assert record["id"] not in (await api.get(base)).text
     assert (await api.patch(f"{base}/{record['id']}", {"values": {"qty": 1}})).status_code == 404
 
     created, updated, deleted = await events_of(record["id"])
@@ -330,13 +334,17 @@ async def test_roles(world: World) -> None:
     denied = await member.post("/api/v1/collections", {"key": "x", "name": "X"})
     assert denied.status_code == 403 and denied.json()["code"] == "role_required"
     collection_id = await make_collection(owner)
+    name = (await owner.get(f"/api/v1/collections/{collection_id}")).json()["name"]
     assert (await member.patch(f"/api/v1/collections/{collection_id}", {"name": "Mine"})).status_code == 403
+    assert (await owner.get(f"/api/v1/collections/{collection_id}")).json()["name"] == name
     # Members do the daily work on records.
     record = await create(member, collection_id, {"code": "M-1"})
     base = f"/api/v1/collections/{collection_id}/records/{record['id']}"
     assert (await member.patch(base, {"values": {"qty": 1}})).status_code == 200
     assert (await member.get(base)).status_code == 200
+    assert (await owner.get(base)).json()["values"]["qty"] == 1  # the member's change is stored
     assert (await member.delete(base)).status_code == 204
+    assert (await owner.get(base)).status_code == 404
 
 
 async def test_filters_sorting_and_keyset_pages(world: World) -> None:

@@ -115,10 +115,39 @@ async def test_json_only_size_limit_and_unknown_tokens(world: World) -> None:
 
 async def test_rotation_needs_a_manager_and_a_webhook_trigger(world: World) -> None:
     api, _ = await world.signup()
-    automation_id, _path, _secret = await _webhook_automation(api, verify=False)
+    automation_id, path, _secret = await _webhook_automation(api, verify=False)
     member, _ = await world.invite_and_join(api, "member")
     assert (await member.post(f"/api/v1/automations/{automation_id}/webhook/rotate")).status_code == 403
     assert (await member.get(f"/api/v1/automations/{automation_id}/webhook/deliveries")).status_code == 403
+
+    # The member's refused rotation changed nothing: the URL still starts the automation.
+    stranger = await world.client()
+    headers = {"Content-Type": "application/json"}
+    kept = await stranger.client.post(path, content=b'{"code": "K-1"}', headers=headers)
+    assert kept.status_code == 202, kept.text
+    # A manager rotates: the new URL starts the automation, the old one is gone.
+    manager, _ = await world.invite_and_join(api, "manager")
+    new_path, _new_secret = await _rotate(manager, automation_id)
+    assert new_path != path
+    assert (await stranger.client.post(path, content=b"{}", headers=headers)).status_code == 404
+    started = await stranger.client.post(new_path, content=b'{"code": "K-2"}', headers=headers)
+    assert started.status_code == 202, started.text
+    executions = (await manager.get(f"/api/v1/automations/{automation_id}/executions")).json()
+    assert {e["id"] for e in executions} == {kept.json()["execution_id"], started.json()["execution_id"]}
+    assert await _deliveries(manager, automation_id) == [("accepted", None), ("accepted", None)]
+
+    # Only a webhook automation has a URL to rotate.
+    scheduled = await api.post(
+        "/api/v1/automations",
+        {
+            "name": "Every morning",
+            "trigger": {"type": "schedule", "cron": "0 9 * * *"},
+            "actions": [{"kind": "wait", "duration": {"minutes": 5, "business": False}}],
+        },
+    )
+    assert scheduled.status_code == 201, scheduled.text
+    no_url = await manager.post(f"/api/v1/automations/{scheduled.json()['id']}/webhook/rotate")
+    assert no_url.status_code == 409 and no_url.json()["code"] == "not_a_webhook_automation"
 
 
 def test_signature_check_is_exact() -> None:
