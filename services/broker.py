@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import logging
 import uuid
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass
 from typing import Any
 
 import dramatiq
@@ -17,8 +18,11 @@ from dramatiq.broker import MessageProxy
 from dramatiq.brokers.redis import RedisBroker
 from dramatiq.brokers.stub import StubBroker
 from dramatiq.middleware import AsyncIO, CurrentMessage, Middleware
+from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.orm import Session
 
 from services.db import open_session
+from services.db.commit_hooks import AfterCommit
 from services.logs import actor_var
 from services.settings import load_settings
 from tenants.context import enter_tenant, leave_tenant, tenant_scope
@@ -94,6 +98,94 @@ def use_broker(new: dramatiq.Broker) -> dramatiq.Broker:
         new.declare_actor(actor)
     dramatiq.set_broker(new)
     return old
+
+
+# ---------------------------------------------------------------- sending by name
+
+# Actors declared at run time, one per queue (``plugin.<name>``): their module registers how to
+# declare one, so a sender names the actor without importing that module.
+_declare_on_demand: dict[str, Callable[[str], object]] = {}
+
+
+def declare_on_demand(name_prefix: str, declare: Callable[[str], object]) -> None:
+    """Have an actor whose name starts with ``name_prefix`` declared by ``declare(queue_name)`` when a
+    message is first sent to it in this process (an actor per queue, for queues known only at run time)."""
+    _declare_on_demand[name_prefix] = declare
+
+
+def send(
+    actor_name: str,
+    *,
+    queue_name: str,
+    kwargs: Mapping[str, Any] | None = None,
+    args: tuple[Any, ...] = (),
+    delay_ms: int | None = None,
+) -> dramatiq.Message[Any]:
+    """Enqueue a message for the actor named ``actor_name`` on ``queue_name``, now.
+
+    The sender names the actor instead of importing it: an actors module imports its service, so
+    the service cannot import the actors. Inside a transaction, use :func:`send_after_commit`.
+    """
+    current = dramatiq.get_broker()
+    if actor_name not in current.actors:
+        for prefix, declare in _declare_on_demand.items():
+            if actor_name.startswith(prefix):
+                declare(queue_name)
+                break
+    message: dramatiq.Message[Any] = dramatiq.Message(
+        queue_name=queue_name, actor_name=actor_name, args=args, kwargs=dict(kwargs or {}), options={}
+    )
+    return current.enqueue(message, delay=delay_ms)
+
+
+@dataclass(frozen=True, slots=True)
+class OutgoingMessage:
+    """A message collected in a transaction, sent when it commits."""
+
+    actor_name: str
+    queue_name: str
+    kwargs: dict[str, Any]
+    delay_ms: int | None = None
+
+
+def _send_committed(messages: list[OutgoingMessage]) -> None:
+    for message in messages:
+        try:
+            send(message.actor_name, queue_name=message.queue_name, kwargs=message.kwargs, delay_ms=message.delay_ms)
+        except Exception:
+            # The work is committed: its owner's recovery sends it again (the automations'
+            # maintenance timer re-sends stalled executions).
+            log.exception(
+                "could not send a message after commit",
+                extra={"actor_name": message.actor_name, "queue_name": message.queue_name, "kwargs": message.kwargs},
+            )
+
+
+_OUTGOING = AfterCommit[OutgoingMessage]("broker.messages", _send_committed)
+
+
+def send_after_commit(
+    session: Session | AsyncSession,
+    actor_name: str,
+    *,
+    queue_name: str,
+    kwargs: Mapping[str, Any],
+    delay_ms: int | None = None,
+) -> None:
+    """Send a message to the actor named ``actor_name`` once ``session``'s transaction commits.
+
+    Nothing is sent if the transaction rolls back, nor for a message collected in a savepoint that
+    rolls back (see :mod:`services.db.commit_hooks`).
+    """
+    _OUTGOING.add(session, OutgoingMessage(actor_name, queue_name, dict(kwargs), delay_ms))
+
+
+def pending_messages(session: Session | AsyncSession) -> list[OutgoingMessage]:
+    """The messages ``session``'s transaction will send when it commits (tests and diagnostics)."""
+    return _OUTGOING.pending(session)
+
+
+# ---------------------------------------------------------------- actors bound to a tenant
 
 
 def tenant_actor(fn: Callable[..., Awaitable[Any]] | None = None, **options: Any) -> Any:

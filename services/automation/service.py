@@ -58,11 +58,11 @@ from zoneinfo import ZoneInfo
 import dramatiq
 import msgspec
 from cronsim import CronSim, CronSimError
-from sqlalchemy import Table, bindparam, delete, event, func, insert, select
+from sqlalchemy import Table, bindparam, delete, func, insert, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
-from sqlalchemy.orm import Session
 
+from services import broker
 from services.accounts import service as accounts
 from services.accounts.service import Principal
 from services.automation import actions, replays
@@ -116,6 +116,8 @@ from tenants.models import Role
 log = logging.getLogger("guiju.automation")
 
 ACTIONS_QUEUE = actions.DEFAULT_QUEUE
+# The executor actor of ACTIONS_QUEUE; each other queue has its own, named after it (actor_name_for).
+EXECUTOR_ACTOR = "run_execution_step"
 RECORD_EVENTS = ("record.created", "record.updated", "record.deleted")
 RUN_EVENTS = (
     "run.started",
@@ -1245,9 +1247,7 @@ def _finite(value: Any) -> bool:
     return True
 
 
-# ---------------------------------------------------------------- sending steps after commit
-
-_SENDS_KEY = "automation_sends"
+# ---------------------------------------------------------------- sending steps to the executor
 
 
 def _queue_of(action: Mapping[str, Any]) -> str:
@@ -1265,6 +1265,17 @@ def _time_limit_of(action: Mapping[str, Any]) -> int:
         return 60_000
 
 
+def actor_name_for(queue: str) -> str:
+    """The executor actor's name on ``queue`` (one actor per queue: Dramatiq binds actors to queues)."""
+    if queue == ACTIONS_QUEUE:
+        return EXECUTOR_ACTOR
+    return f"{EXECUTOR_ACTOR}__" + re.sub(r"[^A-Za-z0-9_]", "_", queue)
+
+
+def _step_kwargs(tenant_id: uuid.UUID, execution_id: uuid.UUID, action_index: int) -> dict[str, Any]:
+    return {"tenant_id": str(tenant_id), "execution_id": str(execution_id), "action_index": action_index}
+
+
 def _send_after_commit(
     db: AsyncSession,
     tenant_id: uuid.UUID,
@@ -1273,42 +1284,26 @@ def _send_after_commit(
     queue: str,
     delay_ms: int | None = None,
 ) -> None:
-    """Send the step once the session's transaction commits (never for a rolled-back one)."""
-    db.sync_session.info.setdefault(_SENDS_KEY, []).append((tenant_id, execution_id, action_index, queue, delay_ms))
-
-
-@event.listens_for(Session, "after_commit")
-def _send_committed_steps(session: Session) -> None:
-    for tenant_id, execution_id, action_index, queue, delay_ms in session.info.pop(_SENDS_KEY, []):
-        try:
-            send_step(tenant_id, execution_id, action_index, queue, delay_ms)
-        except Exception:
-            # The execution is committed and queued: recover_stalled() sends it again later.
-            log.exception("could not send an automation step", extra={"execution_id": str(execution_id)})
-
-
-@event.listens_for(Session, "after_rollback")
-def _drop_rolled_back_steps(session: Session) -> None:
-    session.info.pop(_SENDS_KEY, None)
-
-
-def actor_name_for(queue: str) -> str:
-    """The executor actor's name on ``queue`` (one actor per queue: Dramatiq binds actors to queues)."""
-    if queue == ACTIONS_QUEUE:
-        return "run_execution_step"
-    return "run_execution_step__" + re.sub(r"[^A-Za-z0-9_]", "_", queue)
+    """Send the step to its executor once the session's transaction commits (never for a rolled-back
+    one). A send lost between commit and send is repaired by :func:`recover_stalled`."""
+    broker.send_after_commit(
+        db,
+        actor_name_for(queue),
+        queue_name=queue,
+        kwargs=_step_kwargs(tenant_id, execution_id, action_index),
+        delay_ms=delay_ms,
+    )
 
 
 def send_step(
     tenant_id: uuid.UUID, execution_id: uuid.UUID, action_index: int, queue: str, delay_ms: int | None = None
 ) -> None:
-    """Enqueue one step of an execution on ``queue`` (declaring that queue's executor if needed)."""
-    from services.automation import actors  # the actors module imports this one
-
-    actor = actors.executor_for(queue)
-    actor.send_with_options(
-        kwargs={"tenant_id": str(tenant_id), "execution_id": str(execution_id), "action_index": action_index},
-        delay=delay_ms,
+    """Enqueue one step of an execution on ``queue`` now (its executor is declared on first use)."""
+    broker.send(
+        actor_name_for(queue),
+        queue_name=queue,
+        kwargs=_step_kwargs(tenant_id, execution_id, action_index),
+        delay_ms=delay_ms,
     )
 
 

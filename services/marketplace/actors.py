@@ -23,13 +23,18 @@ from services.marketplace import host, publishing, service
 from services.outbox import service as outbox
 from tenants.context import tenant_scope
 
-CHECKS_QUEUE = "marketplace.checks"
+CHECKS_QUEUE = publishing.CHECKS_QUEUE
 CHECKS_TIME_LIMIT_MS = 15 * 60 * 1000
 # The hook's own limit, and room to open and commit its transaction.
 HOOKS_TIME_LIMIT_MS = int(registry.LIFECYCLE_TIME_LIMIT_SECONDS * 1000) + 30_000
 
 
-@dramatiq.actor(queue_name=CHECKS_QUEUE, time_limit=CHECKS_TIME_LIMIT_MS, max_retries=3)
+@dramatiq.actor(
+    actor_name=publishing.CHECK_SUBMISSION_ACTOR,
+    queue_name=CHECKS_QUEUE,
+    time_limit=CHECKS_TIME_LIMIT_MS,
+    max_retries=3,
+)
 async def check_submission(plugin: str, version: str) -> None:
     await publishing.run_submission_checks(plugin, version)
 

@@ -31,6 +31,7 @@ from guiju_sdk import manifest
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from services import broker
 from services.accounts import service as accounts
 from services.accounts.service import Principal
 from services.audit import service as audit
@@ -49,6 +50,10 @@ from tenants.models import Role
 
 log = logging.getLogger("guiju.plugins")
 SUBMITTED = "marketplace.version_submitted"
+# The actor that checks a submitted distribution, on its own queue: a submission's tests may take
+# minutes, and must never hold up the events or the automations' actions (see actors.py).
+CHECK_SUBMISSION_ACTOR = "check_submission"
+CHECKS_QUEUE = "marketplace.checks"
 MAX_SOURCE_BYTES = 20 * 1024 * 1024
 
 
@@ -390,11 +395,13 @@ async def run_submission_checks(plugin: str, version: str) -> str | None:
 
 
 async def _on_submitted(messages: list[dict[str, Any]]) -> None:
-    from services.marketplace import actors  # the actor module imports this one
-
     for message in messages:
         payload = message.get("payload") or {}
-        actors.check_submission.send(str(payload["plugin"]), str(payload["version"]))
+        broker.send(
+            CHECK_SUBMISSION_ACTOR,
+            queue_name=CHECKS_QUEUE,
+            kwargs={"plugin": str(payload["plugin"]), "version": str(payload["version"])},
+        )
 
 
 outbox.subscribe(SUBMITTED, _on_submitted)

@@ -14,6 +14,7 @@ import pytest
 from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from services import broker
 from services.automation import actions
 from services.automation import service as automations
 from services.automation.actions import (
@@ -349,8 +350,13 @@ async def test_in_database_actions_run_with_the_dispatch_and_a_failure_hands_ove
     await deliver_events()
     # Hold back what the dispatcher sends to the executor, to see what it did on its own.
     held: list[tuple[Any, ...]] = []
-    send_step = automations.send_step
-    monkeypatch.setattr(automations, "send_step", lambda *args: held.append(args))
+    send = broker.send
+
+    def hold(actor_name: str, **message: Any) -> None:
+        step = message["kwargs"]
+        held.append((step["tenant_id"], uuid.UUID(step["execution_id"]), step["action_index"], actor_name, message))
+
+    monkeypatch.setattr(broker, "send", hold)
     tenant_id = uuid.UUID(body["tenant"]["id"])
 
     async def titles() -> list[str]:
@@ -384,9 +390,9 @@ async def test_in_database_actions_run_with_the_dispatch_and_a_failure_hands_ove
     assert (await titles()).count(f"paid: {record['id']}") == 1
     assert [(args[1], args[2]) for args in held] == [(uuid.UUID(second["id"]), 0)]
 
-    monkeypatch.setattr(automations, "send_step", send_step)
+    monkeypatch.setattr(broker, "send", send)
     for args in held:
-        send_step(*args)
+        send(args[3], **args[4])
     await run_automations()
     done = (await owner.get(f"/api/v1/automations/executions/{second['id']}")).json()
     assert done["execution"]["status"] == "succeeded"

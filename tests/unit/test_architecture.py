@@ -35,3 +35,20 @@ def test_services_use_each_other_only_through_service_py() -> None:
                 if len(parts) >= 3 and parts[0] == "services" and parts[2] in ROOMS and parts[1] != own:
                     problems.append(f"{rel} imports {name}")
     assert problems == []
+
+
+def test_only_the_composition_modules_import_actors() -> None:
+    """An actors module imports its service; the service sends to its actors by name
+    (services.broker.send / send_after_commit), so no service module reaches an actors module."""
+    import grimp
+
+    graph = grimp.build_graph("services", "tenants")
+    composition = {"services." + name.removesuffix(".py").replace("/", ".") for name in COMPOSITION}
+    problems = []
+    for actors in sorted(m for m in graph.modules if m.endswith(".actors")):
+        for importer in sorted(graph.find_modules_that_directly_import(actors) - composition):
+            problems.append(f"{importer} imports {actors}")
+        for module in sorted(graph.modules):
+            if module.endswith(".service") and graph.chain_exists(importer=module, imported=actors):
+                problems.append(f"{module} reaches {actors}")
+    assert problems == []
