@@ -3,13 +3,19 @@
 Importing this module sets the global broker, so it must be imported before any actor is
 declared (every ``actors.py`` imports it first). Tests and the CLI may swap the broker with
 :func:`use_broker`, which moves the declared actors over.
+
+Services send to actors by name (:func:`send`, and :func:`send_after_commit` inside a
+transaction), so a service never imports its actors module, which imports it. A tenant's work
+outside a request opens :func:`tenant_session` (or is a :func:`tenant_actor`): the one way such
+work carries its tenant.
 """
 
 from __future__ import annotations
 
 import logging
 import uuid
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import Any
 
@@ -185,24 +191,40 @@ def pending_messages(session: Session | AsyncSession) -> list[OutgoingMessage]:
     return _OUTGOING.pending(session)
 
 
-# ---------------------------------------------------------------- actors bound to a tenant
+# ---------------------------------------------------------------- a tenant's work outside a request
+
+
+@asynccontextmanager
+async def tenant_session(tenant_id: uuid.UUID) -> AsyncIterator[AsyncSession]:
+    """One transaction of ``tenant_id``'s work outside a request (an actor, an outbox subscriber, a
+    timer, a command): the tenant in context (logs, and whatever asks for the current tenant) and a
+    session bound to it (ORM criteria, row-level security), committed when the block ends and
+    rolled back if it raises.
+
+    This is the one way such work carries its tenant: the tenant comes as an explicit argument
+    (a message's ``tenant_id``, a timer's row), never from whatever context the caller was in.
+    """
+    with tenant_scope(tenant_id):
+        async with open_session(tenant_id) as session:
+            yield session
 
 
 def tenant_actor(fn: Callable[..., Awaitable[Any]] | None = None, **options: Any) -> Any:
-    """Declare an async actor that receives a session bound to its ``tenant_id`` argument.
+    """Declare an async actor that runs in one transaction of the tenant its message names.
 
-    The decorated function is called as ``fn(session, **kwargs)`` inside one transaction,
+    The actor is sent ``tenant_id`` first (positionally or by name), then its own arguments; the
+    decorated function is called as ``fn(session, *args, **kwargs)`` in :func:`tenant_session`,
     committed when it returns and rolled back if it raises (Dramatiq then retries it).
+    ``options`` are Dramatiq's (``actor_name`` defaults to the function's name).
     """
 
     def decorate(func: Callable[..., Awaitable[Any]]) -> dramatiq.Actor[Any, Any]:
-        async def run(*, tenant_id: str, **kwargs: Any) -> Any:
+        async def run(tenant_id: str, *args: Any, **kwargs: Any) -> Any:
             tid = _parse_uuid(tenant_id)
             if tid is None:
                 raise ValueError(f"{func.__name__} needs a tenant_id")
-            with tenant_scope(tid):
-                async with open_session(tid) as session:
-                    return await func(session, **kwargs)
+            async with tenant_session(tid) as session:
+                return await func(session, *args, **kwargs)
 
         run.__name__ = func.__name__
         run.__qualname__ = func.__qualname__

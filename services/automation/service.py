@@ -95,7 +95,8 @@ from services.automation.schemas import (
 from services.automation.schemas import (
     RecordEventTrigger as RecordEventTrigger,
 )
-from services.db import database, open_session
+from services.broker import tenant_session
+from services.db import database
 from services.db.statements import execute_core, insert_ignoring_conflicts, one_or_raise
 from services.errors import Conflict, FieldProblem, NotFound, ProblemError, ValidationProblem
 from services.expressions import ExpressionError, NotFiniteError, compile_expression
@@ -109,7 +110,6 @@ from services.sops.calendar import service as calendar
 from services.sops.calendar.hours import WorkingTime
 from services.sops.procedures import service as procedures
 from tenants.base import new_id, utcnow
-from tenants.context import tenant_scope
 from tenants.isolation import session_tenant_id
 from tenants.models import Role
 
@@ -1054,6 +1054,11 @@ async def dispatch_events_to_automations(messages: list[dict[str, Any]]) -> int:
     return sum(cast(int, outcome) for outcome in outcomes)
 
 
+# The dispatcher's read of a workspace's event automations, in Core: it runs for every event batch,
+# and through the ORM (the tenant criteria included) it cost almost twice the CPU. Core statements
+# get no ORM criteria, so it names its tenant itself, bound from the session's own tenant (never from
+# a caller's argument); row-level security still applies on PostgreSQL. Kept apart by
+# tests/integration/test_automations.py::test_the_dispatcher_reads_only_the_events_workspace.
 _EVENT_AUTOMATIONS = (
     select(cast(Table, Automation.__table__))
     .where(
@@ -1067,31 +1072,31 @@ _EVENT_AUTOMATIONS = (
 
 async def _dispatch_tenant_events(tenant_id: uuid.UUID, batch: list[dict[str, Any]], *, inline: bool) -> int:
     created = 0
-    with tenant_scope(tenant_id):
-        async with open_session(tenant_id) as db:
-            candidates: dict[str, list[Automation]] = {"record_event": [], "run_event": []}
-            # Read with Core into objects never added to the session (the dispatcher only reads
-            # them): loading them through the ORM cost more CPU than the rest of a typical dispatch.
-            for row in await execute_core(db, _EVENT_AUTOMATIONS, {"tenant_id": tenant_id}):
-                automation = Automation(**row._mapping)
-                candidates[automation.trigger_type].append(automation)
-            now = utcnow()
-            for message in batch:
-                event_type = str(message["type"])
-                trigger_type = "record_event" if event_type.startswith("record.") else "run_event"
-                payload = message.get("payload") or {}
-                matching = [a for a in candidates[trigger_type] if _matches(a, event_type, payload)]
-                if not matching:
-                    continue
-                event = event_from_message(message)
-                cause = outbox.cause_of(message)
-                if cause is not None:
-                    event["_cause"] = cause  # the executor continues the chain from it
-                for automation in matching:
-                    execution_id = await _new_execution(
-                        db, automation, str(message["id"]), event, now, cause=cause, inline=inline
-                    )
-                    created += execution_id is not None
+    async with tenant_session(tenant_id) as db:
+        candidates: dict[str, list[Automation]] = {"record_event": [], "run_event": []}
+        # Read with Core into objects never added to the session (the dispatcher only reads
+        # them): loading them through the ORM cost more CPU than the rest of a typical dispatch.
+        bound = {"tenant_id": session_tenant_id(db.sync_session)}
+        for row in await execute_core(db, _EVENT_AUTOMATIONS, bound):
+            automation = Automation(**row._mapping)
+            candidates[automation.trigger_type].append(automation)
+        now = utcnow()
+        for message in batch:
+            event_type = str(message["type"])
+            trigger_type = "record_event" if event_type.startswith("record.") else "run_event"
+            payload = message.get("payload") or {}
+            matching = [a for a in candidates[trigger_type] if _matches(a, event_type, payload)]
+            if not matching:
+                continue
+            event = event_from_message(message)
+            cause = outbox.cause_of(message)
+            if cause is not None:
+                event["_cause"] = cause  # the executor continues the chain from it
+            for automation in matching:
+                execution_id = await _new_execution(
+                    db, automation, str(message["id"]), event, now, cause=cause, inline=inline
+                )
+                created += execution_id is not None
     return created
 
 
@@ -1110,11 +1115,8 @@ async def _on_plugin_events(messages: list[dict[str, Any]]) -> None:
         if len(parts) != 3 or not message.get("tenant_id"):
             continue
         tenant_id = uuid.UUID(str(message["tenant_id"]))
-        with tenant_scope(tenant_id):
-            async with open_session(tenant_id) as db:
-                await trigger_plugin_event(
-                    db, parts[1], parts[2], dict(message.get("payload") or {}), str(message["id"])
-                )
+        async with tenant_session(tenant_id) as db:
+            await trigger_plugin_event(db, parts[1], parts[2], dict(message.get("payload") or {}), str(message["id"]))
 
 
 outbox.subscribe("plugin.*", _on_plugin_events)
@@ -1462,18 +1464,17 @@ async def run_step(tenant_id: uuid.UUID, execution_id: uuid.UUID, action_index: 
     ``action_index``. Over the tenant's concurrency limit, the step is sent again shortly.
     """
     limit_ms = 60_000
-    with tenant_scope(tenant_id):
-        async with open_session(tenant_id) as db:
-            peek = await db.scalar(
-                select(Automation.actions)
-                .join(AutomationExecution, AutomationExecution.automation_id == Automation.id)
-                .where(AutomationExecution.id == execution_id)
-            )
-            if peek is not None and action_index is not None and 0 <= action_index < len(peek):
-                limit_ms = _time_limit_of(peek[action_index])
-                queue = _queue_of(peek[action_index])
-            else:
-                queue = ACTIONS_QUEUE
+    async with tenant_session(tenant_id) as db:
+        peek = await db.scalar(
+            select(Automation.actions)
+            .join(AutomationExecution, AutomationExecution.automation_id == Automation.id)
+            .where(AutomationExecution.id == execution_id)
+        )
+        if peek is not None and action_index is not None and 0 <= action_index < len(peek):
+            limit_ms = _time_limit_of(peek[action_index])
+            queue = _queue_of(peek[action_index])
+        else:
+            queue = ACTIONS_QUEUE
     token = await slots().acquire(tenant_id, tenant_concurrency(), limit_ms / 1000 + 30)
     if token is None:
         send_step(
@@ -1684,36 +1685,35 @@ async def _insert_with_inline_actions(db: AsyncSession, automation: Automation, 
 async def _run_step(tenant_id: uuid.UUID, execution_id: uuid.UUID, action_index: int | None) -> str:
     attempt = _Attempt(index=0, attempt=0, number=0)
     try:
-        with tenant_scope(tenant_id):
-            async with open_session(tenant_id) as db:
-                execution = await db.scalar(
-                    select(AutomationExecution).where(AutomationExecution.id == execution_id).with_for_update()
-                )
-                if execution is None or execution.status not in ("queued", "running"):
-                    return "skipped"
-                if action_index is not None and execution.action_index != action_index:
-                    return "skipped"
-                automation = await db.scalar(select(Automation).where(Automation.id == execution.automation_id))
-                if automation is None:
-                    return "skipped"
-                index = execution.action_index
-                if index >= len(automation.actions):
-                    _finish(execution, "succeeded")
-                    return "succeeded"
-                number = 1 + (
-                    await db.scalar(
-                        select(func.max(AutomationActionRun.attempt)).where(
-                            AutomationActionRun.execution_id == execution.id, AutomationActionRun.action_index == index
-                        )
+        async with tenant_session(tenant_id) as db:
+            execution = await db.scalar(
+                select(AutomationExecution).where(AutomationExecution.id == execution_id).with_for_update()
+            )
+            if execution is None or execution.status not in ("queued", "running"):
+                return "skipped"
+            if action_index is not None and execution.action_index != action_index:
+                return "skipped"
+            automation = await db.scalar(select(Automation).where(Automation.id == execution.automation_id))
+            if automation is None:
+                return "skipped"
+            index = execution.action_index
+            if index >= len(automation.actions):
+                _finish(execution, "succeeded")
+                return "succeeded"
+            number = 1 + (
+                await db.scalar(
+                    select(func.max(AutomationActionRun.attempt)).where(
+                        AutomationActionRun.execution_id == execution.id, AutomationActionRun.action_index == index
                     )
-                    or 0
                 )
-                attempt = _Attempt(index=index, attempt=execution.attempts + 1, number=number)
-                outcome = await _perform(db, tenant_id, execution, automation, attempt)
-                if outcome == "advanced":
-                    following = execution.action_index
-                    _send_after_commit(db, tenant_id, execution.id, following, _queue_of(automation.actions[following]))
-                return outcome
+                or 0
+            )
+            attempt = _Attempt(index=index, attempt=execution.attempts + 1, number=number)
+            outcome = await _perform(db, tenant_id, execution, automation, attempt)
+            if outcome == "advanced":
+                following = execution.action_index
+                _send_after_commit(db, tenant_id, execution.id, following, _queue_of(automation.actions[following]))
+            return outcome
     except IntegrityError:
         # Another delivery of the same attempt recorded it first; its effects stand, ours rolled back.
         return "skipped"
@@ -1731,20 +1731,19 @@ def _finish(execution: AutomationExecution, status: str) -> None:
 
 async def _record_failure(tenant_id: uuid.UUID, execution_id: uuid.UUID, attempt: _Attempt, failure: _Failure) -> str:
     """In a new transaction (the action's rolled back): record the failed attempt (:func:`_note_failure`)."""
-    with tenant_scope(tenant_id):
-        async with open_session(tenant_id) as db:
-            execution = await db.scalar(
-                select(AutomationExecution).where(AutomationExecution.id == execution_id).with_for_update()
-            )
-            if (
-                execution is None
-                or execution.status not in ("queued", "running")
-                or execution.action_index != attempt.index
-                or execution.attempts != attempt.attempt - 1
-            ):
-                return "skipped"  # someone else moved it on meanwhile
-            automation = await db.scalar(select(Automation).where(Automation.id == execution.automation_id))
-            return await _note_failure(db, tenant_id, execution, automation, attempt, failure)
+    async with tenant_session(tenant_id) as db:
+        execution = await db.scalar(
+            select(AutomationExecution).where(AutomationExecution.id == execution_id).with_for_update()
+        )
+        if (
+            execution is None
+            or execution.status not in ("queued", "running")
+            or execution.action_index != attempt.index
+            or execution.attempts != attempt.attempt - 1
+        ):
+            return "skipped"  # someone else moved it on meanwhile
+        automation = await db.scalar(select(Automation).where(Automation.id == execution.automation_id))
+        return await _note_failure(db, tenant_id, execution, automation, attempt, failure)
 
 
 async def _note_failure(

@@ -35,6 +35,7 @@ from services import broker
 from services.accounts import service as accounts
 from services.accounts.service import Principal
 from services.audit import service as audit
+from services.broker import tenant_session
 from services.db import open_session
 from services.errors import Conflict, FieldProblem, Forbidden, NotFound, ValidationProblem
 from services.files import service as files
@@ -45,7 +46,7 @@ from services.outbox import service as outbox
 from services.patterns import schema_pattern_problems
 from services.validation import check
 from tenants.base import utcnow
-from tenants.context import system_scope, tenant_scope
+from tenants.context import system_scope
 from tenants.models import Role
 
 log = logging.getLogger("guiju.plugins")
@@ -346,9 +347,8 @@ async def run_submission_checks(plugin: str, version: str) -> str | None:
                 return None
             publisher_id, file_id = listing.publisher_tenant_id, row.source_file_id
     assert publisher_id is not None
-    with tenant_scope(publisher_id):
-        async with open_session(publisher_id) as db:
-            meta, data = await files.open_file_bytes(db, file_id)
+    async with tenant_session(publisher_id) as db:
+        meta, data = await files.open_file_bytes(db, file_id)
     with tempfile.TemporaryDirectory(prefix="guiju-submission-") as scratch:
         try:
             root = _unpack(meta.name, data, Path(scratch))
@@ -448,7 +448,6 @@ async def source_of(db: AsyncSession, principal: Principal, plugin: str, version
     listing = await db.get(PluginListing, plugin)
     if row is None or row.source_file_id is None or listing is None or listing.publisher_tenant_id is None:
         raise NotFound(f"{plugin} {version} has no source distribution.", code="plugin_version_not_found")
-    with tenant_scope(listing.publisher_tenant_id):
-        async with open_session(listing.publisher_tenant_id) as publisher_db:
-            meta, data = await files.open_file_bytes(publisher_db, row.source_file_id)
+    async with tenant_session(listing.publisher_tenant_id) as publisher_db:
+        meta, data = await files.open_file_bytes(publisher_db, row.source_file_id)
     return meta.name, data
