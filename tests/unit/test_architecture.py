@@ -52,3 +52,24 @@ def test_only_the_composition_modules_import_actors() -> None:
             if module.endswith(".service") and graph.chain_exists(importer=module, imported=actors):
                 problems.append(f"{module} reaches {actors}")
     assert problems == []
+
+
+def test_the_modules_of_a_service_import_one_another_without_cycles() -> None:
+    """A service split into modules keeps an order: each imports only those before it."""
+    import itertools
+
+    import grimp
+
+    graph = grimp.build_graph("services", "tenants")
+    by_service: dict[str, list[str]] = {}
+    for module in graph.modules:
+        parts = module.split(".")
+        if len(parts) >= 3 and parts[0] == "services":
+            by_service.setdefault(parts[1], []).append(module)
+    cycles = [
+        f"{a} <-> {b}"
+        for modules in by_service.values()
+        for a, b in itertools.combinations(sorted(modules), 2)
+        if graph.chain_exists(importer=a, imported=b) and graph.chain_exists(importer=b, imported=a)
+    ]
+    assert cycles == []
