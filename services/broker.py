@@ -3,6 +3,11 @@
 Importing this module sets the global broker, so it must be imported before any actor is
 declared (every ``actors.py`` imports it first). Tests and the CLI may swap the broker with
 :func:`use_broker`, which moves the declared actors over.
+
+Services send to actors by name (:func:`send`, and :func:`send_after_commit` inside a
+transaction), so a service never imports its actors module, which imports it. A tenant's work
+outside a request opens :func:`tenant_session` (or is a :func:`tenant_actor`): the one way such
+work carries its tenant.
 """
 
 from __future__ import annotations
@@ -10,7 +15,9 @@ from __future__ import annotations
 import logging
 import threading
 import uuid
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
 from typing import Any
 
 import dramatiq
@@ -18,8 +25,11 @@ from dramatiq.broker import MessageProxy
 from dramatiq.brokers.redis import RedisBroker
 from dramatiq.brokers.stub import StubBroker
 from dramatiq.middleware import AsyncIO, CurrentMessage, Middleware
+from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.orm import Session
 
 from services.db import open_session
+from services.db.commit_hooks import AfterCommit
 from services.logs import actor_var, message_id_var, request_id_var
 from services.settings import load_settings
 from tenants.context import enter_tenant, leave_tenant, tenant_scope
@@ -124,21 +134,125 @@ def use_broker(new: dramatiq.Broker) -> dramatiq.Broker:
     return old
 
 
-def tenant_actor(fn: Callable[..., Awaitable[Any]] | None = None, **options: Any) -> Any:
-    """Declare an async actor that receives a session bound to its ``tenant_id`` argument.
+# ---------------------------------------------------------------- sending by name
 
-    The decorated function is called as ``fn(session, **kwargs)`` inside one transaction,
+# Actors declared at run time, one per queue (``plugin.<name>``): their module registers how to
+# declare one, so a sender names the actor without importing that module.
+_declare_on_demand: dict[str, Callable[[str], object]] = {}
+
+
+def declare_on_demand(name_prefix: str, declare: Callable[[str], object]) -> None:
+    """Have an actor whose name starts with ``name_prefix`` declared by ``declare(queue_name)`` when a
+    message is first sent to it in this process (an actor per queue, for queues known only at run time)."""
+    _declare_on_demand[name_prefix] = declare
+
+
+def send(
+    actor_name: str,
+    *,
+    queue_name: str,
+    kwargs: Mapping[str, Any] | None = None,
+    args: tuple[Any, ...] = (),
+    delay_ms: int | None = None,
+) -> dramatiq.Message[Any]:
+    """Enqueue a message for the actor named ``actor_name`` on ``queue_name``, now.
+
+    The sender names the actor instead of importing it: an actors module imports its service, so
+    the service cannot import the actors. Inside a transaction, use :func:`send_after_commit`.
+    """
+    current = dramatiq.get_broker()
+    if actor_name not in current.actors:
+        for prefix, declare in _declare_on_demand.items():
+            if actor_name.startswith(prefix):
+                declare(queue_name)
+                break
+    message: dramatiq.Message[Any] = dramatiq.Message(
+        queue_name=queue_name, actor_name=actor_name, args=args, kwargs=dict(kwargs or {}), options={}
+    )
+    return current.enqueue(message, delay=delay_ms)
+
+
+@dataclass(frozen=True, slots=True)
+class OutgoingMessage:
+    """A message collected in a transaction, sent when it commits."""
+
+    actor_name: str
+    queue_name: str
+    kwargs: dict[str, Any]
+    delay_ms: int | None = None
+
+
+def _send_committed(messages: list[OutgoingMessage]) -> None:
+    for message in messages:
+        try:
+            send(message.actor_name, queue_name=message.queue_name, kwargs=message.kwargs, delay_ms=message.delay_ms)
+        except Exception:
+            # The work is committed: its owner's recovery sends it again (the automations'
+            # maintenance timer re-sends stalled executions).
+            log.exception(
+                "could not send a message after commit",
+                extra={"actor_name": message.actor_name, "queue_name": message.queue_name, "kwargs": message.kwargs},
+            )
+
+
+_OUTGOING = AfterCommit[OutgoingMessage]("broker.messages", _send_committed)
+
+
+def send_after_commit(
+    session: Session | AsyncSession,
+    actor_name: str,
+    *,
+    queue_name: str,
+    kwargs: Mapping[str, Any],
+    delay_ms: int | None = None,
+) -> None:
+    """Send a message to the actor named ``actor_name`` once ``session``'s transaction commits.
+
+    Nothing is sent if the transaction rolls back, nor for a message collected in a savepoint that
+    rolls back (see :mod:`services.db.commit_hooks`).
+    """
+    _OUTGOING.add(session, OutgoingMessage(actor_name, queue_name, dict(kwargs), delay_ms))
+
+
+def pending_messages(session: Session | AsyncSession) -> list[OutgoingMessage]:
+    """The messages ``session``'s transaction will send when it commits (tests and diagnostics)."""
+    return _OUTGOING.pending(session)
+
+
+# ---------------------------------------------------------------- a tenant's work outside a request
+
+
+@asynccontextmanager
+async def tenant_session(tenant_id: uuid.UUID) -> AsyncIterator[AsyncSession]:
+    """One transaction of ``tenant_id``'s work outside a request (an actor, an outbox subscriber, a
+    timer, a command): the tenant in context (logs, and whatever asks for the current tenant) and a
+    session bound to it (ORM criteria, row-level security), committed when the block ends and
+    rolled back if it raises.
+
+    This is the one way such work carries its tenant: the tenant comes as an explicit argument
+    (a message's ``tenant_id``, a timer's row), never from whatever context the caller was in.
+    """
+    with tenant_scope(tenant_id):
+        async with open_session(tenant_id) as session:
+            yield session
+
+
+def tenant_actor(fn: Callable[..., Awaitable[Any]] | None = None, **options: Any) -> Any:
+    """Declare an async actor that runs in one transaction of the tenant its message names.
+
+    The actor is sent ``tenant_id`` first (positionally or by name), then its own arguments; the
+    decorated function is called as ``fn(session, *args, **kwargs)`` in :func:`tenant_session`,
     committed when it returns and rolled back if it raises (Dramatiq then retries it).
+    ``options`` are Dramatiq's (``actor_name`` defaults to the function's name).
     """
 
     def decorate(func: Callable[..., Awaitable[Any]]) -> dramatiq.Actor[Any, Any]:
-        async def run(*, tenant_id: str, **kwargs: Any) -> Any:
+        async def run(tenant_id: str, *args: Any, **kwargs: Any) -> Any:
             tid = _parse_uuid(tenant_id)
             if tid is None:
                 raise ValueError(f"{func.__name__} needs a tenant_id")
-            with tenant_scope(tid):
-                async with open_session(tid) as session:
-                    return await func(session, **kwargs)
+            async with tenant_session(tid) as session:
+                return await func(session, *args, **kwargs)
 
         run.__name__ = func.__name__
         run.__qualname__ = func.__qualname__

@@ -295,6 +295,7 @@ def audit_verify(slug: str) -> None:
     from sqlalchemy import select
 
     from services.audit.service import AuditVerification, verify_chain
+    from services.broker import tenant_session
     from services.db import dispose_databases, open_session
     from tenants.models import Tenant
 
@@ -304,7 +305,7 @@ def audit_verify(slug: str) -> None:
                 tenant_id = await session.scalar(select(Tenant.id).where(Tenant.slug == slug))
             if tenant_id is None:
                 return None
-            async with open_session(tenant_id) as session:
+            async with tenant_session(tenant_id) as session:
                 return await verify_chain(session, tenant_id)
         finally:
             await dispose_databases()

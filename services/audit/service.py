@@ -16,14 +16,14 @@ from datetime import UTC, datetime
 from typing import Any, Literal
 
 import msgspec
-from sqlalchemy import event as sa_event
 from sqlalchemy import insert, select, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncSession
-from sqlalchemy.orm import Session, SessionTransaction
+from sqlalchemy.orm import Session
 
 from services.audit.models import AuditEvent, AuditHead
+from services.db.commit_hooks import BeforeCommit
 from tenants.base import new_id, utcnow
 from tenants.context import TenantContextError
 from tenants.isolation import session_tenant_id
@@ -171,12 +171,11 @@ def _stored_hash(event: Any) -> str:
 # Events wait in the session until its transaction commits, and are chained then: the tenant's head
 # row is locked only for the moment of the commit, not for the rest of the request, so concurrent
 # writers in one tenant queue for a few milliseconds instead of for each other's whole request.
-_PENDING = "audit_pending"
+# A rolled-back savepoint drops the events recorded in it (services.db.commit_hooks).
 
 
 @dataclass(frozen=True)
 class _PendingEvent:
-    transaction: SessionTransaction  # where it was recorded: a rolled-back savepoint drops it
     tenant_id: uuid.UUID
     event_id: uuid.UUID
     occurred_at: datetime
@@ -245,12 +244,9 @@ async def record_change(
     occurred_at = utcnow()
     subject = str(subject_id)
     before_value, after_value = _normalise(before), _normalise(after)
-    transaction = session.get_nested_transaction() or session.get_transaction()
-    if transaction is None:
-        transaction = session.begin()
-    session.info.setdefault(_PENDING, []).append(
+    _PENDING_EVENTS.add(
+        session,
         _PendingEvent(
-            transaction=transaction,
             tenant_id=tenant_id,
             event_id=new_id(),
             occurred_at=occurred_at,
@@ -263,13 +259,12 @@ async def record_change(
             prefix=_prefix(tenant_id, occurred_at, actor_id, action, subject_type, subject),
             before_bytes=_canonical(before_value),
             after_bytes=_canonical(after_value),
-        )
+        ),
     )
 
 
-@sa_event.listens_for(Session, "before_commit")
-def _chain_pending_events(session: Session) -> None:
-    pending: list[_PendingEvent] = session.info.pop(_PENDING, [])
+def _chain_pending_events(session: Session, pending: list[_PendingEvent]) -> None:
+    """Chain and write the events the transaction recorded, just before it commits."""
     by_tenant: dict[uuid.UUID, list[_PendingEvent]] = {}
     for entry in pending:
         by_tenant.setdefault(entry.tenant_id, []).append(entry)
@@ -307,19 +302,7 @@ def _chain_pending_events(session: Session) -> None:
         )
 
 
-def _within(transaction: SessionTransaction | None, ancestor: SessionTransaction) -> bool:
-    while transaction is not None:
-        if transaction is ancestor:
-            return True
-        transaction = transaction.parent
-    return False
-
-
-@sa_event.listens_for(Session, "after_soft_rollback")
-def _drop_rolled_back_events(session: Session, previous_transaction: SessionTransaction) -> None:
-    pending: list[_PendingEvent] | None = session.info.get(_PENDING)
-    if pending:
-        pending[:] = [e for e in pending if not _within(e.transaction, previous_transaction)]
+_PENDING_EVENTS = BeforeCommit[_PendingEvent]("audit.events", _chain_pending_events)
 
 
 # ---------------------------------------------------------------- reading and verifying

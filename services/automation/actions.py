@@ -1,6 +1,6 @@
 """The action kinds of automations: what each one checks at save time and does at run time.
 
-The executor (services.automation.service) runs one action at a time through ``action_kind(name)``.
+The executor (services.automation.executor) runs one action at a time through ``action_kind(name)``.
 Effects in our database happen in the session it passes, in the same transaction that records the
 action as done: a worker killed mid-action rolls both back, and a redelivery never repeats the effect.
 External effects (webhooks, plugin actions) carry ``ctx.idempotency_key``.

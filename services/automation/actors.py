@@ -13,7 +13,7 @@ from typing import Any
 
 import dramatiq
 
-import services.broker  # noqa: F401  (sets the broker before actors are declared)
+from services import broker  # sets the broker before actors are declared
 from services.automation import service
 
 _declared: dict[str, dramatiq.Actor[Any, Any]] = {}
@@ -55,3 +55,5 @@ def declare_plugin_queues(plugin_names: list[str]) -> None:
 
 
 run_execution_step = executor_for(service.ACTIONS_QUEUE)
+# The service sends steps by actor name; a plugin queue's executor is declared when first sent to.
+broker.declare_on_demand(service.EXECUTOR_ACTOR, executor_for)

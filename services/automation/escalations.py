@@ -22,11 +22,10 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from services.automation import service
 from services.automation.models import DefaultEscalation
 from services.automation.schemas import AutomationIn, Description, RunEventTrigger
-from services.db import open_session
+from services.broker import tenant_session
 from services.outbox import service as outbox
 from services.sops.definition import HUMAN_STEPS
 from services.sops.procedures import service as procedures
-from tenants.context import tenant_scope
 from tenants.errors import NotFound, ProblemError
 
 log = logging.getLogger("guiju.automation.escalations")
@@ -122,15 +121,19 @@ async def on_procedure_published(messages: list[dict[str, Any]]) -> None:
         if not tenant or not payload.get("version_id"):
             continue
         tenant_id = uuid.UUID(str(tenant))
-        with tenant_scope(tenant_id):
-            try:
-                async with open_session(tenant_id) as db:
-                    await install_defaults(db, uuid.UUID(payload["procedure_id"]), uuid.UUID(payload["version_id"]))
-            except ProblemError as exc:  # never block the event for the other subscribers: log why
-                log.warning(
-                    "default escalations not installed",
-                    extra={"procedure_id": payload.get("procedure_id"), "code": exc.code, "detail": exc.detail},
-                )
+        try:
+            async with tenant_session(tenant_id) as db:
+                await install_defaults(db, uuid.UUID(payload["procedure_id"]), uuid.UUID(payload["version_id"]))
+        except ProblemError as exc:  # never block the event for the other subscribers: log why
+            log.warning(
+                "default escalations not installed",
+                extra={
+                    "tenant_id": str(tenant_id),
+                    "procedure_id": payload.get("procedure_id"),
+                    "code": exc.code,
+                    "detail": exc.detail,
+                },
+            )
 
 
 outbox.subscribe("procedure.published", on_procedure_published)

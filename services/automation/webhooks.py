@@ -25,11 +25,10 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from services.automation import replays, service
 from services.automation.models import Automation, AutomationWebhook, WebhookDelivery
-from services.db import database
+from services.broker import tenant_session
 from services.json_body import MALFORMED_JSON, decode_json_body, is_json_media_type
 from services.settings import Settings
 from tenants.base import new_id, utcnow
-from tenants.context import tenant_scope
 from tenants.errors import Conflict, FieldProblem, NotFound, ProblemError
 from tenants.models import Role
 from tenants.principal import Principal
@@ -133,7 +132,7 @@ async def _record(
     delivery: replays.SignedDelivery | None = None,
 ) -> None:
     # Its own transaction: a refused call's request rolls back, its log row must stay.
-    async with database().session(tenant_id) as db, db.begin():
+    async with tenant_session(tenant_id) as db:
         db.add(
             WebhookDelivery(
                 id=new_id(),
@@ -188,51 +187,50 @@ async def receive(call: InboundCall, settings: Settings) -> uuid.UUID:
     within the signature's tolerance gets the first copy's answer and starts nothing.
     """
     tenant_id = _tenant_of(call.token)
-    with tenant_scope(tenant_id):
-        async with database().session(tenant_id) as db, db.begin():
-            row = await db.scalar(select(AutomationWebhook).where(AutomationWebhook.token_hash == _hash(call.token)))
-            if row is None:
-                raise NotFound("No such webhook.", code="webhook_not_found")
-            automation_id, nonce = row.automation_id, row.signing_nonce
-            trigger = await db.scalar(select(Automation.trigger).where(Automation.id == automation_id))
-            verify = bool((trigger or {}).get("verify_signature"))
-        delivery: replays.SignedDelivery | None = None
-        earlier: replays.Answer | None = None
-        try:
-            payload = _check(call, settings, tenant_id, automation_id, nonce, verify)
-            delivery = _signed_delivery(call.headers) if verify else None
-            async with database().session(tenant_id) as db, db.begin():
+    async with tenant_session(tenant_id) as db:
+        row = await db.scalar(select(AutomationWebhook).where(AutomationWebhook.token_hash == _hash(call.token)))
+        if row is None:
+            raise NotFound("No such webhook.", code="webhook_not_found")
+        automation_id, nonce = row.automation_id, row.signing_nonce
+        trigger = await db.scalar(select(Automation.trigger).where(Automation.id == automation_id))
+        verify = bool((trigger or {}).get("verify_signature"))
+    delivery: replays.SignedDelivery | None = None
+    earlier: replays.Answer | None = None
+    try:
+        payload = _check(call, settings, tenant_id, automation_id, nonce, verify)
+        delivery = _signed_delivery(call.headers) if verify else None
+        async with tenant_session(tenant_id) as db:
+            if delivery is not None:
+                earlier = await replays.claim(db, automation_id, delivery, SIGNATURE_TOLERANCE_SECONDS)
+            if earlier is not None:
+                db.add(
+                    WebhookDelivery(
+                        id=new_id(),
+                        automation_id=automation_id,
+                        status="replayed",
+                        code=str(earlier.body.get("code")) if earlier.status != 202 else None,
+                        detail="the same signed delivery was received before: answered as then, nothing ran",
+                        size_bytes=len(call.body),
+                    )
+                )
+            else:
+                execution_id = await service.trigger_webhook(db, automation_id, payload, dict(call.headers))
+                db.add(
+                    WebhookDelivery(
+                        id=new_id(),
+                        automation_id=automation_id,
+                        status="accepted",
+                        code=None,
+                        detail=f"execution {execution_id}",
+                        size_bytes=len(call.body),
+                    )
+                )
                 if delivery is not None:
-                    earlier = await replays.claim(db, automation_id, delivery, SIGNATURE_TOLERANCE_SECONDS)
-                if earlier is not None:
-                    db.add(
-                        WebhookDelivery(
-                            id=new_id(),
-                            automation_id=automation_id,
-                            status="replayed",
-                            code=str(earlier.body.get("code")) if earlier.status != 202 else None,
-                            detail="the same signed delivery was received before: answered as then, nothing ran",
-                            size_bytes=len(call.body),
-                        )
-                    )
-                else:
-                    execution_id = await service.trigger_webhook(db, automation_id, payload, dict(call.headers))
-                    db.add(
-                        WebhookDelivery(
-                            id=new_id(),
-                            automation_id=automation_id,
-                            status="accepted",
-                            code=None,
-                            detail=f"execution {execution_id}",
-                            size_bytes=len(call.body),
-                        )
-                    )
-                    if delivery is not None:
-                        accepted = replays.Answer(202, {"execution_id": str(execution_id)})
-                        await replays.answer(db, automation_id, delivery, accepted)
-        except ProblemError as exc:
-            await _record(tenant_id, automation_id, len(call.body), exc, delivery)
-            raise
+                    accepted = replays.Answer(202, {"execution_id": str(execution_id)})
+                    await replays.answer(db, automation_id, delivery, accepted)
+    except ProblemError as exc:
+        await _record(tenant_id, automation_id, len(call.body), exc, delivery)
+        raise
     return _replayed(earlier) if earlier is not None else execution_id
 
 

@@ -11,25 +11,28 @@ from __future__ import annotations
 
 import re
 import threading
-import uuid
 from typing import Any
 
 import dramatiq
 from guiju_sdk import registry
+from sqlalchemy.ext.asyncio import AsyncSession
 
-import services.broker  # noqa: F401  (sets the broker before actors are declared)
-from services.db import open_session
+from services.broker import tenant_actor  # importing the broker sets it before actors are declared
 from services.marketplace import host, publishing, service
 from services.outbox import service as outbox
-from tenants.context import tenant_scope
 
-CHECKS_QUEUE = "marketplace.checks"
+CHECKS_QUEUE = publishing.CHECKS_QUEUE
 CHECKS_TIME_LIMIT_MS = 15 * 60 * 1000
 # The hook's own limit, and room to open and commit its transaction.
 HOOKS_TIME_LIMIT_MS = int(registry.LIFECYCLE_TIME_LIMIT_SECONDS * 1000) + 30_000
 
 
-@dramatiq.actor(queue_name=CHECKS_QUEUE, time_limit=CHECKS_TIME_LIMIT_MS, max_retries=3)
+@dramatiq.actor(
+    actor_name=publishing.CHECK_SUBMISSION_ACTOR,
+    queue_name=CHECKS_QUEUE,
+    time_limit=CHECKS_TIME_LIMIT_MS,
+    max_retries=3,
+)
 async def check_submission(plugin: str, version: str) -> None:
     await publishing.run_submission_checks(plugin, version)
 
@@ -50,18 +53,19 @@ def hooks_actor_for(plugin: str) -> dramatiq.Actor[Any, Any]:
             actor = broker.get_actor(name)
         else:
 
-            async def run_plugin_hooks(tenant_id: str, message: dict[str, Any]) -> None:
-                tenant = uuid.UUID(tenant_id)
-                with tenant_scope(tenant):
-                    async with open_session(tenant) as db:
-                        await host.handle_marketplace_event(db, message)
+            async def run_plugin_hooks(db: AsyncSession, message: dict[str, Any]) -> None:
+                await host.handle_marketplace_event(db, message)
 
             run_plugin_hooks.__name__ = run_plugin_hooks.__qualname__ = name
-            # The hook's failures are recorded on the installation; a raise here is the platform's
-            # (the database down): Dramatiq retries the message.
-            actor = dramatiq.actor(
-                actor_name=name, queue_name=f"plugin.{plugin}", time_limit=HOOKS_TIME_LIMIT_MS, max_retries=5
-            )(run_plugin_hooks)
+            # Sent (tenant_id, message); the hook's failures are recorded on the installation, and a
+            # raise here is the platform's (the database down): Dramatiq retries the message.
+            actor = tenant_actor(
+                run_plugin_hooks,
+                actor_name=name,
+                queue_name=f"plugin.{plugin}",
+                time_limit=HOOKS_TIME_LIMIT_MS,
+                max_retries=5,
+            )
         _declared[plugin] = actor
         return actor
 

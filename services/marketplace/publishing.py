@@ -31,8 +31,10 @@ from guiju_sdk import manifest
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from services import broker
 from services.accounts import service as accounts
 from services.audit import service as audit
+from services.broker import tenant_session
 from services.db import open_session
 from services.files import service as files
 from services.marketplace import archives, checks, service
@@ -42,13 +44,17 @@ from services.outbox import service as outbox
 from services.patterns import schema_pattern_problems
 from services.validation import check
 from tenants.base import utcnow
-from tenants.context import system_scope, tenant_scope
+from tenants.context import system_scope
 from tenants.errors import Conflict, FieldProblem, Forbidden, NotFound, ValidationProblem
 from tenants.models import Role
 from tenants.principal import Principal
 
 log = logging.getLogger("guiju.plugins")
 SUBMITTED = "marketplace.version_submitted"
+# The actor that checks a submitted distribution, on its own queue: a submission's tests may take
+# minutes, and must never hold up the events or the automations' actions (see actors.py).
+CHECK_SUBMISSION_ACTOR = "check_submission"
+CHECKS_QUEUE = "marketplace.checks"
 MAX_SOURCE_BYTES = 20 * 1024 * 1024
 
 
@@ -341,9 +347,8 @@ async def run_submission_checks(plugin: str, version: str) -> str | None:
                 return None
             publisher_id, file_id = listing.publisher_tenant_id, row.source_file_id
     assert publisher_id is not None
-    with tenant_scope(publisher_id):
-        async with open_session(publisher_id) as db:
-            meta, data = await files.open_file_bytes(db, file_id)
+    async with tenant_session(publisher_id) as db:
+        meta, data = await files.open_file_bytes(db, file_id)
     with tempfile.TemporaryDirectory(prefix="guiju-submission-") as scratch:
         try:
             root = _unpack(meta.name, data, Path(scratch))
@@ -390,11 +395,13 @@ async def run_submission_checks(plugin: str, version: str) -> str | None:
 
 
 async def _on_submitted(messages: list[dict[str, Any]]) -> None:
-    from services.marketplace import actors  # the actor module imports this one
-
     for message in messages:
         payload = message.get("payload") or {}
-        actors.check_submission.send(str(payload["plugin"]), str(payload["version"]))
+        broker.send(
+            CHECK_SUBMISSION_ACTOR,
+            queue_name=CHECKS_QUEUE,
+            kwargs={"plugin": str(payload["plugin"]), "version": str(payload["version"])},
+        )
 
 
 outbox.subscribe(SUBMITTED, _on_submitted)
@@ -441,7 +448,6 @@ async def source_of(db: AsyncSession, principal: Principal, plugin: str, version
     listing = await db.get(PluginListing, plugin)
     if row is None or row.source_file_id is None or listing is None or listing.publisher_tenant_id is None:
         raise NotFound(f"{plugin} {version} has no source distribution.", code="plugin_version_not_found")
-    with tenant_scope(listing.publisher_tenant_id):
-        async with open_session(listing.publisher_tenant_id) as publisher_db:
-            meta, data = await files.open_file_bytes(publisher_db, row.source_file_id)
+    async with tenant_session(listing.publisher_tenant_id) as publisher_db:
+        meta, data = await files.open_file_bytes(publisher_db, row.source_file_id)
     return meta.name, data

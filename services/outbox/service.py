@@ -17,11 +17,12 @@ from collections.abc import Awaitable, Callable, Iterator, Mapping
 from datetime import timedelta
 from typing import Any
 
-from sqlalchemy import event, select, update
+from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 from sqlalchemy.orm import Session
 
 from services.db import database, open_session
+from services.db.commit_hooks import AfterCommit, BeforeCommit
 from services.logs import actor_var
 from services.outbox.models import OutboxEvent
 from tenants.base import new_id, utcnow
@@ -101,23 +102,26 @@ async def emit(
         actor=actor_var.get(),
     )
     session.add(row)
-    session.sync_session.info["outbox_pending"] = True
+    _NOTIFY_RELAYS.add(session, row.id)
+    _WAKE_LOCAL_RELAYS.add(session, row.id)
     return row
 
 
-@event.listens_for(Session, "before_commit")
-def _notify_relays_before_commit(session: Session) -> None:
+def _notify_relays(session: Session, emitted: list[uuid.UUID]) -> None:
     # Delivered by Postgres only if the transaction commits; several per transaction fold into one.
-    if session.info.get("outbox_pending") and session.bind is not None and session.bind.dialect.name == "postgresql":
+    if session.bind is not None and session.bind.dialect.name == "postgresql":
         session.connection().exec_driver_sql(f"NOTIFY {NOTIFY_CHANNEL}")
 
 
-@event.listens_for(Session, "after_commit")
-def _wake_relay_after_commit(session: Session) -> None:
-    if session.info.pop("outbox_pending", False):
-        for loop, waker in list(_relay_wakers):
-            if not loop.is_closed():
-                loop.call_soon_threadsafe(waker.set)
+def _wake_local_relays(emitted: list[uuid.UUID]) -> None:
+    # The relays of this process (the only way on SQLite).
+    for loop, waker in list(_relay_wakers):
+        if not loop.is_closed():
+            loop.call_soon_threadsafe(waker.set)
+
+
+_NOTIFY_RELAYS = BeforeCommit[uuid.UUID]("outbox.notify", _notify_relays)
+_WAKE_LOCAL_RELAYS = AfterCommit[uuid.UUID]("outbox.wake", _wake_local_relays)
 
 
 _MESSAGE_COLUMNS = (

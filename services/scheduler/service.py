@@ -68,12 +68,13 @@ from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from services.broker import tenant_session
 from services.db import open_session
 from services.logs import actor_var
 from services.outbox import service as outbox
 from services.scheduler.models import Timer
 from tenants.base import new_id, utcnow
-from tenants.context import TenantContextError, tenant_scope
+from tenants.context import TenantContextError
 from tenants.isolation import session_tenant_id
 
 log = logging.getLogger("guiju.scheduler")
@@ -345,30 +346,33 @@ async def _record_failure(db: AsyncSession, claimed: _Claimed, exc: BaseExceptio
 async def _fire_one(tenant_id: uuid.UUID, now: datetime, fired: set[uuid.UUID]) -> _Outcome:
     """Claim and fire one due timer of ``tenant_id`` in one tenant-bound transaction."""
     claimed: _Claimed | None = None
-    with tenant_scope(tenant_id):
-        try:
-            async with open_session(tenant_id) as db:
-                claimed = await _claim(db, now, fired)
-                if claimed is None:
-                    return _Outcome.NOTHING
-                fired.add(claimed.timer.id)
-                try:
-                    async with db.begin_nested():
-                        await _run_handler(db, claimed, now)
-                except Exception as exc:
-                    # The savepoint undid the handler's work; the row is still locked by us.
-                    await _record_failure(db, claimed, exc, now)
-                    return _Outcome.FAILED
-            return _Outcome.FIRED
-        except Exception as exc:
+    try:
+        async with tenant_session(tenant_id) as db:
+            claimed = await _claim(db, now, fired)
             if claimed is None:
-                raise
-            # The transaction itself failed (commit, connection): nothing of it was kept. Record the
-            # failure in a new one, unless another scheduler has fired the timer since.
-            log.exception("timer transaction failed", extra={"kind": claimed.timer.kind, "key": claimed.timer.key})
-            async with open_session(tenant_id) as db:
+                return _Outcome.NOTHING
+            fired.add(claimed.timer.id)
+            try:
+                async with db.begin_nested():
+                    await _run_handler(db, claimed, now)
+            except Exception as exc:
+                # The savepoint undid the handler's work (and dropped what it would have sent after
+                # commit); the row is still locked by us.
                 await _record_failure(db, claimed, exc, now)
-            return _Outcome.FAILED
+                return _Outcome.FAILED
+        return _Outcome.FIRED
+    except Exception as exc:
+        if claimed is None:
+            raise
+        # The transaction itself failed (commit, connection): nothing of it was kept. Record the
+        # failure in a new one, unless another scheduler has fired the timer since.
+        log.exception(
+            "timer transaction failed",
+            extra={"tenant_id": str(tenant_id), "kind": claimed.timer.kind, "key": claimed.timer.key},
+        )
+        async with tenant_session(tenant_id) as db:
+            await _record_failure(db, claimed, exc, now)
+        return _Outcome.FAILED
 
 
 async def _fire_pass(now: datetime, batch: int) -> tuple[int, int]:

@@ -14,7 +14,8 @@ import pytest
 from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from services.automation import actions
+from services import broker
+from services.automation import actions, config, executor, slots
 from services.automation import service as automations
 from services.automation.actions import (
     ActionContext,
@@ -68,8 +69,8 @@ class Probe:
 def probe(monkeypatch: pytest.MonkeyPatch) -> Probe:
     kind = Probe()
     monkeypatch.setitem(actions.ACTION_KINDS, PROBE, kind)
-    monkeypatch.setattr(automations, "BACKOFF_BASE_SECONDS", 0.01)
-    monkeypatch.setattr(automations, "max_attempts", lambda: 3)
+    monkeypatch.setattr(executor, "BACKOFF_BASE_SECONDS", 0.01)
+    monkeypatch.setattr(config, "max_attempts", lambda: 3)
     return kind
 
 
@@ -349,8 +350,13 @@ async def test_in_database_actions_run_with_the_dispatch_and_a_failure_hands_ove
     await deliver_events()
     # Hold back what the dispatcher sends to the executor, to see what it did on its own.
     held: list[tuple[Any, ...]] = []
-    send_step = automations.send_step
-    monkeypatch.setattr(automations, "send_step", lambda *args: held.append(args))
+    send = broker.send
+
+    def hold(actor_name: str, **message: Any) -> None:
+        step = message["kwargs"]
+        held.append((step["tenant_id"], uuid.UUID(step["execution_id"]), step["action_index"], actor_name, message))
+
+    monkeypatch.setattr(broker, "send", hold)
     tenant_id = uuid.UUID(body["tenant"]["id"])
 
     async def titles() -> list[str]:
@@ -384,9 +390,9 @@ async def test_in_database_actions_run_with_the_dispatch_and_a_failure_hands_ove
     assert (await titles()).count(f"paid: {record['id']}") == 1
     assert [(args[1], args[2]) for args in held] == [(uuid.UUID(second["id"]), 0)]
 
-    monkeypatch.setattr(automations, "send_step", send_step)
+    monkeypatch.setattr(broker, "send", send)
     for args in held:
-        send_step(*args)
+        send(args[3], **args[4])
     await run_automations()
     done = (await owner.get(f"/api/v1/automations/executions/{second['id']}")).json()
     assert done["execution"]["status"] == "succeeded"
@@ -561,8 +567,8 @@ async def test_a_tenant_over_its_concurrency_limit_waits(
     tenant_id = uuid.UUID(body["tenant"]["id"])
     collection = await _collection(owner)
     automation_id = (await owner.post("/api/v1/automations", _record_automation(collection["id"]))).json()["id"]
-    monkeypatch.setattr(automations, "tenant_concurrency", lambda: 1)
-    counter = automations._MemorySlots()
+    monkeypatch.setattr(config, "tenant_concurrency", lambda: 1)
+    counter = slots.MemorySlots()
     automations.use_slots(counter)
     try:
         held = await counter.acquire(tenant_id, 1, 60)
@@ -622,14 +628,14 @@ async def test_an_automation_that_updates_what_it_watches_stops_with_one_failed_
 def test_a_chain_of_automations_is_refused_past_its_length(monkeypatch: pytest.MonkeyPatch) -> None:
     first, second, third = uuid.uuid4(), uuid.uuid4(), uuid.uuid4()
     assert automations.loop_refusal(first, None) is None  # a person's change
-    monkeypatch.setattr(automations, "max_chain", lambda: 3)
+    monkeypatch.setattr(config, "max_chain", lambda: 3)
     two = {"execution_id": "x", "automation_id": str(second), "depth": 2, "chain": [str(first), str(second)]}
     assert automations.loop_refusal(third, two) is None  # the third in a row
     three = {**two, "depth": 3, "chain": [str(first), str(second), str(third)]}
     refused = automations.loop_refusal(uuid.uuid4(), three)
     assert refused is not None and refused.startswith("automation_loop:") and "GUIJU_AUTOMATION_MAX_CHAIN" in refused
     # A ping-pong between two automations: each may come back once, not twice.
-    monkeypatch.setattr(automations, "max_chain", lambda: 10)
+    monkeypatch.setattr(config, "max_chain", lambda: 10)
     ping_pong = {"depth": 3, "chain": [str(first), str(second), str(first)]}
     assert automations.loop_refusal(second, ping_pong) is None
     refused = automations.loop_refusal(first, ping_pong)
@@ -675,7 +681,7 @@ async def test_the_maintenance_timer_runs_once_per_pass_on_the_pass_clock(
             runs.append(now)
         return await real_recover(db, now)
 
-    monkeypatch.setattr(automations, "recover_stalled", counting_recover)
+    monkeypatch.setattr(executor, "recover_stalled", counting_recover)
     simulated = datetime.now(UTC) + timedelta(hours=2)  # the scheduler's clock, ahead of the real one
     await scheduler.fire_due(simulated)
     assert runs == [simulated]
@@ -696,7 +702,7 @@ async def redis_slots() -> Any:
     need_service("Redis", REDIS_HOST, REDIS_PORT)
     url = f"redis://{REDIS_HOST}:{REDIS_PORT}/0"
     prefix = f"guiju:test:running:{uuid.uuid4().hex}:"
-    counter = automations._RedisSlots(url, key_prefix=prefix)
+    counter = slots.RedisSlots(url, key_prefix=prefix)
     try:
         yield counter
     finally:
@@ -750,7 +756,7 @@ async def test_the_executor_defers_over_the_limit_with_the_redis_counter(
     tenant_id = uuid.UUID(body["tenant"]["id"])
     collection = await _collection(owner)
     automation_id = (await owner.post("/api/v1/automations", _record_automation(collection["id"]))).json()["id"]
-    monkeypatch.setattr(automations, "tenant_concurrency", lambda: 1)
+    monkeypatch.setattr(config, "tenant_concurrency", lambda: 1)
     automations.use_slots(redis_slots)
     try:
         held = await redis_slots.acquire(tenant_id, 1, 60)  # another worker's running action

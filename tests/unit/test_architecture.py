@@ -35,3 +35,41 @@ def test_services_use_each_other_only_through_service_py() -> None:
                 if len(parts) >= 3 and parts[0] == "services" and parts[2] in ROOMS and parts[1] != own:
                     problems.append(f"{rel} imports {name}")
     assert problems == []
+
+
+def test_only_the_composition_modules_import_actors() -> None:
+    """An actors module imports its service; the service sends to its actors by name
+    (services.broker.send / send_after_commit), so no service module reaches an actors module."""
+    import grimp
+
+    graph = grimp.build_graph("services", "tenants")
+    composition = {"services." + name.removesuffix(".py").replace("/", ".") for name in COMPOSITION}
+    problems = []
+    for actors in sorted(m for m in graph.modules if m.endswith(".actors")):
+        for importer in sorted(graph.find_modules_that_directly_import(actors) - composition):
+            problems.append(f"{importer} imports {actors}")
+        for module in sorted(graph.modules):
+            if module.endswith(".service") and graph.chain_exists(importer=module, imported=actors):
+                problems.append(f"{module} reaches {actors}")
+    assert problems == []
+
+
+def test_the_modules_of_a_service_import_one_another_without_cycles() -> None:
+    """A service split into modules keeps an order: each imports only those before it."""
+    import itertools
+
+    import grimp
+
+    graph = grimp.build_graph("services", "tenants")
+    by_service: dict[str, list[str]] = {}
+    for module in graph.modules:
+        parts = module.split(".")
+        if len(parts) >= 3 and parts[0] == "services":
+            by_service.setdefault(parts[1], []).append(module)
+    cycles = [
+        f"{a} <-> {b}"
+        for modules in by_service.values()
+        for a, b in itertools.combinations(sorted(modules), 2)
+        if graph.chain_exists(importer=a, imported=b) and graph.chain_exists(importer=b, imported=a)
+    ]
+    assert cycles == []
