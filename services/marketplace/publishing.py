@@ -31,6 +31,7 @@ from guiju_sdk import manifest
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from services import events
 from services.accounts import service as accounts
 from services.audit import service as audit
 from services.db import open_session
@@ -48,7 +49,7 @@ from tenants.models import Role
 from tenants.principal import Principal
 
 log = logging.getLogger("guiju.plugins")
-SUBMITTED = "marketplace.version_submitted"
+SUBMITTED = events.PLUGIN_VERSION_SUBMITTED.name
 MAX_SOURCE_BYTES = 20 * 1024 * 1024
 
 
