@@ -1,6 +1,6 @@
 """What run events carry: the step timers' events name the run and its record (so an automation's
-notice can say which run is late), and every event a workspace's work emits matches its payload in
-the catalog (services.events)."""
+notice can say which run is late), an action step's input can read the linked record's id, and
+every event a workspace's work emits matches its payload in the catalog (services.events)."""
 
 from __future__ import annotations
 
@@ -111,6 +111,44 @@ async def test_an_overdue_notice_names_the_late_run(world: World) -> None:
     assert [(n["title"], n["body"]) for n in told] == [
         ("Late: Ship SO-42 (Pack)", f"pack was due at {due_at.isoformat()}")
     ]
+
+
+ACTION_ON_RECORD: dict[str, Any] = {
+    "start": "invoice",
+    "steps": [
+        {
+            "kind": "action",
+            "key": "invoice",
+            "title": "Invoice the order",
+            "plugin": "messaging",
+            "action": "send_email",
+            "input": {"record_id": "record.id", "status": "record.status"},
+        }
+    ],
+}
+
+
+async def test_an_action_step_reads_the_linked_record_id(world: World) -> None:
+    owner, _ = await world.signup()
+    collection_id = await orders_collection(owner)
+    record_id = await _record(owner, collection_id)
+    procedure_id, _ = await publish(owner, ACTION_ON_RECORD, collection_id=collection_id)
+    run = await start(owner, procedure_id, record_id=record_id)
+    (requested,) = await events_of("action.requested", run["id"])
+    assert requested["data"]["input"] == {"record_id": record_id, "status": "new"}
+    assert requested["record_id"] == record_id
+
+    # Only a procedure linked to a collection has a record to read.
+    unlinked = await owner.post(
+        "/api/v1/procedures", {"key": f"p_{uuid.uuid4().hex[:8]}", "title": "Invoice", "definition": ACTION_ON_RECORD}
+    )
+    assert unlinked.status_code == 201, unlinked.text
+    refused = await owner.post(
+        f"/api/v1/procedures/{unlinked.json()['id']}/versions/{unlinked.json()['draft_version_id']}/publish",
+        {"change_note": "first"},
+    )
+    assert refused.status_code == 422, refused.text
+    assert {e["code"] for e in refused.json()["errors"]} == {"no_linked_collection"}
 
 
 async def test_every_event_of_a_workspace_matches_the_catalog(world: World) -> None:
