@@ -23,6 +23,7 @@ from sqlalchemy import String, bindparam, cast, delete, func, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from services import events
 from services.accounts import throttle
 from services.accounts.emails import login_email, normalize_email
 from services.accounts.models import AuthSession, Invitation, User, UserToken
@@ -195,7 +196,7 @@ async def signup(session: AsyncSession, data: SignupIn, settings: Settings) -> t
         raise Conflict("This email or workspace address was just taken.", code="signup_conflict") from exc
     await outbox.emit(
         session,
-        "tenant.created",
+        events.TENANT_CREATED.name,
         {
             "tenant_id": str(tenant.id),
             "slug": tenant.slug,
@@ -686,7 +687,7 @@ async def change_role(session: AsyncSession, principal: Principal, user_id: uuid
         raise Conflict("A workspace keeps at least one owner.", code="last_owner")
     membership.role = new_role
     await _sync_login_sessions(session, membership.tenant_id, user_id, new_role)
-    await outbox.emit(session, "member.role_changed", {"user_id": str(user_id), "role": new_role.value})
+    await outbox.emit(session, events.MEMBER_ROLE_CHANGED.name, {"user_id": str(user_id), "role": new_role.value})
     return membership
 
 
@@ -704,7 +705,7 @@ async def remove_member(session: AsyncSession, principal: Principal, user_id: uu
             raise Conflict("A workspace keeps at least one owner.", code="last_owner")
     await session.delete(membership)
     await _sync_login_sessions(session, membership.tenant_id, user_id, None)
-    await outbox.emit(session, "member.removed", {"user_id": str(user_id)})
+    await outbox.emit(session, events.MEMBER_REMOVED.name, {"user_id": str(user_id)})
 
 
 # ---------------------------------------------------------------- invitations
@@ -765,7 +766,7 @@ async def invite(session: AsyncSession, principal: Principal, data: InvitationIn
         },
         link=f"{settings.public_url}/invitations/accept?token={raw}",
     )
-    await outbox.emit(session, "member.invited", {"invitation_id": str(invitation.id), "role": data.role})
+    await outbox.emit(session, events.MEMBER_INVITED.name, {"invitation_id": str(invitation.id), "role": data.role})
     return invitation
 
 
@@ -862,5 +863,5 @@ async def accept_invitation(
         raise Gone("This invitation was already used.", code="token_used")
     session.add(Membership(user_id=user.id, role=invitation.role))
     await session.flush()
-    await outbox.emit(session, "member.joined", {"user_id": str(user.id), "role": invitation.role})
+    await outbox.emit(session, events.MEMBER_JOINED.name, {"user_id": str(user.id), "role": invitation.role})
     return user, tenant, created

@@ -19,6 +19,7 @@ import msgspec
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from services import events
 from services.accounts import service as accounts
 from services.audit import service as audit
 from services.automation import service as automation
@@ -438,7 +439,9 @@ async def install(
         after={"pack_id": pack.id, "version": pack.version, "language": language, "items": len(items_out)},
     )
     await outbox.emit(
-        db, "template.installed", {"pack_id": pack.id, "version": pack.version, "installation_id": str(installation.id)}
+        db,
+        events.TEMPLATE_INSTALLED.name,
+        {"pack_id": pack.id, "version": pack.version, "installation_id": str(installation.id)},
     )
     await reporter.say("finished", "done")
     return InstallReportOut(

@@ -6,6 +6,7 @@ from __future__ import annotations
 from sqlalchemy import delete
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from services import events
 from services.audit import service as audit
 from services.automation import service as automation
 from services.gallery.install import _installation, _items, _state
@@ -83,5 +84,5 @@ async def uninstall(db: AsyncSession, principal: Principal, pack_id: str, data: 
         before={"pack_id": pack_id, "version": installation.version},
         after={"removed": len(removed), "kept": len(kept), "records_deleted": deleted_records},
     )
-    await outbox.emit(db, "template.uninstalled", {"pack_id": pack_id, "version": installation.version})
+    await outbox.emit(db, events.TEMPLATE_UNINSTALLED.name, {"pack_id": pack_id, "version": installation.version})
     return UninstallReportOut(pack_id=pack_id, removed=removed, kept=kept, records_deleted=deleted_records)

@@ -12,6 +12,7 @@ import msgspec
 from packaging.version import Version
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from services import events
 from services.audit import service as audit
 from services.automation import service as automation
 from services.gallery import loader
@@ -240,7 +241,7 @@ async def upgrade(
     )
     await outbox.emit(
         db,
-        "template.upgraded",
+        events.TEMPLATE_UPGRADED.name,
         {"pack_id": pack_id, "from_version": report.from_version, "to_version": pack.version},
     )
     await reporter.say("finished", "done")

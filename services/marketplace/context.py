@@ -19,7 +19,7 @@ import httpx
 from guiju_sdk import ActionFailed, HttpResponse, RecordRejected, ScopeDenied, StoredFile
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from services import netguard
+from services import events, netguard
 from services.accounts import service as accounts
 from services.files import service as files
 from services.marketplace import service
@@ -126,7 +126,7 @@ class HostContext:
 
     async def emit_event(self, type: str, payload: Mapping[str, Any]) -> None:
         self._require("events:emit")
-        await outbox.emit(self.db, f"plugin.{self.plugin}.{type}", dict(payload))
+        await outbox.emit(self.db, events.plugin_event_name(self.plugin, type), dict(payload))
 
     async def http(
         self,

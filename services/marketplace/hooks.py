@@ -16,6 +16,7 @@ from guiju_sdk import Health, registry, remote
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from services import events
 from services.marketplace import service
 from services.marketplace.calls import (
     MAX_ERROR_KEPT,
@@ -36,16 +37,16 @@ log = logging.getLogger("guiju.plugins")
 # ---------------------------------------------------------------- lifecycle hooks
 
 _LIFECYCLE_HOOKS = {
-    "marketplace.installed": "guiju_installed",
-    "marketplace.configured": "guiju_configuration_changed",
-    "marketplace.uninstalled": "guiju_uninstalled",
+    events.PLUGIN_INSTALLED.name: "guiju_installed",
+    events.PLUGIN_CONFIGURED.name: "guiju_configuration_changed",
+    events.PLUGIN_UNINSTALLED.name: "guiju_uninstalled",
 }
 
 
 async def _installation_in_event(db: AsyncSession, message: Mapping[str, Any]) -> PluginInstallation | None:
     payload = message.get("payload") or {}
     plugin = str(payload.get("plugin"))
-    if message["type"] != "marketplace.uninstalled":
+    if message["type"] != events.PLUGIN_UNINSTALLED.name:
         found: PluginInstallation | None = await db.scalar(
             select(PluginInstallation).where(PluginInstallation.plugin == plugin)
         )
@@ -154,10 +155,10 @@ async def poll_trigger(db: AsyncSession, plugin: str, trigger: str) -> int:
     except Exception as exc:  # shown to the workspace's admin; the next poll tries again
         installation.last_error = f"polling {trigger}: {type(exc).__name__}: {exc}"[:MAX_ERROR_KEPT]
         return 0
-    events = [e for e in (found or []) if isinstance(e, dict)][:MAX_POLLED_EVENTS]
-    for payload in events:
-        await outbox.emit(db, f"plugin.{plugin}.{trigger}", payload)
-    return len(events)
+    polled = [e for e in (found or []) if isinstance(e, dict)][:MAX_POLLED_EVENTS]
+    for payload in polled:
+        await outbox.emit(db, events.plugin_event_name(plugin, trigger), payload)
+    return len(polled)
 
 
 HOOK_EVENTS = tuple(_LIFECYCLE_HOOKS)

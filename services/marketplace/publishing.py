@@ -31,7 +31,7 @@ from guiju_sdk import manifest
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from services import broker
+from services import broker, events
 from services.accounts import service as accounts
 from services.audit import service as audit
 from services.broker import tenant_session
@@ -50,7 +50,7 @@ from tenants.models import Role
 from tenants.principal import Principal
 
 log = logging.getLogger("guiju.plugins")
-SUBMITTED = "marketplace.version_submitted"
+SUBMITTED = events.PLUGIN_VERSION_SUBMITTED.name
 # The actor that checks a submitted distribution, on its own queue: a submission's tests may take
 # minutes, and must never hold up the events or the automations' actions (see actors.py).
 CHECK_SUBMISSION_ACTOR = "check_submission"

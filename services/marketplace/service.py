@@ -28,6 +28,7 @@ from packaging.version import InvalidVersion, Version
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from services import events
 from services.audit import service as audit
 from services.db import open_session
 from services.db.statements import insert_ignoring_conflicts
@@ -479,10 +480,10 @@ async def get_listing(db: AsyncSession, principal: Principal, name: str) -> List
 # ---------------------------------------------------------------- a tenant's installations
 
 MASK = "********"
-HEALTH_REQUESTED = "marketplace.health_requested"
-POLL_DUE = "marketplace.poll_due"  # a polled trigger's turn, for one workspace
+HEALTH_REQUESTED = events.PLUGIN_HEALTH_REQUESTED.name
+POLL_DUE = events.PLUGIN_POLL_DUE.name  # a polled trigger's turn, for one workspace
 # A notification for the workspace's messaging plugin to send on (e-mail, chat robots).
-NOTIFICATION_FORWARDED = "marketplace.notification_forwarded"
+NOTIFICATION_FORWARDED = events.NOTIFICATION_FORWARDED.name
 MESSAGING_PLUGIN, MESSAGING_NOTIFY_ACTION = "messaging", "deliver_notification"
 
 
@@ -674,24 +675,28 @@ async def install(db: AsyncSession, principal: Principal, plugin: str, data: Ins
     )
     db.add(installation)
     await db.flush()
-    await _changed(db, principal, "marketplace.installed", installation, {"version": row.version})
+    await _changed(db, principal, events.PLUGIN_INSTALLED, installation, {"version": row.version})
     return installation
 
 
 async def _changed(
-    db: AsyncSession, principal: Principal | None, action: str, installation: PluginInstallation, detail: dict[str, Any]
+    db: AsyncSession,
+    principal: Principal | None,
+    event: events.EventType[Any],
+    installation: PluginInstallation,
+    detail: dict[str, Any],
 ) -> None:
     """Audit the change and emit its event (lifecycle hooks run from it, in a worker)."""
     await audit.record_change(
         db,
         actor_id=principal.user_id if principal else None,
-        action=action,
+        action=event.name,
         subject_type="plugin",
         subject_id=installation.plugin,
         after={"plugin": installation.plugin, "version": installation.version}
         | {k: v for k, v in detail.items() if k != "secrets"},
     )
-    await outbox.emit(db, action, {"plugin": installation.plugin, "version": installation.version, **detail})
+    await outbox.emit(db, event.name, {"plugin": installation.plugin, "version": installation.version, **detail})
 
 
 async def configure_installation(
@@ -723,7 +728,7 @@ async def configure_installation(
     await _changed(
         db,
         principal,
-        "marketplace.configured",
+        events.PLUGIN_CONFIGURED,
         installation,
         {"previous": previous, "secrets_changed": changed_secrets},
     )
@@ -738,7 +743,7 @@ async def set_enabled(db: AsyncSession, principal: Principal, plugin: str, enabl
         if enabled:  # a deliberate re-enable closes the circuit too
             installation.consecutive_failures, installation.circuit_open_until = 0, None
         installation.updated_at = utcnow()
-        await _changed(db, principal, "marketplace.enabled" if enabled else "marketplace.disabled", installation, {})
+        await _changed(db, principal, events.PLUGIN_ENABLED if enabled else events.PLUGIN_DISABLED, installation, {})
     return installation
 
 
@@ -757,7 +762,7 @@ async def set_pinned(db: AsyncSession, principal: Principal, plugin: str, pinned
     if installation.pinned != pinned:
         installation.pinned = pinned
         installation.updated_at = utcnow()
-        await _changed(db, principal, "marketplace.pinned" if pinned else "marketplace.unpinned", installation, {})
+        await _changed(db, principal, events.PLUGIN_PINNED if pinned else events.PLUGIN_UNPINNED, installation, {})
     return installation
 
 
@@ -839,7 +844,7 @@ async def _move_to(
     installation: PluginInstallation,
     target: PluginVersion,
     scopes: list[str],
-    action: str,
+    event: events.EventType[Any],
 ) -> None:
     from_version = installation.version
     installation.previous_version, installation.previous_scopes = (
@@ -849,7 +854,7 @@ async def _move_to(
     installation.version, installation.granted_scopes = target.version, scopes
     installation.consecutive_failures, installation.circuit_open_until = 0, None
     installation.updated_at = utcnow()
-    await _changed(db, principal, action, installation, {"from_version": from_version})
+    await _changed(db, principal, event, installation, {"from_version": from_version})
 
 
 async def upgrade(db: AsyncSession, principal: Principal, plugin: str, data: UpgradeIn) -> UpgradePlanOut:
@@ -869,7 +874,7 @@ async def upgrade(db: AsyncSession, principal: Principal, plugin: str, data: Upg
                 f"{plugin} cannot be upgraded to {target.version}.", code="upgrade_incompatible", errors=plan.problems
             )
         return plan
-    await _move_to(db, principal, installation, target, manifest_scopes(target.manifest), "marketplace.upgraded")
+    await _move_to(db, principal, installation, target, manifest_scopes(target.manifest), events.PLUGIN_UPGRADED)
     return msgspec.structs.replace(plan, applied=True)
 
 
@@ -890,7 +895,7 @@ async def rollback(db: AsyncSession, principal: Principal, plugin: str) -> Plugi
             f"{plugin} cannot go back to {target.version}.", code="rollback_incompatible", errors=plan.problems
         )
     await _move_to(
-        db, principal, installation, target, list(installation.previous_scopes or []), "marketplace.rolled_back"
+        db, principal, installation, target, list(installation.previous_scopes or []), events.PLUGIN_ROLLED_BACK
     )
     return installation
 
@@ -937,7 +942,7 @@ async def uninstall(db: AsyncSession, principal: Principal, plugin: str, *, dele
     await _changed(
         db,
         principal,
-        "marketplace.uninstalled",
+        events.PLUGIN_UNINSTALLED,
         installation,
         {
             "delete_data": delete_data,

@@ -10,6 +10,7 @@ from typing import Any
 from sqlalchemy import delete, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from services import events
 from services.db.statements import one_or_raise
 from services.records.collections import _collection, _stored_defs
 from services.records.models import Collection, Record, RecordUniqueValue
@@ -106,7 +107,7 @@ async def _create(
     await db.flush()
     db.add_all(rows := _unique_rows(collection.id, defs, record.id, values))
     await _flush_unique(db, [r.field_key for r in rows])
-    await _emit(db, "record.created", collection, record, defs, None, visible_values(defs, values), actor_id)
+    await _emit(db, events.RECORD_CREATED, collection, record, defs, None, visible_values(defs, values), actor_id)
     return record
 
 
@@ -183,7 +184,7 @@ async def _update(
     record.updated_at = utcnow()
     await db.flush()
     await _replace_unique_rows(db, record, defs)
-    await _emit(db, "record.updated", collection, record, defs, before, after, actor_id)
+    await _emit(db, events.RECORD_UPDATED, collection, record, defs, before, after, actor_id)
     return record
 
 
@@ -197,5 +198,12 @@ async def delete_record(db: AsyncSession, principal: Principal, collection_id: u
     await db.execute(delete(RecordUniqueValue).where(RecordUniqueValue.record_id == record.id))
     await db.flush()
     await _emit(
-        db, "record.deleted", collection, record, defs, visible_values(defs, record.values), None, principal.user_id
+        db,
+        events.RECORD_DELETED,
+        collection,
+        record,
+        defs,
+        visible_values(defs, record.values),
+        None,
+        principal.user_id,
     )

@@ -13,6 +13,7 @@ from sqlalchemy import and_, delete, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from services import events
 from services.accounts import service as accounts
 from services.audit import service as audit
 from services.files import service as files
@@ -219,7 +220,7 @@ def visible_values(defs: list[FieldDef], stored: Mapping[str, Any]) -> dict[str,
 
 async def _emit(
     db: AsyncSession,
-    event: str,
+    event: events.EventType[Any],
     collection: Collection,
     record: Record,
     defs: list[FieldDef],
@@ -238,11 +239,11 @@ async def _emit(
         "values": after,
         "before": before,
     }
-    await outbox.emit(db, event, payload)
+    await outbox.emit(db, event.name, payload)
     await audit.record_change(
         db,
         actor_id=actor_id,
-        action=event,
+        action=event.name,
         subject_type="record",
         subject_id=record.id,
         before=None if before is None else {"entity_id": payload["entity_id"], "values": before},

@@ -26,6 +26,8 @@ FieldPath = Annotated[
     Meta(pattern=r"^(data|record)\.[a-z][a-z0-9_]{0,62}$", description="`data.x` (the run's data) or `record.x`"),
 ]
 Expression = Annotated[str, Meta(min_length=1, max_length=2000, description="safe expression language")]
+# ``record.id`` reads the linked record's own id (collections reserve the field key ``id``).
+RECORD_ID_KEY = "id"
 Title = Annotated[str, Meta(min_length=1, max_length=200)]
 
 

@@ -44,6 +44,7 @@ from typing import Any, Literal, TypeAlias
 import msgspec
 from msgspec import Struct, field
 
+from services import events
 from services.sops.definition import (
     ActionStep,
     ApprovalStep,
@@ -323,28 +324,30 @@ class Event(Struct, kw_only=True):
     data: dict[str, Any] = field(default_factory=dict)
 
 
+# The events the engine emits; their names and data are the catalog's (services.events).
 EVENT_TYPES = frozenset(
-    {
-        "run.started",
-        "run.completed",
-        "run.aborted",
-        "step.ready",  # data: owner (the owner rule as dict), due_at, expires_at
-        "step.assigned",  # data: user_id
-        "step.started",
-        "step.completed",  # data: values, outcome
-        "step.skipped",
-        "step.expired",
-        "step.failed",
-        "step.rejected",  # data: by, note
-        "step.voted",  # data: by, vote (an approval in mode "all" that is not decided yet)
-        "action.requested",  # data: plugin, action, input (evaluated)
-        "wait.scheduled",  # data: until
-        "subprocedure.requested",  # data: procedure_id
-        "record.update_requested",  # data: values for the linked record (form fields with target=record)
-        "exception.raised",
-        "exception.resolved",
-        "exception.escalated",  # data: exception_id, kind, label, escalate_to (owner rules), escalate_at
-    }
+    event.name
+    for event in (
+        events.RUN_STARTED,
+        events.RUN_COMPLETED,
+        events.RUN_ABORTED,
+        events.STEP_READY,
+        events.STEP_ASSIGNED,
+        events.STEP_STARTED,
+        events.STEP_COMPLETED,
+        events.STEP_SKIPPED,
+        events.STEP_EXPIRED,
+        events.STEP_FAILED,
+        events.STEP_REJECTED,
+        events.STEP_VOTED,
+        events.ACTION_REQUESTED,
+        events.WAIT_SCHEDULED,
+        events.SUBPROCEDURE_REQUESTED,
+        events.RECORD_UPDATE_REQUESTED,
+        events.EXCEPTION_RAISED,
+        events.EXCEPTION_RESOLVED,
+        events.EXCEPTION_ESCALATED,
+    )
 )
 
 
@@ -533,11 +536,11 @@ class _Run:
     def blocked(self, step_id: int) -> bool:
         return any(e.status == "open" and e.step_id == step_id for e in self.exceptions)
 
-    def emit(self, type_: str, step: StepState | None = None, **data: Any) -> None:
+    def emit(self, event: events.EventType[Any], step: StepState | None = None, **data: Any) -> None:
         if step is None:
-            self.events.append(Event(type=type_, data=data))
+            self.events.append(Event(type=event.name, data=data))
         else:
-            self.events.append(Event(type=type_, step_id=step.id, step_key=step.key, data=data))
+            self.events.append(Event(type=event.name, step_id=step.id, step_key=step.key, data=data))
 
     # ------------------------------------------------ the flow
 
@@ -596,7 +599,7 @@ class _Run:
             self.decide(step, path, exception_id)
         elif isinstance(step, ParallelStep):
             split = self.instance(step, path, exception_id, StepStatus.DONE, finished_at=self.env.now)
-            self.emit("step.completed", split, outcome=None, values={})
+            self.emit(events.STEP_COMPLETED, split, outcome=None, values={})
             if exception_id is not None:
                 # A fallback runs as a plain sequence: a split there does not fan out.
                 self.advance_exception(exception_id)
@@ -612,7 +615,7 @@ class _Run:
             self.request_action(step, action)
         else:
             sub = self.instance(step, path, exception_id, StepStatus.IN_PROGRESS)
-            self.emit("subprocedure.requested", sub, procedure_id=str(step.procedure_id))
+            self.emit(events.SUBPROCEDURE_REQUESTED, sub, procedure_id=str(step.procedure_id))
 
     def activate_human(self, step: HumanStep, path: Path, exception_id: int | None) -> None:
         now = self.env.now
@@ -634,7 +637,7 @@ class _Run:
         if isinstance(step, ApprovalStep):
             ready["approvers"] = msgspec.to_builtins(step.approvers)
             ready["mode"] = step.mode
-        self.emit("step.ready", instance, **ready)
+        self.emit(events.STEP_READY, instance, **ready)
         owner = step.owner
         if isinstance(owner, MemberOwner):
             self.assign(instance, owner.user_id, None)
@@ -695,11 +698,11 @@ class _Run:
         if taken is None:
             failed = self.instance(step, path, exception_id, StepStatus.FAILED, finished_at=self.env.now)
             failed.outcome = "no_branch"
-            self.emit("step.failed", failed, error="no branch condition holds and there is no default")
+            self.emit(events.STEP_FAILED, failed, error="no branch condition holds and there is no default")
             self.abort(f"Decision {step.key!r}: no branch condition holds and there is no default.", None)
             return
         decided = self.instance(step, path, exception_id, StepStatus.DONE, finished_at=self.env.now, outcome=taken)
-        self.emit("step.completed", decided, outcome=taken, values={})
+        self.emit(events.STEP_COMPLETED, decided, outcome=taken, values={})
         self.follow(target, path, exception_id)
 
     def arrive(self, step: JoinStep, path: Path, exception_id: int | None) -> None:
@@ -711,7 +714,7 @@ class _Run:
             # Not the join of the split this path is in (a malformed definition, or a fallback):
             # it is a plain pass-through step.
             passed = self.instance(step, path, exception_id, StepStatus.DONE, finished_at=self.env.now)
-            self.emit("step.completed", passed, outcome=None, values={})
+            self.emit(events.STEP_COMPLETED, passed, outcome=None, values={})
             self.follow(step.next, path, exception_id)
             return
         arrival_key = f"{step.key}@{split_id}"
@@ -728,7 +731,7 @@ class _Run:
             return
         outer = path[:-1]
         joined = self.instance(step, outer, None, StepStatus.DONE, finished_at=self.env.now, joined_split=split_id)
-        self.emit("step.completed", joined, outcome=None, values={})
+        self.emit(events.STEP_COMPLETED, joined, outcome=None, values={})
         self.follow(step.next, outer, None)
 
     def start_wait(self, step: WaitStep, path: Path, exception_id: int | None) -> None:
@@ -741,10 +744,10 @@ class _Run:
         if until is None:
             # No date to wait for: the wait is over at once.
             self.finish(wait, StepStatus.DONE, outcome="no_date")
-            self.emit("step.completed", wait, outcome="no_date", values={})
+            self.emit(events.STEP_COMPLETED, wait, outcome="no_date", values={})
             self.follow(step.next, path, exception_id)
             return
-        self.emit("wait.scheduled", wait, until=until.isoformat())
+        self.emit(events.WAIT_SCHEDULED, wait, until=until.isoformat())
 
     def date_of(self, field_path: str) -> datetime | None:
         source, _, name = field_path.partition(".")
@@ -768,13 +771,13 @@ class _Run:
         except Exception as exc:
             self.action_failed(step, action, f"input could not be evaluated: {exc}")
             return
-        self.emit("action.requested", action, plugin=step.plugin, action=step.action, input=values)
+        self.emit(events.ACTION_REQUESTED, action, plugin=step.plugin, action=step.action, input=values)
 
     def action_failed(self, step: ActionStep, action: StepState, error: str) -> None:
         action = self.edit(action.id)
         if step.on_failure.goto is not None:
             self.finish(action, StepStatus.FAILED, outcome=error[:200])
-            self.emit("step.failed", action, error=error)
+            self.emit(events.STEP_FAILED, action, error=error)
             self.work.append((step.on_failure.goto, action.branch_path, action.exception_id))
             return
         kind = self.ix.kinds.get(step.on_failure.raise_exception or "")
@@ -783,7 +786,7 @@ class _Run:
             self.raise_exception(kind, action, None, error)
             return
         self.finish(action, StepStatus.FAILED, outcome=error[:200])
-        self.emit("step.failed", action, error=error)
+        self.emit(events.STEP_FAILED, action, error=error)
         self.abort(f"Action {step.key!r} failed: {error}", None)
 
     # ------------------------------------------------ people
@@ -791,7 +794,7 @@ class _Run:
     def assign(self, step: StepState, user_id: uuid.UUID, by: Actor | None) -> None:
         step = self.edit(step.id)
         step.assignee = user_id
-        self.emit("step.assigned", step, user_id=str(user_id), by=str(by.user_id) if by else None)
+        self.emit(events.STEP_ASSIGNED, step, user_id=str(user_id), by=str(by.user_id) if by else None)
 
     def rule_matches(self, rule: Owner, actor: Actor, step: StepState) -> bool:
         if isinstance(rule, _ROLE_OWNERS):
@@ -836,7 +839,7 @@ class _Run:
         self._owned_exceptions.add(exc.id)
         self.events.append(
             Event(
-                type="exception.raised",
+                type=events.EXCEPTION_RAISED.name,
                 step_id=exc.step_id,
                 step_key=step.key if step is not None else None,
                 data={
@@ -880,10 +883,10 @@ class _Run:
             if step.exception_id == exc.id and step.status.is_open:
                 cancelled = self.edit(step.id)
                 self.finish(cancelled, StepStatus.FAILED, outcome="cancelled")
-                self.emit("step.failed", cancelled, error="the exception was resolved")
+                self.emit(events.STEP_FAILED, cancelled, error="the exception was resolved")
         self.events.append(
             Event(
-                type="exception.resolved",
+                type=events.EXCEPTION_RESOLVED.name,
                 step_id=exc.step_id,
                 data={"exception_id": exc.id, "kind": exc.kind, "outcome": outcome},
             )
@@ -913,7 +916,7 @@ class _Run:
                 closed.pending_fallback = []
         self.status = RunStatus.ABORTED
         self.work.clear()
-        self.emit("run.aborted", reason=reason, by=str(actor.user_id) if actor else None)
+        self.emit(events.RUN_ABORTED, reason=reason, by=str(actor.user_id) if actor else None)
 
     def settle(self) -> None:
         """A running run with nothing open left has completed."""
@@ -927,7 +930,7 @@ class _Run:
             if exc.status == "open":
                 return
         self.status = RunStatus.COMPLETED
-        self.emit("run.completed")
+        self.emit(events.RUN_COMPLETED)
 
 
 # ---------------------------------------------------------------- the actions
@@ -983,7 +986,7 @@ def _start_work(run: _Run, action: Start) -> None:
         raise EngineError(f"Step {step.key!r} is already in progress.", code="step_not_ready")
     step = run.edit(run.ensure_assignee(definition, step, action.actor).id)
     step.status = StepStatus.IN_PROGRESS
-    run.emit("step.started", step, by=str(action.actor.user_id))
+    run.emit(events.STEP_STARTED, step, by=str(action.actor.user_id))
 
 
 def _requirements(definition: HumanStep, action: Complete) -> list[tuple[str, FieldProblem]]:
@@ -1072,11 +1075,11 @@ def _complete(run: _Run, action: Complete) -> None:
                 else:
                     to_record[form_field.key] = values[form_field.key]
         if to_record:
-            run.emit("record.update_requested", step, values=to_record)
+            run.emit(events.RECORD_UPDATE_REQUESTED, step, values=to_record)
     step = run.edit(step.id)
     run.finish(step, StepStatus.DONE, action.actor.user_id, "done")
     run.emit(
-        "step.completed",
+        events.STEP_COMPLETED,
         step,
         by=str(action.actor.user_id),
         outcome="done",
@@ -1123,10 +1126,10 @@ def _approve(run: _Run, action: Approve) -> None:
                 step.approved_rules = [*step.approved_rules, i]
                 break
         if len(step.approved_rules) < len(rules):
-            run.emit("step.voted", step, by=voter, vote="approve", note=action.note)
+            run.emit(events.STEP_VOTED, step, by=voter, vote="approve", note=action.note)
             return
     run.finish(step, StepStatus.DONE, action.actor.user_id, "approved")
-    run.emit("step.completed", step, by=voter, outcome="approved", note=action.note, values={})
+    run.emit(events.STEP_COMPLETED, step, by=voter, outcome="approved", note=action.note, values={})
     run.follow(definition.next, step.branch_path, step.exception_id)
 
 
@@ -1137,7 +1140,7 @@ def _reject(run: _Run, action: Reject) -> None:
     if voter in step.votes:
         raise EngineError("You have already voted on this approval.", code="already_voted")
     step = run.edit(step.id)
-    run.emit("step.rejected", step, by=voter, note=action.note)
+    run.emit(events.STEP_REJECTED, step, by=voter, note=action.note)
     on_reject = definition.on_reject
     if on_reject.goto is not None:
         step.votes = {**step.votes, voter: "reject"}
@@ -1181,7 +1184,7 @@ def _skip(run: _Run, action: Skip) -> None:
         raise EngineError("This step is not yours to skip.", code="not_step_owner", status=403)
     step = run.edit(step.id)
     run.finish(step, StepStatus.SKIPPED, action.actor.user_id, "skipped")
-    run.emit("step.skipped", step, by=str(action.actor.user_id))
+    run.emit(events.STEP_SKIPPED, step, by=str(action.actor.user_id))
     run.follow(definition.next, step.branch_path, step.exception_id)
 
 
@@ -1189,7 +1192,7 @@ def _expire(run: _Run, action: Expire) -> None:
     step, definition = _optional(run, action.step_id)
     step = run.edit(step.id)
     run.finish(step, StepStatus.EXPIRED, None, "expired")
-    run.emit("step.expired", step)
+    run.emit(events.STEP_EXPIRED, step)
     run.follow(definition.next, step.branch_path, step.exception_id)
 
 
@@ -1206,7 +1209,7 @@ def _wait_elapsed(run: _Run, action: WaitElapsed) -> None:
     definition = run.ix.steps[step.key]
     assert isinstance(definition, WaitStep)
     run.finish(step, StepStatus.DONE, outcome="elapsed")
-    run.emit("step.completed", step, outcome="elapsed", values={})
+    run.emit(events.STEP_COMPLETED, step, outcome="elapsed", values={})
     run.follow(definition.next, step.branch_path, step.exception_id)
 
 
@@ -1217,7 +1220,7 @@ def _action_succeeded(run: _Run, action: ActionSucceeded) -> None:
     output = msgspec.to_builtins(action.output)
     run.set_data(definition.key, output)
     run.finish(step, StepStatus.DONE, outcome="succeeded")
-    run.emit("step.completed", step, outcome="succeeded", values=output)
+    run.emit(events.STEP_COMPLETED, step, outcome="succeeded", values=output)
     run.follow(definition.next, step.branch_path, step.exception_id)
 
 
@@ -1234,11 +1237,11 @@ def _subprocedure_finished(run: _Run, action: SubprocedureFinished) -> None:
     assert isinstance(definition, SubprocedureStep)
     if action.completed:
         run.finish(step, StepStatus.DONE, outcome="completed")
-        run.emit("step.completed", step, outcome="completed", values={})
+        run.emit(events.STEP_COMPLETED, step, outcome="completed", values={})
         run.follow(definition.next, step.branch_path, step.exception_id)
         return
     run.finish(step, StepStatus.FAILED, outcome="sub-run aborted")
-    run.emit("step.failed", step, error="the sub-run was aborted")
+    run.emit(events.STEP_FAILED, step, error="the sub-run was aborted")
     run.abort(f"The sub-procedure of step {step.key!r} was aborted.", None)
 
 
@@ -1282,7 +1285,7 @@ def _escalate(run: _Run, action: Escalate) -> None:
     exc.escalated_at = run.env.now
     run.events.append(
         Event(
-            type="exception.escalated",
+            type=events.EXCEPTION_ESCALATED.name,
             step_id=exc.step_id,
             step_key=at.key if at is not None else None,
             data={
@@ -1388,7 +1391,7 @@ def start(definition: Definition, env: Env, *, started_by: uuid.UUID | None, dat
     index = _index(definition)
     run = _Run(index, RunState(data=dict(data), started_by=started_by), env)
     run._data_owned = True
-    run.emit("run.started", started_by=str(started_by) if started_by else None)
+    run.emit(events.RUN_STARTED, started_by=str(started_by) if started_by else None)
     run.work.append((definition.start, (), None))
     run.drain()
     run.settle()

@@ -206,6 +206,21 @@ def test_record_names_need_a_linked_collection() -> None:
     assert problems(flow(decision), linked=False) == {("/steps/0/branches/0/when", "no_linked_collection")}
 
 
+def test_the_linked_record_id_is_a_record_name() -> None:
+    action = {
+        "kind": "action",
+        "key": "invoice",
+        "title": "Invoice",
+        "plugin": "erp",
+        "action": "generate_invoices",
+        "input": {"record_id": "record.id"},
+    }
+    assert problems(flow(action)) == set()
+    assert problems(flow(action), linked=False) == {("/steps/0/input/record_id", "no_linked_collection")}
+    not_a_person = task("a", owner={"kind": "field", "field": "record.id"})
+    assert problems(flow(not_a_person)) == {("/steps/0/owner/field", "not_a_user_field")}
+
+
 def test_data_written_by_forms_and_actions_is_known() -> None:
     form = {
         "kind": "form",

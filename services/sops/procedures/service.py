@@ -17,6 +17,7 @@ from sqlalchemy import delete, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from services import events
 from services.accounts import service as accounts
 from services.audit import service as audit
 from services.marketplace import service as marketplace
@@ -640,7 +641,7 @@ async def publish(
     )
     await outbox.emit(
         db,
-        "procedure.published",
+        events.PROCEDURE_PUBLISHED.name,
         {"procedure_id": str(procedure_id), "version_id": str(version.id), "number": version.number},
     )
     return version

@@ -19,6 +19,7 @@ from services.expressions import ExpressionError, compile_expression
 from services.names import name_problems
 from services.records.service import FIELD_TYPES
 from services.sops.definition import (
+    RECORD_ID_KEY,
     ActionStep,
     ApprovalStep,
     ChecklistStep,
@@ -282,6 +283,8 @@ class _Checker:
                 return False, None
             if name in self.ctx.record_fields:
                 return True, self.ctx.record_fields[name]
+            if name == RECORD_ID_KEY:
+                return True, "text"
             self.add(pointer, "unknown_record_field", f"the linked collection has no field `{name}`")
             return False, None
         if path in BUILTIN_NAMES:

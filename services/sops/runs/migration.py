@@ -13,6 +13,7 @@ from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm.attributes import set_committed_value
 
+from services import events
 from services.audit import service as audit
 from services.outbox import service as outbox
 from services.sops import engine
@@ -66,7 +67,7 @@ async def _move_run(db: AsyncSession, actor: Actor, run: Run, old: PublishedVers
     )
     await outbox.emit(
         db,
-        "run.migrated",
+        events.RUN_MIGRATED.name,
         {
             "run_id": str(run.id),
             "procedure_id": str(run.procedure_id),

@@ -27,6 +27,7 @@ from typing import Any, Literal
 from sqlalchemy import func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from services import events
 from services.audit import service as audit
 from services.files import service as files
 from services.outbox import service as outbox
@@ -354,7 +355,7 @@ async def add_comment(
     )
     await outbox.emit(
         db,
-        "run.commented",
+        events.RUN_COMMENTED.name,
         {
             "run_id": str(run.id),
             "procedure_id": str(run.procedure_id),

@@ -25,7 +25,16 @@ from services.json_body import decode_json_body
 from services.records import service as records
 from services.sops import engine
 from services.sops.calendar import service as calendar
-from services.sops.definition import HUMAN_STEPS, ActionStep, DecisionStep, Definition, Due, Step, WaitStep
+from services.sops.definition import (
+    HUMAN_STEPS,
+    RECORD_ID_KEY,
+    ActionStep,
+    DecisionStep,
+    Definition,
+    Due,
+    Step,
+    WaitStep,
+)
 from services.sops.engine import Action, Actor, EngineError, Env, RunState, RunStatus, StepState, StepStatus, Transition
 from services.sops.runs.models import Run, RunException, StepInstance
 from tenants.base import utcnow
@@ -120,9 +129,12 @@ async def _load_run(db: AsyncSession, run_id: uuid.UUID, *, lock: bool = False) 
 
 
 async def _record_values(db: AsyncSession, run: Run) -> Mapping[str, Any] | None:
+    """What ``record.…`` reads in the run's expressions: the linked record's visible values, and
+    its id as ``record.id`` (an action step hands it to a plugin; no field may be called ``id``)."""
     if run.collection_id is None or run.record_id is None:
         return None
-    return await records.get_record_values(db, run.collection_id, run.record_id)
+    values = await records.get_record_values(db, run.collection_id, run.record_id)
+    return {**values, RECORD_ID_KEY: str(run.record_id)}
 
 
 def _local_date(now: datetime, timezone: str) -> date:

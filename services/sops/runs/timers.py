@@ -16,6 +16,7 @@ from sqlalchemy import select
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from services import events
 from services.outbox import service as outbox
 from services.scheduler import service as scheduler
 from services.sops.engine import Action, Escalate, Expire, RunStatus, WaitElapsed
@@ -28,10 +29,14 @@ from tenants.errors import ProblemError
 log = logging.getLogger("guiju.runs")
 
 
-def _timer_payload(row: StepInstance) -> dict[str, Any]:
+def _timer_payload(run: Run, row: StepInstance) -> dict[str, Any]:
+    """The payload of ``step.due_soon`` and ``step.overdue`` (services.events.StepTimerPayload)."""
     return {
         "run_id": str(row.run_id),
         "procedure_id": str(row.procedure_id),
+        "run_title": run.title,
+        "record_id": str(run.record_id) if run.record_id else None,
+        "collection_id": str(run.collection_id) if run.collection_id else None,
         "step_id": row.step_id,
         "step_key": row.key,
         "title": row.title,
@@ -102,10 +107,11 @@ async def fire_step_timer(db: AsyncSession, timer: scheduler.DueTimer) -> dateti
         row.reminded_at = now
         # A step already overdue gets the overdue notice instead (a timer that fired late).
         if row.due_at is None or now < row.due_at:
-            await outbox.emit(db, "step.due_soon", {**_timer_payload(row), "remind_at": row.remind_at.isoformat()})
+            reminder = {**_timer_payload(run, row), "remind_at": row.remind_at.isoformat()}
+            await outbox.emit(db, events.STEP_DUE_SOON.name, reminder)
     if row.due_at is not None and row.due_at <= now and row.overdue_notified_at is None:
         row.overdue_notified_at = now
-        await outbox.emit(db, "step.overdue", _timer_payload(row))
+        await outbox.emit(db, events.STEP_OVERDUE.name, _timer_payload(run, row))
     if row.expires_at is not None and row.expires_at <= now:
         await _timer_action(db, run, Expire(step_id=step_id), "run.step_expired", now)
     if row.wait_until is not None and row.wait_until <= now:

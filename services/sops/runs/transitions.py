@@ -21,6 +21,7 @@ from sqlalchemy import update
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm.attributes import set_committed_value
 
+from services import events
 from services.audit import service as audit
 from services.names import name_problems
 from services.outbox import service as outbox
@@ -97,18 +98,18 @@ async def _settle(
         event = pending.pop(0)
         work.events.append(event)
         follow: list[Action] = []
-        if event.type == "step.ready" and event.step_id is not None:
+        if event.type == events.STEP_READY.name and event.step_id is not None:
             step = _find_step(work.state, event.step_id)
             step_def = definition.step(step.key)
             if step.assignee is None and isinstance(step_def, HUMAN_STEPS):
                 user_id = await _resolve_owner(db, run, step_def.owner, step.key, work.state, work.env.record)
                 if user_id is not None:
                     follow.append(Assign(step_id=step.id, user_id=user_id, actor=None))
-        elif event.type == "record.update_requested":
+        elif event.type == events.RECORD_UPDATE_REQUESTED.name:
             values = dict(event.data.get("values", event.data))
             if run.collection_id is not None and run.record_id is not None and values:
                 await records.update_record_values(db, run.collection_id, run.record_id, values, actor_id)
-        elif event.type == "exception.escalated":
+        elif event.type == events.EXCEPTION_ESCALATED.name:
             # Tell the people it escalates to by id; the rules stay in the event for automations.
             user_ids: list[str] = []
             for rule in msgspec.convert(event.data.get("escalate_to", []), type=list[Owner]):
@@ -116,10 +117,10 @@ async def _settle(
                     if str(user_id) not in user_ids:
                         user_ids.append(str(user_id))
             event.data = {**event.data, "user_ids": user_ids}
-        elif event.type == "action.requested" and event.step_id is not None:
+        elif event.type == events.ACTION_REQUESTED.name and event.step_id is not None:
             # Plugin actions run in the automation workers; they answer with ActionSucceeded/Failed.
             work.actions_requested.add(event.step_id)
-        elif event.type == "subprocedure.requested" and event.step_id is not None:
+        elif event.type == events.SUBPROCEDURE_REQUESTED.name and event.step_id is not None:
             child_procedure = _as_uuid(event.data.get("procedure_id"))
             if child_procedure is None:
                 step_def = definition.step(_find_step(work.state, event.step_id).key)
@@ -300,9 +301,10 @@ def _event_payload(work: _Work, event: Event) -> dict[str, Any]:
 
 async def _emit_events(db: AsyncSession, work: _Work) -> None:
     for event in work.events:
+        # The engine names its events from the catalog (services.events): event.type is one of them.
         await outbox.emit(db, event.type, _event_payload(work, event))
-        if event.type == "action.requested":
-            await outbox.emit(db, "step.action_requested", _event_payload(work, event))
+        if event.type == events.ACTION_REQUESTED.name:
+            await outbox.emit(db, events.STEP_ACTION_REQUESTED.name, _event_payload(work, event))
 
 
 def _exception_snapshot(state: RunState, exception_id: int) -> Any:
