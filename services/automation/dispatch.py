@@ -22,6 +22,7 @@ from typing import Any, cast
 from sqlalchemy import Table, bindparam, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from services import events
 from services.automation import executor, lineage
 from services.automation.definitions import find_automation
 from services.automation.models import Automation, AutomationExecution
@@ -36,17 +37,8 @@ from tenants.isolation import session_tenant_id
 
 log = logging.getLogger("guiju.automation")
 
-RECORD_EVENTS = ("record.created", "record.updated", "record.deleted")
-RUN_EVENTS = (
-    "run.started",
-    "run.completed",
-    "step.ready",
-    "step.completed",
-    "step.overdue",
-    "step.due_soon",
-    "exception.raised",
-    "exception.escalated",
-)
+RECORD_EVENTS = events.trigger_events("record_event")
+RUN_EVENTS = events.trigger_events("run_event")
 DISPATCH_CONCURRENCY = 2  # workspaces of one event batch dispatched at once (a connection each)
 
 

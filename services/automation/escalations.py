@@ -19,6 +19,7 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from services import events
 from services.automation import service
 from services.automation.models import DefaultEscalation
 from services.automation.schemas import AutomationIn, Description, RunEventTrigger
@@ -136,6 +137,6 @@ async def on_procedure_published(messages: list[dict[str, Any]]) -> None:
             )
 
 
-outbox.subscribe("procedure.published", on_procedure_published)
+outbox.subscribe(events.PROCEDURE_PUBLISHED.name, on_procedure_published)
 
 __all__ = ["default_automations", "install_defaults", "on_procedure_published"]

@@ -60,6 +60,7 @@ import dramatiq
 from sqlalchemy import delete, func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from services import events
 from services.automation import dispatch, executor, schedules
 from services.automation.actions import ValidationEnv
 from services.automation.definitions import (
@@ -301,7 +302,9 @@ async def install_automation(
     db.add(automation)
     await db.flush()
     await schedules.arm_timers(db, automation)
-    await outbox.emit(db, "automation.created", {"automation_id": str(automation.id), "name": automation.name})
+    await outbox.emit(
+        db, events.AUTOMATION_CREATED.name, {"automation_id": str(automation.id), "name": automation.name}
+    )
     return automation
 
 

@@ -15,11 +15,12 @@ from typing import Any, Protocol
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from services import events
 from services.outbox import service as outbox
 
 log = logging.getLogger("guiju.mail")
 
-MAIL_REQUESTED = "mail.requested"
+MAIL_REQUESTED = events.MAIL_REQUESTED.name
 
 
 @dataclass(frozen=True)
