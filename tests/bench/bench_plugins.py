@@ -44,6 +44,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from services.accounts.models import User
 from services.db import dispose_databases, open_session, set_database_url
 from services.db.migrate import upgrade
+from services.marketplace import configuration as marketplace_configuration
 from services.marketplace import host
 from services.marketplace import service as marketplace
 from services.marketplace.context import _client
@@ -435,7 +436,10 @@ async def _prepare_and_measure(port: int) -> tuple[list[str], bool]:
 
 
 def run() -> None:
-    configured = marketplace._config.settings, marketplace._config.keyring  # put back afterwards
+    configured = (
+        marketplace_configuration._config.settings,
+        marketplace_configuration._config.keyring,
+    )  # put back afterwards
     with tempfile.TemporaryDirectory(prefix="guiju-bench-plugins-") as tmp:
         var_dir = Path(tmp)
         url = f"sqlite+aiosqlite:///{var_dir / 'guiju.db'}"
@@ -464,7 +468,7 @@ def run() -> None:
                 summary, met = run_async(_prepare_and_measure(service.port))
         finally:
             set_database_url(None)
-            marketplace._config.settings, marketplace._config.keyring = configured
+            marketplace_configuration._config.settings, marketplace_configuration._config.keyring = configured
     for line in summary:
         print(line)
     print(f"targets: {_verdict(met)}", flush=True)

@@ -31,7 +31,7 @@ DYNAMIC = {
     # Parameters typed events.EventType (mypy keeps them catalog entries).
     ("services/sops/engine.py", "event.name"),
     ("services/records/values.py", "event.name"),
-    ("services/marketplace/service.py", "event.name"),
+    ("services/marketplace/installations.py", "event.name"),
     # A delayed event: its name is checked where emit_later is called.
     ("services/scheduler/service.py", "event_type"),
     # Subscriptions in a loop over tuples checked in test_subscribed_tuples_are_in_the_catalog.
