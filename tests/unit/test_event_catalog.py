@@ -17,6 +17,7 @@ import pytest
 from services import events
 from services.automation import schemas as automation_schemas
 from services.automation import service as automations
+from services.automation import validation as automation_validation
 from services.marketplace import host
 from services.marketplace import service as marketplace
 from services.sops import engine
@@ -158,7 +159,7 @@ def test_automation_triggers_offer_exactly_the_catalog_events() -> None:
 
 def test_run_event_conditions_read_the_catalog_payload_keys() -> None:
     keys = {k for name in events.trigger_events("run_event") for k in events.get(name).payload.__struct_fields__}
-    assert {f"event.{k}" for k in keys} | {"event.data.*"} == automations._RUN_NAMES
+    assert {f"event.{k}" for k in keys} | {"event.data.*"} == automation_validation._RUN_NAMES
 
 
 def test_an_unknown_trigger_event_is_refused_when_an_automation_is_read() -> None:
