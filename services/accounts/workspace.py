@@ -1,0 +1,162 @@
+"""The workspace: its settings and its entities, and what other services ask about its members
+(which ids are members, their roles, languages and contacts)."""
+
+from __future__ import annotations
+
+import re
+import uuid
+import zoneinfo
+from dataclasses import dataclass
+
+from sqlalchemy import bindparam, select
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from services.accounts.models import User
+from services.accounts.schemas import EntityIn, TenantPatch
+from services.db.statements import execute_core
+from services.names import clean_name, name_problems
+from tenants.base import new_id
+from tenants.errors import Conflict, FieldProblem, NotFound, ValidationProblem
+from tenants.isolation import session_tenant_id
+from tenants.models import LOCALES, Entity, Membership, Role, Tenant
+from tenants.principal import Principal
+
+# ---------------------------------------------------------------- input checks
+
+
+def _timezone_ok(name: str) -> bool:
+    try:
+        zoneinfo.ZoneInfo(name)
+    except (zoneinfo.ZoneInfoNotFoundError, ValueError):
+        return False
+    return True
+
+
+# ---------------------------------------------------------------- tenant, entities
+
+
+async def current_tenant(session: AsyncSession, principal: Principal) -> Tenant:
+    tenant = await session.get(Tenant, principal.require_tenant())
+    assert tenant is not None
+    return tenant
+
+
+async def update_tenant(session: AsyncSession, principal: Principal, patch: TenantPatch) -> Tenant:
+    principal.require_role(Role.ADMIN)
+    tenant = await current_tenant(session, principal)
+    problems = []
+    if patch.locale is not None and patch.locale not in LOCALES:
+        problems.append(FieldProblem(pointer="/locale", code="unknown_locale", message=f"use one of {list(LOCALES)}"))
+    if patch.timezone is not None and not _timezone_ok(patch.timezone):
+        problems.append(
+            FieldProblem(pointer="/timezone", code="unknown_timezone", message="use an IANA time zone name")
+        )
+    if patch.name is not None:
+        problems += name_problems(patch.name, "/name")
+    if problems:
+        raise ValidationProblem(errors=problems)
+    for field in ("name", "timezone", "locale"):
+        value = getattr(patch, field)
+        if value is not None:
+            setattr(tenant, field, clean_name(value) if field == "name" else value)
+    return tenant
+
+
+async def list_entities(session: AsyncSession, principal: Principal) -> list[Entity]:
+    principal.require_tenant()
+    return list(await session.scalars(select(Entity).order_by(Entity.created_at)))
+
+
+async def create_entity(session: AsyncSession, principal: Principal, data: EntityIn) -> Entity:
+    principal.require_role(Role.ADMIN)
+    problems = name_problems(data.name, "/name")
+    if data.legal_name is not None:
+        problems += name_problems(data.legal_name, "/legal_name", required=False)
+    if not re.fullmatch(r"[A-Z]{2}", data.country):
+        problems.append(FieldProblem(pointer="/country", code="invalid_country", message="an ISO 3166 alpha-2 code"))
+    if not re.fullmatch(r"[A-Z]{3}", data.currency):
+        problems.append(FieldProblem(pointer="/currency", code="invalid_currency", message="an ISO 4217 code"))
+    if problems:
+        raise ValidationProblem(errors=problems)
+    name = clean_name(data.name)
+    if await session.scalar(select(Entity.id).where(Entity.name == name)) is not None:
+        raise Conflict("An entity with this name exists.", code="entity_name_taken")
+    entity = Entity(
+        id=new_id(),
+        name=name,
+        legal_name=clean_name(data.legal_name or "") or name,
+        country=data.country,
+        currency=data.currency,
+    )
+    session.add(entity)
+    await session.flush()
+    return entity
+
+
+async def get_entity(session: AsyncSession, principal: Principal, entity_id: uuid.UUID) -> Entity:
+    principal.require_tenant()
+    entity = await session.scalar(select(Entity).where(Entity.id == entity_id))
+    if entity is None:
+        raise NotFound("No such entity.", code="entity_not_found")
+    return entity
+
+
+async def existing_entity_ids(session: AsyncSession, entity_ids: set[uuid.UUID]) -> set[uuid.UUID]:
+    """Which of ``entity_ids`` are entities of the session's tenant."""
+    if not entity_ids:
+        return set()
+    return set(await session.scalars(select(Entity.id).where(Entity.id.in_(entity_ids))))
+
+
+async def existing_member_ids(session: AsyncSession, user_ids: set[uuid.UUID]) -> set[uuid.UUID]:
+    """Which of ``user_ids`` are members of the session's tenant."""
+    if not user_ids:
+        return set()
+    return set(await session.scalars(select(Membership.user_id).where(Membership.user_id.in_(user_ids))))
+
+
+async def member_ids_with_role(session: AsyncSession, at_least: Role) -> list[uuid.UUID]:
+    """The members of the session's tenant whose role is ``at_least`` or higher."""
+    rows = await session.execute(select(Membership.user_id, Membership.role))
+    return [user_id for user_id, role in rows if Role(role).at_least(at_least)]
+
+
+_MEMBER_LOCALES = (
+    select(User.id, User.locale)
+    .join(Membership, Membership.user_id == User.id)
+    .where(Membership.tenant_id == bindparam("tenant_id"), User.id.in_(bindparam("user_ids", expanding=True)))
+)
+
+
+async def member_locales(session: AsyncSession, user_ids: set[uuid.UUID]) -> dict[uuid.UUID, str]:
+    """The preferred locale (``zh-CN`` or ``en``) of each of ``user_ids`` that is a member of the
+    session's tenant (the others are left out)."""
+    tenant_id = session_tenant_id(session.sync_session)
+    if not user_ids or tenant_id is None:
+        return {}
+    # Core on the session's connection: this runs for every notification an automation sends.
+    rows = await execute_core(session, _MEMBER_LOCALES, {"tenant_id": tenant_id, "user_ids": list(user_ids)})
+    return {row[0]: row[1] for row in rows}
+
+
+@dataclass(frozen=True)
+class MemberContact:
+    """Where a member is reached outside the app: for messages sent on through a channel."""
+
+    user_id: uuid.UUID
+    email: str
+    display_name: str
+    locale: str
+
+
+async def member_contacts(session: AsyncSession, user_ids: set[uuid.UUID]) -> list[MemberContact]:
+    """The e-mail address, name and locale of each of ``user_ids`` that is a member of the session's
+    tenant (the others are left out)."""
+    if not user_ids:
+        return []
+    rows = await session.execute(
+        select(User.id, User.email, User.display_name, User.locale)
+        .join(Membership, Membership.user_id == User.id)
+        .where(User.id.in_(user_ids))
+    )
+    return [MemberContact(*row) for row in rows]
