@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import dramatiq
+from dramatiq.asyncio import get_event_loop_thread
 from dramatiq.broker import MessageProxy
 from dramatiq.brokers.redis import RedisBroker
 from dramatiq.brokers.stub import StubBroker
@@ -93,11 +94,36 @@ def _parse_uuid(value: Any) -> uuid.UUID | None:
     return value if isinstance(value, uuid.UUID) else uuid.UUID(str(value))
 
 
+class SharedAsyncIO(AsyncIO):
+    """The AsyncIO middleware, with one event-loop thread per process however many workers run.
+
+    Dramatiq keeps the loop thread in a process-wide slot: a second worker booted while the first
+    runs (the in-process worker of the embedded default, a test's private worker) would replace
+    it and orphan the first thread, a non-daemon thread nobody stops, which keeps the process
+    from exiting. Workers here share the thread; the last one to shut down stops it.
+    """
+
+    _lock = threading.Lock()
+    _workers = 0
+
+    def before_worker_boot(self, broker: dramatiq.Broker, worker: dramatiq.Worker) -> None:
+        with SharedAsyncIO._lock:
+            if SharedAsyncIO._workers == 0 or get_event_loop_thread() is None:
+                super().before_worker_boot(broker, worker)
+            SharedAsyncIO._workers += 1
+
+    def after_worker_shutdown(self, broker: dramatiq.Broker, worker: dramatiq.Worker) -> None:
+        with SharedAsyncIO._lock:
+            SharedAsyncIO._workers = max(SharedAsyncIO._workers - 1, 0)
+            if SharedAsyncIO._workers == 0 and get_event_loop_thread() is not None:
+                super().after_worker_shutdown(broker, worker)
+
+
 def _add_middleware(broker: dramatiq.Broker) -> None:
     # First in the chain, the log context wraps every other middleware's work on a message: an age
     # limit's skip, a retry's notice and an unhandled error are logged with the message's ids.
     broker.add_middleware(TenantLogContext(), before=type(broker.middleware[0]))
-    for middleware in (AsyncIO(), CurrentMessage()):
+    for middleware in (SharedAsyncIO(), CurrentMessage()):
         broker.add_middleware(middleware)
 
 

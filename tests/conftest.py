@@ -11,6 +11,8 @@ import dataclasses
 import os
 import random
 import socket
+import sys
+import threading
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager
@@ -54,6 +56,23 @@ def need_service(name: str, host: str, port: int) -> None:
     if REQUIRE_SERVICES:
         pytest.fail(f"{message}, and GUIJU_REQUIRE_SERVICES=1 requires it")
     pytest.skip(f"{message}: skipping (set GUIJU_REQUIRE_SERVICES=1 to make this a failure)")
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    """Fail the run, naming them, when non-daemon threads outlive it.
+
+    Python waits for every non-daemon thread before it exits: one left running (a worker's event
+    loop nobody stopped) would hold the run open, after its summary, until CI's time ran out.
+    """
+    leftover = [t for t in threading.enumerate() if t is not threading.main_thread() and not t.daemon]
+    for thread in leftover:
+        thread.join(timeout=5)
+    leftover = [t for t in leftover if t.is_alive()]
+    if leftover:
+        names = ", ".join(f"{t.name} ({type(t).__module__}.{type(t).__qualname__})" for t in leftover)
+        sys.stderr.write(f"\nthreads still running after the tests, which would keep this run from exiting: {names}\n")
+        sys.stderr.flush()
+        os._exit(3)
 
 
 @dataclass(frozen=True)

@@ -11,7 +11,6 @@ from typing import Any
 import dramatiq
 import pytest
 from dramatiq.brokers.redis import RedisBroker
-from dramatiq.middleware import AsyncIO
 from sqlalchemy import insert, select, update
 
 from services.broker import build_broker, use_broker
@@ -162,9 +161,6 @@ async def test_signup_succeeds_with_redis_down_and_its_event_arrives_when_redis_
     await _drain(publish)  # leave nothing from earlier tests for the stub broker
     redis_broker = build_broker(f"redis://127.0.0.1:{private_redis.port}/0")
     assert isinstance(redis_broker, RedisBroker)
-    # Dramatiq keeps one global event-loop thread for async actors; the session's stub worker already
-    # runs it, and a second AsyncIO middleware would stop it when this test's worker stops.
-    redis_broker.middleware[:] = [m for m in redis_broker.middleware if not isinstance(m, AsyncIO)]
     previous = use_broker(redis_broker)
     worker = dramatiq.Worker(redis_broker, worker_threads=1, worker_timeout=100)
     worker.start()
