@@ -109,14 +109,14 @@ class SharedAsyncIO(AsyncIO):
     def before_worker_boot(self, broker: dramatiq.Broker, worker: dramatiq.Worker) -> None:
         with SharedAsyncIO._lock:
             if SharedAsyncIO._workers == 0 or get_event_loop_thread() is None:
-                super().before_worker_boot(broker, worker)
+                super().before_worker_boot(broker, worker)  # type: ignore[no-untyped-call]
             SharedAsyncIO._workers += 1
 
     def after_worker_shutdown(self, broker: dramatiq.Broker, worker: dramatiq.Worker) -> None:
         with SharedAsyncIO._lock:
             SharedAsyncIO._workers = max(SharedAsyncIO._workers - 1, 0)
             if SharedAsyncIO._workers == 0 and get_event_loop_thread() is not None:
-                super().after_worker_shutdown(broker, worker)
+                super().after_worker_shutdown(broker, worker)  # type: ignore[no-untyped-call]
 
 
 def _add_middleware(broker: dramatiq.Broker) -> None:
