@@ -3,7 +3,8 @@
 A session is bound to one tenant (``session.info["tenant_id"]``) or opened in system scope
 (``session.info["system"]``). Selects, updates and deletes of :class:`TenantScoped` models get
 ``tenant_id = :current`` added; inserts are stamped with the tenant; and a query of a tenant-scoped
-model on a session bound to neither raises :class:`TenantContextError`.
+model on a session bound to neither raises :class:`TenantContextError`, as does a Core statement
+on a tenant table (no mapped class for the criterion to reach) on a tenant-bound session.
 
 Lock 2 (Postgres Row-Level Security) is applied per transaction by :func:`apply_rls_settings`;
 see ``services/db/migrations`` for the policies.
@@ -88,6 +89,13 @@ def _add_tenant_criteria(state: ORMExecuteState) -> None:
                 "(open a tenant session, or an explicit system_scope())"
             )
         return
+    if not state.is_orm_statement and _touches_tenant_table(state.statement):
+        # A Core statement (``select(Model.__table__)``, ``update(table)``) names no mapped class,
+        # so the criterion below would not reach it, and on SQLite nothing else would stop it.
+        raise TenantContextError(
+            "Core statement on a tenant table through a tenant session gets no tenant criterion: query "
+            "the mapped class, or run it with services.db.statements.execute_core naming the tenant itself"
+        )
     state.statement = state.statement.options(
         _with_loader_criteria(
             TenantScoped,

@@ -131,11 +131,11 @@ _MEMBER_LOCALES = (
 async def member_locales(session: AsyncSession, user_ids: set[uuid.UUID]) -> dict[uuid.UUID, str]:
     """The preferred locale (``zh-CN`` or ``en``) of each of ``user_ids`` that is a member of the
     session's tenant (the others are left out)."""
-    tenant_id = session_tenant_id(session.sync_session)
-    if not user_ids or tenant_id is None:
+    if not user_ids or session_tenant_id(session.sync_session) is None:
         return {}
     # Core on the session's connection: this runs for every notification an automation sends.
-    rows = await execute_core(session, _MEMBER_LOCALES, {"tenant_id": tenant_id, "user_ids": list(user_ids)})
+    # tenant_id is bound by execute_core from the session.
+    rows = await execute_core(session, _MEMBER_LOCALES, {"user_ids": list(user_ids)})
     return {row[0]: row[1] for row in rows}
 
 

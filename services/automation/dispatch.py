@@ -33,7 +33,6 @@ from services.expressions import ExpressionError, NotFiniteError, compile_expres
 from services.outbox import service as outbox
 from tenants.base import new_id, utcnow
 from tenants.errors import Conflict, FieldProblem, ValidationProblem
-from tenants.isolation import session_tenant_id
 
 log = logging.getLogger("guiju.automation")
 
@@ -224,8 +223,8 @@ async def dispatch_events_to_automations(messages: list[dict[str, Any]]) -> int:
 
 # The dispatcher's read of a workspace's event automations, in Core: it runs for every event batch,
 # and through the ORM (the tenant criteria included) it cost almost twice the CPU. Core statements
-# get no ORM criteria, so it names its tenant itself, bound from the session's own tenant (never from
-# a caller's argument); row-level security still applies on PostgreSQL. Kept apart by
+# get no ORM criteria, so it names its tenant itself, and execute_core binds it from the session's own
+# tenant (never from a caller's argument); row-level security still applies on PostgreSQL. Kept apart by
 # tests/integration/test_automations.py::test_the_dispatcher_reads_only_the_events_workspace.
 _EVENT_AUTOMATIONS = (
     select(cast(Table, Automation.__table__))
@@ -244,8 +243,7 @@ async def _dispatch_tenant_events(tenant_id: uuid.UUID, batch: list[dict[str, An
         candidates: dict[str, list[Automation]] = {"record_event": [], "run_event": []}
         # Read with Core into objects never added to the session (the dispatcher only reads
         # them): loading them through the ORM cost more CPU than the rest of a typical dispatch.
-        bound = {"tenant_id": session_tenant_id(db.sync_session)}
-        for row in await execute_core(db, _EVENT_AUTOMATIONS, bound):
+        for row in await execute_core(db, _EVENT_AUTOMATIONS):  # tenant_id: the session's
             automation = Automation(**row._mapping)
             candidates[automation.trigger_type].append(automation)
         now = utcnow()

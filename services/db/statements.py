@@ -11,6 +11,7 @@ per-statement work.
 from __future__ import annotations
 
 import functools
+import uuid
 from collections.abc import Mapping, Sequence
 from typing import Any, TypeVar, cast
 
@@ -19,6 +20,8 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.sql.elements import ColumnElement
 
 from tenants.base import Base
+from tenants.context import TenantContextError
+from tenants.isolation import session_is_system, session_tenant_id
 
 T = TypeVar("T")
 
@@ -76,13 +79,32 @@ async def execute_core(
     Pending ORM changes are flushed first, as ``session.execute`` would; what is skipped is the
     ORM's work per statement (its events, the tenant criteria it adds to ORM queries, its compile
     step), a large share of the CPU a short statement costs. So the statement must name its tenant
-    itself (a ``tenant_id`` condition or value); Postgres row-level security still applies, as the
+    itself, as a ``tenant_id`` condition or value bound to the ``tenant_id`` parameter. On a tenant
+    session that parameter is filled from the session, never from a caller; a row or parameter set
+    naming another tenant is refused. Postgres row-level security still applies, as the
     transaction's tenant settings are made when the session begins.
     """
+    sync_session = session.sync_session
+    tenant_id = session_tenant_id(sync_session)
+    if tenant_id is not None and not session_is_system(sync_session):
+        params = _bound_to_tenant(params, tenant_id)
     if session.new or session.dirty or session.deleted:
         await session.flush()
     connection = await session.connection()
     return await connection.execute(statement, params)
+
+
+def _bound_to_tenant(
+    params: Mapping[str, Any] | Sequence[Mapping[str, Any]] | None, tenant_id: uuid.UUID
+) -> Mapping[str, Any] | Sequence[Mapping[str, Any]]:
+    if params is None or isinstance(params, Mapping):
+        params = params or {}
+        if params.get("tenant_id", tenant_id) != tenant_id:
+            raise TenantContextError("Core statement with another tenant's id on a tenant session")
+        return {**params, "tenant_id": tenant_id}
+    if any(row.get("tenant_id", tenant_id) != tenant_id for row in params):
+        raise TenantContextError("Core statement with another tenant's rows on a tenant session")
+    return params
 
 
 async def one_or_raise(session: AsyncSession, query: Select[tuple[T]], missing: Exception, *, lock: bool = False) -> T:

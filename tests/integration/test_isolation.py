@@ -67,6 +67,45 @@ async def test_orm_refuses_tenant_queries_without_a_tenant(world: World) -> None
                     await db.execute(statement)
 
 
+async def test_core_statements_on_tenant_tables_are_refused_on_a_tenant_session(world: World, two_tenants: Any) -> None:
+    # The ORM's tenant criterion reaches mapped classes only; a statement on the bare table would
+    # read and write every workspace's rows (on SQLite, with nothing else in the way).
+    a, _b = two_tenants
+    for model in tenant_scoped_models():
+        table = model.__table__
+        for statement in (
+            select(table),
+            select(func.count()).select_from(table),
+            update(table).values(created_at=utcnow()),
+            delete(table),
+        ):
+            async with open_session(uuid.UUID(a.tenant_id)) as db:
+                with pytest.raises(TenantContextError):
+                    await db.execute(statement)
+
+
+async def test_core_statements_take_their_tenant_from_the_session(world: World, two_tenants: Any) -> None:
+    from sqlalchemy import bindparam, insert
+
+    from services.db.statements import execute_core
+    from tenants.models import Entity
+
+    a, b = two_tenants
+    a_id, b_id = uuid.UUID(a.tenant_id), uuid.UUID(b.tenant_id)
+    entities = Entity.__table__
+    of_the_tenant = select(entities.c.tenant_id).where(entities.c.tenant_id == bindparam("tenant_id"))
+    async with open_session(a_id) as db:
+        seen = {row.tenant_id for row in await execute_core(db, of_the_tenant)}
+        assert seen == {a_id}
+        with pytest.raises(TenantContextError):
+            await execute_core(db, of_the_tenant, {"tenant_id": b_id})
+        with pytest.raises(TenantContextError):
+            rows = [{"tenant_id": a_id, "id": uuid.uuid4(), "name": "ours"}]
+            await execute_core(db, insert(entities), [*rows, {"tenant_id": b_id, "id": uuid.uuid4(), "name": "theirs"}])
+    async with open_session(b_id) as db:
+        assert await db.scalar(select(func.count()).select_from(Entity).where(Entity.name == "theirs")) == 0
+
+
 async def test_orm_refuses_inserting_into_another_tenant(world: World, two_tenants: Any) -> None:
     from tenants.models import Entity
 
