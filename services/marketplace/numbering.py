@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from guiju_sdk.context import check_sequence_name
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -9,8 +10,6 @@ from services.db.statements import insert_ignoring_conflicts
 from services.marketplace.models import PluginSequence, PluginSequenceKey
 from tenants.base import utcnow
 from tenants.isolation import session_tenant_id
-
-MAX_SEQUENCE_NAME = 200
 
 
 async def next_number(db: AsyncSession, plugin: str, sequence: str, *, key: str | None = None) -> int:
@@ -20,9 +19,8 @@ async def next_number(db: AsyncSession, plugin: str, sequence: str, *, key: str 
     tenant_id = session_tenant_id(db.sync_session)
     if tenant_id is None:
         raise RuntimeError("next_number needs a tenant-scoped session")
-    for what, text in (("sequence", sequence), ("key", key)):
-        if text is not None and not 0 < len(text) <= MAX_SEQUENCE_NAME:
-            raise ValueError(f"a {what} name has 1 to {MAX_SEQUENCE_NAME} characters")
+    check_sequence_name("sequence", sequence)
+    check_sequence_name("key", key)
     at = {"tenant_id": tenant_id, "plugin": plugin, "name": sequence}
     await insert_ignoring_conflicts(
         db, PluginSequence, [{**at, "last_number": 0, "created_at": utcnow()}], conflict=tuple(at)

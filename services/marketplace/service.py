@@ -62,7 +62,7 @@ from services.marketplace.messaging import (
     forward_notification,
     messaging_installed,
 )
-from services.marketplace.numbering import MAX_SEQUENCE_NAME, next_number
+from services.marketplace.numbering import next_number
 from services.marketplace.tenant_plugins import TenantPlugins, platform_actions, tenant_catalog
 from services.marketplace.upgrades import (
     PluginDependents,
@@ -85,7 +85,6 @@ __all__ = [
     "HEALTH_REQUESTED",
     "MASK",
     "MAX_ACTION_TIME_LIMIT_MS",
-    "MAX_SEQUENCE_NAME",
     "MESSAGING_NOTIFY_ACTION",
     "MESSAGING_PLUGIN",
     "NOTIFICATION_FORWARDED",

@@ -3,9 +3,9 @@ their plugins with) and the host's context (what their plugins meet in productio
 tests pass on the fake must behave the same on the host.
 
 Each test takes a ``Subject``: a context granting the collection ``invoices`` (``code`` unique and
-required, ``note``), a member to message, and a way to see the messages and events it sent. Where
-the fake does not yet keep to the host's behaviour, the test is marked ``FAKE_DIFFERS`` (a strict
-expected failure, so fixing the fake turns it into a failure to remove the mark).
+required, ``note``), a member to message, and a way to see the messages and events it sent. Once
+the fake is told what the host knows from the database (required fields, granted scopes, the
+workspace's members), it must refuse what the host refuses.
 """
 
 from __future__ import annotations
@@ -56,6 +56,9 @@ def _fake_subject() -> Subject:
         secrets=dict(SECRETS),
         collections={"invoices": []},
         unique_fields={"invoices": ("code",)},
+        required_fields={"invoices": ("code",)},
+        scopes=frozenset(SCOPES),
+        members={member_id},
     )
 
     async def messages() -> list[tuple[str, str]]:
@@ -124,23 +127,6 @@ async def subject(implementation: Backend | None, tmp_path: Path) -> AsyncIterat
             yield made
 
 
-def fake_differs(reason: str) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
-    """Mark a contract test the fake does not pass yet: an expected failure for the fake alone."""
-
-    def mark(test: Callable[..., Any]) -> Callable[..., Any]:
-        test.fake_differs = reason  # type: ignore[attr-defined]
-        return test
-
-    return mark
-
-
-@pytest.fixture(autouse=True)
-def _expected_fake_failures(request: pytest.FixtureRequest) -> None:
-    reason = getattr(request.function, "fake_differs", None)
-    if reason and request.node.callspec.params.get("implementation") == "fake":
-        request.applymarker(pytest.mark.xfail(reason=f"FakeContext differs: {reason}", strict=True))
-
-
 # ---------------------------------------------------------------- identity, settings
 
 
@@ -197,7 +183,6 @@ async def test_a_repeated_unique_value_is_rejected_and_the_context_goes_on(subje
     assert other["values"]["code"] == "INV-2"
 
 
-@fake_differs("it knows no required fields: a record without its required value is written")
 async def test_a_missing_required_value_is_rejected(subject: Subject) -> None:
     with pytest.raises(RecordRejected) as refused:
         await subject.context.write_record("invoices", {"note": "no code"})
@@ -227,7 +212,6 @@ async def test_numbers_are_gapless_and_a_key_keeps_its_number(subject: Subject) 
     assert await context.next_number("receipt:2026") == 1
 
 
-@fake_differs("it accepts a sequence name the host refuses (empty, or longer than 200 characters)")
 async def test_a_sequence_needs_a_name(subject: Subject) -> None:
     with pytest.raises(ValueError, match="1 to 200"):
         await subject.context.next_number("")
@@ -241,7 +225,6 @@ async def test_a_message_reaches_a_member(subject: Subject) -> None:
     assert (subject.member_id, "Invoice INV-1 is overdue") in await subject.messages()
 
 
-@fake_differs("it sends to any id; the host refuses anyone who is not a member of the workspace")
 async def test_a_message_to_a_stranger_is_refused(subject: Subject) -> None:
     with pytest.raises(ScopeDenied):
         await subject.context.send_message([str(uuid.uuid4())], "Hello")
@@ -273,10 +256,12 @@ async def test_undeclared_hosts_are_refused(subject: Subject) -> None:
         await subject.context.resolve_address("localhost", 25)
 
 
-@fake_differs("a capability needs its scope on the host; the fake has no scopes and grants every capability")
 async def test_a_capability_without_its_scope_is_refused(subject: Subject) -> None:
     if isinstance(subject.context, host.HostContext):
         subject.context.declared_scopes = frozenset({"records:read"})
+    else:
+        assert isinstance(subject.context, FakeContext)
+        subject.context.scopes = frozenset({"records:read"})
     with pytest.raises(ScopeDenied):
         await subject.context.emit_event("invoice.paid", {})
     with pytest.raises(ScopeDenied):

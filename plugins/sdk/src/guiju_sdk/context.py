@@ -13,6 +13,16 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol, runtime_checkable
 
+#: The longest name of a :meth:`PluginContext.next_number` sequence or key.
+MAX_SEQUENCE_NAME = 200
+
+
+def check_sequence_name(what: str, name: str | None) -> None:
+    """Raise :class:`ValueError` unless ``name`` (a sequence's or a key's) has 1 to
+    :data:`MAX_SEQUENCE_NAME` characters; ``None`` (no key) passes."""
+    if name is not None and not 0 < len(name) <= MAX_SEQUENCE_NAME:
+        raise ValueError(f"a {what} name has 1 to {MAX_SEQUENCE_NAME} characters")
+
 
 class ScopeDenied(PermissionError):
     """The plugin asked for something its installation does not grant: a collection the tenant
@@ -115,7 +125,8 @@ class PluginContext(Protocol):
         With ``key``, the number given to that key the first time is returned again, whoever asks
         and however often: a retried action numbers the same document with the same number.
         Sequences are per tenant and per plugin; name them after what they number
-        (``"invoice:ACME-HK:2026"``)."""
+        (``"invoice:ACME-HK:2026"``). A sequence or key name has 1 to :data:`MAX_SEQUENCE_NAME`
+        characters; any other raises :class:`ValueError`."""
         ...
 
     async def send_message(self, to: Sequence[str], title: str, body: str = "") -> None:

@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlsplit
 
-from guiju_sdk.context import HttpResponse, RecordRejected, ScopeDenied, StoredFile
+from guiju_sdk.context import HttpResponse, RecordRejected, ScopeDenied, StoredFile, check_sequence_name
 from guiju_sdk.registry import (
     LIFECYCLE_TIME_LIMIT_SECONDS,
     Registrations,
@@ -60,7 +60,12 @@ class FakeContext:
     :class:`ScopeDenied`, as the host refuses it. ``hosts`` are the hosts the manifest declares;
     ``http_handler`` answers their requests (default: 404); ``resolve_address`` lets the plugin
     connect to those hosts only. ``files`` holds stored files, which ``read_file`` reads.
-    ``unique_fields`` makes a collection refuse repeated values as a unique field does in the host.
+    ``unique_fields`` makes a collection refuse repeated values as a unique field does in the host,
+    ``required_fields`` refuses a record without a value for them.
+
+    To hold the plugin to its grant as the host does, give ``scopes`` (the scopes its installation
+    grants, e.g. ``{"records:read", "events:emit"}``; ``None`` grants every capability) and
+    ``members`` (the user ids of the workspace; ``None`` lets messages go to any id).
     """
 
     tenant_id: str = "00000000-0000-0000-0000-000000000001"
@@ -78,6 +83,12 @@ class FakeContext:
     requests: list[HttpRequest] = field(default_factory=list)
     #: Fields of a collection that are unique (collection key → field keys), refused when repeated.
     unique_fields: dict[str, tuple[str, ...]] = field(default_factory=dict)
+    #: Fields of a collection that need a value (collection key → field keys).
+    required_fields: dict[str, tuple[str, ...]] = field(default_factory=dict)
+    #: The scopes granted, checked as the host checks them; ``None`` grants every capability.
+    scopes: frozenset[str] | None = None
+    #: The workspace's members (user ids) ``send_message`` may reach; ``None``: any id.
+    members: set[str] | None = None
     #: ``next_number``'s sequences (name → last number) and numbers given to keys.
     sequences: dict[str, int] = field(default_factory=dict)
     numbered: dict[tuple[str, str], int] = field(default_factory=dict)
@@ -89,7 +100,12 @@ class FakeContext:
     def secret(self, name: str) -> str | None:
         return self.secrets.get(name)
 
-    def _granted(self, collection: str) -> list[dict[str, Any]]:
+    def _require(self, scope: str) -> None:
+        if self.scopes is not None and scope not in self.scopes:
+            raise ScopeDenied(f"{self.plugin} was not granted the scope {scope!r}")
+
+    def _granted(self, collection: str, scope: str) -> list[dict[str, Any]]:
+        self._require(scope)
         if collection not in self.collections:
             raise ScopeDenied(f"the collection {collection!r} is not granted to {self.plugin}")
         return self.collections[collection]
@@ -97,19 +113,28 @@ class FakeContext:
     async def read_records(
         self, collection: str, *, where: Mapping[str, Any] | None = None, limit: int = 100
     ) -> list[dict[str, Any]]:
-        records = self._granted(collection)
+        records = self._granted(collection, "records:read")
         conditions = dict(where or {})
         wanted = [r for r in reversed(records) if all(r["values"].get(k) == v for k, v in conditions.items())]
         return [dict(r) for r in wanted[: max(0, limit)]]
 
     async def read_record(self, collection: str, record_id: str) -> dict[str, Any] | None:
-        found = [r for r in self._granted(collection) if r["id"] == record_id]
+        found = [r for r in self._granted(collection, "records:read") if r["id"] == record_id]
         return dict(found[0]) if found else None
 
     async def write_record(
         self, collection: str, values: Mapping[str, Any], *, record_id: str | None = None
     ) -> dict[str, Any]:
-        records = self._granted(collection)
+        records = self._granted(collection, "records:write")
+        current: dict[str, Any] = next((r["values"] for r in records if r["id"] == record_id), {}) if record_id else {}
+        missing = [
+            name for name in self.required_fields.get(collection, ()) if {**current, **values}.get(name) in (None, "")
+        ]
+        if missing:
+            raise RecordRejected(
+                f"{collection}: a required value is missing",
+                [{"pointer": f"/values/{name}", "code": "required", "message": "is required"} for name in missing],
+            )
         for field_name in self.unique_fields.get(collection, ()):
             value = values.get(field_name)
             if value is not None and any(
@@ -130,6 +155,8 @@ class FakeContext:
         raise LookupError(f"no record {record_id} in {collection!r}")
 
     async def next_number(self, sequence: str, *, key: str | None = None) -> int:
+        check_sequence_name("sequence", sequence)
+        check_sequence_name("key", key)
         if key is not None and (sequence, key) in self.numbered:
             return self.numbered[(sequence, key)]
         number = self.sequences.get(sequence, 0) + 1
@@ -139,9 +166,14 @@ class FakeContext:
         return number
 
     async def send_message(self, to: Sequence[str], title: str, body: str = "") -> None:
+        self._require("messages:send")
+        strangers = set(to) - self.members if self.members is not None else set()
+        if strangers:
+            raise ScopeDenied(f"{len(strangers)} recipient(s) are not members of this workspace")
         self.messages.append({"to": list(to), "title": title, "body": body})
 
     async def emit_event(self, type: str, payload: Mapping[str, Any]) -> None:
+        self._require("events:emit")
         self.events.append({"type": f"plugin.{self.plugin}.{type}", "payload": dict(payload)})
 
     async def http(
@@ -157,6 +189,8 @@ class FakeContext:
         host = urlsplit(url).hostname or ""
         if host not in self.hosts:
             raise ScopeDenied(f"{self.plugin} did not declare the host {host!r}")
+        if self.scopes is not None and not {f"http:{host}", "http:*"} & self.scopes:
+            raise ScopeDenied(f"{self.plugin} was not granted the scope 'http:{host}'")
         request = HttpRequest(
             method.upper(), url, json, content, dict(headers or {}), min(timeout_seconds, self.max_timeout)
         )
@@ -164,17 +198,20 @@ class FakeContext:
         return self.http_handler(request) if self.http_handler else HttpResponse(404)
 
     async def store_file(self, name: str, content: bytes, content_type: str) -> StoredFile:
+        self._require("files:write")
         stored = StoredFile(str(uuid.uuid4()), name, content_type, len(content))
         self.files.append((stored, content))
         return stored
 
     async def read_file(self, file_id: str) -> tuple[StoredFile, bytes]:
+        self._require("files:read")
         for stored, content in self.files:
             if stored.id == file_id:
                 return stored, content
         raise LookupError(f"no file {file_id}")
 
     async def resolve_address(self, host: str, port: int) -> str:
+        self._require("mail:send")
         if host not in self.hosts:
             raise ScopeDenied(f"{self.plugin} may not connect to {host!r}")
         return host
