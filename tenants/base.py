@@ -29,6 +29,18 @@ def new_id() -> uuid.UUID:
     return uuid_compat.uuid7()
 
 
+def as_uuid(value: Any) -> uuid.UUID | None:
+    """``value`` as a UUID when it is one or spells one; otherwise None (for ids read from JSON)."""
+    if isinstance(value, uuid.UUID):
+        return value
+    if isinstance(value, str):
+        try:
+            return uuid.UUID(value)
+        except ValueError:
+            return None
+    return None
+
+
 def utcnow() -> datetime:
     return datetime.now(UTC)
 

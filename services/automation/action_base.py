@@ -24,7 +24,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from services import expressions
 from services.notifications import service as notifications
 from services.sops.runs import service as runs
-from tenants.base import utcnow
+from tenants.base import as_uuid, utcnow
 from tenants.errors import FieldProblem, ProblemError
 
 DEFAULT_QUEUE: Final = "automation.actions"
@@ -240,19 +240,8 @@ def _problem(pointer: str, code: str, message: str) -> FieldProblem:
     return FieldProblem(pointer=pointer, code=code, message=message)
 
 
-def _uuid_or_none(value: Any) -> uuid.UUID | None:
-    if isinstance(value, uuid.UUID):
-        return value
-    if isinstance(value, str):
-        try:
-            return uuid.UUID(value)
-        except ValueError:
-            return None
-    return None
-
-
 def _require_uuid(value: Any, what: str) -> uuid.UUID:
-    found = _uuid_or_none(value)
+    found = as_uuid(value)
     if found is None:
         raise PermanentActionError(f"{what} is not an id: {value!r}")
     return found
@@ -283,7 +272,7 @@ def _id_problems(
         return [_problem(here, "required", f"{key} is required")] if required else []
     if is_expression(value):
         return expression_problems(value, here, env)
-    found = _uuid_or_none(value)
+    found = as_uuid(value)
     if found is None:
         return [_problem(here, "invalid_id", "not an id (write an id, or an expression starting with '=')")]
     if known is not None and found not in known:
@@ -350,7 +339,7 @@ class _Kind:
 async def _fresh_step(db: AsyncSession, ctx: ActionContext) -> dict[str, Any] | None:
     """The event's step as it is now (an action may run long after its event), or None."""
     view = event_view(ctx.event)
-    run_id = _uuid_or_none(view.get("run_id"))
+    run_id = as_uuid(view.get("run_id"))
     step_id = view.get("step_id")
     if run_id is None or not isinstance(step_id, int) or isinstance(step_id, bool):
         return None

@@ -25,7 +25,6 @@ from services.automation.action_base import (
     _Kind,
     _problem,
     _require_uuid,
-    _uuid_or_none,
     expression_problems,
     is_expression,
     render,
@@ -40,6 +39,7 @@ from services.sops.calendar import hours
 from services.sops.calendar import service as calendar
 from services.sops.definition import Duration
 from services.sops.runs import service as runs
+from tenants.base import as_uuid
 from tenants.errors import FieldProblem
 from tenants.models import Role
 
@@ -96,7 +96,7 @@ def _values_problems(config: dict[str, Any], pointer: str, env: ValidationEnv) -
         return [_problem(here, "required", "values is required")]
     if not isinstance(values, dict):
         return [_problem(here, "invalid_type", "values is an object: field key -> value or expression")]
-    collection_id = _uuid_or_none(config.get("collection_id"))
+    collection_id = as_uuid(config.get("collection_id"))
     fields = env.collection_fields.get(collection_id) if collection_id is not None else None
     problems: list[FieldProblem] = []
     for key, value in values.items():
@@ -111,7 +111,7 @@ def _collection_problems(config: dict[str, Any], pointer: str, env: ValidationEn
     here = f"{pointer}/collection_id"
     if value is None:
         return [_problem(here, "required", "collection_id is required")]
-    found = _uuid_or_none(value)
+    found = as_uuid(value)
     if found is None:
         return [_problem(here, "invalid_id", "collection_id is a collection's id")]
     if found not in env.collection_fields:
@@ -212,7 +212,7 @@ class AssignStep(_Kind):
         if config.get("user_id") is not None:
             user_id = _require_uuid(resolve(config["user_id"], context), "user_id")
         else:
-            current = _uuid_or_none(step.get("assignee_id"))
+            current = as_uuid(step.get("assignee_id"))
             found = await runs.least_loaded_member(db, Role(config["owner"]["role"]), exclude=current)
             if found is None:
                 raise PermanentActionError(f"nobody holds the role {config['owner']['role']!r}")
@@ -276,7 +276,7 @@ class Notify(_Kind):
             return []
         if is_expression(recipient):
             return expression_problems(recipient, pointer, env)
-        member = _uuid_or_none(recipient)
+        member = as_uuid(recipient)
         if member is None:
             return [_problem(pointer, "invalid_recipient", "owner, run_starter, a member id, a role or an expression")]
         if env.member_ids and member not in env.member_ids:
@@ -294,15 +294,15 @@ class Notify(_Kind):
                 found += await runs.members_with_role(db, Role(recipient["role"]))
             elif recipient == "owner":
                 assignee = (step or {}).get("assignee_id") if step else view.get("assignee_id")
-                member = _uuid_or_none(assignee)
+                member = as_uuid(assignee)
                 found += [member] if member else []
             elif recipient == "run_starter":
-                member = _uuid_or_none((step or {}).get("started_by") or view.get("started_by"))
+                member = as_uuid((step or {}).get("started_by") or view.get("started_by"))
                 found += [member] if member else []
             else:
                 value = resolve(recipient, context)
                 for item in value if isinstance(value, list) else [value]:
-                    member = _uuid_or_none(item)
+                    member = as_uuid(item)
                     found += [member] if member else []
         return list(dict.fromkeys(found))
 

@@ -28,7 +28,8 @@ from services.sops.definition import (
 )
 from services.sops.engine import Actor, RunState
 from services.sops.runs.models import Run, StepInstance
-from services.sops.runs.state import OPEN_STATUSES, _as_uuid, _role
+from services.sops.runs.state import OPEN_STATUSES, _role
+from tenants.base import as_uuid
 from tenants.models import Membership, Role
 
 
@@ -60,7 +61,7 @@ async def _resolve_owner(
     if isinstance(owner, StarterOwner):
         return state.started_by or run.started_by
     if isinstance(owner, FieldOwner):
-        user_id = _as_uuid(_field_value(owner.field, state, record))
+        user_id = as_uuid(_field_value(owner.field, state, record))
         return user_id if user_id is not None and await _is_member(db, user_id) else None
     if isinstance(owner, RoundRobinOwner):
         members = await _members_with_role(db, owner.role)
@@ -105,7 +106,7 @@ async def _owner_user_ids(
     elif isinstance(owner, StarterOwner):
         user_id = state.started_by or run.started_by
     elif isinstance(owner, FieldOwner):
-        user_id = _as_uuid(_field_value(owner.field, state, record))
+        user_id = as_uuid(_field_value(owner.field, state, record))
     return [user_id] if user_id is not None and await _is_member(db, user_id) else []
 
 
@@ -144,5 +145,5 @@ async def _owner_matches(
     if isinstance(owner, StarterOwner):
         return (state.started_by or run.started_by) == actor.user_id
     if isinstance(owner, FieldOwner):
-        return _as_uuid(_field_value(owner.field, state, record)) == actor.user_id
+        return as_uuid(_field_value(owner.field, state, record)) == actor.user_id
     return False

@@ -57,7 +57,6 @@ from services.sops.runs.state import (
     MAX_PAGE,
     OPEN_STATUSES,
     TASK_STATUSES,
-    _as_uuid,
     _decode_cursor,
     _encode_cursor,
     _engine_problem,
@@ -76,7 +75,7 @@ from services.sops.runs.state import (
 from services.sops.runs.tasks import TaskFilters, my_tasks, my_tasks_query
 from services.sops.runs.timers import RunBusy, fire_escalation_timer, fire_step_timer
 from services.sops.runs.transitions import ESCALATION_TIMER, STEP_TIMER, _act, _repoint, _Work, start_run
-from tenants.base import new_id
+from tenants.base import as_uuid, new_id
 from tenants.errors import Conflict, FieldProblem, Forbidden, NotFound, ValidationProblem
 from tenants.models import Role
 
@@ -139,7 +138,7 @@ async def list_runs(
     if procedure_id is not None:
         query = query.where(Run.procedure_id == procedure_id)
     if cursor:
-        after = _as_uuid(_decode_cursor(cursor)[0])
+        after = as_uuid(_decode_cursor(cursor)[0])
         if after is None:
             raise ValidationProblem(
                 errors=[

@@ -97,17 +97,6 @@ def _find_step(state: RunState, step_id: int) -> StepState:
     raise NotFound(f"The run has no step {step_id}.", code="step_not_found")
 
 
-def _as_uuid(value: Any) -> uuid.UUID | None:
-    if isinstance(value, uuid.UUID):
-        return value
-    if isinstance(value, str):
-        try:
-            return uuid.UUID(value)
-        except ValueError:
-            return None
-    return None
-
-
 def _as_datetime(value: Any) -> datetime | None:
     if isinstance(value, datetime):
         return value

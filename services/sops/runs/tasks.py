@@ -19,13 +19,12 @@ from services.sops.runs.state import (
     MAX_PAGE,
     TASK_STATUSES,
     _as_datetime,
-    _as_uuid,
     _decode_cursor,
     _encode_cursor,
     _role,
 )
 from services.validation import INT32_MAX
-from tenants.base import utcnow
+from tenants.base import as_uuid, utcnow
 from tenants.errors import FieldProblem, Forbidden, ValidationProblem
 from tenants.isolation import session_tenant_id
 from tenants.models import Role
@@ -117,12 +116,12 @@ def _after_task(values: list[Any]) -> Any:
         len(values) != 3
         or not isinstance(values[2], int)
         or not 1 <= values[2] <= INT32_MAX
-        or _as_uuid(values[1]) is None
+        or as_uuid(values[1]) is None
     ):
         raise ValidationProblem(
             errors=[FieldProblem(pointer="/query/cursor", code="invalid_cursor", message="not a cursor of this list")]
         )
-    due, run_id, step_id = _as_datetime(values[0]), _as_uuid(values[1]), values[2]
+    due, run_id, step_id = _as_datetime(values[0]), as_uuid(values[1]), values[2]
     same_due_later = or_(_steps.c.run_id > run_id, and_(_steps.c.run_id == run_id, _steps.c.step_id > step_id))
     if due is None:
         return and_(_steps.c.due_at.is_(None), same_due_later)

@@ -46,7 +46,6 @@ from services.sops.runs.owners import _claim_role, _owner_user_ids, _resolve_own
 from services.sops.runs.state import (
     OPEN_STATUSES,
     _apply_engine,
-    _as_uuid,
     _engine_problem,
     _env,
     _exception_rows,
@@ -59,7 +58,7 @@ from services.sops.runs.state import (
     decode_state,
     encode_state,
 )
-from tenants.base import new_id
+from tenants.base import as_uuid, new_id
 from tenants.errors import Conflict, FieldProblem, ValidationProblem
 
 # ---------------------------------------------------------------- settling a transition
@@ -121,7 +120,7 @@ async def _settle(
             # Plugin actions run in the automation workers; they answer with ActionSucceeded/Failed.
             work.actions_requested.add(event.step_id)
         elif event.type == events.SUBPROCEDURE_REQUESTED.name and event.step_id is not None:
-            child_procedure = _as_uuid(event.data.get("procedure_id"))
+            child_procedure = as_uuid(event.data.get("procedure_id"))
             if child_procedure is None:
                 step_def = definition.step(_find_step(work.state, event.step_id).key)
                 child_procedure = getattr(step_def, "procedure_id", None)
