@@ -56,7 +56,7 @@ async def change_password(
     await _confirm_password(session, principal, current_password, client, limiter, settings)
     user = await get_user(session, principal.user_id)
     check(new_password_problems(user, new_password, settings, "/new_password"))
-    user.password_hash = hash_password(new_password)
+    user.password_hash = await hash_password(new_password)
     user.password_changed_at = utcnow()
     await session.execute(
         delete(AuthSession).where(AuthSession.user_id == user.id, AuthSession.id != principal.session_id)

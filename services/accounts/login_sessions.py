@@ -16,7 +16,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from services.accounts import throttle
 from services.accounts.emails import login_email
-from services.accounts.hashing import _DUMMY_HASH, _hasher, hash_password, hash_token, new_token, verify_password
+from services.accounts.hashing import hash_password, hash_token, needs_rehash, new_token, verify_password
 from services.accounts.models import AuthSession, User
 from services.accounts.passwords import MAX_PASSWORD_LENGTH
 from services.ratelimit import RateLimiter
@@ -39,14 +39,16 @@ async def check_password(
     email = login_email(raw_email)
     await throttle.before_password_check(limiter, settings, email, client)
     user = await session.scalar(select(User).where(User.email == email))
-    if user is None or len(password) > MAX_PASSWORD_LENGTH or not verify_password(user.password_hash, password):
-        if user is None:
-            verify_password(_DUMMY_HASH, password)  # same cost whether or not the account exists
+    # An unknown address costs a verification too, so timing does not tell which addresses exist.
+    matches = len(password) <= MAX_PASSWORD_LENGTH and await verify_password(
+        user.password_hash if user else None, password
+    )
+    if user is None or not matches:
         await throttle.password_failed(limiter, settings, client)
         return None
     await throttle.password_succeeded(limiter, settings, email)
-    if _hasher.check_needs_rehash(user.password_hash):
-        user.password_hash = hash_password(password)
+    if needs_rehash(user.password_hash):
+        user.password_hash = await hash_password(password)
     return user
 
 

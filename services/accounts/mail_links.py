@@ -121,7 +121,7 @@ async def reset_password(session: AsyncSession, raw_token: str, new_password: st
     """
     user = await _consume_user_token(session, raw_token, RESET_PASSWORD)
     check(new_password_problems(user, new_password, settings))
-    user.password_hash = hash_password(new_password)
+    user.password_hash = await hash_password(new_password)
     user.password_changed_at = utcnow()
     user.email_verified_at = user.email_verified_at or utcnow()  # the link proved the mailbox
     await session.execute(delete(AuthSession).where(AuthSession.user_id == user.id))

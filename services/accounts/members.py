@@ -245,7 +245,7 @@ async def accept_invitation(
         user = User(
             id=new_id(),
             email=invitation.email,
-            password_hash=hash_password(data.password),
+            password_hash=await hash_password(data.password),
             display_name=clean_name(data.display_name),
             locale=data.locale or tenant.locale,
             email_verified_at=utcnow(),

@@ -203,7 +203,7 @@ async def signup(session: AsyncSession, data: SignupIn, settings: Settings) -> t
     user = User(
         id=new_id(),
         email=email,
-        password_hash=hash_password(data.password),
+        password_hash=await hash_password(data.password),
         display_name=display_name,
         locale=locale,
     )
