@@ -47,8 +47,10 @@ browser:
 	@command -v chromium >/dev/null 2>&1 || { $(CAN_APT) && { $(APT_INSTALL) chromium; } ; } || \
 		echo "chromium is not installed and cannot be installed here: page tests will skip"
 
+# One pytest worker per core; a module's tests stay on one worker, so a module's shared app or
+# browser starts once.
 test: install system-packages
-	$(RUN) pytest
+	$(RUN) pytest -n auto --dist loadscope
 
 # Schemathesis against the served OpenAPI document, on a fresh PostgreSQL database (tests/fuzz):
 # fails on any 5xx or any response the document does not describe. GUIJU_FUZZ_EXAMPLES,
