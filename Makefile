@@ -48,9 +48,10 @@ browser:
 		echo "chromium is not installed and cannot be installed here: page tests will skip"
 
 # One pytest worker per core; a module's tests stay on one worker, so a module's shared app or
-# browser starts once.
+# browser starts once. Coverage (lines and branches, subprocesses included) is reported at the end
+# and fails the run under the floor in pyproject.toml.
 test: install system-packages
-	$(RUN) pytest -n auto --dist loadscope
+	$(RUN) pytest -n auto --dist loadscope --cov --cov-report=term
 
 # Schemathesis against the served OpenAPI document, on a fresh PostgreSQL database (tests/fuzz):
 # fails on any 5xx or any response the document does not describe. GUIJU_FUZZ_EXAMPLES,
