@@ -78,7 +78,7 @@ format: install
 # Every text marked for translation (translate(...), N_(...)) into the template, then into both
 # catalogs; new entries come out empty, and a unit test fails until they are translated.
 messages: install
-	$(RUN) pybabel extract -F babel.cfg -k translate -k N_ --no-location --sort-output \
+	$(RUN) pybabel extract -F babel.cfg -k translate -k N_ -k _ --no-location --sort-output \
 		--project guiju -o services/web/translations/messages.pot services
 	$(RUN) pybabel update -i services/web/translations/messages.pot -d services/web/translations \
 		--no-fuzzy-matching

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from pathlib import Path
 
 from litestar import Litestar, Router
 from litestar.di import Provide
@@ -13,8 +12,10 @@ from uvicorn.middleware.proxy_headers import ProxyHeadersMiddleware
 
 import services.tables  # (the whole schema is mapped before the first request)
 import services.worker  # noqa: F401  (broker and actors exist before the first request)
+from services.accounts.pages import PAGES as ACCOUNT_PAGES
 from services.accounts.principals import provide_optional_principal, provide_principal
-from services.accounts.routes import AuthController, LinkPagesController, TenantController
+from services.accounts.routes import AuthController, TenantController
+from services.accounts.viewers import PAGE_DEPENDENCIES, PAGE_ERRORS
 from services.audit.routes import CONTROLLERS as AUDIT_CONTROLLERS
 from services.automation.routes import CONTROLLERS as AUTOMATION_CONTROLLERS
 from services.db import dispose_databases
@@ -43,12 +44,13 @@ from services.runtime import EmbeddedRuntime
 from services.settings import Settings, load_settings
 from services.sops.calendar.routes import CONTROLLERS as CALENDAR_CONTROLLERS
 from services.sops.procedures.routes import CONTROLLERS as PROCEDURES_CONTROLLERS
+from services.sops.runs.pages import PAGES as RUN_PAGES
 from services.sops.runs.routes import CONTROLLERS as RUNS_CONTROLLERS
 from services.web.i18n import AcceptLanguageMiddleware
+from services.web.pages import PAGES as WEB_PAGES
+from services.web.templating import STATIC_DIR, template_config
 
 API_VERSION = "0.1.0"
-# The web layer's static files (our own scripts and the pinned front-end packages), at /static.
-STATIC_DIR = Path(__file__).resolve().parent / "web" / "static"
 
 
 def create_app(settings: Settings | None = None, *, embedded: bool = False) -> Litestar:
@@ -83,7 +85,6 @@ def create_app(settings: Settings | None = None, *, embedded: bool = False) -> L
                 route_handlers=[
                     AuthController,
                     TenantController,
-                    LinkPagesController,
                     *AUDIT_CONTROLLERS,
                     *GALLERY_CONTROLLERS,
                     *FILES_CONTROLLERS,
@@ -95,6 +96,14 @@ def create_app(settings: Settings | None = None, *, embedded: bool = False) -> L
                     *NOTIFICATIONS_CONTROLLERS,
                     *MARKETPLACE_CONTROLLERS,
                 ],
+            ),
+            # The pages: HTML for people, errors included (the API's routes answer problem+json).
+            Router(
+                path="/",
+                route_handlers=[*WEB_PAGES, *ACCOUNT_PAGES, *RUN_PAGES],
+                dependencies=PAGE_DEPENDENCIES,
+                exception_handlers=PAGE_ERRORS,
+                include_in_schema=False,
             ),
             healthz,
             readyz,
@@ -110,6 +119,7 @@ def create_app(settings: Settings | None = None, *, embedded: bool = False) -> L
         middleware=[RequestInputMiddleware()],
         request_class=JsonRequest,
         openapi_config=openapi_config(API_VERSION),
+        template_config=template_config(),
         plugins=[StrictStructSchemaPlugin()],
         lifespan=[lifespan],
         logging_config=None,

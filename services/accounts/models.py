@@ -24,6 +24,8 @@ class User(Base):
     password_hash: Mapped[str] = mapped_column(String(255))
     display_name: Mapped[str] = mapped_column(String(100))
     locale: Mapped[str] = mapped_column(String(8), default="zh-CN")
+    # None: the workspace's time zone.
+    timezone: Mapped[str | None] = mapped_column(String(64), default=None)
     email_verified_at: Mapped[datetime | None] = mapped_column(default=None)
     password_changed_at: Mapped[datetime] = mapped_column(default=utcnow)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)

@@ -3,10 +3,9 @@
 from __future__ import annotations
 
 import uuid
-from pathlib import Path
 from typing import Any
 
-from litestar import Controller, MediaType, Request, Response, delete, get, patch, post
+from litestar import Controller, Request, Response, delete, get, patch, post
 from litestar.di import NamedDependency
 from litestar.params import FromPath, JSONBody
 from litestar.status_codes import HTTP_200_OK, HTTP_202_ACCEPTED, HTTP_204_NO_CONTENT
@@ -25,6 +24,7 @@ from services.accounts.schemas import (
     LoginIn,
     MemberOut,
     PasswordIn,
+    ProfilePatch,
     ReauthenticationOut,
     ResetPasswordIn,
     RoleIn,
@@ -38,7 +38,7 @@ from services.accounts.schemas import (
     UserOut,
     WorkspaceOut,
 )
-from services.http import client_key, csp_nonce, expired_session_cookie, session_cookie
+from services.http import client_key, expired_session_cookie, session_cookie
 from services.outputs import struct_from
 from services.ratelimit import RateLimiter
 from services.settings import Settings
@@ -162,6 +162,12 @@ class AuthController(Controller):
     ) -> SessionOut:
         return await session_out(db, principal)
 
+    @patch("/profile", summary="Change your own name, language or time zone")
+    async def update_profile(
+        self, data: JSONBody[ProfilePatch], db: NamedDependency[AsyncSession], principal: NamedDependency[Principal]
+    ) -> UserOut:
+        return user_out(await service.update_profile(db, principal, data))
+
     @post("/switch-tenant", status_code=HTTP_200_OK, summary="Work in another of your workspaces")
     async def switch_tenant(
         self, data: JSONBody[SwitchTenantIn], db: NamedDependency[AsyncSession], principal: NamedDependency[Principal]
@@ -222,37 +228,6 @@ class AuthController(Controller):
         principal = await service.authenticate(db, raw)
         assert principal is not None
         return Response(await session_out(db, principal), cookies=[session_cookie(raw, settings)])
-
-
-_LINK_PAGE = (Path(__file__).parent / "templates" / "link.html").read_text(encoding="utf-8")
-
-
-def _link_page(request: Request[Any, Any, Any], action: str) -> Response[str]:
-    # The page only posts the link's token to the API; opening it changes nothing (mail scanners
-    # prefetch links), and the token stays in the query string, which the request log omits.
-    return Response(
-        _LINK_PAGE.replace("__ACTION__", action).replace("__NONCE__", csp_nonce(request)),
-        media_type=MediaType.HTML,
-        headers={"Referrer-Policy": "no-referrer", "Cache-Control": "no-store"},
-    )
-
-
-class LinkPagesController(Controller):
-    """The pages the mailed links open: verify an email, reset a password, accept an invitation."""
-
-    include_in_schema = False
-
-    @get("/verify-email", sync_to_thread=False)
-    def verify_email_page(self, request: Request[Any, Any, Any]) -> Response[str]:
-        return _link_page(request, "verify")
-
-    @get("/reset-password", sync_to_thread=False)
-    def reset_password_page(self, request: Request[Any, Any, Any]) -> Response[str]:
-        return _link_page(request, "reset")
-
-    @get("/invitations/accept", sync_to_thread=False)
-    def accept_invitation_page(self, request: Request[Any, Any, Any]) -> Response[str]:
-        return _link_page(request, "accept")
 
 
 class TenantController(Controller):

@@ -121,6 +121,15 @@ class TenantPatch(Input):
     locale: Locale | None = None
 
 
+class ProfilePatch(Input):
+    display_name: Name | None = None
+    locale: Locale | None = None
+    timezone: (
+        Annotated[str, Meta(max_length=64, description="An IANA time zone name; empty: the workspace's time zone")]
+        | None
+    ) = None
+
+
 class EntityIn(Input):
     name: CompanyName
     legal_name: Annotated[str, Meta(max_length=300)] | None = None
@@ -136,6 +145,7 @@ class UserOut(msgspec.Struct):
     display_name: str
     locale: str
     email_verified: bool
+    timezone: str | None = None
 
 
 class TenantOut(msgspec.Struct):

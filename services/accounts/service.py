@@ -56,6 +56,7 @@ from services.accounts.members import (
 )
 from services.accounts.models import User
 from services.accounts.passwords import password_problems, personal_words
+from services.accounts.profile import set_own_locale, update_profile
 from services.accounts.schemas import SignupIn
 from services.accounts.workspace import (
     MemberContact,
@@ -118,10 +119,12 @@ __all__ = [
     "reset_password",
     "revoke_invitation",
     "send_verification",
+    "set_own_locale",
     "signup",
     "signup_problems",
     "switch_tenant",
     "tenants_of",
+    "update_profile",
     "update_tenant",
     "verify_email",
     "verify_password",

@@ -24,6 +24,7 @@ from typing import Any
 WEB_DIR = Path(__file__).resolve().parent
 MANIFEST = "manifest.json"
 LICENSE_PREFIXES = ("LICENSE", "LICENCE", "NOTICE", "COPYING")
+PACKAGE_RECORD = "package.json"
 
 
 def vendor_dir(web_dir: Path = WEB_DIR) -> Path:
@@ -52,7 +53,10 @@ def locked_packages(web_dir: Path = WEB_DIR) -> dict[str, dict[str, Any]]:
 
 
 def _license_files(package_dir: Path) -> list[str]:
-    return sorted(p.name for p in package_dir.iterdir() if p.is_file() and p.name.upper().startswith(LICENSE_PREFIXES))
+    found = sorted(p.name for p in package_dir.iterdir() if p.is_file() and p.name.upper().startswith(LICENSE_PREFIXES))
+    # A package that ships no licence file (Alpine's CSP build) declares it in its package.json,
+    # which then travels as the licence record.
+    return found or [PACKAGE_RECORD]
 
 
 def copy_packages(installed: Path, web_dir: Path = WEB_DIR) -> dict[str, Any]:
@@ -130,7 +134,7 @@ def vendor_problems(web_dir: Path = WEB_DIR) -> list[str]:
         for relative in wanted.get(name, []):
             if relative not in recorded:
                 problems.append(f"{name}/{relative}: wanted but not vendored")
-        if not any(f.upper().startswith(LICENSE_PREFIXES) for f in recorded):
+        if not any(f.upper().startswith(LICENSE_PREFIXES) or f == PACKAGE_RECORD for f in recorded):
             problems.append(f"{name}: no licence file vendored")
         on_disk = {p.relative_to(root / name).as_posix() for p in (root / name).rglob("*") if p.is_file()}
         for relative in sorted(on_disk - set(recorded)):

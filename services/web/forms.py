@@ -1,0 +1,116 @@
+"""Pages' forms: reading a posted form, and the service's validation problems as words beside fields.
+
+Validation is the service's own (the same :class:`~tenants.errors.FieldProblem` codes the API
+answers with); a page only words each problem for a person, in their language, naming the field
+("Enter your email"), never "invalid" or a code.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any, TypeVar
+
+import msgspec
+from litestar import Request
+
+from services.validation import decode_all, validate
+from services.web.i18n import N_, translate
+from tenants.errors import FieldProblem, ProblemError
+
+T = TypeVar("T", bound=msgspec.Struct)
+
+#: How each stable problem code is said beside a field; ``{label}`` is the field's label, lower-case
+#: in English where it runs inside a sentence.
+FIELD_MESSAGES: Mapping[str, str] = {
+    "required": N_("Enter {label}."),
+    "too_long": N_("{label} is too long; shorten it."),
+    "too_short": N_("{label} is too short; add to it."),
+    "wrong_type": N_("Enter {label} in the form shown."),
+    "out_of_range": N_("{label} is outside the allowed range."),
+    "not_allowed": N_("Choose {label} from the list."),
+    "unknown_locale": N_("Choose {label} from the list."),
+    "unknown_industry": N_("Choose {label} from the list."),
+    "unknown_timezone": N_("Enter a time zone such as Asia/Shanghai."),
+    "unknown_role": N_("Choose {label} from the list."),
+    "invalid_email": N_("Enter an email address like name@example.com."),
+    "invalid_slug": N_("Use 3–63 lower-case letters, digits and dashes."),
+    "unknown_field": N_("{label} is not part of this form."),
+}
+#: How a refusal that concerns the whole form (no one field) is said, by its stable code.
+FORM_MESSAGES: Mapping[str, str] = {
+    "invalid_credentials": N_("The email or password is wrong. Check both, or set a new password."),
+    "email_taken": N_("An account with this email already exists. Sign in instead."),
+    "signup_conflict": N_("This email was just used to sign up. Sign in instead."),
+    "token_invalid": N_("This link is not valid. Ask for a new one."),
+    "token_used": N_("This link was already used. Sign in, or ask for a new one."),
+    "token_expired": N_("This link has expired. Ask for a new one."),
+    "sign_in_to_accept": N_("An account with this email exists. Sign in first, then open the link again."),
+    "invitation_email_mismatch": N_(
+        "This invitation was sent to another email address. Sign out, then open the link again."
+    ),
+    "already_member": N_("You are already a member of this workspace."),
+    "wrong_password": N_("The current password is wrong."),
+    "login_rate_limited": N_("Too many tries. Wait a minute, then try again."),
+    "mail_rate_limited": N_("Too many mails were asked for. Wait a minute, then try again."),
+    "rate_limited": N_("Too many tries. Wait a minute, then try again."),
+    "tenant_suspended": N_("This workspace is suspended."),
+}
+# Problems whose service message is already in the person's language (password advice).
+WORDED_BY_SERVICE = frozenset({"password_too_short", "password_too_weak", "password_too_long"})
+FALLBACK_MESSAGE = N_("Check {label}.")
+
+
+async def form_fields(request: Request[Any, Any, Any], *, lists: frozenset[str] = frozenset()) -> dict[str, Any]:
+    """The posted form as a dict: empty answers left out (an optional field left blank is absent),
+    ``csrf_token`` and ``next`` dropped; a name in ``lists`` keeps all its values as a list."""
+    form = await request.form()
+    fields: dict[str, Any] = {}
+    for key in form:
+        if key in {"csrf_token", "next"}:
+            continue
+        if key in lists:
+            fields[key] = [v for v in form.getall(key) if isinstance(v, str) and v.strip()]
+            continue
+        value = form.get(key)
+        if isinstance(value, str):
+            value = value.strip() if key not in {"password", "new_password", "current_password"} else value
+            if value:
+                fields[key] = value
+    return fields
+
+
+def decode_form(struct_type: type[T], fields: Mapping[str, Any]) -> T:
+    """The form as the service's input struct, with every problem listed (as the API would list them)."""
+    data = decode_all(struct_type, msgspec.json.encode(dict(fields)))
+    validate(data)
+    return data
+
+
+def field_name(problem: FieldProblem) -> str:
+    return problem.pointer.lstrip("/").split("/", 1)[0] or "form"
+
+
+def field_message(problem: FieldProblem, label: str, locale: str) -> str:
+    if problem.code in WORDED_BY_SERVICE:
+        return problem.message
+    template = FIELD_MESSAGES.get(problem.code, FALLBACK_MESSAGE)
+    lowered = label if locale != "en" or template.startswith("{label}") else label[:1].lower() + label[1:]
+    return translate(template, locale, label=lowered)
+
+
+def form_errors(error: ProblemError, labels: Mapping[str, str], locale: str) -> dict[str, str]:
+    """Field name → the words for its first problem, in the order the form shows its fields.
+
+    ``labels`` maps each field of the form to its label (already translated). A problem with no
+    field of the form (a conflict, a refused action) is keyed ``form``, worded from the error's own
+    translated detail.
+    """
+    found: dict[str, str] = {}
+    for problem in error.errors:
+        name = field_name(problem)
+        if name in labels and name not in found:
+            found[name] = field_message(problem, labels[name], locale)
+    if not found:
+        found["form"] = translate(FORM_MESSAGES.get(error.code, error.detail or error.title), locale)
+    ordered = {name: found[name] for name in labels if name in found}
+    return {**ordered, **{k: v for k, v in found.items() if k not in ordered}}
