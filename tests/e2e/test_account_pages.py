@@ -218,3 +218,17 @@ def test_the_language_switch_and_my_settings(browser: Any, server: EmbeddedServe
 
 def _cookies_of(page: Any) -> dict[str, str]:
     return {c["name"]: c["value"] for c in page.context.cookies()}
+
+
+@pytest.mark.parametrize("language", LANGUAGES)
+def test_an_unknown_address_is_a_page_for_a_browser_and_problem_json_for_the_api(
+    browser: Any, server: EmbeddedServer, language: str
+) -> None:
+    page = open_page(browser, server.base, PHONE, language)
+    answer = page.goto("/no-such-page")
+    assert answer is not None and answer.status == 404
+    assert text_of(page, "h1") == ("页面不存在" if language == "zh-CN" else "This page does not exist")
+    check_page(page, "not-found", PHONE, language)
+    page.context.close()
+    api = httpx.get(f"{server.base}/api/v1/no-such-thing", headers={"Accept": "text/html"}, timeout=10)
+    assert api.status_code == 404 and api.headers["content-type"].startswith("application/problem+json")
