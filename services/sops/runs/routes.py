@@ -209,6 +209,16 @@ class RunsController(Controller):
     ) -> RunDetailOut:
         return run_detail_out(await service.reject_step(db, actor_of(principal), run_id, step_id, data.note))
 
+    @post("/{run_id:uuid}/steps/{step_id:int}/continue", status_code=200, summary="End a wait step now (admin)")
+    async def continue_wait(
+        self,
+        run_id: FromPath[uuid.UUID],
+        step_id: RunItemNumber,
+        db: NamedDependency[AsyncSession],
+        principal: NamedDependency[Principal],
+    ) -> RunDetailOut:
+        return run_detail_out(await service.continue_wait(db, actor_of(principal), run_id, step_id))
+
     @post("/{run_id:uuid}/steps/{step_id:int}/skip", status_code=200, summary="Skip an optional step")
     async def skip(
         self,
@@ -235,7 +245,13 @@ class RunsController(Controller):
         principal: NamedDependency[Principal],
     ) -> CommentOut:
         comment = await service.add_comment(
-            db, actor_of(principal), run_id, data.body, step_id=data.step_id, file_ids=data.file_ids
+            db,
+            actor_of(principal),
+            run_id,
+            data.body,
+            step_id=data.step_id,
+            file_ids=data.file_ids,
+            mentions=data.mentions,
         )
         return comment_out(comment)
 
@@ -266,7 +282,7 @@ class RunsController(Controller):
         db: NamedDependency[AsyncSession],
         principal: NamedDependency[Principal],
     ) -> RunDetailOut:
-        await service.resolve_exception(db, actor_of(principal), run_id, exception_id, data.outcome)
+        await service.resolve_exception(db, actor_of(principal), run_id, exception_id, data.outcome, data.note)
         return await detail_out(db, run_id)
 
     @post("/{run_id:uuid}/abort", status_code=200, summary="Abort a run (manager)")
