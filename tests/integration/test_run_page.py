@@ -341,3 +341,35 @@ async def _upload(api: Api) -> str:
     )
     assert response.status_code == 201, response.text
     return str(response.json()["id"])
+
+
+async def test_a_step_that_asks_for_the_procedure_to_be_read_first(world: World) -> None:
+    owner, _ = await world.signup(locale="en")
+    flow = {
+        "start": "weigh",
+        "steps": [
+            {
+                "kind": "task",
+                "key": "weigh",
+                "title": "Weigh the parcel",
+                "owner": {"kind": "starter"},
+                "requires_acknowledgement": True,
+            }
+        ],
+    }
+    procedure_id, _ = await publish(owner, flow)
+    run = await start(owner, procedure_id)
+    weigh = step_id(run, "weigh")
+    html = (await owner.client.get(f"/runs/{run['id']}")).text
+    assert "Read the procedure first" in html and f'action="/runs/{run["id"]}/acknowledge"' in html
+    refused = await page_post(owner, f"/runs/{run['id']}/steps/{weigh}/complete")
+    assert refused.status_code == 409
+    assert "Confirm that you have read the procedure first, then complete the step." in refused.text
+    acknowledged = await page_post(owner, f"/runs/{run['id']}/acknowledge")
+    assert acknowledged.status_code == 303
+    html = (await owner.client.get(acknowledged.headers["location"])).text
+    assert "Noted: you have read this version." in html and "Read the procedure first" not in html
+    done = await page_post(owner, f"/runs/{run['id']}/steps/{weigh}/complete")
+    assert done.status_code == 303
+    html = (await owner.client.get(done.headers["location"])).text
+    assert "“Weigh the parcel” is done, and so is the run." in html and "This run is complete." in html
