@@ -8,13 +8,9 @@ import uuid
 from typing import Any
 
 import httpx
-import pytest
 
 from tests.conftest import Api, World
 from tests.integration.test_runs import publish, start
-
-# The foundation's pages still declare their query parameters in Litestar's older style.
-pytestmark = pytest.mark.filterwarnings("ignore:.*declared using deprecated inferred style")
 
 ORIGIN = {"Origin": "http://guiju.test"}
 
