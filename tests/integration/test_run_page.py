@@ -111,7 +111,7 @@ def step_id(run: dict[str, Any], key: str) -> int:
 
 
 async def test_the_run_page_shows_the_step_its_form_and_names(world: World) -> None:
-    _owner, member, run, _member_id = await a_run(world)
+    owner, member, run, _member_id = await a_run(world)
     await set_locale(member, "en")
     response = await member.client.get(f"/runs/{run['id']}")
     assert response.status_code == 200, response.text
@@ -150,6 +150,18 @@ async def test_the_run_page_shows_the_step_its_form_and_names(world: World) -> N
     assert 'type="search" id="field-f_order_ref"' in html
     assert 'accept="image/*" capture="environment" multiple' in html
     assert "Complete step" in html
+    # A manager (here the owner) hands a step to someone else; a member is not offered it.
+    assert 'action="/runs/' + run["id"] + f'/steps/{step_id(run, "pack")}/assign"' not in html
+    html = (await owner.client.get(f"/runs/{run['id']}")).text
+    assert f'/steps/{step_id(run, "pack")}/assign"' in html and "Reassign" in html
+    nobody = await page_post(owner, f"/runs/{run['id']}/steps/{step_id(run, 'pack')}/assign", {"assignee": ""})
+    assert nobody.status_code == 422 and "Choose who takes it over from the list." in nobody.text
+    handed = await page_post(
+        owner, f"/runs/{run['id']}/steps/{step_id(run, 'pack')}/assign", {"assignee": run["started_by"]}
+    )
+    assert handed.status_code == 303
+    html = (await owner.client.get(handed.headers["location"])).text
+    assert "The step is handed over." in html and "Li Wei" in visible_text(html)
 
 
 async def test_completing_with_problems_keeps_every_answer_then_succeeds(world: World) -> None:

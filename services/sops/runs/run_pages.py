@@ -42,7 +42,7 @@ from services.web.forms import field_message
 from services.web.i18n import N_, translate
 from services.web.pages import Flash, page, redirect
 from services.web.viewer import Viewer
-from tenants.errors import FieldProblem, ProblemError
+from tenants.errors import FieldProblem, ProblemError, ValidationProblem
 
 # Uploads come in with the form (several phone photos): room for them and the envelope.
 MAX_FORM_BYTES = 64 * 1024 * 1024
@@ -58,6 +58,7 @@ RUN_NOTICES: dict[str, tuple[str, str]] = {
     "commented": ("success", N_("Comment added.")),
     "continued": ("success", N_("The wait is over; the run goes on.")),
     "acknowledged": ("success", N_("Noted: you have read this version.")),
+    "reassigned": ("success", N_("The step is handed over.")),
 }
 
 #: Why a step cannot be completed as things stand, by the service's conflict code.
@@ -386,6 +387,30 @@ class RunPage(Controller):
         async with db.begin_nested():
             await procedures.acknowledge(db, member.member, run.procedure_id, run.version_id)
         return redirect(f"/runs/{run_id}", notice="acknowledged")
+
+    @post("/steps/{step_id:int}/assign")
+    async def reassign(
+        self,
+        run_id: FromPath[uuid.UUID],
+        step_id: FromPath[int],
+        request: Request[Any, Any, Any],
+        member: NamedDependency[Viewer],
+        db: NamedDependency[AsyncSession],
+    ) -> Template | Redirect:
+        form = await request.form()
+        chosen = _uuid(_text(form, "assignee"))
+        try:
+            if chosen is None:
+                raise ValidationProblem(
+                    errors=[FieldProblem(pointer="/user_id", code="not_an_option", message="choose a member")]
+                )
+            async with db.begin_nested():
+                await service.assign_step(db, actor_of(member), run_id, step_id, chosen)
+        except ValidationProblem as error:
+            label = translate(N_("Who takes it over"), member.locale)
+            errors = {"assignee": field_message(error.errors[0], label, member.locale)}
+            return await self._again(db, member, run_id, step_id, errors, {}, open_panel="reassign")
+        return redirect(f"/runs/{run_id}?step={step_id}", notice="reassigned")
 
     @post("/steps/{step_id:int}/continue")
     async def continue_wait(

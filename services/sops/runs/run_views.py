@@ -423,4 +423,9 @@ def run_context(
         "history": history[:HISTORY_SHOWN],
         "older_history": history[HISTORY_SHOWN:],
         "can_continue": viewer.at_least(Role.ADMIN.value),
+        # Managers hand a person's step to someone else (转交).
+        "can_reassign": viewer.at_least(Role.MANAGER.value)
+        and focus is not None
+        and focus.kind in ("task", "checklist", "form", "approval")
+        and focus.status in ("ready", "in_progress"),
     }
