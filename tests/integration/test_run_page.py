@@ -381,3 +381,57 @@ async def test_a_step_that_asks_for_the_procedure_to_be_read_first(world: World)
     assert done.status_code == 303
     html = (await owner.client.get(done.headers["location"])).text
     assert "“Weigh the parcel” is done, and so is the run." in html and "This run is complete." in html
+
+
+async def test_a_record_link_offers_the_target_collection_s_records_by_title(world: World) -> None:
+    owner, _ = await world.signup(locale="en")
+    suffix = uuid.uuid4().hex[:6]
+    customers = await owner.post(
+        "/api/v1/collections",
+        {
+            "key": f"customers_{suffix}",
+            "name": "Customers",
+            "fields": [{"key": "name", "label": "Name", "type": "text"}],
+        },
+    )
+    assert customers.status_code == 201, customers.text
+    customer = await owner.post(f"/api/v1/collections/{customers.json()['id']}/records", {"values": {"name": "Ms Li"}})
+    assert customer.status_code == 201, customer.text
+    orders = await owner.post(
+        "/api/v1/collections",
+        {
+            "key": f"orders_{suffix}",
+            "name": "Orders",
+            "fields": [
+                {"key": "customer", "label": "Customer", "type": "relation", "target_collection": f"customers_{suffix}"}
+            ],
+        },
+    )
+    assert orders.status_code == 201, orders.text
+    order = await owner.post(f"/api/v1/collections/{orders.json()['id']}/records", {"values": {}})
+    assert order.status_code == 201, order.text
+    flow = {
+        "start": "link",
+        "steps": [
+            {
+                "kind": "form",
+                "key": "link",
+                "title": "Link the customer",
+                "owner": {"kind": "starter"},
+                "fields": [
+                    {"key": "customer", "label": "Customer", "type": "relation", "target": "record", "required": True}
+                ],
+            }
+        ],
+    }
+    procedure_id, _ = await publish(owner, flow, collection_id=orders.json()["id"])
+    run = await start(owner, procedure_id, record_id=order.json()["id"])
+    html = (await owner.client.get(f"/runs/{run['id']}")).text
+    # A choice among the customers by name (one record: a radio), never an id to type.
+    assert re.search(r'type="radio" name="f_customer" value="' + customer.json()["id"] + r'"\s*>\s*Ms Li', html)
+    done = await page_post(
+        owner, f"/runs/{run['id']}/steps/{step_id(run, 'link')}/complete", {"f_customer": customer.json()["id"]}
+    )
+    assert done.status_code == 303, done.text
+    record = await owner.get(f"/api/v1/collections/{orders.json()['id']}/records/{order.json()['id']}")
+    assert record.json()["values"]["customer"] == customer.json()["id"]

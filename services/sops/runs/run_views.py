@@ -16,6 +16,7 @@ from markupsafe import Markup
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from services.accounts import service as accounts
+from services.records import service as records
 from services.sops.definition import (
     HUMAN_STEPS,
     ActionStep,
@@ -39,6 +40,8 @@ from services.web.viewer import Viewer
 from tenants.base import utcnow
 from tenants.models import Role
 
+#: A record link offers at most this many records to choose from.
+RECORD_CHOICES = 100
 #: Older history entries than this many are folded away.
 HISTORY_SHOWN = 5
 
@@ -156,6 +159,9 @@ class PageData:
     currency: str
     entities: list[tuple[str, str]]
     acknowledged: bool
+    # A record link of a form step that writes the run's record: its field key → the records it
+    # may point at, as (id, title), from the field's target collection.
+    record_options: dict[str, list[tuple[str, str]]] = field(default_factory=dict)
 
 
 async def page_data(db: AsyncSession, viewer: Viewer, run_id: uuid.UUID) -> PageData:
@@ -181,7 +187,35 @@ async def page_data(db: AsyncSession, viewer: Viewer, run_id: uuid.UUID) -> Page
         currency=currency,
         entities=entities,
         acknowledged=await procedures.has_acknowledged(db, viewer.member.user_id, detail.run.version_id),
+        record_options=await _record_options(db, detail, version.definition),
     )
+
+
+async def _record_options(
+    db: AsyncSession, detail: service.RunDetail, definition: Definition
+) -> dict[str, list[tuple[str, str]]]:
+    """The records each record-link field of the run's record may point at (titled by the target
+    collection's first text field), for the fields a form step writes into the record."""
+    links = {
+        f.key
+        for step in definition.steps
+        if isinstance(step, FormStep)
+        for f in step.fields
+        if f.type == "relation" and f.target == "record"
+    }
+    if not links or detail.run.collection_id is None:
+        return {}
+    options: dict[str, list[tuple[str, str]]] = {}
+    for record_field in await records.collection_fields(db, detail.run.collection_id):
+        if record_field.key not in links or not record_field.target_collection:
+            continue
+        target = await records.get_collection_by_key(db, record_field.target_collection)
+        title = next((f.key for f in target.fields if f.type == "text"), None)
+        found = await records.find_records(db, target.key, {}, limit=RECORD_CHOICES)
+        options[record_field.key] = [
+            (str(record_id), str(values.get(title) or "—") if title else "—") for record_id, values in found
+        ]
+    return options
 
 
 def _shown_steps(definition: Definition) -> list[Step]:
@@ -238,6 +272,8 @@ def _field_view(
         options = members
     elif form_field.type == "entity":
         options = data.entities
+    elif form_field.type == "relation" and form_field.key in data.record_options:
+        options, kind = data.record_options[form_field.key], "select"
     return FieldView(
         name=name,
         label=form_field.label,
