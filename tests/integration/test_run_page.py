@@ -308,6 +308,8 @@ async def test_report_and_resolve_a_problem_and_comment_with_a_mention(world: Wo
     assert resolved.status_code == 303
     html = (await owner.client.get(f"/runs/{run['id']}")).text
     assert "Li Wei resolved “Goods damaged”. Repacked" in html
+    detail = (await owner.get(f"/api/v1/runs/{run['id']}")).json()
+    assert detail["exceptions"][0]["resolution_note"] == "Repacked"
 
     empty = await page_post(owner, f"/runs/{run['id']}/comments", {"body": "  "})
     assert empty.status_code == 422 and "Enter comment." in empty.text

@@ -64,8 +64,10 @@ def step_out(row: StepInstance, now: datetime) -> StepOut:
     return struct_from(StepOut, row, id=row.step_id, overdue=_overdue(row.status, row.due_at, now))
 
 
-def exception_out(row: RunException) -> ExceptionOut:
-    return struct_from(ExceptionOut, row, id=row.exception_id, file_ids=list(row.file_ids or []))
+def exception_out(row: RunException, resolution_note: str = "") -> ExceptionOut:
+    return struct_from(
+        ExceptionOut, row, id=row.exception_id, file_ids=list(row.file_ids or []), resolution_note=resolution_note
+    )
 
 
 def comment_out(row: RunComment) -> CommentOut:
@@ -78,12 +80,13 @@ async def detail_out(db: AsyncSession, run_id: uuid.UUID) -> RunDetailOut:
 
 def run_detail_out(detail: service.RunDetail) -> RunDetailOut:
     now = utcnow()
+    notes = {e.id: e.resolution_note for e in detail.state.exceptions}
     return struct_from(
         RunDetailOut,
         detail.run,
         data=dict(detail.state.data),
         steps=[step_out(s, now) for s in detail.steps],
-        exceptions=[exception_out(e) for e in detail.exceptions],
+        exceptions=[exception_out(e, notes.get(e.exception_id, "")) for e in detail.exceptions],
     )
 
 

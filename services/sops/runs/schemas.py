@@ -115,6 +115,7 @@ class ExceptionOut(msgspec.Struct, kw_only=True):
     resolved_at: datetime | None
     escalate_at: datetime | None  # set while open and not yet escalated
     escalated_at: datetime | None
+    resolution_note: str = ""  # what the person who resolved it wrote
 
 
 class CommentOut(msgspec.Struct, kw_only=True):
