@@ -80,7 +80,7 @@ async def test_the_library_lists_published_procedures_only(world: World) -> None
     page = await api.get("/sops")
     assert page.status_code == 200
     assert "Fulfil an order" in page.text and "Only a draft" not in page.text
-    assert "v1 · 6 steps" in page.text
+    assert "v1 · 5 steps" in page.text
     assert f'href="/sops/{procedure_id}/qr"' in page.text
     assert 'aria-current="page"' in page.text and 'href="/sops"' in page.text
     found = await api.get("/sops", params={"q": "FULFIL"})
@@ -135,7 +135,7 @@ async def test_the_step_guide_renders_instructions_safely_and_offers_the_task(wo
     assert "<strong>order</strong>" in guide.text
     assert "<script>alert(1)</script>" not in guide.text and "&lt;script&gt;" in guide.text
     assert 'href="javascript:' not in guide.text and 'href="https://example.com/x"' in guide.text
-    assert "Out of stock" in guide.text and "Step 1 of 6" in guide.text
+    assert "Out of stock" in guide.text and "Step 1 of 5" in guide.text
     assert "Start a run" in guide.text  # the start step
     later = await api.get(f"/sops/{procedure_id}/steps/pick")
     assert "Start a run" not in later.text and "Go to my task" not in later.text
@@ -151,7 +151,7 @@ async def test_the_step_guide_renders_instructions_safely_and_offers_the_task(wo
 
 def _modules(svg: str) -> set[tuple[int, int]]:
     """The dark modules of a segno inline SVG path (relative moves, horizontal runs)."""
-    path = re.search(r' d="([^"]+)"', svg)
+    path = re.search(r'class="qr-dark"[^>]* d="([^"]+)"', svg)
     assert path is not None
     dark: set[tuple[int, int]] = set()
     x = y = 0.0
@@ -177,7 +177,7 @@ async def test_the_qr_sheet_encodes_each_steps_guide(world: World) -> None:
     assert sheet.status_code == 200, sheet.text
     base = world.settings.public_url.rstrip("/")
     cells = re.findall(r'<li class="qr-cell">\s*(<svg.*?</svg>).*?<p class="qr-url">([^<]+)</p>', sheet.text, re.S)
-    assert len(cells) == 7  # the procedure, then its six steps
+    assert len(cells) == 6  # the procedure, then its five steps
     urls = [url for _svg, url in cells]
     assert urls[0] == f"{base}/sops/{procedure_id}"
     assert f"{base}/sops/{procedure_id}/steps/receive" in urls and f"{base}/sops/{procedure_id}/steps/call" in urls

@@ -14,6 +14,7 @@ from typing import Any
 import segno
 from litestar import Controller, Request, get, post
 from litestar.di import NamedDependency
+from litestar.params import FromQuery
 from litestar.response import Redirect, Template
 from markupsafe import Markup
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -94,8 +95,8 @@ class LibraryPages(Controller):
         self,
         member: NamedDependency[Viewer],
         db: NamedDependency[AsyncSession],
-        q: str = "",
-        notice: str | None = None,
+        q: FromQuery[str] = "",
+        notice: FromQuery[str | None] = None,
     ) -> Template:
         entries = await library(db, member.member, q[:200])
         return page(member, "sops/library.html", nav_current="library", notice=notice, entries=entries, q=q[:200])
@@ -106,7 +107,7 @@ class LibraryPages(Controller):
         member: NamedDependency[Viewer],
         db: NamedDependency[AsyncSession],
         procedure_id: uuid.UUID,
-        notice: str | None = None,
+        notice: FromQuery[str | None] = None,
     ) -> Template:
         entry = await library_entry(db, member.member, procedure_id)
         return self._procedure(member, entry, notice=notice)
@@ -164,7 +165,7 @@ class LibraryPages(Controller):
         db: NamedDependency[AsyncSession],
         procedure_id: uuid.UUID,
         step_key: str,
-        notice: str | None = None,
+        notice: FromQuery[str | None] = None,
     ) -> Template:
         entry = await library_entry(db, member.member, procedure_id)
         found, steps = _step(entry, step_key, member.locale)
