@@ -120,6 +120,7 @@ class PlacedEdge:
     label_x: float = 0
     label_y: float = 0
     label_width: float = 0
+    back: bool = False  # drawn back up to an earlier step
 
     @property
     def path(self) -> str:
@@ -127,7 +128,7 @@ class PlacedEdge:
 
     @property
     def dashed(self) -> bool:
-        return self.edge.kind in {"exception", "return"}
+        return self.back or self.edge.kind in {"exception", "return"}
 
 
 @dataclass(frozen=True)
@@ -442,12 +443,14 @@ def _orthogonal(start: tuple[float, float], end: tuple[float, float]) -> list[tu
     return [(x1, middle), (x2, middle), end]
 
 
-def _edge(edge: FlowEdge, line: list[tuple[float, float]] | tuple[tuple[float, float], ...], x: float, y: float) -> PlacedEdge:
+def _edge(
+    edge: FlowEdge, line: list[tuple[float, float]] | tuple[tuple[float, float], ...], x: float, y: float, back: bool = False
+) -> PlacedEdge:
     """The edge along ``line``, its label (if any) written from (``x``, ``y``)."""
     if not edge.label:
-        return PlacedEdge(edge, tuple(line))
+        return PlacedEdge(edge, tuple(line), back=back)
     text = fit(edge.label, LABEL_WIDTH, 14)
-    return PlacedEdge(edge, tuple(line), text, x, y, text_width(text, 14) + 8)
+    return PlacedEdge(edge, tuple(line), text, x, y, text_width(text, 14) + 8, back)
 
 
 def _forward(
@@ -480,7 +483,7 @@ def _return(edge: FlowEdge, source: PlacedNode, target: PlacedNode, x: float) ->
     """Back up the left side: out of the source's left, up the gutter, into the target's left."""
     line = ((source.x, source.cy + 8), (x, source.cy + 8), (x, target.cy - 8), (target.x, target.cy - 8))
     # The label sits in the gap under the source, at its left.
-    return _edge(edge, line, source.x + 4, source.bottom + 18)
+    return _edge(edge, line, source.x + 4, source.bottom + 18, back=True)
 
 
 def _side(edge: FlowEdge, placed: dict[str, PlacedNode], occupied: dict[str, bool], lane_x: float) -> PlacedEdge:
