@@ -43,8 +43,8 @@ from services.records.routes import CONTROLLERS as RECORDS_CONTROLLERS
 from services.runtime import EmbeddedRuntime
 from services.settings import Settings, load_settings
 from services.sops.calendar.routes import CONTROLLERS as CALENDAR_CONTROLLERS
-from services.sops.procedures.routes import CONTROLLERS as PROCEDURES_CONTROLLERS
 from services.sops.library.pages import PAGES as LIBRARY_PAGES
+from services.sops.procedures.routes import CONTROLLERS as PROCEDURES_CONTROLLERS
 from services.sops.runs.pages import PAGES as RUN_PAGES
 from services.sops.runs.routes import CONTROLLERS as RUNS_CONTROLLERS
 from services.web.i18n import AcceptLanguageMiddleware

@@ -21,6 +21,7 @@ on a phone:
 
 from __future__ import annotations
 
+import itertools
 import unicodedata
 from collections import defaultdict
 from dataclasses import dataclass, field
@@ -203,8 +204,8 @@ def _split_back_edges(keys: list[str], forward: list[FlowEdge]) -> tuple[list[Fl
     """The edges of a depth-first search from the first node (then from any node not yet seen),
     split into those that go forward and those that close a cycle."""
     out: dict[str, list[FlowEdge]] = defaultdict(list)
-    for edge in forward:
-        out[edge.source].append(edge)
+    for each in forward:
+        out[each.source].append(each)
     state: dict[str, int] = {}  # 1 on the path, 2 done
     back: set[int] = set()
     for root in keys:
@@ -214,7 +215,7 @@ def _split_back_edges(keys: list[str], forward: list[FlowEdge]) -> tuple[list[Fl
         stack = [(root, iter(out[root]))]
         while stack:
             key, edges = stack[-1]
-            edge = next(edges, None)
+            edge: FlowEdge | None = next(edges, None)
             if edge is None:
                 state[key] = 2
                 stack.pop()
@@ -247,15 +248,13 @@ def _layers(keys: list[str], edges: list[FlowEdge]) -> dict[str, int]:
     return layer
 
 
-def _order(
-    rows: list[list[str]], chains: list[tuple[str, ...]], main: set[str], sweeps: int = 4
-) -> list[list[str]]:
+def _order(rows: list[list[str]], chains: list[tuple[str, ...]], main: set[str], sweeps: int = 4) -> list[list[str]]:
     """The order within each layer: barycenter sweeps over the edges (as chains of consecutive
     layers), then the main path first."""
     down: dict[str, list[str]] = defaultdict(list)
     up: dict[str, list[str]] = defaultdict(list)
     for chain in chains:
-        for a, b in zip(chain, chain[1:], strict=False):
+        for a, b in itertools.pairwise(chain):
             down[b].append(a)
             up[a].append(b)
 
@@ -263,13 +262,11 @@ def _order(
         for i in indices:
             before = rows[i - 1] if neighbours is down else rows[i + 1]
             position = {k: n for n, k in enumerate(before)}
-            current = {k: n for n, k in enumerate(rows[i])}
-
-            def centre(key: str) -> float:
+            rank: dict[str, tuple[float, int]] = {}
+            for n, key in enumerate(rows[i]):
                 found = [position[k] for k in neighbours[key] if k in position]
-                return sum(found) / len(found) if found else current[key]
-
-            rows[i] = sorted(rows[i], key=lambda k: (centre(k), current[k]))
+                rank[key] = (sum(found) / len(found) if found else n, n)
+            rows[i] = sorted(rows[i], key=rank.__getitem__)
 
     for _ in range(sweeps):
         sweep(down, range(1, len(rows)))
@@ -302,7 +299,7 @@ def layout(graph: FlowGraph) -> Flowchart:
     # Long edges get a dummy point per layer they cross.
     chains: list[tuple[str, ...]] = []
     for n, edge in enumerate(forward):
-        chain = [edge.source]
+        chain: list[str] = [edge.source]
         for layer in range(layer_of[edge.source] + 1, layer_of[edge.target]):
             dummy = f"\x00{n}.{layer}"
             rows[layer].append(dummy)
@@ -311,14 +308,14 @@ def layout(graph: FlowGraph) -> Flowchart:
 
     # The main path: from the start, the first way on, every time.
     main: set[str] = set()
-    key: str | None = main_keys[0] if main_keys else None
-    while key is not None and key not in main:
-        main.add(key)
-        step = next((c for c in chains if c[0] == key), None)
-        if step is None:
+    walker: str | None = main_keys[0] if main_keys else None
+    while walker is not None and walker not in main:
+        main.add(walker)
+        way = next((c for c in chains if c[0] == walker), None)
+        if way is None:
             break
-        main.update(step[1:-1])
-        key = step[-1]
+        main.update(way[1:-1])
+        walker = way[-1]
     rows = _order(rows, chains, main)
     columns = max((len(r) for r in rows), default=1)
 
@@ -326,12 +323,12 @@ def layout(graph: FlowGraph) -> Flowchart:
     returns = [*back, *(e for e in graph.edges if e.kind == "return" and nodes[e.source].lane == "main")]
     gutter = RETURN_GUTTER * (len(returns) + 1) if returns else 0
     left = MARGIN + gutter
-    column_x = [left + c * (NODE_WIDTH + GAP_X) for c in range(columns)]
+    column_x = [float(left + c * (NODE_WIDTH + GAP_X)) for c in range(columns)]
     placed: dict[str, PlacedNode] = {}
     points: dict[str, tuple[float, float, float]] = {}  # dummy -> x, top, bottom
-    y = MARGIN
+    y = float(MARGIN)
     for row in rows:
-        height = max((_height(nodes[k]) for k in row if k in nodes), default=0)
+        height = max((_height(nodes[k]) for k in row if k in nodes), default=0.0)
         for column, key in enumerate(row):
             if key not in nodes:
                 points[key] = (column_x[column] + NODE_WIDTH / 2, y, y + height)
@@ -343,7 +340,7 @@ def layout(graph: FlowGraph) -> Flowchart:
 
     # The exception lane: next to the step it leaves, stacked below whatever is already there.
     lane_x = left + columns * (NODE_WIDTH + GAP_X) + GAP_X / 2
-    lane_bottom = MARGIN - GAP_Y
+    lane_bottom = float(MARGIN - GAP_Y)
     lane_next: dict[str, list[str]] = defaultdict(list)
     for edge in graph.edges:
         if nodes[edge.source].lane != "main" and nodes[edge.target].lane != "main":
@@ -358,22 +355,22 @@ def layout(graph: FlowGraph) -> Flowchart:
             continue
         source = next((e.source for e in entries if e.target == root), None)
         top = max(placed[source].y if source else MARGIN, lane_bottom + GAP_Y / 2)
-        key = root
-        while key is not None and key not in placed:
-            placed[key] = _place(nodes[key], lane_x, top)
-            top = placed[key].bottom + GAP_Y / 2
-            lane_bottom = placed[key].bottom
-            key = next((k for k in lane_next[key] if k not in placed), None)
+        at: str | None = root
+        while at is not None and at not in placed:
+            placed[at] = _place(nodes[at], lane_x, top)
+            top = placed[at].bottom + GAP_Y / 2
+            lane_bottom = placed[at].bottom
+            at = next((k for k in lane_next[at] if k not in placed), None)
 
     # Edges.
     drawn: list[PlacedEdge] = []
-    for chain, edge in zip(chains, forward, strict=True):
-        drawn.append(_forward(edge, chain, placed, points))
+    for way, edge in zip(chains, forward, strict=True):
+        drawn.append(_forward(edge, way, placed, points))
     for n, edge in enumerate(returns):
         drawn.append(_return(edge, placed[edge.source], placed[edge.target], left - RETURN_GUTTER * (n + 1)))
     occupied = _rows_right_of(placed)
     for edge in graph.edges:
-        if edge in flow or edge.kind == "return" and nodes[edge.source].lane == "main":
+        if edge in flow or (edge.kind == "return" and nodes[edge.source].lane == "main"):
             continue
         drawn.append(_side(edge, placed, occupied, lane_x))
 
@@ -436,7 +433,7 @@ def _rows_right_of(placed: dict[str, PlacedNode]) -> dict[str, bool]:
 
 
 def _orthogonal(start: tuple[float, float], end: tuple[float, float]) -> list[tuple[float, float]]:
-    (x1, y1), (x2, y2) = start, end
+    x1, x2, y2 = start[0], end[0], end[1]
     if x1 == x2:
         return [end]
     middle = y2 - GAP_Y / 2
@@ -444,7 +441,11 @@ def _orthogonal(start: tuple[float, float], end: tuple[float, float]) -> list[tu
 
 
 def _edge(
-    edge: FlowEdge, line: list[tuple[float, float]] | tuple[tuple[float, float], ...], x: float, y: float, back: bool = False
+    edge: FlowEdge,
+    line: list[tuple[float, float]] | tuple[tuple[float, float], ...],
+    x: float,
+    y: float,
+    back: bool = False,
 ) -> PlacedEdge:
     """The edge along ``line``, its label (if any) written from (``x``, ``y``)."""
     if not edge.label:
@@ -494,7 +495,11 @@ def _side(edge: FlowEdge, placed: dict[str, PlacedNode], occupied: dict[str, boo
     if source.node.lane == "main":  # out to the lane
         side_x = lane_x - GAP_X / 2 + 4
         if occupied.get(edge.source):
-            start = [(source.right - 24, source.bottom), (source.right - 24, source.bottom + 12), (side_x, source.bottom + 12)]
+            start = [
+                (source.right - 24, source.bottom),
+                (source.right - 24, source.bottom + 12),
+                (side_x, source.bottom + 12),
+            ]
         else:
             start = [(source.right, source.cy - 8), (side_x, source.cy - 8)]
         line = [*start, (side_x, target.cy), (target.x, target.cy)]

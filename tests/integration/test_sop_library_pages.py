@@ -18,7 +18,14 @@ ORIGIN = {"Origin": "http://guiju.test"}
 
 
 def task(key: str, title: str, next_key: str | None = None, **extra: Any) -> dict[str, Any]:
-    return {"kind": "task", "key": key, "title": title, "owner": {"kind": "role", "role": "member"}, "next": next_key, **extra}
+    return {
+        "kind": "task",
+        "key": key,
+        "title": title,
+        "owner": {"kind": "role", "role": "member"},
+        "next": next_key,
+        **extra,
+    }
 
 
 def definition(*, acknowledge: bool = False) -> dict[str, Any]:
@@ -50,7 +57,12 @@ def definition(*, acknowledge: bool = False) -> dict[str, Any]:
 async def publish(api: Api, body: dict[str, Any], title: str = "Fulfil an order") -> tuple[str, str]:
     created = await api.post(
         "/api/v1/procedures",
-        {"key": f"p_{uuid.uuid4().hex[:10]}", "title": title, "purpose": "Ship every paid order within a day", "definition": body},
+        {
+            "key": f"p_{uuid.uuid4().hex[:10]}",
+            "title": title,
+            "purpose": "Ship every paid order within a day",
+            "definition": body,
+        },
     )
     assert created.status_code == 201, created.text
     procedure = created.json()

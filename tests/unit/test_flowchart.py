@@ -16,9 +16,9 @@ from services.sops.procedures.flow import flow_graph, numbered_steps, plain_cond
 from services.web.flowchart import (
     GAP_X,
     NODE_WIDTH,
+    Flowchart,
     FlowEdge,
     FlowGraph,
-    Flowchart,
     FlowNode,
     layout,
     text_width,
@@ -29,7 +29,14 @@ TEMPLATES = Path(__file__).resolve().parents[2] / "services" / "web" / "template
 
 
 def task(key: str, next_key: str | None = None, **extra: Any) -> dict[str, Any]:
-    return {"kind": "task", "key": key, "title": key.title(), "owner": {"kind": "role", "role": "member"}, "next": next_key, **extra}
+    return {
+        "kind": "task",
+        "key": key,
+        "title": key.title(),
+        "owner": {"kind": "role", "role": "member"},
+        "next": next_key,
+        **extra,
+    }
 
 
 def definition(start: str, *steps: dict[str, Any]) -> Definition:
@@ -153,7 +160,10 @@ def test_a_branch_sits_beside_the_main_path_and_a_rejection_returns_on_the_left(
     assert "Back to step 1" in back.edge.label
     # The default route skips a layer: it bends around the approval, not through it.
     skip = labels[("check", "ship")]
-    assert not any(boxes["approve"].x < x < boxes["approve"].right and boxes["approve"].y < y < boxes["approve"].bottom for x, y in skip.points)
+    assert not any(
+        boxes["approve"].x < x < boxes["approve"].right and boxes["approve"].y < y < boxes["approve"].bottom
+        for x, y in skip.points
+    )
 
 
 def test_parallel_branches_sit_side_by_side_between_two_bars() -> None:
@@ -195,7 +205,11 @@ def test_exception_paths_go_to_the_right_dashed_and_return() -> None:
     assert ("pack!late", "pack") in edges  # no fallback steps: straight back
     # Fallback steps are numbered after the main path.
     assert [(n.number, n.step.key) for n in numbered_steps(EXCEPTIONS, "en")] == [
-        (1, "pick"), (2, "pack"), (3, "ship"), (4, "call"), (5, "refund"),
+        (1, "pick"),
+        (2, "pack"),
+        (3, "ship"),
+        (4, "call"),
+        (5, "refund"),
     ]
 
 
@@ -216,7 +230,8 @@ def render(chart: Flowchart, label: str = "Flowchart") -> str:
 
 def test_the_svg_shows_states_links_and_escapes_text() -> None:
     chart = chart_of(
-        EXCEPTIONS, states={"pick": "done", "pack": "current", "ship": "overdue", "call": "skipped", "refund": "waiting"}
+        EXCEPTIONS,
+        states={"pick": "done", "pack": "current", "ship": "overdue", "call": "skipped", "refund": "waiting"},
     )
     html = render(chart, "Flowchart of <Ship>")
     assert 'aria-label="Flowchart of &lt;Ship&gt;"' in html

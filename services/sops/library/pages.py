@@ -21,12 +21,12 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from services.settings import Settings
 from services.sops.definition import HUMAN_STEPS, ExceptionKind, Step
+from services.sops.engine import Actor
 from services.sops.procedures import service as procedures
 from services.sops.procedures.flow import NumberedStep, flow_graph
 from services.sops.procedures.library import LibraryEntry, library, library_entry
 from services.sops.runs import service as runs
 from services.sops.runs.service import TaskFilters
-from services.sops.engine import Actor
 from services.web.flowchart import layout
 from services.web.forms import form_errors, form_fields
 from services.web.i18n import translate
@@ -53,7 +53,9 @@ def step_path(procedure_id: uuid.UUID, key: str) -> str:
 def qr_svg(url: str) -> Markup:
     """A QR code of ``url`` as inline SVG (sized by CSS), dark modules drawn as one path."""
     code = segno.make(url, error="m", micro=False)
-    svg = code.svg_inline(scale=1, border=2, omitsize=True, svgclass="qr", lineclass="qr-dark", dark="#000", light="#fff")
+    svg = code.svg_inline(
+        scale=1, border=2, omitsize=True, svgclass="qr", lineclass="qr-dark", dark="#000", light="#fff"
+    )
     return Markup(svg)  # noqa: S704 - segno writes the markup; the URL is ours
 
 
@@ -196,7 +198,14 @@ class LibraryPages(Controller):
         entry = await library_entry(db, member.member, procedure_id)
         base = settings.public_url.rstrip("/")
         head = f"{base}{procedure_path(procedure_id)}"
-        cells = [QrCell(entry.title, translate("Procedure · v{number}", member.locale, number=entry.version_number), head, qr_svg(head))]
+        cells = [
+            QrCell(
+                entry.title,
+                translate("Procedure · v{number}", member.locale, number=entry.version_number),
+                head,
+                qr_svg(head),
+            )
+        ]
         for numbered in entry.steps(member.locale):
             if numbered.number is None:
                 continue

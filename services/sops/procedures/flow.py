@@ -24,7 +24,6 @@ from services.sops.definition import (
     MemberOwner,
     Owner,
     ParallelStep,
-    RoleOwner,
     StarterOwner,
     Step,
     SubprocedureStep,
@@ -168,9 +167,9 @@ def flow_graph(
         step = entry.step
         name = step.title
         if isinstance(step, ParallelStep):
-            name = say("At the same time")
+            name = say(N_("At the same time"))
         elif isinstance(step, JoinStep):
-            name = say("When all are done")
+            name = say(N_("When all are done"))
         nodes.append(
             FlowNode(
                 key=step.key,
@@ -185,7 +184,7 @@ def flow_graph(
         )
 
     def back_to(target: str) -> str:
-        return say("Back to step {number}", number=number_of.get(target) or "")
+        return say(N_("Back to step {number}"), number=number_of.get(target) or "")
 
     for entry in numbered:
         step = entry.step
@@ -194,21 +193,28 @@ def flow_graph(
                 if branch.next:
                     edges.append(FlowEdge(step.key, branch.next, plain_condition(branch.when), "condition"))
             if step.default:
-                edges.append(FlowEdge(step.key, step.default, say("Otherwise"), "condition"))
+                edges.append(FlowEdge(step.key, step.default, say(N_("Otherwise")), "condition"))
         elif isinstance(step, ParallelStep):
             edges += [FlowEdge(step.key, b) for b in step.branches]
         elif isinstance(step, ApprovalStep):
             if step.next:
-                edges.append(FlowEdge(step.key, step.next, say("Approved") if step.on_reject.goto else "", "normal"))
+                edges.append(
+                    FlowEdge(step.key, step.next, say(N_("Approved")) if step.on_reject.goto else "", "normal")
+                )
             if step.on_reject.goto:
                 edges.append(
-                    FlowEdge(step.key, step.on_reject.goto, say("Rejected: {back}", back=back_to(step.on_reject.goto)), "condition")
+                    FlowEdge(
+                        step.key,
+                        step.on_reject.goto,
+                        say(N_("Rejected: {back}"), back=back_to(step.on_reject.goto)),
+                        "condition",
+                    )
                 )
         elif isinstance(step, ActionStep):
             if step.next:
                 edges.append(FlowEdge(step.key, step.next))
             if step.on_failure.goto:
-                edges.append(FlowEdge(step.key, step.on_failure.goto, say("If it fails"), "condition"))
+                edges.append(FlowEdge(step.key, step.on_failure.goto, say(N_("If it fails")), "condition"))
         else:
             nxt = getattr(step, "next", None)
             if nxt:
@@ -216,9 +222,15 @@ def flow_graph(
         if isinstance(step, HUMAN_STEPS):
             for kind in step.exceptions:
                 key = f"{step.key}!{kind.key}"
-                after = back_to(step.key) if kind.then == "resume" else say("Then the run stops")
+                after = back_to(step.key) if kind.then == "resume" else say(N_("Then the run stops"))
                 nodes.append(
-                    FlowNode(key, say("⚠ Problem: {type}", type=kind.label), role=after, kind="exception", lane="exception")
+                    FlowNode(
+                        key,
+                        say(N_("⚠ Problem: {type}"), type=kind.label),
+                        role=after,
+                        kind="exception",
+                        lane="exception",
+                    )
                 )
                 edges.append(FlowEdge(step.key, key, kind="exception"))
                 previous = key

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import uuid
 from dataclasses import dataclass
+from typing import Any
 
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -44,9 +45,7 @@ class LibraryEntry:
         return sum(1 for n in numbered_steps(self.definition, "en") if n.number is not None)
 
 
-async def _entries(
-    db: AsyncSession, principal: Principal, procedure_id: uuid.UUID | None = None
-) -> list[LibraryEntry]:
+async def _entries(db: AsyncSession, principal: Principal, procedure_id: uuid.UUID | None = None) -> list[LibraryEntry]:
     principal.require_tenant()
     statement = (
         select(
@@ -63,7 +62,7 @@ async def _entries(
     )
     if procedure_id is not None:
         statement = statement.where(Procedure.id == procedure_id)
-    latest = {}
+    latest: dict[uuid.UUID, Any] = {}
     for row in (await db.execute(statement)).all():
         latest.setdefault(row.id, row)
     if not latest:
