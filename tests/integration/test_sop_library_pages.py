@@ -190,10 +190,10 @@ async def test_the_qr_sheet_encodes_each_steps_guide(world: World) -> None:
     base = world.settings.public_url.rstrip("/")
     cells = re.findall(r'<li class="qr-cell">\s*(<svg.*?</svg>).*?<p class="qr-url">([^<]+)</p>', sheet.text, re.S)
     assert len(cells) == 6  # the procedure, then its five steps
-    urls = [url for _svg, url in cells]
+    urls = [f"{base.split('://')[0]}://{url}" for _svg, url in cells]
     assert urls[0] == f"{base}/sops/{procedure_id}"
     assert f"{base}/sops/{procedure_id}/steps/receive" in urls and f"{base}/sops/{procedure_id}/steps/call" in urls
-    for svg, url in cells:
+    for (svg, _printed), url in zip(cells, urls, strict=True):
         expected = segno.make(url, error="m", micro=False)
         assert _modules(svg) == {
             (col + 2, row + 2) for row, line in enumerate(expected.matrix) for col, bit in enumerate(line) if bit

@@ -66,6 +66,11 @@ class QrCell:
     url: str
     svg: Markup
 
+    @property
+    def short_url(self) -> str:
+        """The address as printed under the code: without its scheme."""
+        return self.url.split("://", 1)[-1]
+
 
 def _chart(entry: LibraryEntry, locale: str) -> Any:
     graph = flow_graph(entry.definition, locale, href=lambda key: step_path(entry.procedure_id, key))
