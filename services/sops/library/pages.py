@@ -14,7 +14,7 @@ from typing import Any
 import segno
 from litestar import Controller, Request, get, post
 from litestar.di import NamedDependency
-from litestar.params import FromQuery
+from litestar.params import FromPath, FromQuery
 from litestar.response import Redirect, Template
 from markupsafe import Markup
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -94,6 +94,16 @@ def _exceptions(step: Step) -> list[ExceptionKind]:
     return list(step.exceptions) if isinstance(step, HUMAN_STEPS) else []
 
 
+async def _my_task_at(db: AsyncSession, actor: Actor, procedure_id: uuid.UUID, step_key: str) -> Any:
+    """The viewer's open task at this step of the procedure (the soonest due), if they hold one."""
+    cursor: str | None = None
+    while True:
+        rows, cursor = await runs.my_tasks(db, actor, TaskFilters(procedure_id=procedure_id), cursor=cursor, limit=100)
+        found = next((r for r in rows if r.key == step_key), None)
+        if found is not None or cursor is None:
+            return found
+
+
 class LibraryPages(Controller):
     include_in_schema = False
 
@@ -113,7 +123,7 @@ class LibraryPages(Controller):
         self,
         member: NamedDependency[Viewer],
         db: NamedDependency[AsyncSession],
-        procedure_id: uuid.UUID,
+        procedure_id: FromPath[uuid.UUID],
         notice: FromQuery[str | None] = None,
     ) -> Template:
         entry = await library_entry(db, member.member, procedure_id)
@@ -133,7 +143,7 @@ class LibraryPages(Controller):
 
     @post("/sops/{procedure_id:uuid}/start")
     async def start(
-        self, member: NamedDependency[Viewer], db: NamedDependency[AsyncSession], procedure_id: uuid.UUID
+        self, member: NamedDependency[Viewer], db: NamedDependency[AsyncSession], procedure_id: FromPath[uuid.UUID]
     ) -> Template | Redirect:
         entry = await library_entry(db, member.member, procedure_id)
         try:
@@ -151,7 +161,7 @@ class LibraryPages(Controller):
         request: Request[Any, Any, Any],
         member: NamedDependency[Viewer],
         db: NamedDependency[AsyncSession],
-        procedure_id: uuid.UUID,
+        procedure_id: FromPath[uuid.UUID],
     ) -> Redirect:
         entry = await library_entry(db, member.member, procedure_id)
         fields = await form_fields(request)
@@ -170,14 +180,13 @@ class LibraryPages(Controller):
         self,
         member: NamedDependency[Viewer],
         db: NamedDependency[AsyncSession],
-        procedure_id: uuid.UUID,
-        step_key: str,
+        procedure_id: FromPath[uuid.UUID],
+        step_key: FromPath[str],
         notice: FromQuery[str | None] = None,
     ) -> Template:
         entry = await library_entry(db, member.member, procedure_id)
         found, steps = _step(entry, step_key, member.locale)
-        rows, _cursor = await runs.my_tasks(db, _actor(member), TaskFilters(procedure_id=procedure_id), limit=50)
-        task = next((r for r in rows if r.key == step_key), None)
+        task = await _my_task_at(db, _actor(member), procedure_id, step_key)
         return page(
             member,
             "sops/step.html",
@@ -198,7 +207,7 @@ class LibraryPages(Controller):
         member: NamedDependency[Viewer],
         db: NamedDependency[AsyncSession],
         settings: NamedDependency[Settings],
-        procedure_id: uuid.UUID,
+        procedure_id: FromPath[uuid.UUID],
     ) -> Template:
         entry = await library_entry(db, member.member, procedure_id)
         base = settings.public_url.rstrip("/")
