@@ -374,6 +374,7 @@ def layout(graph: FlowGraph) -> Flowchart:
             continue
         drawn.append(_side(edge, placed, occupied, lane_x))
 
+    drawn = _spread_labels(drawn)
     width = max((p.right for p in placed.values()), default=0) + MARGIN
     height = max((p.bottom for p in placed.values()), default=0) + MARGIN
     for edge_drawn in drawn:
@@ -463,14 +464,39 @@ def _forward(
     source, target = placed[chain[0]], placed[chain[-1]]
     at = (source.cx if source.node.kind not in BARS else _bar_x(source, chain[1], placed, points), source.bottom)
     line = [at]
+    first_hop: tuple[float, float] | None = None
     for dummy in chain[1:-1]:
         x, top, bottom = points[dummy]
         line += _orthogonal(line[-1], (x, top))
+        first_hop = first_hop or (x, top)
         line.append((x, bottom))
     end_x = target.cx if target.node.kind not in BARS else min(max(line[-1][0], target.x + 16), target.right - 16)
     line += _orthogonal(line[-1], (end_x, target.y))
-    # The label sits beside the last stretch into the target, in the gap above it.
-    return _edge(edge, line, end_x + 6, target.y - 10)
+    # The label sits beside the first stretch down after the edge leaves its source (where the
+    # ways of a decision have parted), in the gap above the next layer.
+    label_x, label_y = first_hop or (end_x, target.y)
+    return _edge(edge, line, label_x + 6, label_y - 10)
+
+
+def _spread_labels(edges: list[PlacedEdge]) -> list[PlacedEdge]:
+    """Labels that would cover one another: a later one moves up a line, then to the left of its edge."""
+    taken: list[tuple[float, float, float]] = []  # x, y, width
+    out = []
+    for edge in edges:
+        if not edge.label:
+            out.append(edge)
+            continue
+        x, y = edge.label_x, edge.label_y
+        for candidate in ((x, y), (x, y - 22), (x - edge.label_width - 12, y), (x - edge.label_width - 12, y - 22)):
+            if not any(
+                abs(candidate[1] - ty) < 22 and candidate[0] < tx + tw and tx < candidate[0] + edge.label_width
+                for tx, ty, tw in taken
+            ):
+                x, y = candidate
+                break
+        taken.append((x, y, edge.label_width))
+        out.append(PlacedEdge(edge.edge, edge.points, edge.label, x, y, edge.label_width, edge.back))
+    return out
 
 
 def _bar_x(

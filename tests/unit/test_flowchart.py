@@ -268,3 +268,34 @@ def test_a_loop_without_an_approval_is_still_laid_out() -> None:
     ys = {p.node.key: p.y for p in chart.nodes}
     assert ys["a"] < ys["b"] < ys["c"]
     assert len(chart.edges) == 3
+
+
+def label_box(e: Any) -> tuple[float, float, float, float]:
+    return (e.label_x - 4, e.label_y - 15, e.label_x - 4 + e.label_width, e.label_y + 5)
+
+
+@pytest.mark.parametrize("name", list(ALL))
+def test_edge_labels_never_cover_each_other_or_a_box(name: str) -> None:
+    chart = chart_of(ALL[name])
+    labels = [label_box(e) for e in chart.edges if e.label]
+    for a, b in itertools.combinations(labels, 2):
+        assert not (a[0] < b[2] and b[0] < a[2] and a[1] < b[3] and b[1] < a[3]), (a, b)
+    for x1, y1, x2, y2 in labels:
+        for box in chart.nodes:
+            assert not (x1 < box.right and box.x < x2 and y1 < box.bottom and box.y < y2), box.node.key
+
+
+def test_two_ways_to_the_same_step_share_one_line() -> None:
+    d = definition(
+        "check",
+        {
+            "kind": "decision",
+            "key": "check",
+            "title": "Check",
+            "branches": [{"when": "data.amount > 5000", "next": "ship"}],
+            "default": "ship",
+        },
+        task("ship"),
+    )
+    chart = chart_of(d)
+    assert len(chart.edges) == 1 and chart.edges[0].edge.label == "amount > 5000 / Otherwise"

@@ -239,4 +239,18 @@ def flow_graph(
                     previous = fallback
                 if kind.then == "resume":
                     edges.append(FlowEdge(previous, step.key, kind="return"))
-    return FlowGraph(tuple(nodes), tuple(edges))
+    return FlowGraph(tuple(nodes), _merged(edges))
+
+
+def _merged(edges: list[FlowEdge]) -> tuple[FlowEdge, ...]:
+    """One edge per pair of steps: two ways of a decision to the same step share a line and their labels."""
+    merged: dict[tuple[str, str, str], FlowEdge] = {}
+    for edge in edges:
+        key = (edge.source, edge.target, edge.kind)
+        before = merged.get(key)
+        if before is None:
+            merged[key] = edge
+        else:
+            label = " / ".join(part for part in (before.label, edge.label) if part)
+            merged[key] = FlowEdge(edge.source, edge.target, label, edge.kind)
+    return tuple(merged.values())
