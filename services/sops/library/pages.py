@@ -116,7 +116,15 @@ class LibraryPages(Controller):
         notice: FromQuery[str | None] = None,
     ) -> Template:
         entries = await library(db, member.member, q[:200])
-        return page(member, "sops/library.html", nav_current="library", notice=notice, entries=entries, q=q[:200])
+        return page(
+            member,
+            "sops/library.html",
+            nav_current="library",
+            notice=notice,
+            entries=entries,
+            q=q[:200],
+            main_class="wide",
+        )
 
     @get("/sops/{procedure_id:uuid}")
     async def procedure_page(
@@ -135,6 +143,7 @@ class LibraryPages(Controller):
             "sops/procedure.html",
             status_code=status_code,
             nav_current="library",
+            main_class="wide",
             entry=entry,
             steps=entry.steps(viewer.locale),
             chart=_chart(entry, viewer.locale),
@@ -228,7 +237,9 @@ class LibraryPages(Controller):
             subtitle = f"{entry.title} · v{entry.version_number}"
             cells.append(QrCell(title, subtitle, url, qr_svg(url)))
         sheets = [cells[i : i + 12] for i in range(0, len(cells), 12)]
-        return page(member, "sops/qr_sheet.html", nav_current="library", entry=entry, sheets=sheets, focus=True)
+        return page(
+            member, "sops/qr_sheet.html", nav_current="library", entry=entry, sheets=sheets, main_class="wide qr-page"
+        )
 
 
 PAGES = [LibraryPages]
