@@ -196,7 +196,7 @@ async def test_the_qr_sheet_encodes_each_steps_guide(world: World) -> None:
     for (svg, _printed), url in zip(cells, urls, strict=True):
         expected = segno.make(url, error="m", micro=False)
         assert _modules(svg) == {
-            (col + 2, row + 2) for row, line in enumerate(expected.matrix) for col, bit in enumerate(line) if bit
+            (col + 4, row + 4) for row, line in enumerate(expected.matrix) for col, bit in enumerate(line) if bit
         }
     assert "Step 1: Receive the order" in sheet.text and "Fulfil an order · v1" in sheet.text
 

@@ -27,7 +27,7 @@ from services.sops.procedures.flow import NumberedStep, flow_graph
 from services.sops.procedures.library import LibraryEntry, library, library_entry
 from services.sops.runs import service as runs
 from services.sops.runs.service import TaskFilters
-from services.web.flowchart import layout
+from services.web.flowchart import Flowchart, layout
 from services.web.forms import form_errors, form_fields
 from services.web.i18n import translate
 from services.web.markdown import render_markdown
@@ -51,10 +51,10 @@ def step_path(procedure_id: uuid.UUID, key: str) -> str:
 
 
 def qr_svg(url: str) -> Markup:
-    """A QR code of ``url`` as inline SVG (sized by CSS), dark modules drawn as one path."""
+    """A QR code of ``url`` as inline SVG (sized by CSS; the standard quiet zone of four modules)."""
     code = segno.make(url, error="m", micro=False)
     svg = code.svg_inline(
-        scale=1, border=2, omitsize=True, svgclass="qr", lineclass="qr-dark", dark="#000", light="#fff"
+        scale=1, border=4, omitsize=True, svgclass="qr", lineclass="qr-dark", dark="#000", light="#fff"
     )
     return Markup(svg)  # noqa: S704 - segno writes the markup; the URL is ours
 
@@ -72,7 +72,7 @@ class QrCell:
         return self.url.split("://", 1)[-1]
 
 
-def _chart(entry: LibraryEntry, locale: str) -> Any:
+def _chart(entry: LibraryEntry, locale: str) -> Flowchart:
     graph = flow_graph(entry.definition, locale, href=lambda key: step_path(entry.procedure_id, key))
     return layout(graph)
 
