@@ -307,11 +307,14 @@ def layout(graph: FlowGraph) -> Flowchart:
         chains.append((*chain, edge.target))
 
     # The main path: from the start, the first way on, every time.
+    first_way: dict[str, tuple[str, ...]] = {}
+    for chain_ in chains:
+        first_way.setdefault(chain_[0], chain_)
     main: set[str] = set()
     walker: str | None = main_keys[0] if main_keys else None
     while walker is not None and walker not in main:
         main.add(walker)
-        way = next((c for c in chains if c[0] == walker), None)
+        way = first_way.get(walker)
         if way is None:
             break
         main.update(way[1:-1])
@@ -423,14 +426,11 @@ def _free(row: list[str], column: int) -> bool:
 
 def _rows_right_of(placed: dict[str, PlacedNode]) -> dict[str, bool]:
     """Whether another main-lane box sits to the right of a box in its row."""
-    result = {}
-    for key, box in placed.items():
-        result[key] = any(
-            other.node.lane == "main" and other.x > box.x and other.y < box.bottom and box.y < other.bottom
-            for k, other in placed.items()
-            if k != key
-        )
-    return result
+    rightmost: dict[float, float] = {}  # a row's top -> the left edge of its rightmost main box
+    for box in placed.values():
+        if box.node.lane == "main":
+            rightmost[box.y] = max(rightmost.get(box.y, box.x), box.x)
+    return {key: box.x < rightmost.get(box.y, box.x) for key, box in placed.items()}
 
 
 def _orthogonal(start: tuple[float, float], end: tuple[float, float]) -> list[tuple[float, float]]:

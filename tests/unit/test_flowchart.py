@@ -299,3 +299,11 @@ def test_two_ways_to_the_same_step_share_one_line() -> None:
     )
     chart = chart_of(d)
     assert len(chart.edges) == 1 and chart.edges[0].edge.label == "amount > 5000 / Otherwise"
+
+
+def test_a_very_long_procedure_is_laid_out_without_recursion() -> None:
+    count = 1500
+    steps = [task(f"s{i}", f"s{i + 1}" if i < count - 1 else None) for i in range(count)]
+    chart = chart_of(definition("s0", *steps))
+    assert len(chart.nodes) == count and chart.columns == 1
+    assert [n.number for n in numbered_steps(definition("s0", *steps), "en")][-1] == count

@@ -77,18 +77,22 @@ def numbered_steps(definition: Definition, locale: str) -> list[NumberedStep]:
     back: set[tuple[str, str]] = set()
     on_path: set[str] = set()
 
-    def visit(key: str) -> None:
-        preorder[key] = len(preorder)
-        on_path.add(key)
-        for target in successors(steps[key], fallbacks=False):
-            if target in on_path:
+    if definition.start in steps:
+        preorder[definition.start] = 0
+        on_path.add(definition.start)
+        stack = [(definition.start, iter(successors(steps[definition.start], fallbacks=False)))]
+        while stack:
+            key, ways = stack[-1]
+            target = next(ways, None)
+            if target is None:
+                on_path.discard(key)
+                stack.pop()
+            elif target in on_path:
                 back.add((key, target))
             elif target not in preorder and target in steps:
-                visit(target)
-        on_path.discard(key)
-
-    if definition.start in steps:
-        visit(definition.start)
+                preorder[target] = len(preorder)
+                on_path.add(target)
+                stack.append((target, iter(successors(steps[target], fallbacks=False))))
     # Then topologically, ties by that preorder: a step comes after every step that leads to it.
     waiting = dict.fromkeys(preorder, 0)
     for key in preorder:
