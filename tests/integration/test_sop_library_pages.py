@@ -220,3 +220,38 @@ async def test_another_workspace_sees_nothing(world: World) -> None:
     assert (await form(b, f"/sops/{procedure_id}/start")).status_code == 404
     api_ack = await b.post(f"/api/v1/procedures/{procedure_id}/versions/{version_id}/acknowledge")
     assert api_ack.status_code == 404
+
+
+async def test_a_procedure_about_a_record_is_not_started_from_the_library(world: World) -> None:
+    api, _ = await world.signup(locale="en")
+    collection = await api.post(
+        "/api/v1/collections",
+        {
+            "key": f"orders_{uuid.uuid4().hex[:6]}",
+            "name": "Orders",
+            "fields": [{"key": "status", "label": "Status", "type": "text"}],
+        },
+    )
+    assert collection.status_code == 201, collection.text
+    created = await api.post(
+        "/api/v1/procedures",
+        {
+            "key": "about_orders",
+            "title": "Handle an order",
+            "collection_id": collection.json()["id"],
+            "definition": definition(),
+        },
+    )
+    assert created.status_code == 201, created.text
+    procedure = created.json()
+    published = await api.post(
+        f"/api/v1/procedures/{procedure['id']}/versions/{procedure['draft_version_id']}/publish", {"change_note": "v1"}
+    )
+    assert published.status_code == 200, published.text
+    page = await api.get(f"/sops/{procedure['id']}")
+    assert "start it from that record" in page.text and ">Start a run<" not in page.text
+    refused = await form(api, f"/sops/{procedure['id']}/start")
+    assert refused.status_code == 422
+    assert "A run of this procedure is about one record: start it from that record." in refused.text
+    runs = await api.get("/api/v1/runs")
+    assert runs.json()["items"] == []

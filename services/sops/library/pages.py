@@ -29,11 +29,13 @@ from services.sops.runs import service as runs
 from services.sops.runs.service import TaskFilters
 from services.web.flowchart import Flowchart, layout
 from services.web.forms import form_errors, form_fields
-from services.web.i18n import translate
+from services.web.i18n import N_, translate
 from services.web.markdown import render_markdown
 from services.web.pages import page, redirect
 from services.web.viewer import Viewer
 from tenants.errors import NotFound, ProblemError
+
+NEEDS_RECORD = N_("A run of this procedure is about one record: start it from that record.")
 
 
 def _actor(viewer: Viewer) -> Actor:
@@ -159,9 +161,12 @@ class LibraryPages(Controller):
             async with db.begin_nested():
                 run = await runs.start_run(db, procedure_id, _actor(member))
         except ProblemError as error:
-            errors = form_errors(error, {}, member.locale)
+            if any(problem.pointer == "/record_id" for problem in error.errors):
+                message = translate(NEEDS_RECORD, member.locale)
+            else:
+                message = " ".join(form_errors(error, {}, member.locale).values())
             status = error.status if error.status != 400 else 422
-            return self._procedure(member, entry, status_code=status, start_error=" ".join(errors.values()))
+            return self._procedure(member, entry, status_code=status, start_error=message)
         return redirect(f"/runs/{run.id}")
 
     @post("/sops/{procedure_id:uuid}/acknowledge")

@@ -31,6 +31,7 @@ class LibraryEntry:
     definition: Definition
     owner_id: uuid.UUID
     acknowledged: bool  # the viewer confirmed reading this version
+    collection_id: uuid.UUID | None = None  # a run is about one record of it: started from the record
 
     @property
     def needs_acknowledgement(self) -> bool:
@@ -53,6 +54,7 @@ async def _entries(db: AsyncSession, principal: Principal, procedure_id: uuid.UU
             Procedure.title,
             Procedure.purpose,
             Procedure.owner_id,
+            Procedure.collection_id,
             ProcedureVersion.id.label("version_id"),
             ProcedureVersion.number,
         )
@@ -93,6 +95,7 @@ async def _entries(db: AsyncSession, principal: Principal, procedure_id: uuid.UU
             definition=definitions[row.version_id],
             owner_id=row.owner_id,
             acknowledged=row.version_id in acknowledged,
+            collection_id=row.collection_id,
         )
         for row in latest.values()
     ]
