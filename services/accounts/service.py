@@ -70,6 +70,7 @@ from services.accounts.workspace import (
     member_contacts,
     member_ids_with_role,
     member_locales,
+    tenant_locale,
     update_tenant,
 )
 from services.names import clean_name, name_problems
@@ -123,6 +124,7 @@ __all__ = [
     "signup",
     "signup_problems",
     "switch_tenant",
+    "tenant_locale",
     "tenants_of",
     "update_profile",
     "update_tenant",
