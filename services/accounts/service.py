@@ -57,7 +57,7 @@ from services.accounts.members import (
 from services.accounts.models import User
 from services.accounts.passwords import password_problems, personal_words
 from services.accounts.profile import set_own_locale, update_profile
-from services.accounts.schemas import SignupIn
+from services.accounts.schemas import InvitationIn, SignupIn
 from services.accounts.workspace import (
     MemberContact,
     _timezone_ok,
@@ -82,6 +82,15 @@ from tenants import provisioning
 from tenants.base import new_id
 from tenants.errors import Conflict, FieldProblem
 from tenants.models import LOCALES, Industry, Tenant
+from tenants.principal import Principal
+
+
+async def invite_by_email(
+    session: AsyncSession, principal: Principal, email: str, settings: Settings, role: str = "member"
+) -> None:
+    """Invite ``email`` to the workspace (admin): the same checks and mail as the invitations API."""
+    await invite(session, principal, InvitationIn(email=email, role=role), settings)
+
 
 __all__ = [
     "INVITATION_TOKEN",
@@ -102,6 +111,7 @@ __all__ = [
     "hash_password",
     "hash_token",
     "invite",
+    "invite_by_email",
     "list_entities",
     "list_invitations",
     "list_members",

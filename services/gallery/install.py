@@ -559,7 +559,7 @@ async def install(
         return report
     language = _language(data.language or (await accounts.current_tenant(db, principal)).locale)
     roles, assignments = await _map_roles(db, pack, data.roles)
-    renamed, existing = await _collection_keys(db, pack, data.collections)
+    renamed, kept_collections = await _collection_keys(db, pack, data.collections)
     conflicts, clashes = await _name_conflicts(db, list(pack.items), data.collections)
     if conflicts:
         raise KeysTaken(
@@ -591,7 +591,7 @@ async def install(
         frozenset(p.name for p in missing),
         reporter,
         renamed=renamed,
-        existing=existing,
+        existing=kept_collections,
     )
     sample_count = sum(len(i.data.get("samples") or []) > 0 for i in pack.of_kind("collection")) if data.samples else 0
     reporter.total = len(pack.items) + sample_count
@@ -608,13 +608,14 @@ async def install(
                 f"the role '{assignment.role}' has no member: nobody can claim its steps until an admin assigns them"
             )
     await db.flush()
+    existing_keys = {("collection", key) for key in kept_collections}
     items_out = [
         InstalledItemOut(
             kind=i.kind,
             key=i.key,
             object_id=installer.ids[(i.kind, i.key)],
             installed_key=installer.installed_key(i),
-            note="the workspace's existing collection" if i.kind == "collection" and i.key in existing else None,
+            note="the workspace's existing collection" if (i.kind, i.key) in existing_keys else None,
         )
         for i in pack.items
     ]

@@ -228,7 +228,7 @@ async def test_customise_then_upgrade_by_three_way_merge(world: World, offered: 
     """The story: install 1.0.0, customise (a step renamed, an SLA changed, a field added, a
     condition changed), start a run, then upgrade to 1.1.0 which also changed the SLA and the
     condition, renamed another step, added a step and a field."""
-    api, body = await world.signup(locale="zh-CN")
+    api, _ = await world.signup(locale="zh-CN")
     assert (await _install(api)).status_code == 201
     procedure = await _procedure(api, "ship_order")
     orders = await _collection(api, "shop_orders")
