@@ -12,6 +12,7 @@ from typing import Any
 
 from litestar import Controller, Request, get, post
 from litestar.di import NamedDependency
+from litestar.params import FromQuery
 from litestar.response import Redirect, Template
 from litestar.status_codes import HTTP_422_UNPROCESSABLE_ENTITY
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -44,6 +45,8 @@ INDUSTRY_LABELS = {
     Industry.GENERAL.value: N_("Other"),
 }
 LANGUAGE_LABELS = {"zh-CN": "中文", "en": "English"}
+# A mailed link's page holds its token in the address: no other page or cache is told it.
+LINK_PAGE_HEADERS = {"Referrer-Policy": "no-referrer", "Cache-Control": "no-store"}
 
 
 def _labels(viewer: Viewer, **labels: str) -> dict[str, str]:
@@ -110,7 +113,7 @@ class AccountPages(Controller):
 
     @get("/login")
     async def login_form(
-        self, viewer: NamedDependency[Viewer], next: str | None = None, notice: str | None = None
+        self, viewer: NamedDependency[Viewer], next: FromQuery[str | None] = None, notice: FromQuery[str | None] = None
     ) -> Template | Redirect:
         if viewer.signed_in:
             return redirect(safe_next(next))
@@ -162,9 +165,9 @@ class AccountPages(Controller):
     # ------------------------------------------------------------ the mailed links
 
     @get("/verify-email")
-    async def verify_email_form(self, viewer: NamedDependency[Viewer], token: str = "") -> Template:
+    async def verify_email_form(self, viewer: NamedDependency[Viewer], token: FromQuery[str] = "") -> Template:
         # Opening the link changes nothing (mail scanners open links); the button confirms.
-        return page(viewer, "accounts/verify_email.html", token=token)
+        return page(viewer, "accounts/verify_email.html", token=token, headers=LINK_PAGE_HEADERS)
 
     @post("/verify-email")
     async def verify_email(
@@ -210,8 +213,8 @@ class AccountPages(Controller):
         return redirect("/login", notice="reset_sent")
 
     @get("/reset-password")
-    async def reset_password_form(self, viewer: NamedDependency[Viewer], token: str = "") -> Template:
-        return page(viewer, "accounts/reset_password.html", token=token)
+    async def reset_password_form(self, viewer: NamedDependency[Viewer], token: FromQuery[str] = "") -> Template:
+        return page(viewer, "accounts/reset_password.html", token=token, headers=LINK_PAGE_HEADERS)
 
     @post("/reset-password")
     async def reset_password(
@@ -235,8 +238,8 @@ class AccountPages(Controller):
         return redirect("/app", notice="password_reset", cookies=[session_cookie(raw, settings)])
 
     @get("/invitations/accept")
-    async def accept_invitation_form(self, viewer: NamedDependency[Viewer], token: str = "") -> Template:
-        return page(viewer, "accounts/accept_invitation.html", token=token, values={})
+    async def accept_invitation_form(self, viewer: NamedDependency[Viewer], token: FromQuery[str] = "") -> Template:
+        return page(viewer, "accounts/accept_invitation.html", token=token, values={}, headers=LINK_PAGE_HEADERS)
 
     @post("/invitations/accept")
     async def accept_invitation(
@@ -274,7 +277,7 @@ class AccountPages(Controller):
     # ------------------------------------------------------------ my settings
 
     @get("/me")
-    async def settings_page(self, member: NamedDependency[Viewer], notice: str | None = None) -> Template:
+    async def settings_page(self, member: NamedDependency[Viewer], notice: FromQuery[str | None] = None) -> Template:
         return page(member, "accounts/settings.html", nav_current="me", notice=notice, **_settings_context(member))
 
     @post("/me/profile")
