@@ -76,4 +76,5 @@ class OnboardingWizard(TenantScoped, Base):
     # {"packs": [...], "roles": {pack: {role: choice}}, "samples": bool, "collections": {...}, "results": {...}}
     state: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
     updated_by: Mapped[uuid.UUID | None] = mapped_column(default=None)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(default=utcnow)

@@ -29,6 +29,7 @@ def upgrade() -> None:
         sa.Column("step", sa.Integer(), nullable=False),
         sa.Column("state", sa.JSON(), nullable=False),
         sa.Column("updated_by", sa.Uuid(), nullable=True),
+        sa.Column("created_at", tenants.base.UTCDateTime(timezone=True), nullable=False),
         sa.Column("updated_at", tenants.base.UTCDateTime(timezone=True), nullable=False),
         sa.ForeignKeyConstraint(
             ["tenant_id"], ["tenants.id"], name=op.f("fk_onboarding_wizards_tenant_id_tenants"), ondelete="CASCADE"
