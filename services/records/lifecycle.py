@@ -133,7 +133,8 @@ async def rename_collection_key(
 
 async def count_samples(db: AsyncSession, collection_ids: Iterable[uuid.UUID] | None = None) -> int:
     """How many live sample records the workspace holds (in ``collection_ids`` when given)."""
-    query = select(func.count()).where(Record.sample.is_(True), Record.deleted_at.is_(None))
+    # select_from names the entity, so that the tenant criterion reaches this count.
+    query = select(func.count()).select_from(Record).where(Record.sample.is_(True), Record.deleted_at.is_(None))
     ids = list(collection_ids) if collection_ids is not None else None
     if ids is not None:
         query = query.where(Record.collection_id.in_(ids))

@@ -8,14 +8,17 @@ from __future__ import annotations
 
 import dataclasses
 import re
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from services.db import open_session
 from services.gallery import service as gallery
 from services.gallery.install import rekey, vacate
+from services.records import service as records
 from tests.conftest import World, deliver_events
 
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "packs"
@@ -226,9 +229,14 @@ async def test_unassigned_roles_are_reported_and_never_the_owners(world: World, 
     assert step["assignee_id"] is None
 
 
+async def _sample_count(body: dict[str, Any]) -> int:
+    async with open_session(uuid.UUID(body["tenant"]["id"])) as db:
+        return await records.count_samples(db)
+
+
 async def test_samples_are_marked_and_removed_in_one_call(world: World, offered: None) -> None:
-    api, _ = await world.signup()
-    other, _ = await world.signup()
+    api, mine = await world.signup()
+    other, theirs_body = await world.signup()
     for each in (api, other):
         assert (await _install(each)).status_code == 201
     orders = (await _collections(api))["shop_orders"]
@@ -240,6 +248,7 @@ async def test_samples_are_marked_and_removed_in_one_call(world: World, offered:
     assert removed.status_code == 200 and removed.json() == {"deleted": 1}
     assert [r["values"]["order_no"] for r in await _records(api, orders["id"])] == ["R-1"]
     assert (await api.post("/api/v1/collections/delete-samples")).json() == {"deleted": 0}
+    assert (await _sample_count(mine), await _sample_count(theirs_body)) == (0, 1)  # each counts its own
     # The other workspace's samples are its own.
     theirs = (await _collections(other))["shop_orders"]
     assert [r["sample"] for r in await _records(other, theirs["id"])] == [True]
