@@ -8,7 +8,7 @@ from typing import Any
 
 from litestar import Controller, Request, get, post
 from litestar.di import NamedDependency
-from litestar.params import FromPath
+from litestar.params import FromPath, FromQuery
 from litestar.response import Redirect, Template
 from litestar.status_codes import HTTP_422_UNPROCESSABLE_ENTITY
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -209,7 +209,7 @@ class OnboardingPages(Controller):
 
     @get("/done")
     async def done(
-        self, member: NamedDependency[Viewer], db: NamedDependency[AsyncSession], notice: str | None = None
+        self, member: NamedDependency[Viewer], db: NamedDependency[AsyncSession], notice: FromQuery[str | None] = None
     ) -> Template | Redirect:
         wizard = await onboarding.load(db, member.member)
         if wizard.step < 4:
