@@ -27,6 +27,7 @@ from services.sops.definition import (
     StarterOwner,
     Step,
     SubprocedureStep,
+    VacantOwner,
     WaitStep,
     successors,
 )
@@ -52,6 +53,8 @@ def owner_label(owner: Owner, locale: str) -> str:
         return translate("A named member", locale)
     if isinstance(owner, FieldOwner):
         return translate("The person named in the run", locale)
+    if isinstance(owner, VacantOwner):
+        return translate("Nobody yet ({role})", locale, role=owner.role)
     return translate(ROLE_LABELS.get(owner.role.value, owner.role.value), locale)
 
 
