@@ -11,8 +11,13 @@ import pytest
 
 from services.openapi import OPENAPI_JSON_PATH
 from services.openapi.document import documented_operations
-from tests.e2e.test_link_pages import CHROMIUM_FLAGS, chromium  # noqa: F401  (the fixture)
+from tests.e2e.pages import CHROMIUM_FLAGS, chromium_path
 from tests.embedded_server import EmbeddedServer as Server
+
+
+@pytest.fixture(scope="module")
+def chromium() -> str:
+    return chromium_path()
 
 
 @pytest.fixture(scope="module")
@@ -22,7 +27,7 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
     running.stop()
 
 
-def test_docs_render_every_operation_of_the_document(chromium: str, server: Server) -> None:  # noqa: F811
+def test_docs_render_every_operation_of_the_document(chromium: str, server: Server) -> None:
     from playwright.sync_api import sync_playwright
 
     document = httpx.get(server.base + OPENAPI_JSON_PATH, timeout=10).json()
