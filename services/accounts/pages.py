@@ -12,6 +12,7 @@ from typing import Any
 
 from litestar import Controller, Request, get, post
 from litestar.di import NamedDependency
+from litestar.params import FromQuery
 from litestar.response import Redirect, Template
 from litestar.status_codes import HTTP_422_UNPROCESSABLE_ENTITY
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -109,7 +110,7 @@ class AccountPages(Controller):
 
     @get("/login")
     async def login_form(
-        self, viewer: NamedDependency[Viewer], next: str | None = None, notice: str | None = None
+        self, viewer: NamedDependency[Viewer], next: FromQuery[str | None] = None, notice: FromQuery[str | None] = None
     ) -> Template | Redirect:
         if viewer.signed_in:
             return redirect(safe_next(next))
@@ -161,7 +162,7 @@ class AccountPages(Controller):
     # ------------------------------------------------------------ the mailed links
 
     @get("/verify-email")
-    async def verify_email_form(self, viewer: NamedDependency[Viewer], token: str = "") -> Template:
+    async def verify_email_form(self, viewer: NamedDependency[Viewer], token: FromQuery[str] = "") -> Template:
         # Opening the link changes nothing (mail scanners open links); the button confirms.
         return page(viewer, "accounts/verify_email.html", token=token)
 
@@ -209,7 +210,7 @@ class AccountPages(Controller):
         return redirect("/login", notice="reset_sent")
 
     @get("/reset-password")
-    async def reset_password_form(self, viewer: NamedDependency[Viewer], token: str = "") -> Template:
+    async def reset_password_form(self, viewer: NamedDependency[Viewer], token: FromQuery[str] = "") -> Template:
         return page(viewer, "accounts/reset_password.html", token=token)
 
     @post("/reset-password")
@@ -234,7 +235,7 @@ class AccountPages(Controller):
         return redirect("/app", notice="password_reset", cookies=[session_cookie(raw, settings)])
 
     @get("/invitations/accept")
-    async def accept_invitation_form(self, viewer: NamedDependency[Viewer], token: str = "") -> Template:
+    async def accept_invitation_form(self, viewer: NamedDependency[Viewer], token: FromQuery[str] = "") -> Template:
         return page(viewer, "accounts/accept_invitation.html", token=token, values={})
 
     @post("/invitations/accept")
@@ -273,7 +274,7 @@ class AccountPages(Controller):
     # ------------------------------------------------------------ my settings
 
     @get("/me")
-    async def settings_page(self, member: NamedDependency[Viewer], notice: str | None = None) -> Template:
+    async def settings_page(self, member: NamedDependency[Viewer], notice: FromQuery[str | None] = None) -> Template:
         return page(member, "accounts/settings.html", nav_current="me", notice=notice, **_settings_context(member))
 
     @post("/me/profile")
