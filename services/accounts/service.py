@@ -70,6 +70,7 @@ from services.accounts.workspace import (
     member_contacts,
     member_ids_with_role,
     member_locales,
+    member_names,
     update_tenant,
 )
 from services.names import clean_name, name_problems
@@ -109,6 +110,7 @@ __all__ = [
     "member_contacts",
     "member_ids_with_role",
     "member_locales",
+    "member_names",
     "member_tenant_ids",
     "new_password_problems",
     "new_token",
