@@ -117,6 +117,15 @@ async def test_empty_state(world: World) -> None:
     owner, _ = await world.signup()
     html = await page(owner, "/tasks")
     assert "No tasks yet. New tasks will appear here, and you will be notified." in html
+    chinese, _ = await world.signup(locale="zh-CN")
+    procedure = await publish(chinese, _flow("pick", "check", due_minutes=0), "订单履约")
+    await start(chinese, procedure, "A1024")
+    html = await page(chinese, "/tasks")
+    assert "<h1>待办</h1>" in html and "拣货" not in html
+    assert "Pick · 第 1/2 步" in html and "已超时" in html and "截止 今天" in html
+    assert "全部<span" in html and "指派给我" in html
+    empty = await page(chinese, "/tasks", view="claimable")
+    assert "没有符合筛选条件的待办。" in empty
 
 
 async def test_claim_from_the_page_without_and_with_htmx(world: World) -> None:
