@@ -270,6 +270,18 @@ async def test_dashboard_and_start_a_run(world: World) -> None:
     html = await page(owner, "/app")
     assert re.search(r"<span>Order fulfilment</span><strong>1 running</strong>", html)
     assert re.search(r"<strong>1</strong>To do", html)
+    assert "No open problems." in html
+
+    # An open exception shows with its kind's label and its run, and links to the run.
+    flow = _flow("pack")
+    flow["steps"][0]["exceptions"] = [{"key": "damaged", "label": "Damaged goods"}]
+    packing = await publish(owner, flow, "Packing")
+    run = await start(owner, packing, "B77")
+    raised = await owner.post(f"/api/v1/runs/{run['id']}/exceptions", {"kind": "damaged", "step_id": 1})
+    assert raised.status_code == 201, raised.text
+    html = await page(owner, "/app")
+    assert "Damaged goods" in html and f'href="/runs/{run["id"]}">B77</a> · Pack' in html
+    assert "Reported today" in html
 
     # Nothing chosen, or another workspace's procedure: the form again, with the problem beside it.
     missing = await owner.client.post("/app/start-run", data={"csrf_token": owner.csrf}, headers=ORIGIN)

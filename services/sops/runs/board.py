@@ -126,14 +126,15 @@ class TaskBoard:
     tasks: list[BoardTask]
     has_more: bool
     counts: TaskCounts
+    # The procedures the caller has open steps of (matching the search), by title: the filter's choices.
+    procedures: list[tuple[uuid.UUID, str]]
     now: datetime
 
 
-_BOARD_COLUMNS = (
+_STEP_COLUMNS = (
     _steps.c.run_id,
     _steps.c.run_title,
     _steps.c.procedure_id,
-    _procedures.c.title.label("procedure_title"),
     _steps.c.step_id,
     _steps.c.key,
     _steps.c.title,
@@ -143,7 +144,6 @@ _BOARD_COLUMNS = (
     _steps.c.role,
     _steps.c.ready_at,
     _steps.c.due_at,
-    _runs.c.version_id,
 )
 
 
@@ -173,23 +173,30 @@ def _filtered(query: Any, tenant_id: uuid.UUID, actor: Actor, filters: BoardFilt
     return query
 
 
-def _joined(tenant_id: uuid.UUID) -> Any:
-    return (
-        select(*_BOARD_COLUMNS)
-        .select_from(_steps)
-        .join(_runs, and_(_runs.c.tenant_id == _steps.c.tenant_id, _runs.c.id == _steps.c.run_id))
-        .join(
-            _procedures,
-            and_(_procedures.c.tenant_id == _steps.c.tenant_id, _procedures.c.id == _steps.c.procedure_id),
-        )
+def _with_names(steps: Any, tenant_id: uuid.UUID) -> Any:
+    """The rows of ``steps`` (a subquery of step columns) with their run's version and their
+    procedure's title, looked up by key for each chosen step (after the choice, not before it)."""
+    version = (
+        select(_runs.c.version_id)
+        .where(_runs.c.tenant_id == tenant_id, _runs.c.id == steps.c.run_id)
+        .scalar_subquery()
+        .label("version_id")
     )
+    title = (
+        select(_procedures.c.title)
+        .where(_procedures.c.tenant_id == tenant_id, _procedures.c.id == steps.c.procedure_id)
+        .scalar_subquery()
+        .label("procedure_title")
+    )
+    return select(steps, version, title).select_from(steps)
 
 
-async def _rows(db: AsyncSession, query: Any) -> list[Any]:
+async def _rows(db: AsyncSession, *queries: Any) -> list[list[Any]]:
+    """The rows of each statement, run on the session's connection (one planning setting for all)."""
     connection = await db.connection()
     if connection.dialect.name == "postgresql":
         await connection.execute(_CUSTOM_PLANS)  # see services.sops.runs.tasks.my_tasks
-    return list((await connection.execute(query)).all())
+    return [list((await connection.execute(query)).all()) for query in queries]
 
 
 async def _tasks_of(db: AsyncSession, rows: list[Any], now: datetime) -> list[BoardTask]:
@@ -228,26 +235,47 @@ async def _tasks_of(db: AsyncSession, rows: list[Any], now: datetime) -> list[Bo
 
 async def task_counts(db: AsyncSession, actor: Actor, filters: BoardFilters | None = None) -> TaskCounts:
     """How many of the caller's open steps each view holds (with the procedure and search filters)."""
-    tenant_id = _tenant(db)
-    now = utcnow()
-    scope = (
-        BoardFilters() if filters is None else BoardFilters(procedure_id=filters.procedure_id, search=filters.search)
+    filters = filters or BoardFilters()
+    (rows,) = await _rows(db, _counts_query(_tenant(db), actor, filters.search, utcnow()))
+    return _counts_of(rows, filters.procedure_id)
+
+
+def _counts_of(rows: list[Any], procedure_id: uuid.UUID | None) -> TaskCounts:
+    chosen = [r for r in rows if procedure_id is None or r.procedure_id == procedure_id]
+    return TaskCounts(
+        all=sum(r.all for r in chosen),
+        mine=sum(r.mine for r in chosen),
+        claimable=sum(r.claimable for r in chosen),
+        overdue=sum(r.overdue for r in chosen),
     )
+
+
+def _counts_query(tenant_id: uuid.UUID, actor: Actor, search: str, now: datetime) -> Any:
+    """The counts of every view per procedure (with its title): the procedures the caller has open
+    steps of are the choices of the procedure filter, and the counts come from the same rows."""
     count = func.count()
-    query = _filtered(
+    title = (
+        select(_procedures.c.title)
+        .where(_procedures.c.tenant_id == tenant_id, _procedures.c.id == _steps.c.procedure_id)
+        .scalar_subquery()
+        .label("title")
+    )
+    return _filtered(
         select(
+            _steps.c.procedure_id,
+            title,
             count.label("all"),
             count.filter(assigned_to(actor)).label("mine"),
             count.filter(_steps.c.assignee_id.is_(None)).label("claimable"),
             count.filter(_steps.c.due_at < now).label("overdue"),
-        ).select_from(_steps),
+        )
+        .select_from(_steps)
+        .group_by(_steps.c.procedure_id),
         tenant_id,
         actor,
-        scope,
+        BoardFilters(search=search),
         now,
     )
-    row = (await _rows(db, query))[0]
-    return TaskCounts(all=row.all, mine=row.mine, claimable=row.claimable, overdue=row.overdue)
 
 
 async def task_board(
@@ -257,24 +285,39 @@ async def task_board(
     tenant_id = _tenant(db)
     now = utcnow()
     page = max(1, page)
-    query = (
-        _filtered(_joined(tenant_id), tenant_id, actor, filters, now)
-        .order_by(_urgency(now), _steps.c.due_at.asc().nulls_last(), _steps.c.run_id, _steps.c.step_id)
+    urgency = _urgency(now).label("urgency")
+    chosen = (
+        _filtered(select(*_STEP_COLUMNS, urgency), tenant_id, actor, filters, now)
+        .order_by(urgency, _steps.c.due_at.asc().nulls_last(), _steps.c.run_id, _steps.c.step_id)
         .offset((page - 1) * per_page)
         .limit(per_page + 1)
+        .subquery("chosen")
     )
-    rows = await _rows(db, query)
+    query = _with_names(chosen, tenant_id).order_by(
+        chosen.c.urgency, chosen.c.due_at.asc().nulls_last(), chosen.c.run_id, chosen.c.step_id
+    )
+    rows, counts = await _rows(db, query, _counts_query(tenant_id, actor, filters.search, now))
     tasks = await _tasks_of(db, rows[:per_page], now)
-    return TaskBoard(tasks=tasks, has_more=len(rows) > per_page, counts=await task_counts(db, actor, filters), now=now)
+    procedures_of_tasks = sorted(((r.procedure_id, r.title) for r in counts), key=lambda p: p[1])
+    return TaskBoard(
+        tasks=tasks,
+        has_more=len(rows) > per_page,
+        counts=_counts_of(counts, filters.procedure_id),
+        procedures=procedures_of_tasks,
+        now=now,
+    )
 
 
 async def board_task(db: AsyncSession, run_id: uuid.UUID, step_id: int) -> BoardTask | None:
     """One step of the tenant's runs as a board card (whoever holds it), None if there is none."""
     tenant_id = _tenant(db)
-    query = _joined(tenant_id).where(
-        _steps.c.tenant_id == tenant_id, _steps.c.run_id == run_id, _steps.c.step_id == step_id
+    one = (
+        select(*_STEP_COLUMNS)
+        .where(_steps.c.tenant_id == tenant_id, _steps.c.run_id == run_id, _steps.c.step_id == step_id)
+        .subquery("one")
     )
-    rows = await _rows(db, query)
+    query = _with_names(one, tenant_id)
+    (rows,) = await _rows(db, query)
     tasks = await _tasks_of(db, rows, utcnow())
     return tasks[0] if tasks else None
 
@@ -327,7 +370,8 @@ async def open_exceptions(db: AsyncSession, *, limit: int = 5) -> list[OpenExcep
         .limit(limit)
     )
     found: list[OpenException] = []
-    for row in await _rows(db, query):
+    (rows,) = await _rows(db, query)
+    for row in rows:
         label = row.kind
         try:
             definition = await procedures.definition_by_version_id(db, row.version_id)
@@ -352,4 +396,5 @@ async def runs_in_flight(db: AsyncSession) -> list[ProcedureLoad]:
         .group_by(_runs.c.procedure_id, _procedures.c.title)
         .order_by(running.desc(), _procedures.c.title)
     )
-    return [ProcedureLoad(r.procedure_id, r.title, int(r.running)) for r in await _rows(db, query)]
+    (rows,) = await _rows(db, query)
+    return [ProcedureLoad(r.procedure_id, r.title, int(r.running)) for r in rows]

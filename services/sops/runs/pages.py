@@ -12,10 +12,12 @@ from __future__ import annotations
 import uuid
 from dataclasses import dataclass
 from datetime import datetime
+from functools import cache
 from typing import Annotated, Any
 from urllib.parse import parse_qs, urlencode, urlsplit
 from zoneinfo import ZoneInfo
 
+from babel import Locale
 from babel import dates as babel_dates
 from litestar import Controller, Request, get, post
 from litestar.di import NamedDependency
@@ -67,20 +69,26 @@ def _local(moment: datetime, viewer: Viewer) -> datetime:
         return moment
 
 
+@cache
+def _babel_locale(locale: str) -> Locale:
+    return Locale.parse(babel_name(locale))
+
+
 def when_text(moment: datetime, now: datetime, viewer: Viewer) -> str:
     """A due time as a person reads it: "today 14:00", else "Mar 5, 14:00" (their zone, their language)."""
     local, today = _local(moment, viewer), _local(now, viewer)
-    locale = babel_name(viewer.locale)
+    locale = _babel_locale(viewer.locale)
     clock = babel_dates.format_time(local, format="short", locale=locale)
     if local.date() == today.date():
         return translate(N_("today {time}"), viewer.locale, time=clock)
-    skeleton = "MMMdEHm" if local.year == today.year else "yMMMdHm"
-    return babel_dates.format_skeleton(skeleton, local, locale=locale)
+    # Babel's skeletons hold a date or a time, not both: "3月5日周四 14:00", "Thu, Mar 5 14:00".
+    day = babel_dates.format_skeleton("MMMEd" if local.year == today.year else "yMMMd", local, locale=locale)
+    return f"{day} {clock}"
 
 
 def _span(seconds: float, viewer: Viewer) -> str:
     return babel_dates.format_timedelta(
-        int(max(60.0, abs(seconds))), threshold=1.2, format="short", locale=babel_name(viewer.locale)
+        int(max(60.0, abs(seconds))), threshold=1.2, format="short", locale=_babel_locale(viewer.locale)
     )
 
 
@@ -298,8 +306,7 @@ async def _my_tasks(
     }
     if more:
         return page(member, "sops/task_more.html", **context)
-    views = await procedures.list_procedures(db, member.member)
-    context["procedures"] = [(str(v.procedure.id), v.procedure.title) for v in views]
+    context["procedures"] = [(str(pid), title) for pid, title in board.procedures]
     context["filtered"] = bool(search or procedure_id)
     if flash is not None:
         context["flash"] = flash
@@ -324,7 +331,8 @@ async def _dashboard(
     ]
     counts = await service.task_counts(db, actor)
     loads = await service.runs_in_flight(db) if views else []
-    problems = await service.open_exceptions(db) if views else []
+    now = utcnow()
+    problems = [(p, when_text(p.raised_at, now, viewer)) for p in await service.open_exceptions(db)] if views else []
     return page(
         viewer,
         "sops/dashboard.html",
