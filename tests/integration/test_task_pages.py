@@ -11,6 +11,7 @@ from typing import Any
 from sqlalchemy import update
 
 from services.db import open_session
+from services.notifications import service as notifications
 from services.sops.runs.models import StepInstance
 from services.sops.runs.service import sla_state
 from tenants.base import utcnow
@@ -250,7 +251,7 @@ async def test_tenants_never_see_each_others_tasks(world: World) -> None:
 
 
 async def test_dashboard_and_start_a_run(world: World) -> None:
-    owner, _ = await world.signup()
+    owner, signed = await world.signup()
     empty = await page(owner, "/app")
     assert "Install an industry pack" in empty and 'href="/onboarding"' in empty
     procedure = await publish(owner, _flow("pack", "ship"), "Order fulfilment")
@@ -282,6 +283,16 @@ async def test_dashboard_and_start_a_run(world: World) -> None:
     html = await page(owner, "/app")
     assert "Damaged goods" in html and f'href="/runs/{run["id"]}">B77</a> · Pack' in html
     assert "Reported today" in html
+
+    # Unread notifications, linked only to this site.
+    assert "No unread notifications." in html
+    tenant_id, user_id = uuid.UUID(signed["tenant"]["id"]), uuid.UUID(signed["user"]["id"])
+    async with open_session(tenant_id) as db:
+        await notifications.notify(db, [user_id], "Check the B77 parcel", link=f"/runs/{run['id']}")
+        await notifications.notify(db, [user_id], "Look elsewhere", link="https://elsewhere.example/")
+    html = await page(owner, "/app")
+    assert f'<a href="/runs/{run["id"]}">Check the B77 parcel</a>' in html
+    assert "Look elsewhere" in html and "elsewhere.example" not in html
 
     # Nothing chosen, or another workspace's procedure: the form again, with the problem beside it.
     missing = await owner.client.post("/app/start-run", data={"csrf_token": owner.csrf}, headers=ORIGIN)

@@ -27,6 +27,7 @@ from litestar.status_codes import HTTP_409_CONFLICT, HTTP_422_UNPROCESSABLE_ENTI
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from services.accounts import service as accounts
+from services.notifications import service as notifications
 from services.sops.engine import Actor
 from services.sops.procedures import service as procedures
 from services.sops.runs import service
@@ -330,9 +331,11 @@ async def _dashboard(
         if v.latest_published_version is not None and v.procedure.collection_id is None
     ]
     counts = await service.task_counts(db, actor)
-    loads = await service.runs_in_flight(db) if views else []
     now = utcnow()
+    loads = await service.runs_in_flight(db) if views else []
     problems = [(p, when_text(p.raised_at, now, viewer)) for p in await service.open_exceptions(db)] if views else []
+    unread, _cursor = await notifications.list_notifications(db, viewer.member.user_id, unread=True, limit=5)
+    notices = [(n.title, safe_next(n.link, "") if n.link else "", when_text(n.created_at, now, viewer)) for n in unread]
     return page(
         viewer,
         "sops/dashboard.html",
@@ -346,6 +349,7 @@ async def _dashboard(
         counts=counts,
         loads=loads,
         problems=problems,
+        notices=notices,
     )
 
 
