@@ -103,6 +103,8 @@ async def test_my_tasks_lists_mine_and_claimable_with_names_and_counts(world: Wo
     assert cards(await page(member, "/tasks", q="a10")) == ["A1024"]
     assert cards(await page(member, "/tasks", procedure=shared)) == ["B2048"]
     assert "No tasks match these filters." in await page(member, "/tasks", q="nothing like it")
+    assert cards(await page(member, "/tasks", q="%")) == []  # searched as written, not a pattern
+    assert cards(await page(member, "/tasks", q="_1024")) == []
 
     # The JSON API lists claimable steps too unless asked not to.
     api = (await member.get("/api/v1/my/tasks")).json()

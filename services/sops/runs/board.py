@@ -14,9 +14,10 @@ from __future__ import annotations
 import uuid
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from functools import cache
 from typing import Any, Literal
 
-from sqlalchemy import Float, and_, case, func, literal, or_, select, text
+from sqlalchemy import Float, String, Uuid, and_, bindparam, case, func, or_, select, text
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.ext.compiler import compiles
 from sqlalchemy.sql.compiler import SQLCompiler
@@ -28,8 +29,8 @@ from services.sops.procedures import service as procedures
 from services.sops.procedures.models import Procedure
 from services.sops.runs.models import Run, RunException, StepInstance
 from services.sops.runs.state import TASK_STATUSES
-from services.sops.runs.tasks import assigned_to, claimable_by
-from tenants.base import utcnow
+from services.sops.runs.tasks import claimable_roles
+from tenants.base import UTCDateTime, utcnow
 from tenants.errors import Forbidden, NotFound
 from tenants.isolation import session_tenant_id
 
@@ -76,14 +77,21 @@ def sla_state(ready_at: datetime | None, due_at: datetime | None, now: datetime)
     return "on_time"
 
 
-def _urgency(now: datetime) -> Any:
+# The statements are built once per shape (view, filters used) with bound parameters: building a
+# statement costs more Python than running it. Parameters: tenant_id, user_id, roles, now, now_epoch,
+# soon_edge, procedure_id, pattern, offset, limit.
+_TENANT = bindparam("tenant_id", type_=Uuid())
+_NOW = bindparam("now", type_=UTCDateTime())
+
+
+def _urgency() -> Any:
     due, ready = _steps.c.due_at, _steps.c.ready_at
-    left = _epoch(due) - literal(now.timestamp(), Float())
+    left = _epoch(due) - bindparam("now_epoch", type_=Float())
     soon = and_(
-        due <= now + DUE_SOON_AT_MOST,
+        due <= bindparam("soon_edge", type_=UTCDateTime()),
         or_(ready.is_(None), left * (1 / DUE_SOON_SHARE) <= _epoch(due) - _epoch(ready)),
     )
-    return case((due.is_(None), 3), (due < now, 0), (soon, 1), else_=2)
+    return case((due.is_(None), 3), (due < _NOW, 0), (soon, 1), else_=2)
 
 
 @dataclass(frozen=True)
@@ -154,49 +162,135 @@ def _tenant(db: AsyncSession) -> uuid.UUID:
     return tenant_id
 
 
-def _filtered(query: Any, tenant_id: uuid.UUID, actor: Actor, filters: BoardFilters, now: datetime) -> Any:
-    """The caller's open steps (those of the view) of the tenant, with the filters applied."""
-    if filters.view == "mine":
-        whose = assigned_to(actor)
-    elif filters.view == "claimable":
-        whose = claimable_by(actor)
+def _assigned() -> Any:
+    return _steps.c.assignee_id == bindparam("user_id", type_=Uuid())
+
+
+def _claimable() -> Any:
+    return and_(_steps.c.assignee_id.is_(None), _steps.c.role.in_(bindparam("roles", expanding=True)))
+
+
+def _filtered(query: Any, view: View, by_procedure: bool, searching: bool) -> Any:
+    """The caller's open steps (those of the view) of the tenant, with the filters used applied."""
+    if view == "mine":
+        whose = _assigned()
+    elif view == "claimable":
+        whose = _claimable()
     else:
-        whose = or_(assigned_to(actor), claimable_by(actor))
-    query = query.where(_steps.c.tenant_id == tenant_id, whose, _steps.c.status.in_(TASK_STATUSES))
-    if filters.view == "overdue":
-        query = query.where(_steps.c.due_at < now)
-    if filters.procedure_id is not None:
-        query = query.where(_steps.c.procedure_id == filters.procedure_id)
-    search = filters.search.strip()[:MAX_SEARCH]
-    if search:
-        query = query.where(_steps.c.run_title.icontains(search, autoescape=True))
+        whose = or_(_assigned(), _claimable())
+    query = query.where(_steps.c.tenant_id == _TENANT, whose, _steps.c.status.in_(TASK_STATUSES))
+    if view == "overdue":
+        query = query.where(_steps.c.due_at < _NOW)
+    if by_procedure:
+        query = query.where(_steps.c.procedure_id == bindparam("procedure_id", type_=Uuid()))
+    if searching:
+        query = query.where(_steps.c.run_title.ilike(bindparam("pattern", type_=String()), escape="/"))
     return query
 
 
-def _with_names(steps: Any, tenant_id: uuid.UUID) -> Any:
+def _with_names(steps: Any) -> Any:
     """The rows of ``steps`` (a subquery of step columns) with their run's version and their
     procedure's title, looked up by key for each chosen step (after the choice, not before it)."""
     version = (
         select(_runs.c.version_id)
-        .where(_runs.c.tenant_id == tenant_id, _runs.c.id == steps.c.run_id)
+        .where(_runs.c.tenant_id == _TENANT, _runs.c.id == steps.c.run_id)
         .scalar_subquery()
         .label("version_id")
     )
     title = (
         select(_procedures.c.title)
-        .where(_procedures.c.tenant_id == tenant_id, _procedures.c.id == steps.c.procedure_id)
+        .where(_procedures.c.tenant_id == _TENANT, _procedures.c.id == steps.c.procedure_id)
         .scalar_subquery()
         .label("procedure_title")
     )
     return select(steps, version, title).select_from(steps)
 
 
-async def _rows(db: AsyncSession, *queries: Any) -> list[list[Any]]:
+@cache
+def _board_statement(view: View, by_procedure: bool, searching: bool) -> Any:
+    urgency = _urgency().label("urgency")
+    chosen = (
+        _filtered(select(*_STEP_COLUMNS, urgency), view, by_procedure, searching)
+        .order_by(urgency, _steps.c.due_at.asc().nulls_last(), _steps.c.run_id, _steps.c.step_id)
+        .offset(bindparam("offset"))
+        .limit(bindparam("limit"))
+        .subquery("chosen")
+    )
+    return _with_names(chosen).order_by(
+        chosen.c.urgency, chosen.c.due_at.asc().nulls_last(), chosen.c.run_id, chosen.c.step_id
+    )
+
+
+@cache
+def _one_statement() -> Any:
+    one = (
+        select(*_STEP_COLUMNS)
+        .where(
+            _steps.c.tenant_id == _TENANT,
+            _steps.c.run_id == bindparam("run_id", type_=Uuid()),
+            _steps.c.step_id == bindparam("step_id"),
+        )
+        .subquery("one")
+    )
+    return _with_names(one)
+
+
+@cache
+def _counts_statement(searching: bool) -> Any:
+    """The counts of every view per procedure (with its title): the procedures the caller has open
+    steps of are the choices of the procedure filter, and the counts come from the same rows."""
+    count = func.count()
+    title = (
+        select(_procedures.c.title)
+        .where(_procedures.c.tenant_id == _TENANT, _procedures.c.id == _steps.c.procedure_id)
+        .scalar_subquery()
+        .label("title")
+    )
+    return _filtered(
+        select(
+            _steps.c.procedure_id,
+            title,
+            count.label("all"),
+            count.filter(_assigned()).label("mine"),
+            count.filter(_steps.c.assignee_id.is_(None)).label("claimable"),
+            count.filter(_steps.c.due_at < _NOW).label("overdue"),
+        )
+        .select_from(_steps)
+        .group_by(_steps.c.procedure_id),
+        "all",
+        False,
+        searching,
+    )
+
+
+def _pattern(search: str) -> str:
+    escaped = search.replace("/", "//").replace("%", "/%").replace("_", "/_")
+    return f"%{escaped}%"
+
+
+def _params(tenant_id: uuid.UUID, actor: Actor, filters: BoardFilters, now: datetime) -> dict[str, Any]:
+    return {
+        "tenant_id": tenant_id,
+        "user_id": actor.user_id,
+        "roles": claimable_roles(actor),
+        "now": now,
+        "now_epoch": now.timestamp(),
+        "soon_edge": now + DUE_SOON_AT_MOST,
+        "procedure_id": filters.procedure_id,
+        "pattern": _pattern(_search(filters)),
+    }
+
+
+def _search(filters: BoardFilters) -> str:
+    return filters.search.strip()[:MAX_SEARCH]
+
+
+async def _rows(db: AsyncSession, *queries: Any, params: dict[str, Any] | None = None) -> list[list[Any]]:
     """The rows of each statement, run on the session's connection (one planning setting for all)."""
     connection = await db.connection()
     if connection.dialect.name == "postgresql":
         await connection.execute(_CUSTOM_PLANS)  # see services.sops.runs.tasks.my_tasks
-    return [list((await connection.execute(query)).all()) for query in queries]
+    return [list((await connection.execute(query, params or {})).all()) for query in queries]
 
 
 async def _tasks_of(db: AsyncSession, rows: list[Any], now: datetime) -> list[BoardTask]:
@@ -236,7 +330,8 @@ async def _tasks_of(db: AsyncSession, rows: list[Any], now: datetime) -> list[Bo
 async def task_counts(db: AsyncSession, actor: Actor, filters: BoardFilters | None = None) -> TaskCounts:
     """How many of the caller's open steps each view holds (with the procedure and search filters)."""
     filters = filters or BoardFilters()
-    (rows,) = await _rows(db, _counts_query(_tenant(db), actor, filters.search, utcnow()))
+    params = _params(_tenant(db), actor, filters, utcnow())
+    (rows,) = await _rows(db, _counts_statement(bool(_search(filters))), params=params)
     return _counts_of(rows, filters.procedure_id)
 
 
@@ -250,53 +345,20 @@ def _counts_of(rows: list[Any], procedure_id: uuid.UUID | None) -> TaskCounts:
     )
 
 
-def _counts_query(tenant_id: uuid.UUID, actor: Actor, search: str, now: datetime) -> Any:
-    """The counts of every view per procedure (with its title): the procedures the caller has open
-    steps of are the choices of the procedure filter, and the counts come from the same rows."""
-    count = func.count()
-    title = (
-        select(_procedures.c.title)
-        .where(_procedures.c.tenant_id == tenant_id, _procedures.c.id == _steps.c.procedure_id)
-        .scalar_subquery()
-        .label("title")
-    )
-    return _filtered(
-        select(
-            _steps.c.procedure_id,
-            title,
-            count.label("all"),
-            count.filter(assigned_to(actor)).label("mine"),
-            count.filter(_steps.c.assignee_id.is_(None)).label("claimable"),
-            count.filter(_steps.c.due_at < now).label("overdue"),
-        )
-        .select_from(_steps)
-        .group_by(_steps.c.procedure_id),
-        tenant_id,
-        actor,
-        BoardFilters(search=search),
-        now,
-    )
-
-
 async def task_board(
     db: AsyncSession, actor: Actor, filters: BoardFilters, *, page: int = 1, per_page: int = 20
 ) -> TaskBoard:
     """One page of the caller's board, most urgent first, with the counts of every view."""
-    tenant_id = _tenant(db)
     now = utcnow()
-    page = max(1, page)
-    urgency = _urgency(now).label("urgency")
-    chosen = (
-        _filtered(select(*_STEP_COLUMNS, urgency), tenant_id, actor, filters, now)
-        .order_by(urgency, _steps.c.due_at.asc().nulls_last(), _steps.c.run_id, _steps.c.step_id)
-        .offset((page - 1) * per_page)
-        .limit(per_page + 1)
-        .subquery("chosen")
+    params = _params(_tenant(db), actor, filters, now)
+    params.update(offset=(max(1, page) - 1) * per_page, limit=per_page + 1)
+    searching = bool(_search(filters))
+    rows, counts = await _rows(
+        db,
+        _board_statement(filters.view, filters.procedure_id is not None, searching),
+        _counts_statement(searching),
+        params=params,
     )
-    query = _with_names(chosen, tenant_id).order_by(
-        chosen.c.urgency, chosen.c.due_at.asc().nulls_last(), chosen.c.run_id, chosen.c.step_id
-    )
-    rows, counts = await _rows(db, query, _counts_query(tenant_id, actor, filters.search, now))
     tasks = await _tasks_of(db, rows[:per_page], now)
     procedures_of_tasks = sorted(((r.procedure_id, r.title) for r in counts), key=lambda p: p[1])
     return TaskBoard(
@@ -310,14 +372,8 @@ async def task_board(
 
 async def board_task(db: AsyncSession, run_id: uuid.UUID, step_id: int) -> BoardTask | None:
     """One step of the tenant's runs as a board card (whoever holds it), None if there is none."""
-    tenant_id = _tenant(db)
-    one = (
-        select(*_STEP_COLUMNS)
-        .where(_steps.c.tenant_id == tenant_id, _steps.c.run_id == run_id, _steps.c.step_id == step_id)
-        .subquery("one")
-    )
-    query = _with_names(one, tenant_id)
-    (rows,) = await _rows(db, query)
+    params = {"tenant_id": _tenant(db), "run_id": run_id, "step_id": step_id}
+    (rows,) = await _rows(db, _one_statement(), params=params)
     tasks = await _tasks_of(db, rows, utcnow())
     return tasks[0] if tasks else None
 

@@ -24,6 +24,7 @@ from litestar.di import NamedDependency
 from litestar.params import FromPath, FromQuery, QueryParameter
 from litestar.response import Redirect, Template
 from litestar.status_codes import HTTP_409_CONFLICT, HTTP_422_UNPROCESSABLE_ENTITY
+from markupsafe import Markup
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from services.accounts import service as accounts
@@ -36,6 +37,7 @@ from services.sops.runs.schemas import StartRunIn
 from services.web.forms import decode_form, form_errors, form_fields
 from services.web.i18n import N_, babel_name, translate
 from services.web.pages import Flash, page, redirect
+from services.web.templating import shared_environment
 from services.web.viewer import Viewer, safe_next
 from tenants.base import utcnow
 from tenants.errors import ProblemError
@@ -111,7 +113,8 @@ def sla_tag(task: service.BoardTask, now: datetime, viewer: Viewer) -> SlaTag:
 class Card:
     task: service.BoardTask
     sla: SlaTag
-    when: str  # the local due time, or ""
+    step: str  # the step's name and number ("Pick · Step 3 of 7")
+    when: str  # "Due today 14:00", or ""
     mine: bool
     claimable: bool
     holder: str | None  # who holds the step when it is someone else's
@@ -127,15 +130,43 @@ def card_of(
     holder: str | None = None,
     message: str | None = None,
 ) -> Card:
+    step = task.title
+    if task.position is not None and task.step_count is not None:
+        step = translate(
+            N_("{step} · Step {n} of {total}"), viewer.locale, step=task.title, n=task.position, total=task.step_count
+        )
+    when = ""
+    if task.due_at is not None:
+        when = translate(N_("Due {when}"), viewer.locale, when=when_text(task.due_at, now, viewer))
     return Card(
         task=task,
         sla=sla_tag(task, now, viewer),
-        when=when_text(task.due_at, now, viewer) if task.due_at else "",
+        step=step,
+        when=when,
         mine=task.assignee_id == actor.user_id,
         claimable=task.assignee_id is None,
         holder=holder,
         message=message,
     )
+
+
+@cache
+def _icons() -> dict[str, Markup]:
+    """The cards' icons, drawn once (a macro call per card and icon is most of a card's cost)."""
+    components: Any = shared_environment().get_template("web/components.html").module
+    return {name: Markup(components.icon(name)) for name in ("alert", "check", "clock", "user")}  # noqa: S704
+
+
+def card_words(viewer: Viewer) -> dict[str, Any]:
+    """What every card of a page shares: its icons and its fixed words, in the viewer's language."""
+    return {
+        "icons": _icons(),
+        "words": {
+            "claim": translate(N_("Claim"), viewer.locale),
+            "claiming": translate(N_("Claiming…"), viewer.locale),
+            "mine": translate(N_("Assigned to me"), viewer.locale),
+        },
+    }
 
 
 def _tasks_query(view: str, q: str, procedure: uuid.UUID | None, page_number: int | None = None) -> str:
@@ -260,7 +291,7 @@ class RunPages(Controller):
                 status_code=status,
             )
         card = card_of(task, utcnow(), member, actor, holder=holder, message=message)
-        return page(member, "sops/task_card.html", status_code=status, card=card, this_url=back)
+        return page(member, "sops/task_card.html", status_code=status, card=card, this_url=back, **card_words(member))
 
 
 def _page_number(raw: str | None) -> int:
@@ -291,6 +322,7 @@ async def _my_tasks(
     filters = service.BoardFilters(view=chosen, procedure_id=procedure_id, search=search)
     board = await service.task_board(db, actor, filters, page=page_number, per_page=PER_PAGE)
     context: dict[str, Any] = {
+        **card_words(member),
         "cards": [card_of(t, board.now, member, actor) for t in board.tasks],
         "board": board,
         "view": chosen,

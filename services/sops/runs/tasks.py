@@ -63,10 +63,15 @@ def assigned_to(actor: Actor) -> Any:
     return _steps.c.assignee_id == actor.user_id
 
 
+def claimable_roles(actor: Actor) -> list[str]:
+    """The roles whose unassigned steps the actor may claim: theirs and those below (a manager may
+    claim a member's step)."""
+    return [r.value for r in Role if _role(actor).at_least(r)]
+
+
 def claimable_by(actor: Actor) -> Any:
-    """Unassigned steps of a role the actor holds or is above (a manager may claim a member's step)."""
-    roles = [r.value for r in Role if _role(actor).at_least(r)]
-    return and_(_steps.c.assignee_id.is_(None), _steps.c.role.in_(roles))
+    """Unassigned steps the actor may claim."""
+    return and_(_steps.c.assignee_id.is_(None), _steps.c.role.in_(claimable_roles(actor)))
 
 
 def my_tasks_query(
