@@ -90,9 +90,10 @@ def when_text(moment: datetime, now: datetime, viewer: Viewer) -> str:
 
 
 def _span(seconds: float, viewer: Viewer) -> str:
-    return babel_dates.format_timedelta(
-        int(max(60.0, abs(seconds))), threshold=1.2, format="short", locale=_babel_locale(viewer.locale)
-    )
+    span = int(max(60.0, abs(seconds)))
+    # Under an hour in minutes ("1 min", not "60 s"); beyond, the next unit from 1.2 of it on.
+    threshold = 1.0 if span < 3600 else 1.2
+    return babel_dates.format_timedelta(span, threshold=threshold, format="short", locale=_babel_locale(viewer.locale))
 
 
 def sla_tag(task: service.BoardTask, now: datetime, viewer: Viewer) -> SlaTag:
@@ -372,6 +373,7 @@ async def _dashboard(
         viewer,
         "sops/dashboard.html",
         status_code=status_code,
+        main_class="wide",
         nav_current="dashboard",
         notice=notice,
         errors=errors or {},
