@@ -70,6 +70,7 @@ from services.accounts.workspace import (
     member_contacts,
     member_ids_with_role,
     member_locales,
+    member_names,
     tenant_locale,
     update_tenant,
 )
@@ -120,6 +121,7 @@ __all__ = [
     "member_contacts",
     "member_ids_with_role",
     "member_locales",
+    "member_names",
     "member_tenant_ids",
     "new_password_problems",
     "new_token",

@@ -122,6 +122,18 @@ async def existing_member_ids(session: AsyncSession, user_ids: set[uuid.UUID]) -
     return set(await session.scalars(select(Membership.user_id).where(Membership.user_id.in_(user_ids))))
 
 
+async def member_names(session: AsyncSession, user_ids: set[uuid.UUID]) -> dict[uuid.UUID, str]:
+    """The display names of those of ``user_ids`` who are members of the session's tenant."""
+    if not user_ids:
+        return {}
+    rows = await session.execute(
+        select(User.id, User.display_name)
+        .join(Membership, Membership.user_id == User.id)
+        .where(Membership.user_id.in_(user_ids))
+    )
+    return {user_id: name for user_id, name in rows}
+
+
 async def member_ids_with_role(session: AsyncSession, at_least: Role) -> list[uuid.UUID]:
     """The members of the session's tenant whose role is ``at_least`` or higher."""
     rows = await session.execute(select(Membership.user_id, Membership.role))

@@ -444,13 +444,15 @@ async def test_my_tasks_ordering_filters_and_pages(world: World) -> None:
     claimable = await start(owner, claim_id)
     await start(owner, soon_id)  # the owner's own task: not the member's
 
-    tasks = (await member.get("/api/v1/my/tasks")).json()
+    # By default the list holds the steps the member's role may claim too (no due time: last).
+    with_claimable = (await member.get("/api/v1/my/tasks")).json()
+    assert [t["run_id"] for t in with_claimable["items"]][-1] == claimable["id"]
+    assert with_claimable["items"][-1]["assignee_id"] is None
+
+    tasks = (await member.get("/api/v1/my/tasks", params={"include_claimable": "false"})).json()
     assert [t["run_id"] for t in tasks["items"]] == [late["id"], soon["id"], later["id"], never["id"]]
     assert [t["overdue"] for t in tasks["items"]] == [True, False, False, False]
     assert all(t["assignee_id"] == member_id for t in tasks["items"])
-
-    with_claimable = (await member.get("/api/v1/my/tasks", params={"include_claimable": "true"})).json()
-    assert [t["run_id"] for t in with_claimable["items"]][-1] == claimable["id"]
 
     overdue = (await member.get("/api/v1/my/tasks", params={"overdue": "true"})).json()
     assert [t["run_id"] for t in overdue["items"]] == [late["id"]]
@@ -463,7 +465,7 @@ async def test_my_tasks_ordering_filters_and_pages(world: World) -> None:
     seen: list[str] = []
     cursor = None
     while True:
-        params: dict[str, Any] = {"limit": 1}
+        params: dict[str, Any] = {"limit": 1, "include_claimable": "false"}
         if cursor:
             params["cursor"] = cursor
         page = (await member.get("/api/v1/my/tasks", params=params)).json()

@@ -326,7 +326,9 @@ class MyTasksController(Controller):
         ] = None,
         overdue: FromQuery[bool] = False,
         due_before: FromQuery[datetime | None] = None,
-        include_claimable: FromQuery[bool] = False,
+        include_claimable: Annotated[
+            bool, QueryParameter(description="also the unassigned steps your role may claim (false: yours only)")
+        ] = True,
         cursor: Cursor = None,
         limit: Annotated[int, QueryParameter(ge=1, le=service.MAX_PAGE)] = 50,
     ) -> TaskPage:

@@ -58,16 +58,31 @@ class TaskFilters:
     include_claimable: bool = False
 
 
+def assigned_to(actor: Actor) -> Any:
+    """Steps assigned to the actor."""
+    return _steps.c.assignee_id == actor.user_id
+
+
+def claimable_roles(actor: Actor) -> list[str]:
+    """The roles whose unassigned steps the actor may claim: theirs and those below (a manager may
+    claim a member's step)."""
+    return [r.value for r in Role if _role(actor).at_least(r)]
+
+
+def claimable_by(actor: Actor) -> Any:
+    """Unassigned steps the actor may claim."""
+    return and_(_steps.c.assignee_id.is_(None), _steps.c.role.in_(claimable_roles(actor)))
+
+
 def my_tasks_query(
     tenant_id: uuid.UUID, actor: Actor, filters: TaskFilters, *, cursor: str | None = None, limit: int = 50
 ) -> Select[Any]:
     """The "my tasks" statement: one indexed query with the tenant named explicitly (it runs as
     Core on the session's connection, which lock 1 does not rewrite; lock 2 still applies)."""
     statuses = (filters.status,) if filters.status else TASK_STATUSES
-    mine = _steps.c.assignee_id == actor.user_id
+    mine = assigned_to(actor)
     if filters.include_claimable:
-        roles = [r.value for r in Role if _role(actor).at_least(r)]
-        mine = or_(mine, and_(_steps.c.assignee_id.is_(None), _steps.c.role.in_(roles)))
+        mine = or_(mine, claimable_by(actor))
     query = (
         select(*_TASK_COLUMNS)
         .where(_steps.c.tenant_id == tenant_id, mine, _steps.c.status.in_(statuses))
