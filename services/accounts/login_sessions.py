@@ -209,6 +209,15 @@ async def tenants_of(session: AsyncSession, user_id: uuid.UUID) -> list[tuple[Te
     return sorted(result, key=lambda tr: order[tr[0].id])
 
 
+async def user_and_tenant(session: AsyncSession, principal: Principal) -> tuple[User, Tenant | None]:
+    """The signed-in person and the workspace they work in, in one statement (every page needs both)."""
+    statement = (
+        select(User, Tenant).outerjoin(Tenant, Tenant.id == principal.tenant_id).where(User.id == principal.user_id)
+    )
+    row = (await session.execute(statement)).one()
+    return row[0], row[1]
+
+
 async def get_user(session: AsyncSession, user_id: uuid.UUID) -> User:
     user = await session.get(User, user_id)
     assert user is not None

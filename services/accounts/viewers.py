@@ -18,7 +18,7 @@ from litestar.response import Redirect, Template
 from litestar.status_codes import HTTP_303_SEE_OTHER
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from services.accounts.login_sessions import authenticate, get_user, tenants_of
+from services.accounts.login_sessions import authenticate, user_and_tenant
 from services.http import SAFE_METHODS, SESSION_COOKIE, csp_nonce, handle_http_exception, mark_private
 from services.logs import request_log_context
 from services.web.i18n import DEFAULT_LOCALE
@@ -60,9 +60,7 @@ async def _read_viewer(request: Request[Any, Any, Any], db: AsyncSession) -> Vie
         shared["actor"] = f"user:{principal.user_id}"
         if principal.tenant_id:
             shared["tenant_id"] = str(principal.tenant_id)
-    user = await get_user(db, principal.user_id)
-    workspaces = await tenants_of(db, principal.user_id)
-    tenant = next((t for t, _role in workspaces if t.id == principal.tenant_id), None)
+    user, tenant = await user_and_tenant(db, principal)
     locale = user.locale if user.locale in LOCALES else (tenant.locale if tenant else DEFAULT_LOCALE)
     return Viewer(
         locale=locale,
@@ -74,7 +72,6 @@ async def _read_viewer(request: Request[Any, Any, Any], db: AsyncSession) -> Vie
         email=user.email,
         email_verified=user.email_verified_at is not None,
         tenant_name=tenant.name if tenant else "",
-        workspaces=workspaces,
     )
 
 

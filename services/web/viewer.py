@@ -13,7 +13,7 @@ with the page's locale and time zone.
 from __future__ import annotations
 
 import hmac
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 from urllib.parse import quote, urlsplit
 
@@ -55,7 +55,6 @@ class Viewer:
     email: str = ""
     email_verified: bool = True
     tenant_name: str = ""
-    workspaces: list[tuple[Any, Role]] = field(default_factory=list)
 
     @property
     def signed_in(self) -> bool:
