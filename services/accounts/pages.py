@@ -12,6 +12,7 @@ from typing import Any
 
 from litestar import Controller, Request, get, post
 from litestar.di import NamedDependency
+from litestar.params import FromQuery
 from litestar.response import Redirect, Template
 from litestar.status_codes import HTTP_422_UNPROCESSABLE_ENTITY
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -30,6 +31,7 @@ from services.accounts.schemas import (
 )
 from services.http import client_key, expired_session_cookie, session_cookie
 from services.settings import Settings
+from services.web.extensions import settings_sections
 from services.web.forms import decode_form, form_errors, form_fields
 from services.web.i18n import N_, translate
 from services.web.pages import page, redirect
@@ -109,7 +111,7 @@ class AccountPages(Controller):
 
     @get("/login")
     async def login_form(
-        self, viewer: NamedDependency[Viewer], next: str | None = None, notice: str | None = None
+        self, viewer: NamedDependency[Viewer], next: FromQuery[str | None] = None, notice: FromQuery[str | None] = None
     ) -> Template | Redirect:
         if viewer.signed_in:
             return redirect(safe_next(next))
@@ -161,7 +163,7 @@ class AccountPages(Controller):
     # ------------------------------------------------------------ the mailed links
 
     @get("/verify-email")
-    async def verify_email_form(self, viewer: NamedDependency[Viewer], token: str = "") -> Template:
+    async def verify_email_form(self, viewer: NamedDependency[Viewer], token: FromQuery[str] = "") -> Template:
         # Opening the link changes nothing (mail scanners open links); the button confirms.
         return page(viewer, "accounts/verify_email.html", token=token)
 
@@ -209,7 +211,7 @@ class AccountPages(Controller):
         return redirect("/login", notice="reset_sent")
 
     @get("/reset-password")
-    async def reset_password_form(self, viewer: NamedDependency[Viewer], token: str = "") -> Template:
+    async def reset_password_form(self, viewer: NamedDependency[Viewer], token: FromQuery[str] = "") -> Template:
         return page(viewer, "accounts/reset_password.html", token=token)
 
     @post("/reset-password")
@@ -234,7 +236,7 @@ class AccountPages(Controller):
         return redirect("/app", notice="password_reset", cookies=[session_cookie(raw, settings)])
 
     @get("/invitations/accept")
-    async def accept_invitation_form(self, viewer: NamedDependency[Viewer], token: str = "") -> Template:
+    async def accept_invitation_form(self, viewer: NamedDependency[Viewer], token: FromQuery[str] = "") -> Template:
         return page(viewer, "accounts/accept_invitation.html", token=token, values={})
 
     @post("/invitations/accept")
@@ -273,8 +275,12 @@ class AccountPages(Controller):
     # ------------------------------------------------------------ my settings
 
     @get("/me")
-    async def settings_page(self, member: NamedDependency[Viewer], notice: str | None = None) -> Template:
-        return page(member, "accounts/settings.html", nav_current="me", notice=notice, **_settings_context(member))
+    async def settings_page(
+        self, member: NamedDependency[Viewer], db: NamedDependency[AsyncSession], notice: FromQuery[str | None] = None
+    ) -> Template:
+        context = _settings_context(member)
+        context["sections"] = await settings_sections(db, member)
+        return page(member, "accounts/settings.html", nav_current="me", notice=notice, **context)
 
     @post("/me/profile")
     async def save_profile(
@@ -288,6 +294,7 @@ class AccountPages(Controller):
         except ProblemError as error:
             context = _settings_context(member)
             context["profile"].update(values)
+            context["sections"] = await settings_sections(db, member)
             return _refused(member, "accounts/settings.html", error, PROFILE_LABELS, nav_current="me", **context)
         return redirect("/me", notice="saved", cookies=[locale_cookie(user.locale)])
 
@@ -313,9 +320,9 @@ class AccountPages(Controller):
                     settings,
                 )
         except ProblemError as error:
-            return _refused(
-                member, "accounts/settings.html", error, PASSWORD_LABELS, nav_current="me", **_settings_context(member)
-            )
+            context = _settings_context(member)
+            context["sections"] = await settings_sections(db, member)
+            return _refused(member, "accounts/settings.html", error, PASSWORD_LABELS, nav_current="me", **context)
         return redirect("/me", notice="password_changed")
 
 

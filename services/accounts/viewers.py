@@ -20,6 +20,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from services.accounts.login_sessions import authenticate, get_user, tenants_of
 from services.http import SAFE_METHODS, SESSION_COOKIE, csp_nonce, mark_private
 from services.logs import request_log_context
+from services.web.extensions import badge_counts
 from services.web.i18n import DEFAULT_LOCALE, negotiate
 from services.web.pages import error_page
 from services.web.viewer import SignInRequired, Viewer, check_form_origin, cookie_locale, sign_in_url
@@ -75,6 +76,7 @@ async def _read_viewer(request: Request[Any, Any, Any], db: AsyncSession) -> Vie
         email_verified=user.email_verified_at is not None,
         tenant_name=tenant.name if tenant else "",
         workspaces=workspaces,
+        badges=await badge_counts(db, principal),
     )
 
 

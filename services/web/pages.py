@@ -15,6 +15,7 @@ from urllib.parse import urlencode
 from litestar import Controller, get
 from litestar.datastructures import Cookie
 from litestar.di import NamedDependency
+from litestar.params import FromQuery
 from litestar.response import Redirect, Template
 from litestar.status_codes import HTTP_303_SEE_OTHER
 
@@ -33,6 +34,7 @@ NOTICES: dict[str, tuple[str, str]] = {
     "verification_sent": ("info", N_("We sent you a new link; check your inbox.")),
     "reset_sent": ("info", N_("If an account uses this address, we sent it a link to set a new password.")),
     "joined": ("success", N_("Welcome: you have joined the workspace.")),
+    "all_read": ("success", N_("All notifications are marked read.")),
 }
 
 
@@ -118,7 +120,9 @@ class WebPages(Controller):
     include_in_schema = False
 
     @get("/")
-    async def landing(self, viewer: NamedDependency[Viewer], notice: str | None = None) -> Template | Redirect:
+    async def landing(
+        self, viewer: NamedDependency[Viewer], notice: FromQuery[str | None] = None
+    ) -> Template | Redirect:
         return page(viewer, "web/landing.html", notice=notice)
 
 

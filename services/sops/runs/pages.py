@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from litestar import Controller, get
 from litestar.di import NamedDependency
+from litestar.params import FromQuery
 from litestar.response import Template
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -16,7 +17,7 @@ class RunPages(Controller):
 
     @get("/app")
     async def dashboard(
-        self, member: NamedDependency[Viewer], db: NamedDependency[AsyncSession], notice: str | None = None
+        self, member: NamedDependency[Viewer], db: NamedDependency[AsyncSession], notice: FromQuery[str | None] = None
     ) -> Template:
         return page(member, "sops/dashboard.html", nav_current="dashboard", notice=notice)
 
