@@ -322,7 +322,7 @@ async def preferences(db: AsyncSession, user_id: uuid.UUID) -> list[Preference]:
     found: list[Preference] = []
     for kind in CHOOSABLE:
         row = rows.get(kind.key)
-        found.append(Preference(kind, row.email if row else kind.email, row.messaging if row else kind.messaging))
+        found.append(Preference(kind, row.by_email if row else kind.email, row.by_messaging if row else kind.messaging))
     return found
 
 
@@ -342,8 +342,8 @@ async def set_preferences(
         if row is None:
             row = NotificationPreference(user_id=user_id, kind=kind.key)
             db.add(row)
-        row.email = kind.key in by_email
-        row.messaging = kind.key in by_messaging
+        row.by_email = kind.key in by_email
+        row.by_messaging = kind.key in by_messaging
         row.updated_at = now
     await db.flush()
     return await preferences(db, user_id)
@@ -357,9 +357,9 @@ async def _channels_wanted(
     if not default.choosable:
         return wanted
     rows = await db.execute(
-        select(NotificationPreference.user_id, NotificationPreference.email, NotificationPreference.messaging).where(
-            NotificationPreference.user_id.in_(user_ids), NotificationPreference.kind == kind
-        )
+        select(
+            NotificationPreference.user_id, NotificationPreference.by_email, NotificationPreference.by_messaging
+        ).where(NotificationPreference.user_id.in_(user_ids), NotificationPreference.kind == kind)
     )
     for user_id, email, messaging in rows:
         wanted[user_id] = (bool(email), bool(messaging))

@@ -61,8 +61,9 @@ def upgrade() -> None:
         sa.Column("tenant_id", sa.Uuid(), nullable=False),
         sa.Column("user_id", sa.Uuid(), nullable=False),
         sa.Column("kind", sa.String(length=40), nullable=False),
-        sa.Column("email", sa.Boolean(), nullable=False),
-        sa.Column("messaging", sa.Boolean(), nullable=False),
+        sa.Column("by_email", sa.Boolean(), nullable=False),
+        sa.Column("by_messaging", sa.Boolean(), nullable=False),
+        sa.Column("created_at", tenants.base.UTCDateTime(timezone=True), nullable=False),
         sa.Column("updated_at", tenants.base.UTCDateTime(timezone=True), nullable=False),
         sa.ForeignKeyConstraint(
             ["tenant_id"],
