@@ -33,7 +33,8 @@ migrate: install
 # it (root), otherwise a line says what goes without:
 # - bubblewrap confines the code of submitted plugins while their checks run; without it those
 #   checks fail saying so (a submission's code never runs unconfined);
-# - chromium is what the page tests drive (no browser is downloaded at run time); without it they skip.
+# - chromium is what the page tests drive (no browser is downloaded at run time); without it they skip;
+#   fonts-wqy-microhei gives it Chinese glyphs for the pages' screenshots.
 APT_INSTALL := apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq
 CAN_APT := [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1
 
@@ -46,6 +47,8 @@ sandbox:
 browser:
 	@command -v chromium >/dev/null 2>&1 || { $(CAN_APT) && { $(APT_INSTALL) chromium; } ; } || \
 		echo "chromium is not installed and cannot be installed here: page tests will skip"
+	@fc-list 2>/dev/null | grep -qi "wenquanyi\|noto sans cjk" || { $(CAN_APT) && { $(APT_INSTALL) fonts-wqy-microhei; } ; } || \
+		echo "no Chinese font is installed and none can be installed here: screenshots show boxes for Chinese"
 
 # One pytest worker per core; a module's tests stay on one worker, so a module's shared app or
 # browser starts once. Coverage (lines and branches, subprocesses included) is reported at the end

@@ -7,6 +7,7 @@ from contextlib import asynccontextmanager
 
 from litestar import Litestar, Router
 from litestar.di import Provide
+from litestar.exceptions import NotFoundException
 from litestar.static_files import create_static_files_router
 from uvicorn.middleware.proxy_headers import ProxyHeadersMiddleware
 
@@ -15,7 +16,7 @@ import services.worker  # noqa: F401  (broker and actors exist before the first 
 from services.accounts.pages import PAGES as ACCOUNT_PAGES
 from services.accounts.principals import provide_optional_principal, provide_principal
 from services.accounts.routes import AuthController, TenantController
-from services.accounts.viewers import PAGE_DEPENDENCIES, PAGE_ERRORS
+from services.accounts.viewers import PAGE_DEPENDENCIES, PAGE_ERRORS, unknown_address
 from services.audit.routes import CONTROLLERS as AUDIT_CONTROLLERS
 from services.automation.routes import CONTROLLERS as AUTOMATION_CONTROLLERS
 from services.db import dispose_databases
@@ -48,6 +49,7 @@ from services.sops.calendar.routes import CONTROLLERS as CALENDAR_CONTROLLERS
 from services.sops.procedures.routes import CONTROLLERS as PROCEDURES_CONTROLLERS
 from services.sops.runs.pages import PAGES as RUN_PAGES
 from services.sops.runs.routes import CONTROLLERS as RUNS_CONTROLLERS
+from services.sops.runs.run_pages import PAGES as RUN_PAGE_PAGES
 from services.web.i18n import AcceptLanguageMiddleware
 from services.web.pages import PAGES as WEB_PAGES
 from services.web.templating import STATIC_DIR, template_config
@@ -103,7 +105,7 @@ def create_app(settings: Settings | None = None, *, embedded: bool = False) -> L
             # The pages: HTML for people, errors included (the API's routes answer problem+json).
             Router(
                 path="/",
-                route_handlers=[*WEB_PAGES, *ACCOUNT_PAGES, *RUN_PAGES, *NOTIFICATION_PAGES],
+                route_handlers=[*WEB_PAGES, *ACCOUNT_PAGES, *RUN_PAGES, *RUN_PAGE_PAGES, *NOTIFICATION_PAGES],
                 dependencies=PAGE_DEPENDENCIES,
                 exception_handlers=PAGE_ERRORS,
                 include_in_schema=False,
@@ -118,7 +120,7 @@ def create_app(settings: Settings | None = None, *, embedded: bool = False) -> L
             "optional_principal": Provide(provide_optional_principal),
             "settings": Provide(provide_settings, sync_to_thread=False),
         },
-        exception_handlers=EXCEPTION_HANDLERS,
+        exception_handlers={**EXCEPTION_HANDLERS, NotFoundException: unknown_address},
         middleware=[RequestInputMiddleware()],
         request_class=JsonRequest,
         openapi_config=openapi_config(API_VERSION),

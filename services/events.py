@@ -304,6 +304,8 @@ class RunCommented(Payload):
     comment_id: uuid.UUID
     step_id: int | None
     author_id: uuid.UUID
+    # The members the comment calls on (@mentions), to be told.
+    mentioned_ids: list[uuid.UUID] = []
 
 
 class RunMigrated(Payload):

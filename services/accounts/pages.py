@@ -46,6 +46,8 @@ INDUSTRY_LABELS = {
     Industry.GENERAL.value: N_("Other"),
 }
 LANGUAGE_LABELS = {"zh-CN": "中文", "en": "English"}
+# A mailed link's page holds its token in the address: no other page or cache is told it.
+LINK_PAGE_HEADERS = {"Referrer-Policy": "no-referrer", "Cache-Control": "no-store"}
 
 
 def _labels(viewer: Viewer, **labels: str) -> dict[str, str]:
@@ -165,7 +167,7 @@ class AccountPages(Controller):
     @get("/verify-email")
     async def verify_email_form(self, viewer: NamedDependency[Viewer], token: FromQuery[str] = "") -> Template:
         # Opening the link changes nothing (mail scanners open links); the button confirms.
-        return page(viewer, "accounts/verify_email.html", token=token)
+        return page(viewer, "accounts/verify_email.html", token=token, headers=LINK_PAGE_HEADERS)
 
     @post("/verify-email")
     async def verify_email(
@@ -212,7 +214,7 @@ class AccountPages(Controller):
 
     @get("/reset-password")
     async def reset_password_form(self, viewer: NamedDependency[Viewer], token: FromQuery[str] = "") -> Template:
-        return page(viewer, "accounts/reset_password.html", token=token)
+        return page(viewer, "accounts/reset_password.html", token=token, headers=LINK_PAGE_HEADERS)
 
     @post("/reset-password")
     async def reset_password(
@@ -237,7 +239,7 @@ class AccountPages(Controller):
 
     @get("/invitations/accept")
     async def accept_invitation_form(self, viewer: NamedDependency[Viewer], token: FromQuery[str] = "") -> Template:
-        return page(viewer, "accounts/accept_invitation.html", token=token, values={})
+        return page(viewer, "accounts/accept_invitation.html", token=token, values={}, headers=LINK_PAGE_HEADERS)
 
     @post("/invitations/accept")
     async def accept_invitation(

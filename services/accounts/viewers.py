@@ -13,17 +13,25 @@ from typing import Any
 
 from litestar import Request, Response
 from litestar.di import NamedDependency, Provide
+from litestar.exceptions import NotFoundException
 from litestar.response import Redirect, Template
 from litestar.status_codes import HTTP_303_SEE_OTHER
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from services.accounts.login_sessions import authenticate, get_user, tenants_of
-from services.http import SAFE_METHODS, SESSION_COOKIE, csp_nonce, mark_private
+from services.http import SAFE_METHODS, SESSION_COOKIE, csp_nonce, handle_http_exception, mark_private
 from services.logs import request_log_context
 from services.web.extensions import badge_counts
-from services.web.i18n import DEFAULT_LOCALE, negotiate
+from services.web.i18n import DEFAULT_LOCALE
 from services.web.pages import error_page
-from services.web.viewer import SignInRequired, Viewer, check_form_origin, cookie_locale, sign_in_url
+from services.web.viewer import (
+    SignInRequired,
+    Viewer,
+    anonymous_viewer,
+    check_form_origin,
+    sign_in_url,
+    wants_page,
+)
 from tenants.errors import ProblemError
 from tenants.models import LOCALES
 
@@ -31,14 +39,6 @@ log = logging.getLogger(__name__)
 
 
 VIEWER_STATE = "viewer"
-
-
-def anonymous_viewer(request: Request[Any, Any, Any]) -> Viewer:
-    """Someone not signed in: the language they chose here, else their browser's."""
-    locale = cookie_locale(request) or negotiate(request.headers.get("accept-language"), DEFAULT_LOCALE)
-    path = request.url.path + (f"?{request.url.query}" if request.url.query else "")
-    zone = "Asia/Shanghai" if locale == "zh-CN" else "UTC"
-    return Viewer(locale=locale, timezone=zone, nonce=csp_nonce(request), path=path)
 
 
 async def load_viewer(request: Request[Any, Any, Any], db: AsyncSession) -> Viewer:
@@ -124,3 +124,11 @@ def page_crash(request: Request[Any, Any, Any], error: Exception) -> Response[An
 
 
 PAGE_ERRORS: dict[type[Exception] | int, Any] = {ProblemError: page_problem, Exception: page_crash}
+
+
+def unknown_address(request: Request[Any, Any, Any], error: NotFoundException) -> Response[Any]:
+    """An address no route has: a page for a browser finding its way, problem+json for the API."""
+    if wants_page(request):
+        template: Template = error_page(anonymous_viewer(request), 404, None)
+        return template
+    return handle_http_exception(request, error)

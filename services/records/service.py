@@ -43,7 +43,7 @@ from services.records.crud import (
     update_record,
     update_record_values,
 )
-from services.records.fields import FieldType
+from services.records.fields import FieldType, currency_exponent
 from services.records.query import (
     BUILTIN_SORTS,
     DEFAULT_PAGE,
@@ -101,6 +101,7 @@ __all__ = [
     "create_record",
     "create_record_values",
     "create_records_values",
+    "currency_exponent",
     "decode_cursor",
     "delete_collection",
     "delete_record",

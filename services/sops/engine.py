@@ -163,6 +163,8 @@ class ExceptionState(Struct, kw_only=True):
     # Unresolved by this moment, the exception escalates (its kind's ``escalate_after``).
     escalate_at: datetime | None = None
     escalated_at: datetime | None = None
+    # What the person who resolved it wrote (what was done about it).
+    resolution_note: str = ""
 
 
 class RunState(Struct, kw_only=True):
@@ -279,6 +281,7 @@ class ResolveException(Struct, tag="resolve_exception", tag_field="action", kw_o
     exception_id: int
     actor: Actor
     outcome: Literal["resume", "abort"] | None = None  # None: what the exception kind says
+    note: str = ""
 
 
 class Abort(Struct, tag="abort", tag_field="action", kw_only=True):
@@ -872,9 +875,12 @@ class _Run:
         else:
             self.resolve(exc, exc.then, None)
 
-    def resolve(self, exc: ExceptionState, outcome: Literal["resume", "abort"], actor: Actor | None) -> None:
+    def resolve(
+        self, exc: ExceptionState, outcome: Literal["resume", "abort"], actor: Actor | None, note: str = ""
+    ) -> None:
         exc = self.edit_exception(exc.id)
         exc.status = "resolved"
+        exc.resolution_note = note
         exc.outcome = outcome
         exc.resolved_by = actor.user_id if actor is not None else None
         exc.resolved_at = self.env.now
@@ -1265,7 +1271,7 @@ def _resolve(run: _Run, action: ResolveException) -> None:
     outcome = action.outcome or exc.then
     if outcome == "abort":
         _require_manager(action.actor)
-    run.resolve(exc, outcome, action.actor)
+    run.resolve(exc, outcome, action.actor, action.note)
 
 
 def _abort(run: _Run, action: Abort) -> None:

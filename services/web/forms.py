@@ -35,6 +35,23 @@ FIELD_MESSAGES: Mapping[str, str] = {
     "invalid_email": N_("Enter an email address like name@example.com."),
     "invalid_slug": N_("Use 3–63 lower-case letters, digits and dashes."),
     "unknown_field": N_("{label} is not part of this form."),
+    # The codes of the records service's field checks (form steps of runs use them too).
+    "below_min": N_("{label} is too small; enter a larger value."),
+    "above_max": N_("{label} is too large; enter a smaller value."),
+    "not_finite": N_("Enter {label} as a number."),
+    "too_precise": N_("{label} has too many decimal places."),
+    "invalid_currency": N_("Enter {label} as an amount of money."),
+    "wrong_currency": N_("Enter {label} in the currency shown."),
+    "not_an_option": N_("Choose {label} from the list."),
+    "invalid_date": N_("Enter {label} as a real date."),
+    "invalid_datetime": N_("Enter {label} as a real date and time."),
+    "timezone_required": N_("Enter {label} as a real date and time."),
+    "invalid_phone": N_("Enter {label} as a phone number, like 138 0013 8000."),
+    "pattern_mismatch": N_("Enter {label} in the form shown."),
+    "invalid_id": N_("Choose {label} from the list."),
+    "not_a_member": N_("Choose {label} from the members of this workspace."),
+    "file_not_found": N_("Upload {label} again."),
+    "photos_required": N_("Add photos: at least {count}."),
 }
 #: How a refusal that concerns the whole form (no one field) is said, by its stable code.
 FORM_MESSAGES: Mapping[str, str] = {
@@ -90,12 +107,14 @@ def field_name(problem: FieldProblem) -> str:
     return problem.pointer.lstrip("/").split("/", 1)[0] or "form"
 
 
-def field_message(problem: FieldProblem, label: str, locale: str) -> str:
+def field_message(problem: FieldProblem, label: str, locale: str, **params: object) -> str:
+    """The words for ``problem`` beside the field labelled ``label``; ``params`` fill a message's
+    other placeholders (``count``)."""
     if problem.code in WORDED_BY_SERVICE:
         return problem.message
     template = FIELD_MESSAGES.get(problem.code, FALLBACK_MESSAGE)
     lowered = label if locale != "en" or template.startswith("{label}") else label[:1].lower() + label[1:]
-    return translate(template, locale, label=lowered)
+    return translate(template, locale, label=lowered, **params)
 
 
 def form_errors(error: ProblemError, labels: Mapping[str, str], locale: str) -> dict[str, str]:

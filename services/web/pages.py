@@ -61,6 +61,7 @@ def page(
     nav_current: str = "",
     notice: str | None = None,
     cookies: list[Cookie] | None = None,
+    headers: dict[str, str] | None = None,
     **context: Any,
 ) -> Template:
     """``template`` rendered for ``viewer`` in the app's layout (its navigation, its language)."""
@@ -76,6 +77,7 @@ def page(
         },
         status_code=status_code,
         cookies=cookies or [],
+        headers=headers or {},
     )
 
 
@@ -120,9 +122,7 @@ class WebPages(Controller):
     include_in_schema = False
 
     @get("/")
-    async def landing(
-        self, viewer: NamedDependency[Viewer], notice: FromQuery[str | None] = None
-    ) -> Template | Redirect:
+    async def landing(self, viewer: NamedDependency[Viewer], notice: FromQuery[str | None] = None) -> Template:
         return page(viewer, "web/landing.html", notice=notice)
 
 

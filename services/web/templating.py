@@ -70,8 +70,10 @@ def format_datetime(context: Context, value: datetime | None, format: str = "med
     local = _local(value, _zone(context))
     locale = babel_name(_locale(context))
     if format == "short":
-        skeleton = "MMMdHm" if local.year == datetime.now(local.tzinfo).year else "yMMMdHm"
-        return babel_dates.format_skeleton(skeleton, local, locale=locale)
+        # Babel's skeletons cover a date or a time, not both: "3月5日周四 14:00", "Thu, Mar 5 2:00 PM".
+        skeleton = "MMMEd" if local.year == datetime.now(local.tzinfo).year else "yMMMEd"
+        day = babel_dates.format_skeleton(skeleton, local, locale=locale)
+        return f"{day} {babel_dates.format_time(local, format='short', locale=locale)}"
     return babel_dates.format_datetime(local, format=format, locale=locale)
 
 

@@ -21,7 +21,8 @@ from urllib.parse import quote, urlsplit
 from litestar import Request
 from litestar.datastructures import Cookie
 
-from services.http import CSRF_HEADER, SAFE_METHODS
+from services.http import CSRF_HEADER, SAFE_METHODS, csp_nonce
+from services.web.i18n import DEFAULT_LOCALE, negotiate
 from tenants.errors import Forbidden, ProblemError
 from tenants.models import LOCALES, Role
 from tenants.principal import Principal
@@ -92,6 +93,24 @@ def cookie_locale(request: Request[Any, Any, Any]) -> str | None:
 
 def locale_cookie(locale: str) -> Cookie:
     return Cookie(key=LOCALE_COOKIE, value=locale, path="/", max_age=365 * 24 * 3600, samesite="lax", httponly=True)
+
+
+def anonymous_viewer(request: Request[Any, Any, Any]) -> Viewer:
+    """Someone not signed in: the language they chose here, else their browser's."""
+    locale = cookie_locale(request) or negotiate(request.headers.get("accept-language"), DEFAULT_LOCALE)
+    path = request.url.path + (f"?{request.url.query}" if request.url.query else "")
+    zone = "Asia/Shanghai" if locale == "zh-CN" else "UTC"
+    return Viewer(locale=locale, timezone=zone, nonce=csp_nonce(request), path=path)
+
+
+def wants_page(request: Request[Any, Any, Any]) -> bool:
+    """A browser navigating (GET for HTML, not the API's or the static files' addresses)."""
+    path = request.url.path
+    return (
+        request.method in SAFE_METHODS
+        and "text/html" in request.headers.get("accept", "")
+        and not path.startswith(("/api/", "/static/"))
+    )
 
 
 def safe_next(target: str | None, default: str = "/app") -> str:

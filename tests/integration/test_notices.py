@@ -147,7 +147,7 @@ async def test_a_claim_tells_nobody_and_a_reported_problem_tells_handlers_and_st
 
 
 async def test_overdue_escalated_and_mentions(world: World) -> None:
-    owner, _body, member, _member_id, manager, _manager_id = await team(world)
+    owner, _body, member, member_id, manager, _manager_id = await team(world)
     await set_locale(member, "zh-CN")
     procedure_id, _ = await publish(owner, FLOW)
     run = await start(owner, procedure_id)
@@ -170,7 +170,8 @@ async def test_overdue_escalated_and_mentions(world: World) -> None:
 
     member_email = (await member.get("/api/v1/auth/session")).json()["user"]["email"]
     comment = await owner.post(
-        f"/api/v1/runs/{run['id']}/comments", {"body": f"@Zhao Min and @{member_email}: the customs papers?"}
+        f"/api/v1/runs/{run['id']}/comments",
+        {"body": f"@Zhao Min and @{member_email}: the customs papers?", "mentions": [member_id]},
     )
     assert comment.status_code == 201, comment.text
     await deliver_events()

@@ -17,15 +17,24 @@ from tenants.models import LOCALES
 PLACEHOLDER = re.compile(r"\{(\w+)\}")
 
 
+TEMPLATES = "**/templates/**.html"
+
+
 def _extracted(path: Path, keywords: dict[str, None]) -> set[str]:
     if path.is_dir():
-        found = extract_from_dir(str(path), method_map=[("**.py", "python")], keywords=keywords)
+        found = extract_from_dir(
+            str(path),
+            method_map=[("**.py", "python"), (TEMPLATES, "jinja2")],
+            options_map={TEMPLATES: {"trim_blocks": "true", "lstrip_blocks": "true"}},
+            keywords=keywords,
+        )
         return {str(message) for _file, _line, message, _comments, _context in found if isinstance(message, str)}
     return {str(message) for _line, message, _comments, _context in extract_from_file("python", str(path), keywords)}
 
 
 def code_messages() -> set[str]:
-    return _extracted(Path(services.__file__).parent, {"translate": None, "N_": None})
+    """The texts the code marks (``translate``, ``N_``) and the templates' ``_(...)``."""
+    return _extracted(Path(services.__file__).parent, {"translate": None, "N_": None, "_": None})
 
 
 def zxcvbn_messages() -> set[str]:
@@ -35,6 +44,7 @@ def zxcvbn_messages() -> set[str]:
 def test_the_extractor_finds_the_texts() -> None:
     # Guards the two tests below against passing on an empty extraction.
     assert "Use at least {count} characters." in code_messages()
+    assert "Skip to content" in code_messages()  # from a template
     assert len(zxcvbn_messages()) >= 25
 
 

@@ -5,7 +5,7 @@ transaction stays short and a notice exists only for work that was committed):
 - a problem reported on a run (to the people its kind names to tell, and to the run's starter),
   and a problem escalated (to the people it escalates to);
 - a step overdue (to its assignee, else to its role);
-- a mention in a comment (``@name`` or ``@email`` of a member).
+- a mention in a comment (the members it names, and ``@name`` or ``@email`` in its words).
 
 Each notice's ``dedupe_key`` is the event's id, so a redelivered event notifies nobody twice.
 """
@@ -173,10 +173,16 @@ async def _on_commented(db: AsyncSession, key: str, payload: dict[str, Any]) -> 
         return
     comment = await db.scalar(select(RunComment).where(RunComment.id == comment_id))
     run = await db.scalar(select(Run).where(Run.id == run_id))
-    if comment is None or run is None or "@" not in comment.body:
+    if comment is None or run is None:
         return
-    members = await accounts.member_contacts(db, set(await accounts.member_ids_with_role(db, Role.MEMBER)))
-    people = [p for p in mentioned(comment.body, members) if p != comment.author_id]
+    # The members the comment names (picked where it was written), and those its words call on.
+    people = _ids(payload.get("mentioned_ids") or [])
+    if "@" in comment.body:
+        members = await accounts.member_contacts(db, set(await accounts.member_ids_with_role(db, Role.MEMBER)))
+        people += mentioned(comment.body, members)
+    people = [p for p in dict.fromkeys(people) if p != comment.author_id]
+    if not people:
+        return
     excerpt = comment.body.strip()
     params: dict[str, Any] = {
         "run": run.title,

@@ -64,8 +64,10 @@ def step_out(row: StepInstance, now: datetime) -> StepOut:
     return struct_from(StepOut, row, id=row.step_id, overdue=_overdue(row.status, row.due_at, now))
 
 
-def exception_out(row: RunException) -> ExceptionOut:
-    return struct_from(ExceptionOut, row, id=row.exception_id, file_ids=list(row.file_ids or []))
+def exception_out(row: RunException, resolution_note: str = "") -> ExceptionOut:
+    return struct_from(
+        ExceptionOut, row, id=row.exception_id, file_ids=list(row.file_ids or []), resolution_note=resolution_note
+    )
 
 
 def comment_out(row: RunComment) -> CommentOut:
@@ -78,12 +80,13 @@ async def detail_out(db: AsyncSession, run_id: uuid.UUID) -> RunDetailOut:
 
 def run_detail_out(detail: service.RunDetail) -> RunDetailOut:
     now = utcnow()
+    notes = {e.id: e.resolution_note for e in detail.state.exceptions}
     return struct_from(
         RunDetailOut,
         detail.run,
         data=dict(detail.state.data),
         steps=[step_out(s, now) for s in detail.steps],
-        exceptions=[exception_out(e) for e in detail.exceptions],
+        exceptions=[exception_out(e, notes.get(e.exception_id, "")) for e in detail.exceptions],
     )
 
 
@@ -209,6 +212,16 @@ class RunsController(Controller):
     ) -> RunDetailOut:
         return run_detail_out(await service.reject_step(db, actor_of(principal), run_id, step_id, data.note))
 
+    @post("/{run_id:uuid}/steps/{step_id:int}/continue", status_code=200, summary="End a wait step now (admin)")
+    async def continue_wait(
+        self,
+        run_id: FromPath[uuid.UUID],
+        step_id: RunItemNumber,
+        db: NamedDependency[AsyncSession],
+        principal: NamedDependency[Principal],
+    ) -> RunDetailOut:
+        return run_detail_out(await service.continue_wait(db, actor_of(principal), run_id, step_id))
+
     @post("/{run_id:uuid}/steps/{step_id:int}/skip", status_code=200, summary="Skip an optional step")
     async def skip(
         self,
@@ -235,7 +248,13 @@ class RunsController(Controller):
         principal: NamedDependency[Principal],
     ) -> CommentOut:
         comment = await service.add_comment(
-            db, actor_of(principal), run_id, data.body, step_id=data.step_id, file_ids=data.file_ids
+            db,
+            actor_of(principal),
+            run_id,
+            data.body,
+            step_id=data.step_id,
+            file_ids=data.file_ids,
+            mentions=data.mentions,
         )
         return comment_out(comment)
 
@@ -266,7 +285,7 @@ class RunsController(Controller):
         db: NamedDependency[AsyncSession],
         principal: NamedDependency[Principal],
     ) -> RunDetailOut:
-        await service.resolve_exception(db, actor_of(principal), run_id, exception_id, data.outcome)
+        await service.resolve_exception(db, actor_of(principal), run_id, exception_id, data.outcome, data.note)
         return await detail_out(db, run_id)
 
     @post("/{run_id:uuid}/abort", status_code=200, summary="Abort a run (manager)")

@@ -51,6 +51,7 @@ class CommentIn(Input):
     body: Annotated[str, Meta(min_length=1, max_length=10_000)]
     step_id: StepId | None = None
     file_ids: FileIds = []
+    mentions: Annotated[list[uuid.UUID], Meta(max_length=50, description="members the comment calls on")] = []
 
 
 class RaiseExceptionIn(Input):
@@ -62,6 +63,7 @@ class RaiseExceptionIn(Input):
 
 class ResolveExceptionIn(Input):
     outcome: Literal["resume", "abort"] | None = None
+    note: Note = ""
 
 
 class AbortIn(Input):
@@ -113,6 +115,7 @@ class ExceptionOut(msgspec.Struct, kw_only=True):
     resolved_at: datetime | None
     escalate_at: datetime | None  # set while open and not yet escalated
     escalated_at: datetime | None
+    resolution_note: str = ""  # what the person who resolved it wrote
 
 
 class CommentOut(msgspec.Struct, kw_only=True):

@@ -28,12 +28,13 @@ from sqlalchemy import func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from services import events
+from services.accounts import service as accounts
 from services.audit import service as audit
 from services.files import service as files
 from services.outbox import service as outbox
 from services.records import service as records
 from services.sops import engine
-from services.sops.definition import HUMAN_STEPS, FormStep, Owner
+from services.sops.definition import HUMAN_STEPS, FormStep, Owner, WaitStep
 from services.sops.engine import (
     Abort,
     Action,
@@ -43,6 +44,7 @@ from services.sops.engine import (
     Complete,
     EngineError,
     EvidenceIn,
+    ExceptionState,
     RaiseException,
     ResolveException,
     RunState,
@@ -299,19 +301,48 @@ async def approve_step(db: AsyncSession, actor: Actor, run_id: uuid.UUID, step_i
 
 
 async def reject_step(db: AsyncSession, actor: Actor, run_id: uuid.UUID, step_id: int, note: str = "") -> RunDetail:
-    return await _step_action(
+    """Reject an approval step; a rejection always says why (``note``), for whoever redoes the work."""
+    run = await _load_run(db, run_id, lock=True)
+    if not note.strip():
+        raise ValidationProblem(
+            errors=[FieldProblem(pointer="/note", code="required", message="say why the step is rejected")]
+        )
+    work = await _act(
         db,
-        run_id,
-        engine.Reject(step_id=step_id, actor=actor, note=note),
-        actor=actor,
+        run,
+        engine.Reject(step_id=step_id, actor=actor, note=note.strip()),
+        actor_id=actor.user_id,
         audit_action="run.step_rejected",
     )
+    return await _detail_after(db, work)
 
 
 async def skip_step(db: AsyncSession, actor: Actor, run_id: uuid.UUID, step_id: int) -> RunDetail:
     return await _step_action(
         db, run_id, engine.Skip(step_id=step_id, actor=actor), actor=actor, audit_action="run.step_skipped"
     )
+
+
+async def continue_wait(db: AsyncSession, actor: Actor, run_id: uuid.UUID, step_id: int) -> RunDetail:
+    """End a wait step now instead of at its time (admin or higher): the run goes on as if the
+    wait had elapsed, and the audit trail names who cut it short."""
+    run = await _load_run(db, run_id, lock=True)
+    if not _role(actor).at_least(Role.ADMIN):
+        raise Forbidden("Only an admin or the owner can end a wait early.", code="role_required")
+    _require_running(run)
+    step = _find_step(decode_state(run.state), step_id)
+    definition = await procedures.definition_by_version_id(db, run.version_id)
+    if not isinstance(definition.step(step.key), WaitStep):
+        raise Conflict("This step is not a wait.", code="wrong_step_kind")
+    work = await _act(
+        db,
+        run,
+        engine.WaitElapsed(step_id=step_id),
+        actor_id=actor.user_id,
+        audit_action="run.wait_continued",
+        definition=definition,
+    )
+    return await _detail_after(db, work)
 
 
 # ---------------------------------------------------------------- comments, exceptions, abort
@@ -325,13 +356,25 @@ async def add_comment(
     *,
     step_id: int | None = None,
     file_ids: Sequence[uuid.UUID] = (),
+    mentions: Sequence[uuid.UUID] = (),
 ) -> RunComment:
-    """Comment on a run or one of its steps (any member; finished runs too), with attachments."""
+    """Comment on a run or one of its steps (any member; finished runs too), with attachments;
+    ``mentions`` are the members the comment calls on (the ``run.commented`` event names them,
+    for their notices)."""
     run = await _load_run(db, run_id)
     problems: list[FieldProblem] = []
+    if not body.strip():
+        problems.append(FieldProblem(pointer="/body", code="required", message="a comment has words"))
     if step_id is not None and all(s.id != step_id for s in decode_state(run.state).steps):
         problems.append(FieldProblem(pointer="/step_id", code="step_not_found", message="the run has no such step"))
     problems += await _files_problems(db, file_ids, "/file_ids")
+    mentioned = list(dict.fromkeys(mentions))
+    members = await accounts.existing_member_ids(db, set(mentioned))
+    problems += [
+        FieldProblem(pointer=f"/mentions/{i}", code="not_a_member", message="not a member of this workspace")
+        for i, user_id in enumerate(mentioned)
+        if user_id not in members
+    ]
     if problems:
         raise ValidationProblem(errors=problems)
     comment = RunComment(
@@ -350,7 +393,13 @@ async def add_comment(
         action="run.commented",
         subject_type="run",
         subject_id=run.id,
-        after={"comment_id": str(comment.id), "step_id": step_id, "body": body, "file_ids": comment.file_ids},
+        after={
+            "comment_id": str(comment.id),
+            "step_id": step_id,
+            "body": body,
+            "file_ids": comment.file_ids,
+            "mentions": [str(m) for m in mentioned],
+        },
     )
     await outbox.emit(
         db,
@@ -361,6 +410,7 @@ async def add_comment(
             "comment_id": str(comment.id),
             "step_id": step_id,
             "author_id": str(actor.user_id),
+            "mentioned_ids": [str(m) for m in mentioned],
         },
     )
     return comment
@@ -407,38 +457,55 @@ async def raise_exception(
     return run, exception_id
 
 
+async def _may_resolve(db: AsyncSession, actor: Actor, run: Run, state: RunState, found: ExceptionState) -> bool:
+    if _role(actor).at_least(Role.MANAGER):
+        return True
+    definition = await procedures.definition_by_version_id(db, run.version_id)
+    kind = _exception_kind(definition, state, found.kind, found.step_id)
+    allowed_owners: list[Owner] = list(kind.notify) if kind else []
+    if kind is not None and found.escalated_at is not None:
+        allowed_owners += kind.escalate_to
+    record = await _record_values(db, run)
+    for owner in allowed_owners:
+        if await _owner_matches(db, run, owner, actor, state, record):
+            return True
+    return False
+
+
+async def resolvable_exceptions(db: AsyncSession, actor: Actor, run_id: uuid.UUID) -> set[int]:
+    """The open exceptions of a running run that ``actor`` may resolve (for showing them the way)."""
+    run = await _load_run(db, run_id)
+    if run.status != RunStatus.RUNNING:
+        return set()
+    state = decode_state(run.state)
+    return {e.id for e in state.exceptions if e.status == "open" and await _may_resolve(db, actor, run, state, e)}
+
+
 async def resolve_exception(
     db: AsyncSession,
     actor: Actor,
     run_id: uuid.UUID,
     exception_id: int,
     outcome: Literal["resume", "abort"] | None = None,
+    note: str = "",
 ) -> Run:
-    """Resolve an open exception: managers, whoever the exception kind notifies, and, once it
-    has escalated, whoever it escalated to."""
+    """Resolve an open exception, saying what was done (``note``): managers, whoever the exception
+    kind notifies, and, once it has escalated, whoever it escalated to."""
     run = await _load_run(db, run_id, lock=True)
     state = decode_state(run.state)
     found = next((e for e in state.exceptions if e.id == exception_id), None)
     if found is None:
         raise NotFound("The run has no such exception.", code="exception_not_found")
     _require_running(run)
-    if not _role(actor).at_least(Role.MANAGER):
-        definition = await procedures.definition_by_version_id(db, run.version_id)
-        kind = _exception_kind(definition, state, found.kind, found.step_id)
-        allowed_owners: list[Owner] = list(kind.notify) if kind else []
-        if kind is not None and found.escalated_at is not None:
-            allowed_owners += kind.escalate_to
-        record = await _record_values(db, run)
-        allowed = [await _owner_matches(db, run, o, actor, state, record) for o in allowed_owners]
-        if not any(allowed):
-            raise Forbidden(
-                "Only managers, the people this exception notifies, or those it escalated to resolve it.",
-                code="not_notified",
-            )
+    if not await _may_resolve(db, actor, run, state, found):
+        raise Forbidden(
+            "Only managers, the people this exception notifies, or those it escalated to resolve it.",
+            code="not_notified",
+        )
     await _act(
         db,
         run,
-        ResolveException(exception_id=exception_id, actor=actor, outcome=outcome),
+        ResolveException(exception_id=exception_id, actor=actor, outcome=outcome, note=note.strip()),
         actor_id=actor.user_id,
         audit_action="run.exception_resolved",
     )
@@ -553,6 +620,7 @@ __all__ = [
     "assign_step_as_platform",
     "claim_step",
     "complete_step",
+    "continue_wait",
     "decode_state",
     "encode_state",
     "fire_escalation_timer",
@@ -569,6 +637,7 @@ __all__ = [
     "procedure_has_runs",
     "raise_exception",
     "reject_step",
+    "resolvable_exceptions",
     "resolve_exception",
     "run_detail",
     "skip_step",
