@@ -4,6 +4,7 @@ settings); and one workspace never reading or marking another's."""
 
 from __future__ import annotations
 
+import dataclasses
 import uuid
 from datetime import datetime, timedelta
 from typing import Any
@@ -11,13 +12,16 @@ from typing import Any
 from sqlalchemy import select
 
 from services.db import open_session
+from services.marketplace import service as marketplace
 from services.notifications import service as notifications
 from services.outbox.models import OutboxEvent
 from services.outbox.service import event_message
 from services.scheduler import service as scheduler
 from services.sops.runs import notices
 from tests.conftest import Api, World, deliver_events, mail_to
+from tests.integration.test_builtin_messaging import Inbox, listed, smtp_server
 from tests.integration.test_runs import open_step, publish, role, start
+from tests.plugin_support import run_plugin_hooks
 
 FLOW: dict[str, Any] = {
     "start": "deliver",
@@ -41,6 +45,7 @@ FLOW: dict[str, Any] = {
     ],
 }
 RUN = "Ship an order"
+__all__ = ["listed", "smtp_server"]  # fixtures of the messaging tests, used by name below
 
 
 async def mine(api: Api, **params: Any) -> list[dict[str, Any]]:
@@ -278,3 +283,39 @@ async def test_one_workspace_never_reads_or_marks_another_s(world: World) -> Non
         assert rows == []
         assert await notifications.preferences(db, uuid.UUID(body_a["user"]["id"])) != []  # defaults only
         assert await notifications.unread_count(db, uuid.UUID(member_a_id)) == 0
+
+
+async def test_notices_go_through_the_messaging_plugin_to_those_who_want_them(
+    world: World, listed: None, smtp_server: tuple[Inbox, int]
+) -> None:
+    inbox, port = smtp_server
+    marketplace.configure(dataclasses.replace(world.settings, plugin_allow_http_hosts=("127.0.0.1",)))
+    try:
+        owner, _ = await world.signup(display_name="Li Wei")
+        keen, _keen_id = await world.invite_and_join(owner, "member")
+        quiet, _quiet_id = await world.invite_and_join(owner, "member")
+        off = await quiet.request("PUT", "/api/v1/notifications/preferences", {"email": [], "messaging": []})
+        assert off.status_code == 200, off.text
+        config = {
+            "smtp_host": "127.0.0.1",
+            "smtp_port": port,
+            "smtp_security": "none",
+            "smtp_from_address": "ops@acme.test",
+            "notification_channels": ["email"],
+        }
+        scopes = (await owner.get("/api/v1/marketplace/plugins/messaging")).json()["scopes"]
+        installed = await owner.post("/api/v1/plugins/messaging/install", {"scopes": scopes, "config": config})
+        assert installed.status_code == 201, installed.text
+        procedure_id, _ = await publish(owner, FLOW)
+        await start(owner, procedure_id)
+        for _ in range(2):  # the notices, then what they send on
+            await deliver_events()
+        await run_plugin_hooks("messaging")
+    finally:
+        marketplace.configure(world.settings)
+    keen_email = (await keen.get("/api/v1/auth/session")).json()["user"]["email"]
+    quiet_email = (await quiet.get("/api/v1/auth/session")).json()["user"]["email"]
+    assert len(of_kind(await mine(quiet), "step_claimable")) == 1  # in the app, always
+    [message] = inbox.to(keen_email)
+    assert message["Subject"] == f"You can claim the step “Deliver the parcel” of “{RUN}”."
+    assert inbox.to(quiet_email) == []  # they turned messages off for this kind
