@@ -37,12 +37,11 @@ async def _unread(db: AsyncSession, principal: Principal) -> int:
 
 async def _settings_section(db: AsyncSession, viewer: Viewer) -> dict[str, Any]:
     found = await service.preferences(db, viewer.member.user_id)
-    channel = service._channels.get("messaging")
     return {
         "options": [(p.kind.key, translate(p.kind.label, viewer.locale)) for p in found],
         "email": [p.kind.key for p in found if p.email],
         "messaging": [p.kind.key for p in found if p.messaging],
-        "messaging_available": channel is not None and await channel.available(db),
+        "messaging_available": await service.messaging_available(db),
     }
 
 

@@ -31,7 +31,7 @@ from services.json_body import decode_json_body
 from services.mail import service as mail
 from services.notifications.models import Notification, NotificationPreference
 from services.settings import Settings, load_settings
-from services.web.i18n import N_, join_sentences, translate
+from services.web.i18n import N_, translate
 from tenants.base import as_uuid, new_id, utcnow
 from tenants.errors import FieldProblem, NotFound, ProblemError, ValidationProblem
 from tenants.isolation import session_tenant_id
@@ -156,6 +156,12 @@ _channels: dict[str, Channel] = {}
 def use_channel(name: str, channel: Channel) -> None:
     """Register the channel ``name`` (``messaging``) that :func:`send` uses where members want it."""
     _channels[name] = channel
+
+
+async def messaging_available(db: AsyncSession) -> bool:
+    """Whether the session's workspace can send notices on as messages (its messaging plugin)."""
+    channel = _channels.get("messaging")
+    return channel is not None and await channel.available(db)
 
 
 # ---------------------------------------------------------------- writing
@@ -445,11 +451,6 @@ async def render(db: AsyncSession, rows: Sequence[Notification], locale: str) ->
             )
         )
     return found
-
-
-def sentence(notice: Notice, locale: str) -> str:
-    """Title and body as one line (for a compact list)."""
-    return join_sentences([notice.title, notice.body], locale) if notice.body else notice.title
 
 
 # ---------------------------------------------------------------- reading
