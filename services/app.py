@@ -23,6 +23,7 @@ from services.db import dispose_databases
 from services.files import service as files
 from services.files.routes import CONTROLLERS as FILES_CONTROLLERS
 from services.gallery import service as gallery
+from services.gallery.pages import PAGES as GALLERY_PAGES
 from services.gallery.routes import CONTROLLERS as GALLERY_CONTROLLERS
 from services.http import (
     EXCEPTION_HANDLERS,
@@ -46,6 +47,7 @@ from services.records.routes import CONTROLLERS as RECORDS_CONTROLLERS
 from services.runtime import EmbeddedRuntime
 from services.settings import Settings, load_settings
 from services.sops.calendar.routes import CONTROLLERS as CALENDAR_CONTROLLERS
+from services.sops.library.pages import PAGES as LIBRARY_PAGES
 from services.sops.procedures.routes import CONTROLLERS as PROCEDURES_CONTROLLERS
 from services.sops.runs.pages import PAGES as RUN_PAGES
 from services.sops.runs.routes import CONTROLLERS as RUNS_CONTROLLERS
@@ -105,7 +107,15 @@ def create_app(settings: Settings | None = None, *, embedded: bool = False) -> L
             # The pages: HTML for people, errors included (the API's routes answer problem+json).
             Router(
                 path="/",
-                route_handlers=[*WEB_PAGES, *ACCOUNT_PAGES, *RUN_PAGES, *RUN_PAGE_PAGES, *NOTIFICATION_PAGES],
+                route_handlers=[
+                    *WEB_PAGES,
+                    *ACCOUNT_PAGES,
+                    *RUN_PAGES,
+                    *RUN_PAGE_PAGES,
+                    *LIBRARY_PAGES,
+                    *GALLERY_PAGES,
+                    *NOTIFICATION_PAGES,
+                ],
                 dependencies=PAGE_DEPENDENCIES,
                 exception_handlers=PAGE_ERRORS,
                 include_in_schema=False,

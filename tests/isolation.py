@@ -93,6 +93,13 @@ async def _seed_template(world: World, api: Any, seeded: SeededTenant) -> None:
     installed = await api.post("/api/v1/templates/mini-shop/install", {"samples": False})
     assert installed.status_code == 201, installed.text
     seeded.ids["pack_id"] = "mini-shop"
+    # The onboarding wizard's saved answers (a page form: same-site, with its CSRF token).
+    chosen = await api.client.post(
+        "/onboarding/packs",
+        data={"packs": "mini-shop", "csrf_token": api.csrf},
+        headers={"Origin": str(api.client.base_url).rstrip("/")},
+    )
+    assert chosen.status_code == 303, chosen.text
 
 
 async def _seed_plugin(api: Any, seeded: SeededTenant) -> None:
@@ -276,6 +283,7 @@ REQUEST_BODIES: dict[tuple[str, str], dict[str, Any]] = {
     ("PATCH", "/api/v1/collections/{collection_id:uuid}"): {"name": "Peek"},
     ("PATCH", "/api/v1/automations/{automation_id:uuid}"): {"name": "Peek"},
     ("POST", "/api/v1/collections/{collection_id:uuid}/purge"): {"field_keys": ["code"]},
+    ("POST", "/api/v1/collections/{collection_id:uuid}/rename"): {"key": "peek"},
     ("POST", "/api/v1/collections/{collection_id:uuid}/records"): {"values": {}},
     ("PATCH", "/api/v1/collections/{collection_id:uuid}/records/{record_id:uuid}"): {"values": {}},
     ("PATCH", "/api/v1/procedures/{procedure_id:uuid}"): {"title": "Peek"},

@@ -109,7 +109,8 @@ class AccountPages(Controller):
             return _refused(
                 viewer, "accounts/signup.html", error, SIGNUP_LABELS, values=values, industries=_industries(viewer)
             )
-        return redirect("/app", cookies=[session_cookie(raw, settings), locale_cookie(user.locale)])
+        # A new owner continues into the onboarding wizard (industry packs, roles, first install).
+        return redirect("/onboarding", cookies=[session_cookie(raw, settings), locale_cookie(user.locale)])
 
     @get("/login")
     async def login_form(

@@ -57,7 +57,7 @@ from services.accounts.members import (
 from services.accounts.models import User
 from services.accounts.passwords import password_problems, personal_words
 from services.accounts.profile import set_own_locale, update_profile
-from services.accounts.schemas import SignupIn
+from services.accounts.schemas import InvitationIn, SignupIn
 from services.accounts.workspace import (
     MemberContact,
     _timezone_ok,
@@ -70,6 +70,7 @@ from services.accounts.workspace import (
     member_contacts,
     member_ids_with_role,
     member_locales,
+    tenant_locale,
     update_tenant,
 )
 from services.names import clean_name, name_problems
@@ -81,6 +82,15 @@ from tenants import provisioning
 from tenants.base import new_id
 from tenants.errors import Conflict, FieldProblem
 from tenants.models import LOCALES, Industry, Tenant
+from tenants.principal import Principal
+
+
+async def invite_by_email(
+    session: AsyncSession, principal: Principal, email: str, settings: Settings, role: str = "member"
+) -> None:
+    """Invite ``email`` to the workspace (admin): the same checks and mail as the invitations API."""
+    await invite(session, principal, InvitationIn(email=email, role=role), settings)
+
 
 __all__ = [
     "INVITATION_TOKEN",
@@ -101,6 +111,7 @@ __all__ = [
     "hash_password",
     "hash_token",
     "invite",
+    "invite_by_email",
     "list_entities",
     "list_invitations",
     "list_members",
@@ -123,6 +134,7 @@ __all__ = [
     "signup",
     "signup_problems",
     "switch_tenant",
+    "tenant_locale",
     "tenants_of",
     "update_profile",
     "update_tenant",

@@ -35,6 +35,13 @@ def _timezone_ok(name: str) -> bool:
 # ---------------------------------------------------------------- tenant, entities
 
 
+async def tenant_locale(session: AsyncSession) -> str:
+    """The default locale of the session's tenant (``zh-CN`` or ``en``); ``en`` outside a tenant."""
+    tenant_id = session_tenant_id(session.sync_session)
+    tenant = await session.get(Tenant, tenant_id) if tenant_id is not None else None
+    return tenant.locale if tenant is not None and tenant.locale in LOCALES else "en"
+
+
 async def current_tenant(session: AsyncSession, principal: Principal) -> Tenant:
     tenant = await session.get(Tenant, principal.require_tenant())
     assert tenant is not None

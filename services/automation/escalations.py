@@ -20,6 +20,7 @@ from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from services import events
+from services.accounts import service as accounts
 from services.automation import service
 from services.automation.models import DefaultEscalation
 from services.automation.schemas import AutomationIn, Description, RunEventTrigger
@@ -35,10 +36,20 @@ log = logging.getLogger("guiju.automation.escalations")
 ESCALATE_AFTER: dict[str, Any] = {"hours": 4, "business": True}
 
 
-def default_automations(procedure_id: uuid.UUID, step_key: str, step_title: str) -> list[AutomationIn]:
-    """The default escalation automations of one due step."""
+# An automation has one name: it is written in the workspace's language (its description has both).
+_NAMES: dict[str, tuple[str, str]] = {
+    "zh-CN": ("时限提醒：{title}", "超时升级：{title}"),
+    "en": ("SLA reminder: {title}", "SLA escalation: {title}"),
+}
+
+
+def default_automations(
+    procedure_id: uuid.UUID, step_key: str, step_title: str, language: str = "en"
+) -> list[AutomationIn]:
+    """The default escalation automations of one due step, named in ``language``."""
+    reminder_name, overdue_name = _NAMES.get(language, _NAMES["en"])
     reminder = AutomationIn(
-        name=f"SLA reminder: {step_title}"[:200],
+        name=reminder_name.format(title=step_title)[:200],
         description=Description(
             zh_cn=f"步骤「{step_title}」即将到期时提醒负责人。", en=f"Remind the assignee before '{step_title}' is due."
         ),
@@ -57,7 +68,7 @@ def default_automations(procedure_id: uuid.UUID, step_key: str, step_title: str)
         ],
     )
     overdue = AutomationIn(
-        name=f"SLA escalation: {step_title}"[:200],
+        name=overdue_name.format(title=step_title)[:200],
         description=Description(
             zh_cn=f"步骤「{step_title}」逾期时通知经理；4 个工作小时后仍未完成则转派给工作量最少的经理。",
             en=f"Tell the managers when '{step_title}' is overdue; reassign it to the least loaded manager "
@@ -96,6 +107,7 @@ async def install_defaults(db: AsyncSession, procedure_id: uuid.UUID, version_id
     except NotFound:
         return 0
     installed = 0
+    language = await accounts.tenant_locale(db)
     for step in version.definition.steps:
         if not isinstance(step, HUMAN_STEPS) or step.due is None:
             continue
@@ -107,7 +119,7 @@ async def install_defaults(db: AsyncSession, procedure_id: uuid.UUID, version_id
         if done is not None:
             continue
         db.add(DefaultEscalation(procedure_id=procedure_id, step_key=step.key))
-        for automation in default_automations(procedure_id, step.key, step.title):
+        for automation in default_automations(procedure_id, step.key, step.title, language):
             await service.install_automation(db, automation, actor_id=None)
         installed += 1
     await db.flush()

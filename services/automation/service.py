@@ -230,7 +230,8 @@ async def get_automation(db: AsyncSession, principal: Principal, automation_id: 
     return await find_automation(db, automation_id)
 
 
-def _plugins_used(data: AutomationIn) -> set[str]:
+def plugins_used(data: AutomationIn) -> set[str]:
+    """The plugins an automation's trigger and actions use."""
     used = {str(a.get("plugin")) for a in data.actions if a.get("kind") == "plugin"}
     if isinstance(data.trigger, PluginTrigger):
         used.add(data.trigger.plugin)
@@ -276,12 +277,13 @@ async def install_automation(
     this directly; people go through :func:`create_automation`).
 
     ``awaiting_plugins``: plugins the workspace has not installed yet; what the automation uses of
-    them is taken on trust, and the automation is created disabled with ``disabled_reason``.
+    them is taken on trust, and the automation is created disabled with ``disabled_reason`` (as is
+    one created with ``enabled`` false).
     """
     owner_id = data.owner_id or actor_id
     await _check(db, data.name, data.trigger, data.conditions, data.actions, owner_id, awaiting_plugins)
     now = utcnow()
-    awaiting = bool(awaiting_plugins & _plugins_used(data))
+    awaiting = bool(awaiting_plugins & plugins_used(data))
     automation = Automation(
         id=new_id(),
         name=data.name.strip(),
@@ -289,7 +291,7 @@ async def install_automation(
         description_en=data.description.en,
         owner_id=owner_id,
         enabled=data.enabled and not awaiting,
-        disabled_reason=disabled_reason if awaiting else None,
+        disabled_reason=disabled_reason if awaiting or not data.enabled else None,
         trigger_type=trigger_type_of(data.trigger),
         trigger=trigger_dict(data.trigger),
         conditions=list(data.conditions),

@@ -32,6 +32,7 @@ from services.gallery.loader import Pack, PackItem
 from services.gallery.merge import ABSENT
 from services.gallery.models import TemplateInstallation, TemplateItem
 from services.gallery.schemas import (
+    CollectionChoiceIn,
     InstallationOut,
     InstalledItemOut,
     InstallIn,
@@ -80,61 +81,157 @@ def _at(item: PackItem, exc: ProblemError, prefix: str = "") -> ProblemError:
 
 
 async def _map_roles(
-    db: AsyncSession, pack: Pack, wanted: Mapping[str, uuid.UUID], kept: Mapping[str, str] | None = None
+    db: AsyncSession, pack: Pack, wanted: Mapping[str, uuid.UUID | None], kept: Mapping[str, str] | None = None
 ) -> tuple[dict[str, uuid.UUID], list[RoleAssignmentOut]]:
-    """Each pack role's member: as ``wanted`` (then as already ``kept``), else the workspace's owner."""
+    """Each pack role's member: as ``wanted`` (then as already ``kept``); a role with neither stays
+    unassigned (left out of the mapping) — never silently the owner's."""
     keys = [str(r["key"]) for r in pack.roles]
     problems = [
         FieldProblem(f"/roles/{key}", "unknown_role", f"the pack has no role '{key}' ({', '.join(keys) or 'none'})")
         for key in wanted
         if key not in keys
     ]
-    members = await accounts.existing_member_ids(db, set(wanted.values()))
+    chosen_ids = {v for v in wanted.values() if v is not None}
+    members = await accounts.existing_member_ids(db, chosen_ids)
     problems += [
         FieldProblem(f"/roles/{key}", "not_a_member", "not a member of this workspace")
         for key, user_id in wanted.items()
-        if user_id not in members
+        if user_id is not None and user_id not in members
     ]
     if problems:
         raise ValidationProblem("Some roles cannot be mapped.", code="template_roles_invalid", errors=problems)
-    owners = await accounts.member_ids_with_role(db, Role.OWNER)
-    owner = sorted(owners)[0] if owners else None
     kept_members = await accounts.existing_member_ids(db, {uuid.UUID(v) for v in (kept or {}).values()})
     mapping: dict[str, uuid.UUID] = {}
     assignments: list[RoleAssignmentOut] = []
     for key in keys:
         chosen = wanted.get(key)
-        if chosen is None and kept and key in kept and uuid.UUID(kept[key]) in kept_members:
+        if key not in wanted and kept and key in kept and uuid.UUID(kept[key]) in kept_members:
             chosen = uuid.UUID(kept[key])
-        defaulted = chosen is None
-        chosen = chosen or owner
-        assert chosen is not None  # a workspace always has an owner
-        mapping[key] = chosen
-        assignments.append(RoleAssignmentOut(role=key, user_id=chosen, defaulted_to_owner=defaulted))
+        if chosen is not None:
+            mapping[key] = chosen
+        assignments.append(RoleAssignmentOut(role=key, user_id=chosen, unassigned=chosen is None))
     return mapping, assignments
 
 
-async def _name_conflicts(db: AsyncSession, items: list[PackItem]) -> list[FieldProblem]:
+def vacate(value: Any, vacant: frozenset[str]) -> Any:
+    """``value`` (an item with owners as members) with each unassigned pack role taken out: a step
+    owner naming one becomes ``vacant`` (nobody can claim it), a recipient naming one is dropped."""
+    if not vacant:
+        return value
+    refs = {f"@role:{key}" for key in vacant}
+    if isinstance(value, dict):
+        if value.get("kind") == "member" and value.get("user_id") in refs:
+            return {"kind": "vacant", "role": str(value["user_id"]).removeprefix("@role:")}
+        return {k: None if isinstance(v, str) and v in refs else vacate(v, vacant) for k, v in value.items()}
+    if isinstance(value, list):
+        return [vacate(v, vacant) for v in value if not (isinstance(v, str) and v in refs)]
+    return value
+
+
+def rekey(value: Any, keys: Mapping[str, str]) -> Any:
+    """``value`` with each collection named by its pack key (``collection: orders``, an expression's
+    ``'orders'``, a relation's ``target_collection``) named by its key in this workspace."""
+    if not keys:
+        return value
+    if isinstance(value, dict):
+        out: dict[str, Any] = {}
+        for k, v in value.items():
+            if k in ("collection", "target_collection", "collection_key") and isinstance(v, str):
+                if v in keys:
+                    v = keys[v]
+                elif len(v) > 2 and v[0] == v[-1] and v[0] in "'\"" and v[1:-1] in keys:
+                    v = f"{v[0]}{keys[v[1:-1]]}{v[0]}"
+                out[k] = v
+            else:
+                out[k] = rekey(v, keys)
+        return out
+    if isinstance(value, list):
+        return [rekey(v, keys) for v in value]
+    return value
+
+
+class KeysTaken(Conflict):
+    """409 ``template_name_conflicts``: names of the pack the workspace holds; each collection clash
+    comes with a suggested free key (``clashes``), to be decided in the install's ``collections``."""
+
+    code = "template_name_conflicts"
+
+    def __init__(self, detail: str, errors: list[FieldProblem], clashes: list[dict[str, str]]) -> None:
+        super().__init__(detail, errors=errors)
+        self.clashes = clashes
+
+    def to_problem(self, instance: str | None = None) -> dict[str, Any]:
+        return super().to_problem(instance) | {"clashes": self.clashes}
+
+
+async def _name_conflicts(
+    db: AsyncSession, items: list[PackItem], choices: Mapping[str, CollectionChoiceIn]
+) -> tuple[list[FieldProblem], list[dict[str, str]]]:
+    """The pack's names the workspace holds and no choice decides, and each clash's suggested key."""
     conflicts: list[FieldProblem] = []
+    clashes: list[dict[str, str]] = []
+    planned = {c.key for c in choices.values() if c.action == "install_as" and c.key}
     for item in items:
         if item.kind == "collection":
-            try:
-                await records.get_collection_by_key(db, item.key)
-            except NotFound:
+            if item.key in choices or not await records.key_taken(db, item.key):
                 continue
+            suggested = await records.free_key(db, item.key, planned)
+            planned.add(suggested)
+            clashes.append({"kind": "collection", "key": item.key, "suggested": suggested})
+            message = (
+                f"this workspace already has a collection with the key '{item.key}': use it (use_existing) "
+                f"or install the pack's under another key (install_as, e.g. '{suggested}')"
+            )
         elif item.kind == "procedure":
             if not await procedures.procedure_key_taken(db, item.key):
                 continue
+            message = f"this workspace already has a procedure with the key '{item.key}'"
         else:
             continue
-        conflicts.append(
-            FieldProblem(
-                f"{item.file}#/key",
-                f"{item.kind}_key_taken",
-                f"this workspace already has a {item.kind} with the key '{item.key}'",
-            )
+        conflicts.append(FieldProblem(f"{item.file}#/key", f"{item.kind}_key_taken", message))
+    return conflicts, clashes
+
+
+async def _collection_keys(
+    db: AsyncSession, pack: Pack, choices: Mapping[str, CollectionChoiceIn]
+) -> tuple[dict[str, str], dict[str, uuid.UUID]]:
+    """The workspace key of each collection installed under another one, and the id of each existing
+    collection the pack uses instead of its own; 422 ``template_collections_invalid`` for a choice
+    that cannot be followed, 409 ``collection_key_taken`` for a new key that is taken."""
+    keys = {i.key for i in pack.of_kind("collection")}
+    renamed: dict[str, str] = {}
+    existing: dict[str, uuid.UUID] = {}
+    problems: list[FieldProblem] = []
+    for key, choice in choices.items():
+        at = f"/collections/{key}"
+        if key not in keys:
+            problems.append(FieldProblem(at, "unknown_collection", f"the pack has no collection '{key}'"))
+        elif choice.action == "use_existing":
+            try:
+                existing[key] = (await records.get_collection_by_key(db, key)).id
+            except NotFound:
+                problems.append(FieldProblem(at, "no_existing_collection", f"the workspace has no collection '{key}'"))
+        elif not choice.key or not records.KEY_RE.fullmatch(choice.key):
+            problems.append(FieldProblem(f"{at}/key", "invalid_key", "lower_snake_case, starting with a letter"))
+        elif choice.key in renamed.values() or (choice.key in keys and choice.key not in choices):
+            problems.append(FieldProblem(f"{at}/key", "duplicate_key", f"'{choice.key}' is chosen twice"))
+        else:
+            renamed[key] = choice.key
+    if problems:
+        raise ValidationProblem(
+            "Some collection choices cannot be followed.", code="template_collections_invalid", errors=problems
         )
-    return conflicts
+    taken = [(key, new) for key, new in renamed.items() if await records.key_taken(db, new)]
+    if taken:
+        raise Conflict(
+            "Some new collection keys are taken: " + ", ".join(f"'{new}'" for _, new in taken),
+            code="collection_key_taken",
+            errors=[
+                FieldProblem(f"/collections/{key}/key", "collection_key_taken", f"'{new}' is taken")
+                for key, new in taken
+            ],
+        )
+    return renamed, existing
 
 
 def _collection_order(items: list[PackItem]) -> list[PackItem]:
@@ -178,10 +275,37 @@ class _Installer:
     ids: dict[tuple[str, str], uuid.UUID] = field(default_factory=dict)
     bases: dict[tuple[str, str], dict[str, Any]] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
+    renamed: Mapping[str, str] = field(default_factory=dict)  # pack collection key -> workspace key
+    existing: Mapping[str, uuid.UUID] = field(default_factory=dict)  # pack collections the workspace's replace
+    _items: dict[tuple[str, str], dict[str, Any]] | None = None
+
+    @property
+    def vacant(self) -> frozenset[str]:
+        return frozenset(str(r["key"]) for r in self.pack.roles) - set(self.roles)
 
     @property
     def items(self) -> dict[tuple[str, str], dict[str, Any]]:
-        return localized_items(self.pack, self.installation.language)
+        """Each item in the installation's language, unassigned roles taken out, collections named
+        by their keys in this workspace (a procedure's own ``collection`` stays the pack's key)."""
+        if self._items is None:
+            localized = localized_items(self.pack, self.installation.language)
+            found: dict[tuple[str, str], dict[str, Any]] = {}
+            for (kind, key), data in localized.items():
+                data = vacate(data, self.vacant)
+                if kind == "collection":
+                    data = {**data, "fields": rekey(data["fields"], self.renamed)}
+                elif kind == "procedure":
+                    data = {**data, "definition": rekey(data["definition"], self.renamed)}
+                elif kind == "automation":
+                    data = rekey(data, self.renamed)
+                found[(kind, key)] = data
+            self._items = found
+        return self._items
+
+    def installed_key(self, item: PackItem) -> str | None:
+        if item.kind != "collection":
+            return None
+        return item.key if item.key in self.existing else self.renamed.get(item.key)
 
     def resolve(self, value: Any) -> Any:
         def id_of(kind: str, key: str) -> str:
@@ -212,9 +336,13 @@ class _Installer:
                 await self.create_document(item)
 
     async def create_collection(self, item: PackItem) -> None:
+        if item.key in self.existing:
+            self.ids[("collection", item.key)] = self.existing[item.key]
+            await self.reporter.say("item", "collections", item.key)
+            return
         data = self.items[("collection", item.key)]
         body = records.CollectionIn(
-            key=item.key,
+            key=self.renamed.get(item.key, item.key),
             name=data["name"],
             entity_scoped=bool(data.get("entity_scoped", False)),
             fields=self.resolve(data["fields"]),
@@ -239,7 +367,7 @@ class _Installer:
             title=data["title"],
             purpose=data["purpose"],
             metric=data.get("metric"),
-            owner_id=self.roles[owner_role] if owner_role else None,
+            owner_id=self.roles.get(owner_role) if owner_role else None,
             collection_id=self.ids[("collection", collection)] if collection else None,
             definition=self.resolve(definition) if definition is not _PLACEHOLDER else definition,
         )
@@ -275,28 +403,60 @@ class _Installer:
         title = loader.localize(self.pack.meta["title"], self.installation.language)
         return f"{title} {self.pack.version}"
 
-    def automation_in(self, item: PackItem) -> Any:
+    def automation_in(self, item: PackItem) -> tuple[Any, list[str]]:
+        """The automation to create, and the unassigned roles that left one of its notices with
+        nobody to tell (it is then created disabled, its notice addressed to the admins meanwhile)."""
         data = self.items[("automation", item.key)]
         raw = item.data["description"]
         body = self.resolve({k: v for k, v in data.items() if k not in ("key", "description")})
         body["description"] = {"zh-CN": raw["zh-CN"], "en": raw["en"]}
-        return msgspec.convert(body, automation.AutomationIn)
+        silenced: list[str] = []
+        for action in body.get("actions") or []:
+            if isinstance(action, dict) and action.get("kind") == "notify" and action.get("to") == []:
+                action["to"] = [{"role": "admin"}]
+                silenced = sorted(self.vacant & {k for kind, k in loader.references(item.data) if kind == "role"})
+        if silenced:
+            body["enabled"] = False
+        return msgspec.convert(body, automation.AutomationIn), silenced
+
+    def disabled_reason(self, plugins: list[str], roles: list[str]) -> str:
+        zh = self.installation.language == "zh-CN"
+        parts: list[str] = []
+        if plugins:
+            parts.append(
+                f"需要插件 {'、'.join(plugins)}：安装后再启用此自动化"
+                if zh
+                else f"needs the plugin(s) {', '.join(plugins)}: install them, then enable this automation"
+            )
+        if roles:
+            titles = [self.role_title(r) for r in roles]
+            parts.append(
+                f"角色「{'、'.join(titles)}」暂未分配成员：分配后再启用此自动化"
+                if zh
+                else f"the role(s) {', '.join(titles)} have no member yet: assign them, then enable this automation"
+            )
+        return ("；" if zh else "; ").join(parts)
+
+    def role_title(self, key: str) -> str:
+        role = next((r for r in self.pack.roles if r["key"] == key), None)
+        return str(loader.localize(role["title"], self.installation.language)) if role else key
 
     async def create_automation(self, item: PackItem) -> None:
-        missing = sorted(self.awaiting_plugins)
-        reason = f"needs the plugin(s) {', '.join(missing)}: install them, then enable this automation"
+        body, silenced = self.automation_in(item)
+        uses = automation.plugins_used(body)
+        reason = self.disabled_reason(sorted(self.awaiting_plugins & uses), silenced)
         try:
             created = await automation.install_automation(
                 self.db,
-                self.automation_in(item),
+                body,
                 actor_id=self.principal.user_id,
                 awaiting_plugins=self.awaiting_plugins,
-                disabled_reason=reason,
+                disabled_reason=reason or None,
             )
         except ProblemError as exc:
             raise _at(item, exc) from exc
-        if created.disabled_reason == reason:
-            self.notes.append(f"automation '{created.name}' was created disabled: {reason}")
+        if created.disabled_reason:
+            self.notes.append(f"automation '{created.name}' was created disabled: {created.disabled_reason}")
         self.ids[("automation", item.key)] = created.id
         self.bases[("automation", item.key)] = automation.automation_state(created)
         await self.reporter.say("item", "automations", item.key)
@@ -316,16 +476,17 @@ class _Installer:
         await self.reporter.say("item", "documents", item.key)
 
     async def samples(self, items: list[PackItem]) -> int:
+        """Add the pack's sample records, marked as samples (the workspace's own collections get none)."""
         created = 0
         for item in items:
-            if item.kind != "collection":
+            if item.kind != "collection" or item.key in self.existing:
                 continue
             rows = self.resolve(self.items[("collection", item.key)].get("samples") or [])
             if not rows:
                 continue
             try:
                 await records.create_records_values(
-                    self.db, self.ids[("collection", item.key)], rows, self.principal.user_id
+                    self.db, self.ids[("collection", item.key)], rows, self.principal.user_id, sample=True
                 )
             except ProblemError as exc:
                 raise _at(item, exc, "/samples") from exc
@@ -334,7 +495,10 @@ class _Installer:
         return created
 
     def remember(self, keys: list[tuple[str, str]]) -> None:
+        """Record what the pack created (an existing collection it uses stays the workspace's own)."""
         for kind, key in keys:
+            if kind == "collection" and key in self.existing:
+                continue
             self.db.add(
                 TemplateItem(
                     tenant_id=self.installation.tenant_id,
@@ -395,12 +559,14 @@ async def install(
         return report
     language = _language(data.language or (await accounts.current_tenant(db, principal)).locale)
     roles, assignments = await _map_roles(db, pack, data.roles)
-    conflicts = await _name_conflicts(db, list(pack.items))
+    renamed, kept_collections = await _collection_keys(db, pack, data.collections)
+    conflicts, clashes = await _name_conflicts(db, list(pack.items), data.collections)
     if conflicts:
-        raise Conflict(
-            f"{len(conflicts)} name(s) of the pack are taken in this workspace: rename or remove them first.",
-            code="template_name_conflicts",
-            errors=conflicts,
+        raise KeysTaken(
+            f"{len(conflicts)} name(s) of the pack are taken in this workspace: choose for each collection "
+            "(use the existing one or install under another key), rename or remove the others first.",
+            conflicts,
+            clashes,
         )
     required = await _required_plugins(db, pack)
     missing = [p for p in required if not p.installed]
@@ -416,20 +582,43 @@ async def install(
     )
     db.add(installation)
     await db.flush()
-    installer = _Installer(db, principal, pack, installation, roles, frozenset(p.name for p in missing), reporter)
+    installer = _Installer(
+        db,
+        principal,
+        pack,
+        installation,
+        roles,
+        frozenset(p.name for p in missing),
+        reporter,
+        renamed=renamed,
+        existing=kept_collections,
+    )
     sample_count = sum(len(i.data.get("samples") or []) > 0 for i in pack.of_kind("collection")) if data.samples else 0
     reporter.total = len(pack.items) + sample_count
     await installer.create(list(pack.items))
     installer.remember([(i.kind, i.key) for i in pack.items])
+    created = 0
     if data.samples:
         created = await installer.samples(list(pack.items))
         if created:
-            installer.notes.append(f"{created} sample record(s) were added")
+            installer.notes.append(f"{created} sample record(s) were added, marked as samples")
     for assignment in assignments:
-        if assignment.defaulted_to_owner:
-            installer.notes.append(f"the role '{assignment.role}' maps to no member: its steps go to the owner")
+        if assignment.unassigned:
+            installer.notes.append(
+                f"the role '{assignment.role}' has no member: nobody can claim its steps until an admin assigns them"
+            )
     await db.flush()
-    items_out = [InstalledItemOut(kind=i.kind, key=i.key, object_id=installer.ids[(i.kind, i.key)]) for i in pack.items]
+    existing_keys = {("collection", key) for key in kept_collections}
+    items_out = [
+        InstalledItemOut(
+            kind=i.kind,
+            key=i.key,
+            object_id=installer.ids[(i.kind, i.key)],
+            installed_key=installer.installed_key(i),
+            note="the workspace's existing collection" if (i.kind, i.key) in existing_keys else None,
+        )
+        for i in pack.items
+    ]
     await audit.record_change(
         db,
         actor_id=principal.user_id,
@@ -454,6 +643,8 @@ async def install(
         missing_plugins=missing,
         notes=installer.notes,
         progress=reporter.events,
+        unassigned_roles=[a.role for a in assignments if a.unassigned],
+        samples=created,
     )
 
 
@@ -465,9 +656,14 @@ async def _already_installed(db: AsyncSession, pack: Pack, installation: Templat
         changed=False,
         language=installation.language,
         roles=[
-            RoleAssignmentOut(role=k, user_id=uuid.UUID(v), defaulted_to_owner=False)
-            for k, v in installation.role_mapping.items()
+            RoleAssignmentOut(
+                role=key,
+                user_id=uuid.UUID(installation.role_mapping[key]) if key in installation.role_mapping else None,
+                unassigned=key not in installation.role_mapping,
+            )
+            for key in (str(r["key"]) for r in pack.roles)
         ],
+        unassigned_roles=[str(r["key"]) for r in pack.roles if r["key"] not in installation.role_mapping],
         items=[InstalledItemOut(kind=r.kind, key=r.key, object_id=r.object_id) for r in rows],
         missing_plugins=[p for p in await _required_plugins(db, pack) if not p.installed],
         notes=["already installed at this version: nothing changed"],

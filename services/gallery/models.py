@@ -62,3 +62,19 @@ class TemplateItem(TenantScoped, Base):
     # The item as the installed version put it in this workspace: the base of an upgrade's merge.
     base: Mapped[dict[str, Any]] = mapped_column(JSON)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class OnboardingWizard(TenantScoped, Base):
+    """Where a workspace's owner is in the onboarding wizard, and what they chose so far (each step
+    is saved as it is left, so the wizard resumes where it stopped)."""
+
+    __tablename__ = "onboarding_wizards"
+    __table_args__ = (ForeignKeyConstraint(["tenant_id"], ["tenants.id"], ondelete="CASCADE"),)
+
+    tenant_id: Mapped[uuid.UUID] = mapped_column(primary_key=True)
+    step: Mapped[int] = mapped_column(default=1)
+    # {"packs": [...], "roles": {pack: {role: choice}}, "samples": bool, "collections": {...}, "results": {...}}
+    state: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    updated_by: Mapped[uuid.UUID | None] = mapped_column(default=None)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(default=utcnow)

@@ -15,14 +15,27 @@ class Input(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     """Base of request bodies: unknown fields are refused rather than silently ignored."""
 
 
+class CollectionChoiceIn(Input):
+    """What to do with a pack's collection whose key the workspace already holds: ``use_existing``
+    (the pack's procedures and automations work on the workspace's collection; nothing is created)
+    or ``install_as`` a new ``key`` (every reference of the pack follows it)."""
+
+    action: Literal["use_existing", "install_as"]
+    key: str | None = None
+
+
 class InstallIn(Input):
-    """``roles`` maps each of the pack's roles to a member (user id); a role left out goes to the
-    workspace's owner. ``language`` defaults to the workspace's."""
+    """``roles`` maps each of the pack's roles to a member (user id); a role left out, or mapped to
+    null, stays unassigned: its steps are assigned to nobody (an admin reassigns them) and never
+    silently to the owner. ``language`` defaults to the workspace's. ``collections`` decides each
+    collection key clash by the pack's collection key (409 ``template_name_conflicts`` lists the
+    clashes, with a suggested free key, when one is left undecided)."""
 
     version: str | None = None
-    roles: dict[str, uuid.UUID] = {}
+    roles: dict[str, uuid.UUID | None] = {}
     language: Literal["zh-CN", "en"] | None = None
     samples: bool = True
+    collections: dict[str, CollectionChoiceIn] = {}
 
 
 class UpgradeIn(Input):
@@ -138,9 +151,22 @@ class ProgressOut(msgspec.Struct, kw_only=True):
 
 
 class RoleAssignmentOut(msgspec.Struct, kw_only=True):
+    """A pack role and its member; ``unassigned`` (user_id null) means nobody can claim its steps
+    until an admin assigns them."""
+
     role: str
-    user_id: uuid.UUID
-    defaulted_to_owner: bool
+    user_id: uuid.UUID | None
+    unassigned: bool
+
+
+class KeyClashOut(msgspec.Struct, kw_only=True):
+    """A pack's collection whose key the workspace already holds, and a free key to install it under."""
+
+    pack_id: str
+    key: str
+    name: str  # the pack's collection, in the language asked for
+    existing_name: str
+    suggested: str
 
 
 class InstalledItemOut(msgspec.Struct, kw_only=True):
@@ -148,6 +174,7 @@ class InstalledItemOut(msgspec.Struct, kw_only=True):
     key: str
     object_id: uuid.UUID
     note: str | None = None
+    installed_key: str | None = None  # a collection installed under another key, or the existing one used
 
 
 class InstallReportOut(msgspec.Struct, kw_only=True):
@@ -160,6 +187,8 @@ class InstallReportOut(msgspec.Struct, kw_only=True):
     missing_plugins: list[RequiredPluginOut]
     notes: list[str]
     progress: list[ProgressOut]
+    unassigned_roles: list[str] = []
+    samples: int = 0  # sample records added (marked as samples)
 
 
 class InstallationOut(msgspec.Struct, kw_only=True):

@@ -61,7 +61,7 @@ def _ours(installer: _Installer, item: PackItem) -> Any:
             "definition": procedures.definition_to_json(definition),
         }
     if item.kind == "automation":
-        return automation.automation_in_state(installer.automation_in(item))
+        return automation.automation_in_state(installer.automation_in(item)[0])
     return {"title": data["title"], "body": data["body"]}
 
 
@@ -209,7 +209,7 @@ async def upgrade(
                 for c in unresolved
             ],
         )
-    conflicts = await _name_conflicts(db, new_items)
+    conflicts, _ = await _name_conflicts(db, new_items, {})
     if conflicts:
         raise Conflict(
             f"{len(conflicts)} name(s) of the new version are taken in this workspace.",

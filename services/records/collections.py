@@ -145,9 +145,16 @@ async def collection_fields(db: AsyncSession, collection_id: uuid.UUID) -> list[
     return collection_info(await _collection(db, collection_id)).fields
 
 
-async def list_collections(db: AsyncSession, principal: Principal) -> list[Collection]:
+async def list_collections(
+    db: AsyncSession, principal: Principal, *, archived: bool | None = False
+) -> list[Collection]:
+    """The workspace's collections: live ones (``archived=False``, the default), archived ones
+    (``True``) or all (``None``)."""
     principal.require_role(Role.MEMBER)
-    return list(await db.scalars(select(Collection).order_by(Collection.name, Collection.id)))
+    query = select(Collection).order_by(Collection.name, Collection.id)
+    if archived is not None:
+        query = query.where(Collection.archived_at.is_not(None) if archived else Collection.archived_at.is_(None))
+    return list(await db.scalars(query))
 
 
 async def read_collection(db: AsyncSession, principal: Principal, collection_id: uuid.UUID) -> Collection:

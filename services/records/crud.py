@@ -59,15 +59,21 @@ async def create_record_values(
 
 
 async def create_records_values(
-    db: AsyncSession, collection_id: uuid.UUID, rows: list[Mapping[str, Any]], actor_id: uuid.UUID | None
+    db: AsyncSession,
+    collection_id: uuid.UUID,
+    rows: list[Mapping[str, Any]],
+    actor_id: uuid.UUID | None,
+    *,
+    sample: bool = False,
 ) -> list[Record]:
-    """:func:`create_record_values` for several records of one collection (a template's samples):
-    the collection is read once; each record is checked, stored, announced and audited as one."""
+    """:func:`create_record_values` for several records of one collection (a template's samples,
+    marked ``sample``): the collection is read once; each record is checked, stored, announced and
+    audited as one."""
     collection = await _collection(db, collection_id)
     created: list[Record] = []
     for index, values in enumerate(rows):
         try:
-            created.append(await _create(db, collection, values, None, actor_id))
+            created.append(await _create(db, collection, values, None, actor_id, sample=sample))
         except ProblemError as exc:
             exc.errors = [FieldProblem(f"/{index}{p.pointer}", p.code, p.message) for p in exc.errors or []]
             raise
@@ -80,6 +86,8 @@ async def _create(
     raw: Mapping[str, Any],
     entity_id: uuid.UUID | None,
     actor_id: uuid.UUID | None,
+    *,
+    sample: bool = False,
 ) -> Record:
     defs = _stored_defs(collection)
     values, problems = coerce_values(defs, raw, partial=False)
@@ -98,6 +106,7 @@ async def _create(
         entity_id=entity_id,
         values=values,
         version=1,
+        sample=sample,
         created_by=actor_id,
         updated_by=actor_id,
         created_at=now,
@@ -192,9 +201,14 @@ async def delete_record(db: AsyncSession, principal: Principal, collection_id: u
     principal.require_role(Role.MEMBER)
     collection = await _collection(db, collection_id)
     record = await _record(db, collection_id, record_id, lock=True)
+    await _delete(db, collection, record, principal.user_id)
+
+
+async def _delete(db: AsyncSession, collection: Collection, record: Record, actor_id: uuid.UUID | None) -> None:
+    """Soft-delete ``record``: it leaves the lists, frees its unique values, is announced."""
     defs = _stored_defs(collection)
     record.deleted_at = utcnow()
-    record.updated_by = principal.user_id
+    record.updated_by = actor_id
     await db.execute(delete(RecordUniqueValue).where(RecordUniqueValue.record_id == record.id))
     await db.flush()
     await _emit(
@@ -205,5 +219,5 @@ async def delete_record(db: AsyncSession, principal: Principal, collection_id: u
         defs,
         visible_values(defs, record.values),
         None,
-        principal.user_id,
+        actor_id,
     )

@@ -7,6 +7,7 @@ from datetime import datetime
 from typing import Any
 
 from sqlalchemy import JSON, ForeignKeyConstraint, Index, String, UniqueConstraint
+from sqlalchemy import false as sa_false
 from sqlalchemy.orm import Mapped, mapped_column
 
 from tenants.base import Base, new_id, utcnow
@@ -34,6 +35,8 @@ class Collection(TenantScoped, Base):
     created_by: Mapped[uuid.UUID | None] = mapped_column(default=None)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(default=utcnow)
+    # Archived collections leave the lists (unless asked for) and keep every record.
+    archived_at: Mapped[datetime | None] = mapped_column(default=None)
 
 
 class CollectionVersion(TenantScoped, Base):
@@ -80,6 +83,8 @@ class Record(TenantScoped, Base):
     updated_at: Mapped[datetime] = mapped_column(default=utcnow)
     # Deleted records leave the lists and free their unique values; the row stays for the history.
     deleted_at: Mapped[datetime | None] = mapped_column(default=None)
+    # Made as an example (a template's sample data): shown as such, removable in one go.
+    sample: Mapped[bool] = mapped_column(default=False, server_default=sa_false())
 
 
 class RecordUniqueValue(TenantScoped, Base):

@@ -26,6 +26,8 @@ from services.records.schemas import (
     RecordOut,
     RecordPage,
     RecordPatch,
+    RenameIn,
+    SamplesDeleted,
 )
 from services.schema_docs import Cursor
 from tenants.errors import FieldProblem, ValidationProblem
@@ -57,11 +59,60 @@ class CollectionController(Controller):
     path = "/api/v1/collections"
     tags = ["collections"]
 
-    @get("", summary="Collections of the workspace")
+    @get("", summary="Collections of the workspace (archived ones only when asked for)")
     async def list_collections(
-        self, db: NamedDependency[AsyncSession], principal: NamedDependency[Principal]
+        self,
+        db: NamedDependency[AsyncSession],
+        principal: NamedDependency[Principal],
+        archived: Annotated[
+            str,
+            QueryParameter(
+                max_length=5,
+                schema_extra={"enum": ["false", "true", "all"]},
+                description="false: live ones (default); true: archived ones; all: both",
+            ),
+        ] = "false",
     ) -> list[CollectionOut]:
-        return [collection_out(c) for c in await service.list_collections(db, principal)]
+        which = {"false": False, "true": True, "all": None}.get(archived, False)
+        return [collection_out(c) for c in await service.list_collections(db, principal, archived=which)]
+
+    @post("/delete-samples", status_code=HTTP_200_OK, summary="Delete every sample record in one go (admin)")
+    async def delete_samples(
+        self, db: NamedDependency[AsyncSession], principal: NamedDependency[Principal]
+    ) -> SamplesDeleted:
+        return SamplesDeleted(deleted=await service.delete_samples(db, principal))
+
+    @post("/{collection_id:uuid}/archive", status_code=HTTP_200_OK, summary="Archive: hidden from lists, data kept")
+    async def archive(
+        self,
+        collection_id: FromPath[uuid.UUID],
+        db: NamedDependency[AsyncSession],
+        principal: NamedDependency[Principal],
+    ) -> CollectionOut:
+        return collection_out(await service.archive_collection(db, principal, collection_id))
+
+    @post("/{collection_id:uuid}/restore", status_code=HTTP_200_OK, summary="Restore an archived collection")
+    async def restore(
+        self,
+        collection_id: FromPath[uuid.UUID],
+        db: NamedDependency[AsyncSession],
+        principal: NamedDependency[Principal],
+    ) -> CollectionOut:
+        return collection_out(await service.restore_collection(db, principal, collection_id))
+
+    @post(
+        "/{collection_id:uuid}/rename",
+        status_code=HTTP_200_OK,
+        summary="Give a collection a new key (admin); relation fields naming it follow",
+    )
+    async def rename(
+        self,
+        collection_id: FromPath[uuid.UUID],
+        data: JSONBody[RenameIn],
+        db: NamedDependency[AsyncSession],
+        principal: NamedDependency[Principal],
+    ) -> CollectionOut:
+        return collection_out(await service.rename_collection_key(db, principal, collection_id, data.key))
 
     @post("", status_code=201, summary="Define a collection and its fields (manager)")
     async def create_collection(

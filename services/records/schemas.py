@@ -74,6 +74,7 @@ class CollectionOut(msgspec.Struct, kw_only=True):
     hidden_fields: list[FieldDef]
     created_at: datetime
     updated_at: datetime
+    archived_at: datetime | None = None
 
 
 class CollectionVersionOut(msgspec.Struct, kw_only=True):
@@ -90,6 +91,7 @@ class RecordOut(msgspec.Struct, kw_only=True):
     entity_id: uuid.UUID | None
     values: dict[str, Any]
     version: int
+    sample: bool = False  # example data (a template's samples), removable in one go
     created_by: uuid.UUID | None
     updated_by: uuid.UUID | None
     created_at: datetime
@@ -112,3 +114,13 @@ class RowProblem(msgspec.Struct, kw_only=True):
 class ImportReport(msgspec.Struct, kw_only=True):
     imported: int
     skipped: list[RowProblem]
+
+
+class RenameIn(Input):
+    """A collection's new key; relation fields naming the old one follow."""
+
+    key: Key
+
+
+class SamplesDeleted(msgspec.Struct, kw_only=True):
+    deleted: int

@@ -72,7 +72,14 @@ class StarterOwner(Struct, tag="starter", tag_field="kind", forbid_unknown_field
     """Whoever started the run."""
 
 
-Owner = RoleOwner | MemberOwner | FieldOwner | RoundRobinOwner | LeastLoadedOwner | StarterOwner
+class VacantOwner(Struct, tag="vacant", tag_field="kind", forbid_unknown_fields=True):
+    """Nobody yet: a template's role (``role``, its name in the pack) that no member was given.
+    Its steps are assigned to nobody and nobody can claim them; an admin reassigns them."""
+
+    role: Annotated[str, Meta(min_length=1, max_length=63)]
+
+
+Owner = RoleOwner | MemberOwner | FieldOwner | RoundRobinOwner | LeastLoadedOwner | StarterOwner | VacantOwner
 
 
 # ---------------------------------------------------------------- durations and SLAs

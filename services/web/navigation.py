@@ -27,6 +27,7 @@ WORK = N_("Work")
 
 NAV_ITEMS: tuple[NavItem, ...] = (
     NavItem("dashboard", "/app", N_("Dashboard"), "home", WORK, role="admin"),
+    NavItem("library", "/sops", N_("SOP library"), "book", WORK),
     NavItem("notifications", "/notifications", N_("Notifications"), "bell", WORK),
     NavItem("me", "/me", N_("Me"), "user", WORK),
 )

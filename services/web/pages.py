@@ -34,6 +34,8 @@ NOTICES: dict[str, tuple[str, str]] = {
     "verification_sent": ("info", N_("We sent you a new link; check your inbox.")),
     "reset_sent": ("info", N_("If an account uses this address, we sent it a link to set a new password.")),
     "joined": ("success", N_("Welcome: you have joined the workspace.")),
+    "acknowledged": ("success", N_("Thanks: you confirmed reading this version.")),
+    "samples_deleted": ("success", N_("The sample records are deleted.")),
     "all_read": ("success", N_("All notifications are marked read.")),
 }
 

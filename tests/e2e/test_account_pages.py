@@ -76,7 +76,10 @@ def test_sign_up_on_a_phone_in_chinese_lands_in_the_app_with_the_browsers_time_z
     page.fill("#field-email", email)
     page.fill("#field-password", PASSWORD)
     page.click("main button[type=submit]")
-    page.wait_for_url("**/app")
+    # A new owner continues into the onboarding wizard; the dashboard asks to confirm the email.
+    page.wait_for_url("**/onboarding/packs")
+    assert "第 1 步，共 4 步" in text_of(page, "main")
+    page.goto("/app")
     assert "请确认你的邮箱" in text_of(page, "main")
     check_page(page, "dashboard-new", PHONE, "zh-CN")
 
@@ -107,7 +110,8 @@ def test_an_english_desktop_sign_up_takes_the_browsers_own_zone(browser: Any, se
     page.fill("#field-company_name", "Lee Trading")
     page.check("main input[name=locale][value=en]")
     page.click("main button[type=submit]")
-    page.wait_for_url("**/app")
+    page.wait_for_url("**/onboarding/packs")
+    page.goto("/app")
     check_page(page, "dashboard-new", DESKTOP, "en")
     with httpx.Client(base_url=server.base, timeout=10, cookies=_cookies_of(page)) as api:
         assert api.get("/api/v1/tenant").json()["timezone"] == "Europe/London"

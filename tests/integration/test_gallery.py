@@ -110,9 +110,11 @@ async def test_install_creates_everything_once_and_maps_roles(world: World, offe
     report = installed.json()
     assert report["changed"] is True and report["language"] == "zh-CN"
     roles = {r["role"]: r for r in report["roles"]}
-    assert roles["packer"]["user_id"] == packer and not roles["packer"]["defaulted_to_owner"]
-    assert roles["checker"]["user_id"] == body["user"]["id"] and roles["checker"]["defaulted_to_owner"]
-    assert any("checker" in note and "owner" in note for note in report["notes"])
+    assert roles["packer"]["user_id"] == packer and not roles["packer"]["unassigned"]
+    # A role mapped to nobody stays unassigned, said so, and is never the owner's.
+    assert roles["checker"]["user_id"] is None and roles["checker"]["unassigned"]
+    assert report["unassigned_roles"] == ["checker"]
+    assert any("checker" in note and "nobody can claim" in note for note in report["notes"])
     assert [p["stage"] for p in report["progress"] if p["event"] == "item"] == [
         "collections",
         "procedures",
@@ -129,7 +131,7 @@ async def test_install_creates_everything_once_and_maps_roles(world: World, offe
     assert procedure["latest_published_version"] == 1 and procedure["owner_id"] == body["user"]["id"]
     definition = await _latest_definition(api, procedure["id"])
     assert definition["steps"][0]["owner"] == {"kind": "member", "user_id": packer}
-    assert definition["steps"][1]["owner"] == {"kind": "member", "user_id": body["user"]["id"]}
+    assert definition["steps"][1]["owner"] == {"kind": "vacant", "role": "checker"}
     automation = await _automation(api, report)
     assert automation["enabled"] is True
     assert automation["trigger"]["collection_id"] == orders["id"]
@@ -169,13 +171,10 @@ async def test_refused_installs_leave_the_workspace_untouched(world: World, offe
     assert refused.status_code == 409, refused.text
     problem = refused.json()
     assert problem["code"] == "template_name_conflicts"
-    assert problem["errors"] == [
-        {
-            "pointer": "collections/shop_orders.yaml#/key",
-            "code": "collection_key_taken",
-            "message": "this workspace already has a collection with the key 'shop_orders'",
-        }
+    assert [(e["pointer"], e["code"]) for e in problem["errors"]] == [
+        ("collections/shop_orders.yaml#/key", "collection_key_taken")
     ]
+    assert problem["clashes"] == [{"kind": "collection", "key": "shop_orders", "suggested": "shop_orders_2"}]
     bad_roles = await _install(
         api, {"roles": {"packer": "00000000-0000-0000-0000-000000000001", "cook": taken.json()["id"]}}
     )
@@ -229,7 +228,7 @@ async def test_customise_then_upgrade_by_three_way_merge(world: World, offered: 
     """The story: install 1.0.0, customise (a step renamed, an SLA changed, a field added, a
     condition changed), start a run, then upgrade to 1.1.0 which also changed the SLA and the
     condition, renamed another step, added a step and a field."""
-    api, body = await world.signup(locale="zh-CN")
+    api, _ = await world.signup(locale="zh-CN")
     assert (await _install(api)).status_code == 201
     procedure = await _procedure(api, "ship_order")
     orders = await _collection(api, "shop_orders")
@@ -298,7 +297,7 @@ async def test_customise_then_upgrade_by_three_way_merge(world: World, offered: 
     assert steps["pack"]["due"]["within"]["hours"] == 2  # resolved: ours
     assert steps["check"]["title"] == "主管复核"  # the workspace's change kept
     assert steps["ship"]["title"] == "发货出库" and steps["ship"]["next"] == "notify_customer"
-    assert steps["notify_customer"]["owner"] == {"kind": "member", "user_id": body["user"]["id"]}
+    assert steps["notify_customer"]["owner"] == {"kind": "vacant", "role": "packer"}  # the role has no member
     assert (await _procedure(api, "ship_order"))["latest_published_version"] == 3
     keys = [f["key"] for f in (await _collection(api, "shop_orders"))["fields"]]
     assert keys == ["order_no", "amount", "status", "gift_note", "courier"]

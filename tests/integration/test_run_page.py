@@ -126,7 +126,10 @@ async def test_the_run_page_shows_the_step_its_form_and_names(world: World) -> N
     assert "Li Wei started the run." in html
     assert run["started_by"] not in visible_text(html) and run["id"] not in visible_text(html)
     # Report a problem offers the step's kinds.
-    assert "Report a problem" in html and "Goods damaged" in html and "sops/_run_flowchart" not in html
+    assert "Report a problem" in html and "Goods damaged" in html
+    # The flowchart shows where the run stands: the step in focus is current, and links to its guide.
+    current = re.search(r'<a[^>]*aria-current="step"[^>]*>', html.split('class="flowchart', 1)[1])
+    assert current is not None and f"/sops/{run['procedure_id']}/steps/pack" in current.group(0)
 
     claimed = await page_post(member, f"/runs/{run['id']}/steps/{step_id(run, 'pack')}/claim")
     assert claimed.status_code == 303

@@ -55,7 +55,7 @@ async def test_a_builtin_pack_installs_whole_and_once(world: World, pack_id: str
         if automation["trigger"].get("type") == "plugin":
             uses.add(automation["trigger"]["plugin"])
         if uses & missing:
-            assert not automation["enabled"] and "install them" in automation["disabled_reason"], automation
+            assert not automation["enabled"] and "安装后再启用" in automation["disabled_reason"], automation
     again = await api.post(f"/api/v1/templates/{pack_id}/install", {})
     assert again.status_code == 200 and again.json()["changed"] is False
     assert len((await api.get("/api/v1/procedures")).json()) == len(procedures)
@@ -68,14 +68,16 @@ async def test_foreign_trade_waits_for_its_plugins_then_runs_with_them(world: Wo
     assert {p["name"] for p in installed["missing_plugins"]} >= {"customs", "erp"}
     assert any("created disabled" in note for note in installed["notes"])
 
-    fresh, _ = await world.signup(locale="en")
+    fresh, body = await world.signup(locale="en")
     for plugin in ("customs", "erp", "messaging"):
         listing = (await fresh.get(f"/api/v1/marketplace/plugins/{plugin}")).json()
         scopes = listing["versions"][0]["scopes"]
         granted = await fresh.post(f"/api/v1/plugins/{plugin}/install", {"scopes": scopes, "collections": []})
         assert granted.status_code == 201, granted.text
-    report = (await fresh.post("/api/v1/templates/foreign-trade/install", {})).json()
-    assert report["missing_plugins"] == []
+    # Every role taken by the owner ("myself"): nothing waits for a member either.
+    roles = {str(r["key"]): body["user"]["id"] for r in gallery.catalog().packs["foreign-trade"].roles}
+    report = (await fresh.post("/api/v1/templates/foreign-trade/install", {"roles": roles})).json()
+    assert report["missing_plugins"] == [] and report["unassigned_roles"] == []
     assert all(a["enabled"] for a in (await fresh.get("/api/v1/automations")).json())
 
 

@@ -11,8 +11,6 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from babel.dates import format_timedelta
-from markdown_it import MarkdownIt
-from markupsafe import Markup
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from services.accounts import service as accounts
@@ -32,9 +30,12 @@ from services.sops.definition import (
 )
 from services.sops.engine import Actor, RunStatus
 from services.sops.procedures import service as procedures
+from services.sops.procedures.flow import flow_graph
 from services.sops.runs import service
 from services.sops.runs.models import RunComment, StepInstance
+from services.web.flowchart import Flowchart, layout
 from services.web.i18n import N_, translate
+from services.web.markdown import render_markdown
 from services.web.pages import Flash
 from services.web.viewer import Viewer
 from tenants.base import utcnow
@@ -79,13 +80,6 @@ STEP_STATE_LABELS = {
     "expired": (N_("Skipped"), "neutral", None),
     "failed": (N_("Failed"), "danger", "alert"),
 }
-
-_markdown = MarkdownIt("commonmark", {"html": False, "linkify": False, "typographer": False})
-
-
-def markdown(text: str) -> Markup:
-    """A step's Markdown instructions as HTML; raw HTML in them is shown as text, never run."""
-    return Markup(_markdown.render(text or ""))  # noqa: S704 - markdown-it escapes, html is off
 
 
 def actor_of(viewer: Viewer) -> Actor:
@@ -330,6 +324,31 @@ def _history(data: PageData, viewer: Viewer) -> list[tuple[datetime, str]]:
     return entries
 
 
+# A step instance's status as the flowchart shows it.
+_CHART_STATES = {"done": "done", "skipped": "skipped", "expired": "skipped"}
+
+
+def run_chart(data: PageData, viewer: Viewer, focus: StepInstance | None, now: datetime) -> Flowchart:
+    """The procedure's flowchart with where this run stands: done, waiting, skipped, overdue, and
+    the step in focus as current; each node opens its step guide."""
+    states: dict[str, str] = {}
+    for instance in data.detail.steps:  # oldest first: a step run again shows its latest state
+        open_now = instance.status in ("ready", "in_progress")
+        if instance.kind == "wait" and instance.status == "in_progress":
+            states[instance.key] = "waiting"
+        elif open_now and instance.due_at is not None and instance.due_at < now:
+            states[instance.key] = "overdue"
+        elif instance.status in _CHART_STATES:
+            states[instance.key] = _CHART_STATES[instance.status]
+    if focus is not None:
+        states[focus.key] = "current"
+    procedure_id = data.detail.run.procedure_id
+    graph = flow_graph(
+        data.definition, viewer.locale, href=lambda key: f"/sops/{procedure_id}/steps/{key}", states=states
+    )
+    return layout(graph)
+
+
 def _kind_labels(definition: Definition) -> dict[str, str]:
     labels: dict[str, str] = {}
     for step in definition.steps:
@@ -411,6 +430,7 @@ def run_context(
              "icon": icon, "current": current}
         )  # fmt: skip
     open_exceptions = [e for e in detail.state.exceptions if e.status == "open"]
+    chart = run_chart(data, viewer, focus, now)
     waits = [r for r in detail.steps if r.kind == "wait" and r.status == "in_progress"]
     others = [r for r in detail.steps if r.status in ("ready", "in_progress") and focus and r.step_id != focus.step_id]
     me = viewer.member.user_id
@@ -432,6 +452,7 @@ def run_context(
         "step_number": keys.index(focus.key) + 1 if focus is not None and focus.key in keys else None,
         "step_total": len(shown),
         "step_list": step_list,
+        "chart": chart,
         "assignee": data.names.get(focus.assignee_id) if focus is not None and focus.assignee_id else None,
         "sla": sla_tag(viewer, focus, now) if focus is not None else None,
         "claimable": focus is not None and _claimable(focus, viewer) and focus.status in ("ready", "in_progress"),
@@ -440,7 +461,7 @@ def run_context(
         # The step asks its doer to have read this version of the procedure first.
         "needs_ack": isinstance(step_def, HUMAN_STEPS) and step_def.requires_acknowledgement and not data.acknowledged,
         "instructions": step_def.instructions if step_def is not None else None,
-        "markdown": markdown,
+        "markdown": render_markdown,
         "checklist": checklist,
         "checked": checked,
         "form_fields": _form_fields(data, viewer, step_def, values, kept or {}) if step_def else [],

@@ -4,8 +4,8 @@ A notice the platform writes is stored as a kind and params and worded in the re
 when it is read. Existing rows keep their words as ``message`` notices, except the plugin circuit
 notices (written in English), which become ``plugin_paused`` notices with the plugin's name.
 
-Revision ID: 0017
-Revises: 0016
+Revision ID: 0018
+Revises: 0017
 """
 
 from __future__ import annotations
@@ -18,8 +18,8 @@ from alembic import op
 import tenants.base
 from services.db.rls import enable_tenant_rls, grant_app_role
 
-revision = "0017"
-down_revision = "0016"
+revision = "0018"
+down_revision = "0017"
 branch_labels = None
 depends_on = None
 
