@@ -37,6 +37,8 @@ from services.http import (
 from services.marketplace import host as plugin_host
 from services.marketplace import service as marketplace
 from services.marketplace.routes import CONTROLLERS as MARKETPLACE_CONTROLLERS
+from services.notifications import service as notifications
+from services.notifications.pages import PAGES as NOTIFICATION_PAGES
 from services.notifications.routes import CONTROLLERS as NOTIFICATIONS_CONTROLLERS
 from services.openapi import StrictStructSchemaPlugin, document_operations, openapi_config
 from services.platform.routes import healthz, readyz
@@ -63,6 +65,7 @@ def create_app(settings: Settings | None = None, *, embedded: bool = False) -> L
     files.configure(settings)
     marketplace.configure(settings)
     gallery.configure(settings)
+    notifications.configure(settings)
     marketplace.activate(*marketplace.load_plugins(settings))
     plugin_host.use_platform_mail(settings)
     runtime = EmbeddedRuntime(worker_threads=settings.worker_threads, relay_interval=settings.relay_interval_seconds)
@@ -111,6 +114,7 @@ def create_app(settings: Settings | None = None, *, embedded: bool = False) -> L
                     *RUN_PAGE_PAGES,
                     *LIBRARY_PAGES,
                     *GALLERY_PAGES,
+                    *NOTIFICATION_PAGES,
                 ],
                 dependencies=PAGE_DEPENDENCIES,
                 exception_handlers=PAGE_ERRORS,

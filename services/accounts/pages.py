@@ -31,6 +31,7 @@ from services.accounts.schemas import (
 )
 from services.http import client_key, expired_session_cookie, session_cookie
 from services.settings import Settings
+from services.web.extensions import settings_sections
 from services.web.forms import decode_form, form_errors, form_fields
 from services.web.i18n import N_, translate
 from services.web.pages import page, redirect
@@ -277,8 +278,12 @@ class AccountPages(Controller):
     # ------------------------------------------------------------ my settings
 
     @get("/me")
-    async def settings_page(self, member: NamedDependency[Viewer], notice: FromQuery[str | None] = None) -> Template:
-        return page(member, "accounts/settings.html", nav_current="me", notice=notice, **_settings_context(member))
+    async def settings_page(
+        self, member: NamedDependency[Viewer], db: NamedDependency[AsyncSession], notice: FromQuery[str | None] = None
+    ) -> Template:
+        context = _settings_context(member)
+        context["sections"] = await settings_sections(db, member)
+        return page(member, "accounts/settings.html", nav_current="me", notice=notice, **context)
 
     @post("/me/profile")
     async def save_profile(
@@ -292,6 +297,7 @@ class AccountPages(Controller):
         except ProblemError as error:
             context = _settings_context(member)
             context["profile"].update(values)
+            context["sections"] = await settings_sections(db, member)
             return _refused(member, "accounts/settings.html", error, PROFILE_LABELS, nav_current="me", **context)
         return redirect("/me", notice="saved", cookies=[locale_cookie(user.locale)])
 
@@ -317,9 +323,9 @@ class AccountPages(Controller):
                     settings,
                 )
         except ProblemError as error:
-            return _refused(
-                member, "accounts/settings.html", error, PASSWORD_LABELS, nav_current="me", **_settings_context(member)
-            )
+            context = _settings_context(member)
+            context["sections"] = await settings_sections(db, member)
+            return _refused(member, "accounts/settings.html", error, PASSWORD_LABELS, nav_current="me", **context)
         return redirect("/me", notice="password_changed")
 
 

@@ -73,6 +73,8 @@ TEMPLATES: dict[str, dict[str, tuple[str, str]]] = {
             "\n\n接受邀请：{link}\n\n邀请 {days} 天内有效。",
         ),
     },
+    # A notification, worded by the notifications service in the reader's language.
+    "notification": {"en": ("{subject}", "{body}"), "zh-CN": ("{subject}", "{body}")},
 }
 
 

@@ -303,13 +303,16 @@ async def count_failure(db: AsyncSession, plugin: str, error: str) -> None:
         return
     installation.circuit_open_until = now + timedelta(seconds=config.plugin_circuit_cooldown_seconds)
     admins = await accounts.member_ids_with_role(db, Role.ADMIN)
-    await notifications.notify(
+    await notifications.send(
         db,
         admins,
-        f"{plugin} paused after {installation.consecutive_failures} failures in a row",
-        f"Guiju stopped calling {plugin} for this workspace until "
-        f"{installation.circuit_open_until:%Y-%m-%d %H:%M} UTC; automations that use it retry after that. "
-        f"Last error: {installation.last_error}",
+        "plugin_paused",
+        {
+            "plugin": plugin,
+            "failures": installation.consecutive_failures,
+            "until": installation.circuit_open_until.isoformat(),
+            "error": (installation.last_error or "")[:500],
+        },
         link=f"/plugins/{plugin}",
         dedupe_key=f"plugin-circuit:{plugin}:{installation.circuit_open_until.isoformat()}",
     )

@@ -11,6 +11,7 @@ from services import events
 from services.marketplace.configuration import settings
 from services.marketplace.loading import installed_plugin_names
 from services.marketplace.models import PluginInstallation
+from services.notifications import service as notifications
 from services.outbox import service as outbox
 
 # A notification for the workspace's messaging plugin to send on (e-mail, chat robots).
@@ -49,3 +50,13 @@ async def forward_notification(
             link if link.startswith(("https://", "http://")) else settings().public_url + "/" + link.lstrip("/")
         )
     await outbox.emit(db, NOTIFICATION_FORWARDED, {"plugin": MESSAGING_PLUGIN, "key": key, "input": sent})
+
+
+async def _forward(
+    db: AsyncSession, recipients: list[dict[str, str]], title: str, body: str, link: str | None, key: str
+) -> None:
+    await forward_notification(db, recipients, title, body, link, key=key)
+
+
+# The notifications service sends notices on through the messaging plugin where members want it.
+notifications.use_channel("messaging", notifications.Channel(available=messaging_installed, forward=_forward))

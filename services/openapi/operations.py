@@ -214,6 +214,10 @@ DOMAIN_PROBLEMS: dict[str, dict[int, Codes]] = {
     # notifications
     "GET /api/v1/notifications": {403: WORKSPACE},
     "POST /api/v1/notifications/{notification_id}/read": {403: WORKSPACE, 404: ("notification_not_found",)},
+    "GET /api/v1/notifications/unread-count": {403: WORKSPACE},
+    "POST /api/v1/notifications/read-all": {403: WORKSPACE},
+    "GET /api/v1/notifications/preferences": {403: WORKSPACE},
+    "PUT /api/v1/notifications/preferences": {403: WORKSPACE},
     # records
     "GET /api/v1/collections": {403: ROLE},
     "POST /api/v1/collections": {403: ROLE, 409: ("collection_key_taken",)},

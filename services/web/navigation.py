@@ -29,6 +29,7 @@ NAV_ITEMS: tuple[NavItem, ...] = (
     NavItem("dashboard", "/app", N_("Dashboard"), "home", WORK, role="admin"),
     NavItem("tasks", "/tasks", N_("My tasks"), "tasks", WORK),
     NavItem("library", "/sops", N_("SOP library"), "book", WORK),
+    NavItem("notifications", "/notifications", N_("Notifications"), "bell", WORK),
     NavItem("me", "/me", N_("Me"), "user", WORK),
 )
 

@@ -37,6 +37,7 @@ NOTICES: dict[str, tuple[str, str]] = {
     "task_claimed": ("success", N_("You claimed this task: it is yours now.")),
     "acknowledged": ("success", N_("Thanks: you confirmed reading this version.")),
     "samples_deleted": ("success", N_("The sample records are deleted.")),
+    "all_read": ("success", N_("All notifications are marked read.")),
 }
 
 

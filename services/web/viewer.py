@@ -13,7 +13,8 @@ with the page's locale and time zone.
 from __future__ import annotations
 
 import hmac
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import quote, urlsplit
 
@@ -55,6 +56,8 @@ class Viewer:
     email: str = ""
     email_verified: bool = True
     tenant_name: str = ""
+    # Counts beside navigation entries, by entry key (see services.web.extensions).
+    badges: Mapping[str, int] = field(default_factory=dict)
 
     @property
     def signed_in(self) -> bool:

@@ -341,7 +341,8 @@ async def test_the_circuit_opens_after_failures_and_tells_the_admins(world: Worl
     assert len(erp) == calls  # not called while the circuit is open
     assert paused.value.retry_after is not None and 0 < paused.value.retry_after <= 300
     notes = (await api.get("/api/v1/notifications")).json()["items"]
-    assert [n["title"] for n in notes] == [f"erp paused after {threshold} failures in a row"]
+    assert [n["title"] for n in notes] == [f"erp is paused after {threshold} failures in a row."]
+    assert notes[0]["kind"] == "plugin_paused" and "crashed" in notes[0]["body"]
     installed = (await api.get("/api/v1/plugins/erp")).json()
     assert installed["circuit"]["open_until"] is not None
 

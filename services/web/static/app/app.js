@@ -67,3 +67,16 @@
     if (meta) { event.detail.headers["X-CSRF-Token"] = meta.getAttribute("content"); }
   });
 })();
+
+// Live counts (the bell): every element marked data-poll gets a "poll" event each minute while the
+// page is seen, and at once when it is seen again; htmx fetches and swaps it.
+(function () {
+  "use strict";
+  var PERIOD = 60000;
+  function poll() {
+    if (document.visibilityState !== "visible" || !window.htmx) { return; }
+    document.querySelectorAll("[data-poll]").forEach(function (element) { window.htmx.trigger(element, "poll"); });
+  }
+  setInterval(poll, PERIOD);
+  document.addEventListener("visibilitychange", poll);
+})();
