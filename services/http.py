@@ -31,7 +31,7 @@ from litestar.types import ASGIApp, Empty, Message, Receive, Scope, Send
 from litestar.typing import FieldDefinition
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from services.db import database
+from services.db import begin_writing, database
 from services.json_body import (
     JSON_MEDIA_TYPES_TEXT,
     check_no_nul,
@@ -57,11 +57,18 @@ PROBLEM_MEDIA_TYPE = "application/problem+json"
 # ---------------------------------------------------------------- dependencies
 
 
-async def provide_db() -> AsyncGenerator[AsyncSession, None]:
-    """One transaction per request: committed after the handler, rolled back if anything raised."""
+async def provide_db(request: Request[Any, Any, Any]) -> AsyncGenerator[AsyncSession, None]:
+    """One transaction per request: committed after the handler, rolled back if anything raised.
+
+    On SQLite a request that may write takes the write lock when it begins: a transaction that
+    reads and then writes (a savepoint around a change, a check before an update) would otherwise
+    fail at once with "database is locked" whenever the embedded worker committed in between.
+    """
     session = database().session()
     try:
         await session.begin()
+        if request.method not in SAFE_METHODS:
+            await begin_writing(session)
         yield session
         await session.commit()
     except BaseException:

@@ -31,6 +31,16 @@ def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
     cursor.close()
 
 
+async def begin_writing(session: AsyncSession) -> None:
+    """Start ``session``'s transaction holding SQLite's write lock (``BEGIN IMMEDIATE``, waiting up
+    to the busy timeout for another writer); nothing to do on PostgreSQL, which locks rows."""
+    connection = await session.connection()
+    if connection.dialect.name == "sqlite" and not connection.in_nested_transaction():
+        driver = await connection.get_raw_connection()
+        if not driver.driver_connection.in_transaction:  # type: ignore[union-attr]
+            await connection.exec_driver_sql("BEGIN IMMEDIATE")
+
+
 def create_engine(url: str, *, pool_size: int = 10) -> AsyncEngine:
     if url.startswith("sqlite"):
         engine = create_async_engine(url, poolclass=NullPool if ":memory:" not in url else None)

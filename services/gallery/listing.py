@@ -196,9 +196,20 @@ def _owner_label(owner: Mapping[str, Any], roles: Mapping[str, str]) -> str:
     return str(owner.get("role") or owner.get("field") or owner.get("kind"))
 
 
-def _procedure_preview(data: dict[str, Any], roles: Mapping[str, str]) -> ProcedurePreviewOut:
+def _definition(data: dict[str, Any]) -> Definition:
     raw = loader.resolve(data["definition"], lambda kind, key: str(loader.check_id(kind, key)))
-    definition = msgspec.convert(raw, Definition)
+    return msgspec.convert(raw, Definition)
+
+
+def pack_definitions(pack_id: str, language: str) -> dict[str, Definition]:
+    """A pack's procedures as definitions in ``language``, by key: what their flowcharts are drawn from."""
+    pack = _pack(pack_id)
+    items = localized_items(pack, _language(language))
+    return {i.key: _definition(items[("procedure", i.key)]) for i in pack.of_kind("procedure")}
+
+
+def _procedure_preview(data: dict[str, Any], roles: Mapping[str, str]) -> ProcedurePreviewOut:
+    definition = _definition(data)
     nodes: list[FlowNodeOut] = []
     edges: list[FlowEdgeOut] = []
     for raw_step, step in zip(data["definition"]["steps"], definition.steps, strict=True):

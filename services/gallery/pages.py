@@ -17,6 +17,8 @@ from services.accounts import service as accounts
 from services.gallery import onboarding, service
 from services.records import service as records
 from services.settings import Settings
+from services.sops.procedures.flow import flow_graph
+from services.web.flowchart import layout
 from services.web.forms import form_fields
 from services.web.i18n import N_, translate
 from services.web.pages import page, redirect
@@ -100,6 +102,10 @@ class OnboardingPages(Controller):
         preview = await service.get_pack(db, member.member, pack_id, onboarding.language_of(member.locale))
         language = preview.language
         roles = {r.key: (r.title.get(language) or r.key) for r in preview.roles}
+        charts = {
+            key: layout(flow_graph(definition, member.locale))
+            for key, definition in service.pack_definitions(pack_id, language).items()
+        }
         return page(
             member,
             "gallery/onboarding_preview.html",
@@ -107,6 +113,7 @@ class OnboardingPages(Controller):
             focus=True,
             back=STEP_PATHS[1],
             preview=preview,
+            charts=charts,
             role_titles=roles,
             title=preview.pack.title.get(language, preview.pack.id),
         )

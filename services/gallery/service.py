@@ -30,7 +30,7 @@ from services.gallery.install import (
     installation_out,
     list_installations,
 )
-from services.gallery.listing import get_pack, list_packs
+from services.gallery.listing import get_pack, list_packs, pack_definitions
 from services.gallery.uninstall import uninstall
 from services.gallery.upgrade import upgrade
 
@@ -52,6 +52,7 @@ __all__ = [
     "list_installations",
     "list_packs",
     "localized_items",
+    "pack_definitions",
     "pack_sources",
     "schema_document",
     "uninstall",

@@ -76,6 +76,8 @@ async def test_the_wizard_from_packs_to_done(world: World, offered: None) -> Non
     assert "1 procedures · 1 data tables · 1 automations" in _text(page.text)
     preview = await api.client.get("/onboarding/packs/mini-shop")
     assert preview.status_code == 200 and "What will be created" in preview.text and "Ship an order" in preview.text
+    # Each procedure is previewed as its flowchart, the step list beside it as its text alternative.
+    assert '<svg class="flowchart-svg"' in preview.text and 'aria-label="Flowchart of Ship an order"' in preview.text
 
     none_chosen = await _post(api, "/onboarding/packs", {})
     assert none_chosen.status_code == 422 and "Choose at least one pack." in none_chosen.text
