@@ -292,8 +292,18 @@ async def test_dashboard_and_start_a_run(world: World) -> None:
     async with open_session(tenant_id) as db:
         await notifications.notify(db, [user_id], "Check the B77 parcel", link=f"/runs/{run['id']}")
         await notifications.notify(db, [user_id], "Look elsewhere", link="https://elsewhere.example/")
+        # A notice the platform words itself (a kind and its names): worded for the reader.
+        await notifications.send(
+            db,
+            [user_id],
+            "step_overdue",
+            {"step": "Pack", "run": "B77"},
+            link=f"/runs/{run['id']}",
+            dedupe_key="overdue-b77",
+        )
     html = await page(owner, "/app")
     assert f'<a href="/runs/{run["id"]}">Check the B77 parcel</a>' in html
+    assert f'<a href="/runs/{run["id"]}">The step “Pack” of “B77” is overdue.</a>' in html
     assert "Look elsewhere" in html and "elsewhere.example" not in html
 
     # Nothing chosen, or another workspace's procedure: the form again, with the problem beside it.

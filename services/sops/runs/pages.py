@@ -367,7 +367,9 @@ async def _dashboard(
     now = utcnow()
     loads = await service.runs_in_flight(db) if views else []
     problems = [(p, when_text(p.raised_at, now, viewer)) for p in await service.open_exceptions(db)] if views else []
-    unread, _cursor = await notifications.list_notifications(db, viewer.member.user_id, unread=True, limit=5)
+    rows, _cursor = await notifications.list_notifications(db, viewer.member.user_id, unread=True, limit=5)
+    # Worded for this reader now (a notice is stored as its kind and names, not as finished text).
+    unread = await notifications.render(db, rows, viewer.locale)
     notices = [(n.title, safe_next(n.link, "") if n.link else "", when_text(n.created_at, now, viewer)) for n in unread]
     return page(
         viewer,
