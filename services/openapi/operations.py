@@ -229,6 +229,11 @@ DOMAIN_PROBLEMS: dict[str, dict[int, Codes]] = {
     },
     "GET /api/v1/collections/{collection_id}/versions": {403: ROLE, 404: ("collection_not_found",)},
     "POST /api/v1/collections/{collection_id}/purge": {403: ROLE, 404: ("collection_not_found",)},
+    "POST /api/v1/collections/{collection_id}/rename": {
+        403: ROLE,
+        404: ("collection_not_found",),
+        409: ("collection_key_taken",),
+    },
     "GET /api/v1/collections/{collection_id}/records": {403: ROLE, 404: ("collection_not_found",)},
     "POST /api/v1/collections/{collection_id}/records": {
         403: ROLE,
@@ -309,6 +314,12 @@ DOMAIN_PROBLEMS: dict[str, dict[int, Codes]] = {
     "GET /api/v1/runs": {403: WORKSPACE},
     "POST /api/v1/runs/migrate": {403: ROLE, 404: ("version_not_found",), 409: ("step_conflict",)},
     "GET /api/v1/runs/{run_id}": {403: WORKSPACE, 404: ("run_not_found",)},
+    "POST /api/v1/runs/{run_id}/steps/{step_id}/continue": {
+        403: STEP_403,
+        404: STEP_404,
+        409: STEP_409,
+        422: ADVANCE_422,
+    },
     "POST /api/v1/runs/{run_id}/steps/{step_id}/claim": {
         403: STEP_403,
         404: STEP_404,
