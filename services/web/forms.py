@@ -52,6 +52,7 @@ FIELD_MESSAGES: Mapping[str, str] = {
     "not_a_member": N_("Choose {label} from the members of this workspace."),
     "file_not_found": N_("Upload {label} again."),
     "photos_required": N_("Add photos: at least {count}."),
+    "checklist_incomplete": N_("Tick every item of the checklist."),
 }
 #: How a refusal that concerns the whole form (no one field) is said, by its stable code.
 FORM_MESSAGES: Mapping[str, str] = {
@@ -117,18 +118,18 @@ def field_message(problem: FieldProblem, label: str, locale: str, **params: obje
     return translate(template, locale, label=lowered, **params)
 
 
-def form_errors(error: ProblemError, labels: Mapping[str, str], locale: str) -> dict[str, str]:
+def form_errors(error: ProblemError, labels: Mapping[str, str], locale: str, **params: object) -> dict[str, str]:
     """Field name → the words for its first problem, in the order the form shows its fields.
 
     ``labels`` maps each field of the form to its label (already translated). A problem with no
     field of the form (a conflict, a refused action) is keyed ``form``, worded from the error's own
-    translated detail.
+    translated detail. ``params`` fill the messages' other placeholders (``count``).
     """
     found: dict[str, str] = {}
     for problem in error.errors:
         name = field_name(problem)
         if name in labels and name not in found:
-            found[name] = field_message(problem, labels[name], locale)
+            found[name] = field_message(problem, labels[name], locale, **params)
     if not found:
         found["form"] = translate(FORM_MESSAGES.get(error.code, error.detail or error.title), locale)
     ordered = {name: found[name] for name in labels if name in found}

@@ -38,7 +38,7 @@ from services.sops.definition import (
 from services.sops.procedures import service as procedures
 from services.sops.runs import service
 from services.sops.runs.run_views import actor_of, done_notice, focus_step, page_data, run_context
-from services.web.forms import field_message
+from services.web.forms import field_message, form_errors
 from services.web.i18n import N_, translate
 from services.web.pages import Flash, page, redirect
 from services.web.viewer import Viewer
@@ -196,21 +196,18 @@ def _problem_field(problem: FieldProblem) -> str:
 
 
 def _errors(error: ProblemError, labels: dict[str, str], viewer: Viewer) -> dict[str, str]:
-    """Field name → the words for its first problem (the form's order), from the service's codes."""
-    found: dict[str, str] = {}
+    """Field name → the words for its first problem (the form's order): the run's pointers and
+    codes are put on this form's fields, and :func:`form_errors` words them."""
+    problems = []
     for problem in error.errors:
-        name = _problem_field(problem)
-        if name not in labels or name in found:
-            continue
-        if name == "photos" and problem.code == "required":
-            problem = FieldProblem(pointer=problem.pointer, code="photos_required", message=problem.message)
-        if name == "checked":
-            found[name] = translate(N_("Tick every item of the checklist."), viewer.locale)
-            continue
-        found[name] = field_message(problem, labels[name], viewer.locale, count=1)
-    if not found:
-        found["form"] = translate(error.detail or error.title, viewer.locale)
-    return {name: found[name] for name in [*labels, "form"] if name in found}
+        name, code = _problem_field(problem), problem.code
+        if name == "photos" and code == "required":
+            code = "photos_required"
+        elif name == "checked":
+            code = "checklist_incomplete"
+        problems.append(FieldProblem(pointer=f"/{name}", code=code, message=problem.message))
+    on_fields = ProblemError(error.detail, code=error.code, status=error.status, title=error.title, errors=problems)
+    return form_errors(on_fields, labels, viewer.locale, count=1)
 
 
 def _labels(step: Step, viewer: Viewer) -> dict[str, str]:
