@@ -33,9 +33,10 @@ from tests.bench.harness import (
     Round,
     Server,
     constant_request,
-    drop_database,
     fetch,
     load,
+    on_fresh_database,
+    print_load,
     request_bytes,
     round_order,
     run_async,
@@ -220,21 +221,13 @@ def _report(rounds: list[Round]) -> None:
 
 def run() -> None:
     """Recreate the bench database, serve both targets, seed, measure, report, drop the database."""
-    run_async(drop_database(DB_NAME, recreate=True))
-    try:
-        rounds = _serve_and_measure()
-    finally:
-        run_async(drop_database(DB_NAME, recreate=False))
+    rounds = on_fresh_database(DB_NAME, _serve_and_measure)
     _report(rounds)
 
 
 def _serve_and_measure() -> list[Round]:
     upgrade(SUPERUSER_URL, APP_ROLE)  # synchronous: it runs its own event loop
-    print(
-        f"load average before the run: {os.getloadavg()[0]:.2f} on {os.cpu_count()} cores "
-        "(other work on the machine makes the figures noisy)",
-        flush=True,
-    )
+    print_load()
     with tempfile.TemporaryDirectory(prefix="guiju-bench-") as tmp, ExitStack() as stack:
         log_dir = Path(tmp)
         started: list[Server] = []

@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
 import re
 import secrets
 import statistics
@@ -38,9 +37,10 @@ from tests.bench.harness import (
     Round,
     Server,
     constant_request,
-    drop_database,
     fetch,
     load,
+    on_fresh_database,
+    print_load,
     request_bytes,
     round_order,
     run_async,
@@ -224,20 +224,12 @@ async def _measure(app: Server) -> None:
 
 def run() -> None:
     """Recreate the bench database, serve the app, seed, measure, report, drop the database."""
-    run_async(drop_database(DB_NAME, recreate=True))
-    try:
-        _serve_and_measure()
-    finally:
-        run_async(drop_database(DB_NAME, recreate=False))
+    on_fresh_database(DB_NAME, _serve_and_measure)
 
 
 def _serve_and_measure() -> None:
     upgrade(SUPERUSER_URL, APP_ROLE)  # synchronous: it runs its own event loop
-    print(
-        f"load average before the run: {os.getloadavg()[0]:.2f} on {os.cpu_count()} cores "
-        "(other work on the machine makes the figures noisy)",
-        flush=True,
-    )
+    print_load()
     with tempfile.TemporaryDirectory(prefix="guiju-bench-") as tmp, ExitStack() as stack:
         log_dir = Path(tmp)
         env = server_env(

@@ -63,9 +63,10 @@ from tests.bench.harness import (
     Round,
     Server,
     constant_request,
-    drop_database,
     fetch,
     load,
+    on_fresh_database,
+    print_load,
     request_bytes,
     round_order,
     run_async,
@@ -823,20 +824,12 @@ async def _copy_members(engine: AsyncEngine, ws: Workspace) -> None:
 
 def run() -> None:
     """Recreate the bench database, serve both targets, seed, measure, report, drop the database."""
-    run_async(drop_database(DB_NAME, recreate=True))
-    try:
-        _serve_and_measure()
-    finally:
-        run_async(drop_database(DB_NAME, recreate=False))
+    on_fresh_database(DB_NAME, _serve_and_measure)
 
 
 def _serve_and_measure() -> None:
     upgrade(SUPERUSER_URL, APP_ROLE)  # synchronous: it runs its own event loop
-    print(
-        f"load average before the run: {os.getloadavg()[0]:.2f} on {os.cpu_count()} cores "
-        "(other work on the machine makes the figures noisy)",
-        flush=True,
-    )
+    print_load()
     with tempfile.TemporaryDirectory(prefix="guiju-bench-") as tmp, ExitStack() as stack:
         log_dir = Path(tmp)
         started: list[Server] = []

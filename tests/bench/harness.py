@@ -348,6 +348,24 @@ def round_order(number: int, steps: Sequence[T]) -> list[T]:
     return list(steps) if number % 2 else list(reversed(steps))
 
 
+def on_fresh_database(name: str, body: Callable[[], T]) -> T:
+    """``body()`` with the bench database ``name`` created anew, and dropped after, whatever happens."""
+    run_async(drop_database(name, recreate=True))
+    try:
+        return body()
+    finally:
+        run_async(drop_database(name, recreate=False))
+
+
+def print_load() -> None:
+    """The machine's load before a run: the figures that follow are only as quiet as it is."""
+    print(
+        f"load average before the run: {os.getloadavg()[0]:.2f} on {os.cpu_count()} cores "
+        "(other work on the machine makes the figures noisy)",
+        flush=True,
+    )
+
+
 def run_async(coro: Coroutine[Any, Any, T]) -> T:
     with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
         return runner.run(coro)
