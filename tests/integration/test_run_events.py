@@ -84,6 +84,9 @@ async def test_step_timer_events_name_the_run_and_its_record(world: World) -> No
 async def test_an_overdue_notice_names_the_late_run(world: World) -> None:
     owner, _ = await world.signup()
     procedure_id, _ = await publish(owner, {"start": "pack", "steps": [DUE_STEP]})
+    # Publishing installs the step's default escalations from the outbox; settle that first so the
+    # overdue event meets both automations whatever order the relay would have taken.
+    await deliver_events()
     created = await owner.post(
         "/api/v1/automations",
         {
@@ -107,10 +110,12 @@ async def test_an_overdue_notice_names_the_late_run(world: World) -> None:
     for _ in range(3):
         await deliver_events()
         await asyncio.to_thread(broker.join, automations.ACTIONS_QUEUE, timeout=30_000)
-    # The automation's own words (the platform's notices of the step, its kinds, come besides).
+    # The automation's own words and the default escalation's (the platform's notices of the step,
+    # its kinds, come besides); the owner is also a manager, so both reach them.
     told = [n for n in (await owner.get("/api/v1/notifications")).json()["items"] if n["kind"] == "message"]
-    assert [(n["title"], n["body"]) for n in told] == [
-        ("Late: Ship SO-42 (Pack)", f"pack was due at {due_at.isoformat()}")
+    assert sorted((n["title"], n["body"]) for n in told) == [
+        ("Late: Ship SO-42 (Pack)", f"pack was due at {due_at.isoformat()}"),
+        ("Overdue: Pack", f"The step 'Pack' was due at {due_at.isoformat()}."),
     ]
 
 
