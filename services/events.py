@@ -135,6 +135,10 @@ class StepReady(StepPayload):
 class StepAssignedData(Payload):
     user_id: uuid.UUID
     by: Annotated[uuid.UUID | None, Meta(description="who assigned it; null: the owner rule")]
+    caused_by: Annotated[
+        uuid.UUID | None,
+        Meta(description="for the owner rule: the member whose action made the step ready (null: the platform)"),
+    ] = None
 
 
 class StepAssigned(StepPayload):

@@ -462,6 +462,9 @@ class _Run:
         self._arrivals_owned = False
         self.next_id = state.next_id
         self.started_by = state.started_by
+        # The member whose command this transition carries out (None: the platform's own), so an
+        # assignment it causes can say so and its notice can spare the one who caused it.
+        self.acting: uuid.UUID | None = None
         self.events: list[Event] = []
         self.work: deque[tuple[str, Path, int | None]] = deque()
 
@@ -797,7 +800,10 @@ class _Run:
     def assign(self, step: StepState, user_id: uuid.UUID, by: Actor | None) -> None:
         step = self.edit(step.id)
         step.assignee = user_id
-        self.emit(events.STEP_ASSIGNED, step, user_id=str(user_id), by=str(by.user_id) if by else None)
+        caused_by = str(self.acting) if by is None and self.acting is not None else None
+        self.emit(
+            events.STEP_ASSIGNED, step, user_id=str(user_id), by=str(by.user_id) if by else None, caused_by=caused_by
+        )
 
     def rule_matches(self, rule: Owner, actor: Actor, step: StepState) -> bool:
         if isinstance(rule, _ROLE_OWNERS):
@@ -1397,6 +1403,7 @@ def start(definition: Definition, env: Env, *, started_by: uuid.UUID | None, dat
     index = _index(definition)
     run = _Run(index, RunState(data=dict(data), started_by=started_by), env)
     run._data_owned = True
+    run.acting = started_by
     run.emit(events.RUN_STARTED, started_by=str(started_by) if started_by else None)
     run.work.append((definition.start, (), None))
     run.drain()
@@ -1411,6 +1418,8 @@ def apply(definition: Definition, state: RunState, action: Action, env: Env) -> 
     if state.status != RunStatus.RUNNING:
         raise EngineError(f"The run has {state.status.value}.", code="run_finished")
     run = _Run(_index(definition), state, env)
+    actor = getattr(action, "actor", None)
+    run.acting = actor.user_id if isinstance(actor, Actor) else None
     _HANDLERS[type(action)](run, action)
     run.drain()
     run.settle()

@@ -20,7 +20,7 @@ from services.scheduler import service as scheduler
 from services.sops.runs import notices
 from tests.conftest import Api, World, deliver_events, mail_to
 from tests.integration.test_builtin_messaging import Inbox, listed, smtp_server
-from tests.integration.test_runs import open_step, publish, role, start
+from tests.integration.test_runs import STARTER, open_step, publish, role, start
 from tests.plugin_support import run_plugin_hooks
 
 FLOW: dict[str, Any] = {
@@ -115,6 +115,35 @@ async def test_claimable_then_assigned_once_each_in_the_reader_s_language(world:
     worded = {n["kind"]: n["title"] for n in await mine(member)}
     assert worded["step_assigned"] == "Li Wei (boss) 把工单“Ship an order”的步骤“Deliver the parcel”指派给了你。"
     assert worded["step_claimable"] == "你可以领取工单“Ship an order”的步骤“Deliver the parcel”。"
+
+
+HANDOVER: dict[str, Any] = {
+    "start": "count",
+    "steps": [
+        {"kind": "task", "key": "count", "title": "Count the stock", "owner": STARTER, "next": "pack"},
+        {"kind": "task", "key": "pack", "title": "Pack the order", "owner": role("member"), "next": "sign"},
+        {"kind": "task", "key": "sign", "title": "Sign the delivery note", "owner": STARTER},
+    ],
+}
+
+
+async def test_a_step_you_get_by_your_own_doing_tells_you_nothing(world: World) -> None:
+    owner, _body, member, _member_id, _manager, _ = await team(world)
+    procedure_id, _ = await publish(owner, HANDOVER)
+    run = await start(owner, procedure_id)
+    done = await owner.post(f"/api/v1/runs/{run['id']}/steps/{open_step(run, 'count')['id']}/complete", {})
+    assert done.status_code == 200, done.text
+    await deliver_events()
+    # The first step went to the owner because they started the run: no notice.
+    assert of_kind(await mine(owner), "step_assigned") == []
+
+    pack = open_step(done.json(), "pack")
+    packed = await member.post(f"/api/v1/runs/{run['id']}/steps/{pack['id']}/complete", {})
+    assert packed.status_code == 200, packed.text
+    await deliver_events()
+    # The last step is the owner's again, now because the member finished theirs: they are told.
+    (notice,) = of_kind(await mine(owner), "step_assigned")
+    assert notice["params"]["step"] == "Sign the delivery note"
 
 
 async def test_a_claim_tells_nobody_and_a_reported_problem_tells_handlers_and_starter(world: World) -> None:

@@ -60,7 +60,8 @@ async def _on_step_assigned(db: AsyncSession, key: str, payload: dict[str, Any])
     data = payload.get("data") or {}
     user_id, by = as_uuid(data.get("user_id")), as_uuid(data.get("by"))
     run_id = as_uuid(payload.get("run_id"))
-    if user_id is None or run_id is None or user_id == by:  # taking a task yourself tells nobody
+    # Taking a task yourself, or getting it by your own doing (the run you started), tells nobody.
+    if user_id is None or run_id is None or user_id in (by, as_uuid(data.get("caused_by"))):
         return
     step = await _step(db, run_id, payload.get("step_id"))
     if step is None:
