@@ -15,10 +15,12 @@ from __future__ import annotations
 import uuid
 from typing import Any
 
-from sqlalchemy import event, text
+from sqlalchemy import event, inspect, text
 from sqlalchemy.engine import Connection
 from sqlalchemy.orm import Mapped, ORMExecuteState, Session, SessionTransaction, mapped_column
 from sqlalchemy.orm import with_loader_criteria as _with_loader_criteria
+from sqlalchemy.sql import visitors
+from sqlalchemy.sql.selectable import Select, TableClause
 from sqlalchemy.sql.util import surface_selectables
 
 from tenants.context import TenantContextError
@@ -60,6 +62,60 @@ def _tenant_tables() -> set[str]:
     return {getattr(cls, "__tablename__", "") for cls in TenantScoped.__subclasses__()} - {""}
 
 
+def _table_names(from_: Any) -> set[str]:
+    return {t.name for t in surface_selectables(from_) if isinstance(t, TableClause)}  # type: ignore[no-untyped-call]
+
+
+def _uncovered_tenant_tables(statement: Any) -> frozenset[str]:
+    """The tenant tables a select reaches only through its WHERE clause.
+
+    ``with_loader_criteria`` reaches the entities a select names: its columns, ``select_from`` and
+    joins. ``select(func.count()).where(Model.col == …)`` or ``exists().where(…)`` put the table in
+    the FROM list without naming it, so it gets no tenant criterion. A table named by any select of
+    the statement counts as named (a correlated subquery reads it through the enclosing select).
+    """
+    selects = [e for e in visitors.iterate(statement) if isinstance(e, Select)]
+    named: set[str] = set()
+    for select_ in selects:
+        for from_ in (*select_.columns_clause_froms, *select_._from_obj):
+            named |= _table_names(from_)
+        for join in select_._setup_joins:
+            target = inspect(join[0], raiseerr=False)
+            mapper = getattr(target, "mapper", None)
+            named |= {t.name for t in mapper.tables} if mapper is not None else _table_names(join[0])
+    tenant_tables = _tenant_tables()
+    return frozenset(
+        from_.name
+        for select_ in selects
+        for from_ in select_.get_final_froms()
+        if isinstance(from_, TableClause) and from_.name in tenant_tables and from_.name not in named
+    )
+
+
+# Statement shape (its cache key) → the tenant tables it leaves uncovered. Walking a statement costs
+# more than running a small query; its shapes are few, so each is walked once.
+_UNCOVERED: dict[Any, frozenset[str]] = {}
+_UNCOVERED_LIMIT = 5_000
+
+
+def _check_every_tenant_table_is_named(statement: Any) -> None:
+    cache_key = statement._generate_cache_key()
+    key = cache_key.key if cache_key is not None else None
+    uncovered = _UNCOVERED.get(key) if key is not None else None
+    if uncovered is None:
+        uncovered = _uncovered_tenant_tables(statement)
+        if key is not None:
+            if len(_UNCOVERED) >= _UNCOVERED_LIMIT:
+                _UNCOVERED.clear()
+            _UNCOVERED[key] = uncovered
+    if uncovered:
+        raise TenantContextError(
+            f"select reaches the tenant table(s) {', '.join(sorted(uncovered))} only through its WHERE "
+            "clause, where the tenant criterion does not reach: name the model (select_from(Model), or "
+            "select a column of it)"
+        )
+
+
 def _touches_tenant_table(statement: Any) -> bool:
     """Whether a statement reads or writes a tenant table, even through ``select_from`` or a join."""
     tenant_tables = _tenant_tables()
@@ -96,6 +152,8 @@ def _add_tenant_criteria(state: ORMExecuteState) -> None:
             "Core statement on a tenant table through a tenant session gets no tenant criterion: query "
             "the mapped class, or run it with services.db.statements.execute_core naming the tenant itself"
         )
+    if state.is_select:
+        _check_every_tenant_table_is_named(state.statement)
     state.statement = state.statement.options(
         _with_loader_criteria(
             TenantScoped,

@@ -529,7 +529,9 @@ async def purge_fields(
 async def count_records(db: AsyncSession, collection_id: uuid.UUID) -> int:
     """How many live (not deleted) records the collection holds."""
     found = await db.scalar(
-        select(func.count()).where(Record.collection_id == collection_id, Record.deleted_at.is_(None))
+        select(func.count())
+        .select_from(Record)
+        .where(Record.collection_id == collection_id, Record.deleted_at.is_(None))
     )
     return int(found or 0)
 

@@ -84,6 +84,42 @@ async def test_core_statements_on_tenant_tables_are_refused_on_a_tenant_session(
                     await db.execute(statement)
 
 
+async def test_selects_that_reach_a_tenant_table_only_through_where_are_refused(world: World, two_tenants: Any) -> None:
+    # The tenant criterion reaches the models a select names; a table only implied by the WHERE
+    # clause would be counted across every workspace (on SQLite, with nothing else in the way).
+    from sqlalchemy import exists
+
+    from tenants.models import Entity, Membership
+
+    a, _b = two_tenants
+    refused = [
+        select(func.count()).where(Entity.name != ""),
+        select(Membership.user_id).where(Membership.tenant_id == Entity.tenant_id),
+        select(Membership.user_id).where(exists().where(Entity.name == "x")),
+        select(Membership.user_id, select(func.count()).where(Entity.name == "x").scalar_subquery()),
+    ]
+    allowed = [
+        select(func.count()).select_from(Entity).where(Entity.name != ""),
+        select(func.count(Entity.id)),
+        select(Membership.user_id).join(Entity, Entity.tenant_id == Membership.tenant_id),
+        select(Membership.user_id).where(exists(select(Entity.id).where(Entity.tenant_id == Membership.tenant_id))),
+    ]
+    async with open_session(uuid.UUID(a.tenant_id)) as db:
+        for statement in refused:
+            for _ in range(2):  # the second time from the remembered verdict of its shape
+                with pytest.raises(TenantContextError, match="only through its WHERE"):
+                    await db.execute(statement)
+        for statement in allowed:
+            await db.execute(statement)
+        counted = await db.scalar(select(func.count()).select_from(Entity))
+    async with open_session(None, system=True) as db:
+        ours = await db.scalar(
+            select(func.count()).select_from(Entity).where(Entity.tenant_id == uuid.UUID(a.tenant_id))
+        )
+        everyone = await db.scalar(select(func.count()).select_from(Entity))
+    assert counted == ours and everyone is not None and everyone > counted
+
+
 async def test_core_statements_take_their_tenant_from_the_session(world: World, two_tenants: Any) -> None:
     from sqlalchemy import bindparam, insert
 
