@@ -143,6 +143,16 @@ def compile_expression(source: str) -> Expression:
     ``position`` is the 1-based character offset of the problem in ``source`` (the column, for a
     one-line expression).
     """
+    tree = syntax_tree(source)
+    names: set[str] = set()
+    fn = _Compiler(names).compile(tree)
+    return Expression(source, frozenset(names), fn)
+
+
+def syntax_tree(source: str) -> Tree[Token]:
+    """The parsed tree of ``source``, checked as :func:`compile_expression` checks it (raises
+    ExpressionError). For code that reads an expression rather than runs it, e.g. to word a
+    condition for people; its rules are the grammar's (``eq``, ``and_``, ``name``, ``string`` …)."""
     if not isinstance(source, str):
         raise ExpressionError("an expression must be a string")
     if len(source) > MAX_SOURCE_LENGTH:
@@ -157,9 +167,12 @@ def compile_expression(source: str) -> Expression:
     except LarkError as exc:  # pragma: no cover - any other parser failure is still a syntax error
         raise ExpressionError(f"syntax error: {exc}") from None
     _check_depth(tree)
-    names: set[str] = set()
-    fn = _Compiler(names).compile(tree)
-    return Expression(source, frozenset(names), fn)
+    return tree
+
+
+def string_value(token: Token) -> str:
+    """The text of a ``STRING`` token, its quotes and escapes undone."""
+    return _unquote(token)
 
 
 def evaluate(source: str, context: Mapping[str, Any]) -> Any:

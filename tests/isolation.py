@@ -124,7 +124,8 @@ async def _seed_plugin(api: Any, seeded: SeededTenant) -> None:
 
 
 async def _seed_procedure(api: Any, seeded: SeededTenant) -> None:
-    """A procedure linked to the collection, with a published version the owner acknowledged."""
+    """A procedure linked to the collection, with a published version the owner acknowledged, the
+    short links of its QR codes and a suggestion."""
     definition = {
         "start": "confirm",
         "steps": [{"kind": "task", "key": "confirm", "title": "Confirm", "owner": {"kind": "role", "role": "member"}}],
@@ -146,6 +147,15 @@ async def _seed_procedure(api: Any, seeded: SeededTenant) -> None:
     assert published.status_code == 200, published.text
     acknowledged = await api.post(f"{version_path}/acknowledge")
     assert acknowledged.status_code == 200, acknowledged.text
+    # Its QR sheet (the short links of its codes) and a suggestion on its step (page forms).
+    sheet = await api.get(f"/sops/{seeded.ids['procedure_id']}/qr")
+    assert sheet.status_code == 200, sheet.text
+    suggested = await api.client.post(
+        f"/sops/{seeded.ids['procedure_id']}/steps/confirm/suggest",
+        data={"text": "Name the carrier", "csrf_token": api.csrf},
+        headers={"Origin": str(api.client.base_url).rstrip("/")},
+    )
+    assert suggested.status_code == 303, suggested.text
 
 
 async def _seed_run(api: Any, seeded: SeededTenant) -> None:

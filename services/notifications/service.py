@@ -103,6 +103,12 @@ KINDS: dict[str, Kind] = {
             body_param="excerpt",
         ),
         Kind(
+            "procedure_suggestion",
+            N_("Someone suggests a change to my procedure"),
+            N_("{actor} suggests a change to the step “{step}” of “{procedure}”."),
+            body_param="excerpt",
+        ),
+        Kind(
             "plugin_paused",
             N_("A plugin is paused"),
             N_("{plugin} is paused after {failures} failures in a row."),
@@ -112,6 +118,7 @@ KINDS: dict[str, Kind] = {
 }
 CHOOSABLE: tuple[Kind, ...] = tuple(k for k in KINDS.values() if k.choosable)
 SOMEONE = N_("Someone")
+SUGGESTION_NO_STEP = N_("{actor} suggests a change to “{procedure}”.")
 OPEN_LINK = N_("Open it: {link}")
 MAIL_FOOTER = N_("You get this e-mail because of your notification settings: {link}")
 PLUGIN_PAUSED_BODY = N_("Automations that use it try again later. Last error: {error}")
@@ -402,8 +409,10 @@ def _words(
     message = spec.sentence
     if spec.sentence_no_actor and not actor:
         message = spec.sentence_no_actor
+    if kind == "procedure_suggestion" and not values.get("step"):
+        message = SUGGESTION_NO_STEP
     values["actor"] = names.get(str(actor), translate(SOMEONE, locale)) if actor else ""
-    for key in ("step", "run", "label", "plugin", "failures"):
+    for key in ("step", "run", "label", "plugin", "failures", "procedure"):
         values.setdefault(key, "")
     sentence = translate(message, locale, **values)
     text = ""

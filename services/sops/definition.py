@@ -167,9 +167,11 @@ class FormField(Struct, forbid_unknown_fields=True):
     options: list[str] = []
 
 
-class Branch(Struct, forbid_unknown_fields=True):
+class Branch(Struct, forbid_unknown_fields=True, omit_defaults=True):
     when: Expression
     next: StepKey | None
+    # What the flowchart says on the way (e.g. "大额订单"); without one, the condition is worded.
+    label: Annotated[str, Meta(max_length=200)] = ""
 
 
 class _StepBase(Struct, forbid_unknown_fields=True, kw_only=True):

@@ -36,6 +36,7 @@ NOTICES: dict[str, tuple[str, str]] = {
     "joined": ("success", N_("Welcome: you have joined the workspace.")),
     "task_claimed": ("success", N_("You claimed this task: it is yours now.")),
     "acknowledged": ("success", N_("Thanks: you confirmed reading this version.")),
+    "suggestion_sent": ("success", N_("Thanks: your suggestion is sent to the owner of this procedure.")),
     "samples_deleted": ("success", N_("The sample records are deleted.")),
     "all_read": ("success", N_("All notifications are marked read.")),
 }

@@ -7,11 +7,17 @@ import re
 import uuid
 from typing import Any
 
+import pytest
 import segno
 from sqlalchemy import func, select
 
 from services.db import open_session
-from services.sops.procedures.models import Acknowledgement
+from services.sops.procedures import suggestions
+from services.sops.procedures.links import ALPHABET
+from services.sops.procedures.models import Acknowledgement, ProcedureLink, ProcedureSuggestion
+from tenants.errors import NotFound
+from tenants.models import Role
+from tenants.principal import Principal
 from tests.conftest import Api, World
 
 ORIGIN = {"Origin": "http://guiju.test"}
@@ -182,8 +188,8 @@ def _modules(svg: str) -> set[tuple[int, int]]:
     return dark
 
 
-async def test_the_qr_sheet_encodes_each_steps_guide(world: World) -> None:
-    api, _ = await world.signup(locale="en")
+async def test_the_qr_sheet_encodes_a_short_link_to_each_steps_guide(world: World) -> None:
+    api, body = await world.signup(locale="en")
     procedure_id, _v = await publish(api, definition())
     sheet = await api.get(f"/sops/{procedure_id}/qr")
     assert sheet.status_code == 200, sheet.text
@@ -191,14 +197,45 @@ async def test_the_qr_sheet_encodes_each_steps_guide(world: World) -> None:
     cells = re.findall(r'<li class="qr-cell">\s*(<svg.*?</svg>).*?<p class="qr-url">([^<]+)</p>', sheet.text, re.S)
     assert len(cells) == 6  # the procedure, then its five steps
     urls = [f"{base.split('://')[0]}://{url}" for _svg, url in cells]
-    assert urls[0] == f"{base}/sops/{procedure_id}"
-    assert f"{base}/sops/{procedure_id}/steps/receive" in urls and f"{base}/sops/{procedure_id}/steps/call" in urls
+    assert all(re.fullmatch(rf"{re.escape(base)}/q/[{ALPHABET}]{{7}}", url) for url in urls), urls
+    assert len(set(urls)) == 6
     for (svg, _printed), url in zip(cells, urls, strict=True):
         expected = segno.make(url, error="m", micro=False)
         assert _modules(svg) == {
             (col + 4, row + 4) for row, line in enumerate(expected.matrix) for col, bit in enumerate(line) if bit
         }
     assert "Step 1: Receive the order" in sheet.text and "Fulfil an order · v1" in sheet.text
+    # Each code leads to its page: the procedure's (where a run starts), then the steps' guides.
+    targets = []
+    for url in urls:
+        followed = await api.get(url.removeprefix(base))
+        assert followed.status_code == 303, followed.text
+        targets.append(followed.headers["location"])
+    steps = ["receive", "pick", "invoice", "ship", "call"]
+    assert targets == [f"/sops/{procedure_id}", *(f"/sops/{procedure_id}/steps/{key}" for key in steps)]
+    # The links are stable: the sheet shown again, or after a new version, prints the same codes.
+    again = re.findall(r'<p class="qr-url">([^<]+)</p>', (await api.get(f"/sops/{procedure_id}/qr")).text)
+    assert [f"{base.split('://')[0]}://{url}" for url in again] == urls
+    async with open_session(uuid.UUID(body["tenant"]["id"])) as db:
+        assert await db.scalar(select(func.count()).select_from(ProcedureLink)) == 6
+
+
+async def test_a_short_link_opens_for_its_workspace_only(world: World) -> None:
+    a, _ = await world.signup(locale="en")
+    procedure_id, _v = await publish(a, definition())
+    sheet = await a.get(f"/sops/{procedure_id}/qr")
+    path = "/" + re.findall(r'<p class="qr-url">[^/<]+/([^<]+)</p>', sheet.text)[1]
+    member, _user = await world.invite_and_join(a)
+    opened = await member.get(path)
+    assert opened.status_code == 303 and opened.headers["location"] == f"/sops/{procedure_id}/steps/receive"
+    shouted = "/q/" + path.removeprefix("/q/").upper()  # typed in capitals
+    assert (await member.get(shouted)).status_code == 303
+    b, _ = await world.signup(locale="en")
+    assert (await b.get(path)).status_code == 404
+    assert (await b.get("/q/zzzzzzz")).status_code == 404 and (await a.get("/q/not-a-code")).status_code == 404
+    anonymous = await world.client()
+    refused = await anonymous.get(path)
+    assert refused.status_code in (302, 303) and refused.headers["location"] == f"/login?next={path}"
 
 
 async def test_an_anonymous_visitor_signs_in_first_and_comes_back(world: World) -> None:
@@ -255,3 +292,118 @@ async def test_a_procedure_about_a_record_is_not_started_from_the_library(world:
     assert "A run of this procedure is about one record: start it from that record." in refused.text
     runs = await api.get("/api/v1/runs")
     assert runs.json()["items"] == []
+
+
+async def test_the_flowchart_words_conditions_with_the_collections_labels(world: World) -> None:
+    api, _ = await world.signup(locale="zh-CN")
+    collection = await api.post(
+        "/api/v1/collections",
+        {
+            "key": f"orders_{uuid.uuid4().hex[:6]}",
+            "name": "订单",
+            "fields": [
+                {"key": "total", "label": "订单金额", "type": "money", "currency": "CNY"},
+                {"key": "status", "label": "状态", "type": "text"},
+            ],
+        },
+    )
+    assert collection.status_code == 201, collection.text
+    body = {
+        "start": "check",
+        "steps": [
+            {
+                "kind": "decision",
+                "key": "check",
+                "title": "看金额",
+                "branches": [
+                    {"when": "record.total.amount > 500000", "next": "approve"},
+                    {"when": "record.status == '已取消'", "next": None, "label": "订单已取消"},
+                ],
+                "default": "ship",
+            },
+            task("approve", "主管审批", "ship"),
+            task("ship", "发货"),
+        ],
+    }
+    created = await api.post(
+        "/api/v1/procedures",
+        {"key": "big_orders", "title": "大额订单", "collection_id": collection.json()["id"], "definition": body},
+    )
+    assert created.status_code == 201, created.text
+    procedure = created.json()
+    published = await api.post(
+        f"/api/v1/procedures/{procedure['id']}/versions/{procedure['draft_version_id']}/publish", {"change_note": "v1"}
+    )
+    assert published.status_code == 200, published.text
+    page = await api.get(f"/sops/{procedure['id']}")
+    assert page.status_code == 200, page.text
+    assert "<title>订单金额 &gt; ¥5,000.00</title>" in page.text
+    assert "<title>否则</title>" in page.text and "record." not in page.text
+
+
+async def suggest(api: Api, procedure_id: str, step: str, text: str) -> Any:
+    return await form(api, f"/sops/{procedure_id}/steps/{step}/suggest", text=text)
+
+
+async def test_a_suggestion_reaches_the_procedures_owner(world: World) -> None:
+    owner, body = await world.signup(locale="zh-CN")
+    procedure_id, version_id = await publish(owner, definition(), title="订单履约")
+    member, member_id = await world.invite_and_join(owner)
+    guide = await member.get(f"/sops/{procedure_id}/steps/pick")
+    assert 'action="/sops/' in guide.text and "/steps/pick/suggest" in guide.text
+    sent = await suggest(member, procedure_id, "pick", "  Say which shelf comes first  ")
+    assert (
+        sent.status_code == 303
+        and sent.headers["location"] == f"/sops/{procedure_id}/steps/pick?notice=suggestion_sent"
+    )
+    async with open_session(uuid.UUID(body["tenant"]["id"])) as db:
+        (row,) = (await db.scalars(select(ProcedureSuggestion))).all()
+    assert (str(row.procedure_id), str(row.version_id), row.step_key) == (procedure_id, version_id, "pick")
+    assert (str(row.author_id), row.text, row.status) == (member_id, "Say which shelf comes first", "open")
+    notices = (await owner.get("/api/v1/notifications")).json()["items"]
+    (notice,) = [n for n in notices if n["kind"] == "procedure_suggestion"]
+    assert notice["title"] == "Wang Fang 对“订单履约”的步骤“Pick the goods”提了建议。"
+    assert notice["body"] == "Say which shelf comes first"
+    assert notice["link"] == f"/sops/{procedure_id}/steps/pick"
+    assert not [
+        n for n in (await member.get("/api/v1/notifications")).json()["items"] if n["kind"] == "procedure_suggestion"
+    ]
+
+
+async def test_an_empty_or_too_long_suggestion_is_refused_beside_its_field(world: World) -> None:
+    api, body = await world.signup(locale="en")
+    procedure_id, _v = await publish(api, definition())
+    empty = await suggest(api, procedure_id, "receive", "   ")
+    assert empty.status_code == 422
+    assert "Error:" in empty.text and "Enter what should change." in empty.text
+    assert 'aria-invalid="true"' in empty.text and 'href="#field-text"' in empty.text
+    long = "x" * 2001
+    too_long = await suggest(api, procedure_id, "receive", long)
+    assert too_long.status_code == 422 and "What should change is too long; shorten it." in too_long.text
+    assert long in too_long.text  # the answer is kept
+    assert (await suggest(api, procedure_id, "split", "A bar")).status_code == 404
+    async with open_session(uuid.UUID(body["tenant"]["id"])) as db:
+        assert await db.scalar(select(func.count()).select_from(ProcedureSuggestion)) == 0
+
+
+async def test_suggestions_stay_in_their_workspace(world: World) -> None:
+    a, a_body = await world.signup(locale="en")
+    procedure_id, _v = await publish(a, definition())
+    assert (await suggest(a, procedure_id, "receive", "Mine")).status_code == 303
+    b, b_body = await world.signup(locale="en")
+    assert (await suggest(b, procedure_id, "receive", "Peek")).status_code == 404
+    async with open_session(uuid.UUID(b_body["tenant"]["id"])) as db:
+        assert await db.scalar(select(func.count()).select_from(ProcedureSuggestion)) == 0
+        principal = Principal(
+            uuid.UUID(b_body["user"]["id"]), uuid.uuid4(), uuid.UUID(b_body["tenant"]["id"]), Role.OWNER, ""
+        )
+        with pytest.raises(NotFound):
+            await suggestions.list_suggestions(db, principal, uuid.UUID(procedure_id))
+    async with open_session(uuid.UUID(a_body["tenant"]["id"])) as db:
+        principal = Principal(
+            uuid.UUID(a_body["user"]["id"]), uuid.uuid4(), uuid.UUID(a_body["tenant"]["id"]), Role.OWNER, ""
+        )
+        (mine,) = await suggestions.list_suggestions(db, principal, uuid.UUID(procedure_id), status="open")
+        assert mine.text == "Mine"
+        done = await suggestions.set_status(db, principal, uuid.UUID(procedure_id), mine.id, "done")
+        assert done.status == "done"

@@ -12,7 +12,8 @@ import pytest
 from jinja2 import Environment, FileSystemLoader, StrictUndefined
 
 from services.sops.definition import Definition
-from services.sops.procedures.flow import flow_graph, numbered_steps, plain_condition
+from services.sops.procedures.conditions import plain_condition
+from services.sops.procedures.flow import flow_graph, numbered_steps
 from services.web.flowchart import (
     GAP_X,
     NODE_WIDTH,

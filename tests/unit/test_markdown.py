@@ -19,3 +19,13 @@ def test_lists_and_safe_links_stay() -> None:
     assert "<ol>" in html and "<li>one</li>" in html
     assert 'href="https://example.com/a?b=1&amp;c=2"' in html
     assert str(render_markdown("")) == ""
+
+
+def test_a_guide_shows_photos_of_the_workspaces_files_lazily() -> None:
+    file_url = "/api/v1/files/0190f0a4-7b3c-7e6f-8a1b-2c3d4e5f6a7b/content"
+    text = f"![Box taped]({file_url})\n\n![logo](https://example.com/x.png) ![x](javascript:alert(1))"
+    html = str(render_markdown(text, photos=True))
+    assert f'<img class="sop-photo" src="{file_url}" alt="Box taped" loading="lazy" decoding="async">' in html
+    assert '<a href="https://example.com/x.png">logo</a>' in html and html.count("<img") == 1
+    assert '="javascript:' not in html  # shown as text, never a link or an image
+    assert "<img" not in str(render_markdown(f"![Box]({file_url})"))  # elsewhere: no images

@@ -1,8 +1,10 @@
 """The SOP library's pages: the list of published procedures, a procedure's page (start a run, or
-confirm reading it first), a step's guide (what a QR code on the wall opens) and the sheet of QR codes.
+confirm reading it first), a step's guide (what a QR code on the wall opens, with its photos and a
+form to suggest a change) and the sheet of QR codes.
 
 The addresses are stable (a procedure's id and a step's key), so a printed code keeps working
-across versions; someone not signed in goes to the sign-in page and comes back.
+across versions. A code holds a short link (``/q/<code>``) that leads to them; someone not signed
+in goes to the sign-in page and comes back.
 """
 
 from __future__ import annotations
@@ -19,16 +21,19 @@ from litestar.response import Redirect, Template
 from markupsafe import Markup
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from services.records import service as records
 from services.settings import Settings
 from services.sops.definition import HUMAN_STEPS, ExceptionKind, Step
 from services.sops.engine import Actor
+from services.sops.procedures import links, suggestions
 from services.sops.procedures import service as procedures
+from services.sops.procedures.conditions import FieldWords, field_words
 from services.sops.procedures.flow import NumberedStep, flow_graph
 from services.sops.procedures.library import LibraryEntry, library, library_entry
 from services.sops.runs import service as runs
 from services.sops.runs.service import TaskFilters
 from services.web.flowchart import Flowchart, layout
-from services.web.forms import form_errors, form_fields
+from services.web.forms import decode_form, form_errors, form_fields
 from services.web.i18n import N_, translate
 from services.web.markdown import render_markdown
 from services.web.pages import page, redirect
@@ -36,6 +41,7 @@ from services.web.viewer import Viewer
 from tenants.errors import NotFound, ProblemError
 
 NEEDS_RECORD = N_("A run of this procedure is about one record: start it from that record.")
+SUGGESTION_LABEL = N_("What should change")
 
 
 def _actor(viewer: Viewer) -> Actor:
@@ -65,7 +71,7 @@ def qr_svg(url: str) -> Markup:
 class QrCell:
     title: str
     subtitle: str
-    url: str
+    url: str  # the short link the code holds
     svg: Markup
 
     @property
@@ -74,8 +80,19 @@ class QrCell:
         return self.url.split("://", 1)[-1]
 
 
-def _chart(entry: LibraryEntry, locale: str) -> Flowchart:
-    graph = flow_graph(entry.definition, locale, href=lambda key: step_path(entry.procedure_id, key))
+async def _fields(db: AsyncSession, entry: LibraryEntry) -> dict[str, FieldWords]:
+    """How the procedure's conditions name fields: its collection's labels, then its own."""
+    collection: list[Any] = []
+    if entry.collection_id is not None:
+        try:
+            collection = list(await records.collection_fields(db, entry.collection_id))
+        except NotFound:
+            collection = []
+    return field_words(entry.definition, collection)
+
+
+def _chart(entry: LibraryEntry, locale: str, fields: dict[str, FieldWords]) -> Flowchart:
+    graph = flow_graph(entry.definition, locale, href=lambda key: step_path(entry.procedure_id, key), fields=fields)
     return layout(graph)
 
 
@@ -89,7 +106,7 @@ def _step(entry: LibraryEntry, key: str, locale: str) -> tuple[NumberedStep, lis
 
 def _instructions(step: Step) -> dict[str, Markup]:
     parts = {"what": step.instructions.what, "how": step.instructions.how, "standard": step.instructions.standard}
-    return {name: render_markdown(text) for name, text in parts.items() if text.strip()}
+    return {name: render_markdown(text, photos=True) for name, text in parts.items() if text.strip()}
 
 
 def _exceptions(step: Step) -> list[ExceptionKind]:
@@ -137,9 +154,11 @@ class LibraryPages(Controller):
         notice: FromQuery[str | None] = None,
     ) -> Template:
         entry = await library_entry(db, member.member, procedure_id)
-        return self._procedure(member, entry, notice=notice)
+        return await self._procedure(db, member, entry, notice=notice)
 
-    def _procedure(self, viewer: Viewer, entry: LibraryEntry, *, status_code: int = 200, **context: Any) -> Template:
+    async def _procedure(
+        self, db: AsyncSession, viewer: Viewer, entry: LibraryEntry, *, status_code: int = 200, **context: Any
+    ) -> Template:
         return page(
             viewer,
             "sops/procedure.html",
@@ -148,7 +167,7 @@ class LibraryPages(Controller):
             main_class="wide",
             entry=entry,
             steps=entry.steps(viewer.locale),
-            chart=_chart(entry, viewer.locale),
+            chart=_chart(entry, viewer.locale, await _fields(db, entry)),
             **{"start_error": "", **context},
         )
 
@@ -166,7 +185,7 @@ class LibraryPages(Controller):
             else:
                 message = " ".join(form_errors(error, {}, member.locale).values())
             status = error.status if error.status != 400 else 422
-            return self._procedure(member, entry, status_code=status, start_error=message)
+            return await self._procedure(db, member, entry, status_code=status, start_error=message)
         return redirect(f"/runs/{run.id}")
 
     @post("/sops/{procedure_id:uuid}/acknowledge")
@@ -198,14 +217,26 @@ class LibraryPages(Controller):
         step_key: FromPath[str],
         notice: FromQuery[str | None] = None,
     ) -> Template:
-        entry = await library_entry(db, member.member, procedure_id)
-        found, steps = _step(entry, step_key, member.locale)
-        task = await _my_task_at(db, _actor(member), procedure_id, step_key)
+        return await self._step_page(db, member, procedure_id, step_key, notice=notice)
+
+    async def _step_page(
+        self,
+        db: AsyncSession,
+        viewer: Viewer,
+        procedure_id: uuid.UUID,
+        step_key: str,
+        *,
+        status_code: int = 200,
+        **context: Any,
+    ) -> Template:
+        entry = await library_entry(db, viewer.member, procedure_id)
+        found, steps = _step(entry, step_key, viewer.locale)
+        task = await _my_task_at(db, _actor(viewer), procedure_id, step_key)
         return page(
-            member,
+            viewer,
             "sops/step.html",
+            status_code=status_code,
             nav_current="library",
-            notice=notice,
             entry=entry,
             numbered=found,
             total=sum(1 for s in steps if s.number is not None),
@@ -213,7 +244,32 @@ class LibraryPages(Controller):
             instructions=_instructions(found.step),
             exceptions=_exceptions(found.step),
             task=task,
+            max_suggestion=suggestions.MAX_TEXT,
+            **{"errors": {}, "values": {}, **context},
         )
+
+    @post("/sops/{procedure_id:uuid}/steps/{step_key:str}/suggest")
+    async def suggest(
+        self,
+        request: Request[Any, Any, Any],
+        member: NamedDependency[Viewer],
+        db: NamedDependency[AsyncSession],
+        procedure_id: FromPath[uuid.UUID],
+        step_key: FromPath[str],
+    ) -> Template | Redirect:
+        entry = await library_entry(db, member.member, procedure_id)
+        _step(entry, step_key, member.locale)
+        values = await form_fields(request)
+        try:
+            async with db.begin_nested():  # a refused suggestion leaves nothing behind
+                data = decode_form(suggestions.SuggestionIn, {"text": values.get("text", ""), "step_key": step_key})
+                await suggestions.suggest(db, member.member, procedure_id, data)
+        except ProblemError as error:
+            errors = form_errors(error, {"text": translate(SUGGESTION_LABEL, member.locale)}, member.locale)
+            return await self._step_page(
+                db, member, procedure_id, step_key, status_code=422, errors=errors, values=values
+            )
+        return redirect(step_path(procedure_id, step_key), notice="suggestion_sent")
 
     @get("/sops/{procedure_id:uuid}/qr")
     async def qr_sheet(
@@ -224,27 +280,47 @@ class LibraryPages(Controller):
         procedure_id: FromPath[uuid.UUID],
     ) -> Template:
         entry = await library_entry(db, member.member, procedure_id)
+        numbered = [n for n in entry.steps(member.locale) if n.number is not None]
+        keys = [links.PROCEDURE_PAGE, *(n.step.key for n in numbered)]
+        codes = await links.short_links(db, member.member, procedure_id, keys)
         base = settings.public_url.rstrip("/")
-        head = f"{base}{procedure_path(procedure_id)}"
+
+        def cell(key: str, title: str, subtitle: str) -> QrCell:
+            url = f"{base}{links.short_path(codes[key])}"
+            return QrCell(title, subtitle, url, qr_svg(url))
+
         cells = [
-            QrCell(
+            cell(
+                links.PROCEDURE_PAGE,
                 entry.title,
                 translate("Procedure · v{number}", member.locale, number=entry.version_number),
-                head,
-                qr_svg(head),
             )
         ]
-        for numbered in entry.steps(member.locale):
-            if numbered.number is None:
-                continue
-            url = f"{base}{step_path(procedure_id, numbered.step.key)}"
-            title = translate("Step {number}: {name}", member.locale, number=numbered.number, name=numbered.step.title)
-            subtitle = f"{entry.title} · v{entry.version_number}"
-            cells.append(QrCell(title, subtitle, url, qr_svg(url)))
+        for n in numbered:
+            title = translate("Step {number}: {name}", member.locale, number=n.number, name=n.step.title)
+            cells.append(cell(n.step.key, title, f"{entry.title} · v{entry.version_number}"))
         sheets = [cells[i : i + 12] for i in range(0, len(cells), 12)]
         return page(
             member, "sops/qr_sheet.html", nav_current="library", entry=entry, sheets=sheets, main_class="wide qr-page"
         )
 
 
-PAGES = [LibraryPages]
+class ShortLinks(Controller):
+    """``/q/<code>``: what a printed QR code holds. It opens the step's guide, or the procedure's page
+    (where a run is started) for the procedure's own code, or a step no longer in the procedure."""
+
+    include_in_schema = False
+
+    @get("/q/{code:str}")
+    async def follow(
+        self, member: NamedDependency[Viewer], db: NamedDependency[AsyncSession], code: FromPath[str]
+    ) -> Redirect:
+        link = await links.resolve(db, member.member, code)
+        entry = await library_entry(db, member.member, link.procedure_id)
+        keys = {n.step.key for n in entry.steps(member.locale) if n.number is not None}
+        if link.step_key in keys:
+            return redirect(step_path(link.procedure_id, link.step_key))
+        return redirect(procedure_path(link.procedure_id))
+
+
+PAGES = [LibraryPages, ShortLinks]

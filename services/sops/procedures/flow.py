@@ -9,7 +9,6 @@ The graph is the web layer's neutral :class:`~services.web.flowchart.FlowGraph`.
 from __future__ import annotations
 
 import heapq
-import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
@@ -31,6 +30,7 @@ from services.sops.definition import (
     WaitStep,
     successors,
 )
+from services.sops.procedures.conditions import FieldWords, condition_label, field_words
 from services.web.flowchart import FlowEdge, FlowGraph, FlowNode
 from services.web.i18n import N_, translate
 
@@ -129,23 +129,20 @@ def numbered_steps(definition: Definition, locale: str) -> list[NumberedStep]:
     return result
 
 
-_PREFIX = re.compile(r"\b(?:data|record)\.")
-
-
-def plain_condition(expression: str) -> str:
-    """A branch's condition, a little plainer: no ``data.``/``record.`` prefixes, single ``=``."""
-    return _PREFIX.sub("", expression).replace("==", "=").strip()
-
-
 def flow_graph(
     definition: Definition,
     locale: str,
     *,
     href: Callable[[str], str | None] | None = None,
     states: Mapping[str, str] | None = None,
+    fields: Mapping[str, FieldWords] | None = None,
 ) -> FlowGraph:
     """The flowchart of ``definition``: nodes link to ``href(step_key)``; ``states`` (step key →
-    done/current/waiting/skipped/overdue) shows where a run stands."""
+    done/current/waiting/skipped/overdue) shows where a run stands. A decision's ways say their
+    branch's label, else their condition in words, naming fields by ``fields`` (see
+    :func:`~services.sops.procedures.conditions.field_words`; the definition's own by default)."""
+    if fields is None:
+        fields = field_words(definition)
     numbered = numbered_steps(definition, locale)
     number_of = {n.step.key: n.number for n in numbered}
     nodes: list[FlowNode] = []
@@ -198,7 +195,8 @@ def flow_graph(
         if isinstance(step, DecisionStep):
             for branch in step.branches:
                 if branch.next:
-                    edges.append(FlowEdge(step.key, branch.next, plain_condition(branch.when), "condition"))
+                    label = branch.label.strip() or condition_label(branch.when, locale, fields)
+                    edges.append(FlowEdge(step.key, branch.next, label, "condition"))
             if step.default:
                 edges.append(FlowEdge(step.key, step.default, say(N_("Otherwise")), "condition"))
         elif isinstance(step, ParallelStep):

@@ -1,4 +1,5 @@
-"""Tables of the sops procedures service: procedures, their versions, and who acknowledged which version.
+"""Tables of the sops procedures service: procedures, their versions, who acknowledged which version,
+the short links of their QR codes, and the changes members suggest.
 
 A version's ``definition`` is the JSON form of :class:`services.sops.definition.Definition`. Only a
 draft's definition changes; a published version is immutable (the service refuses edits), so
@@ -99,3 +100,56 @@ class Acknowledgement(TenantScoped, Base):
     version_id: Mapped[uuid.UUID] = mapped_column(primary_key=True)
     user_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"), primary_key=True)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class ProcedureLink(TenantScoped, Base):
+    """A short, stable address of a procedure's page or one of its steps' guides: ``/q/<code>``,
+    printed under its QR code. One per procedure and step key, made when its QR sheet is first shown."""
+
+    __tablename__ = "procedure_links"
+    __table_args__ = (
+        UniqueConstraint("tenant_id", "procedure_id", "step_key"),
+        ForeignKeyConstraint(
+            ["tenant_id", "procedure_id"], ["procedures.tenant_id", "procedures.id"], ondelete="CASCADE"
+        ),
+    )
+
+    tenant_id: Mapped[uuid.UUID] = mapped_column(primary_key=True)
+    code: Mapped[str] = mapped_column(String(16), primary_key=True)
+    procedure_id: Mapped[uuid.UUID]
+    step_key: Mapped[str] = mapped_column(String(63), default="")  # "" is the procedure's own page
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class SuggestionStatus(enum.StrEnum):
+    OPEN = "open"
+    DONE = "done"
+
+
+class ProcedureSuggestion(TenantScoped, Base):
+    """A change a member suggests to a procedure (at one of its steps, as a version showed it), for
+    its owner; the open ones feed the procedure's review."""
+
+    __tablename__ = "procedure_suggestions"
+    __table_args__ = (
+        ForeignKeyConstraint(
+            ["tenant_id", "procedure_id"], ["procedures.tenant_id", "procedures.id"], ondelete="CASCADE"
+        ),
+        ForeignKeyConstraint(
+            ["tenant_id", "version_id"],
+            ["procedure_versions.tenant_id", "procedure_versions.id"],
+            ondelete="CASCADE",
+        ),
+        Index(None, "tenant_id", "procedure_id", "status"),
+    )
+
+    tenant_id: Mapped[uuid.UUID] = mapped_column(primary_key=True)
+    id: Mapped[uuid.UUID] = mapped_column(primary_key=True, default=new_id)
+    procedure_id: Mapped[uuid.UUID]
+    version_id: Mapped[uuid.UUID]
+    step_key: Mapped[str] = mapped_column(String(63), default="")  # "" is the procedure as a whole
+    author_id: Mapped[uuid.UUID | None] = mapped_column(ForeignKey("users.id", ondelete="SET NULL"), default=None)
+    text: Mapped[str] = mapped_column(Text)
+    status: Mapped[str] = mapped_column(String(8), default=SuggestionStatus.OPEN)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
