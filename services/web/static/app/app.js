@@ -189,6 +189,7 @@
       item.status.textContent = words("failed");
       item.progress.hidden = true;
       item.retry.hidden = false;
+      uploadSettled(uploader);
     };
     var xhr = new XMLHttpRequest();
     xhr.open("POST", uploader.getAttribute("data-uploader"));
@@ -214,6 +215,7 @@
         URL.revokeObjectURL(item.img.src);
         item.img.src = answer.thumbnail;
       }
+      uploadSettled(uploader);
     });
     xhr.addEventListener("error", failed);
     xhr.addEventListener("abort", failed);
@@ -246,19 +248,38 @@
     });
   }
 
-  // A form with a photo still on its way waits: the person is told, and nothing is sent.
+  // A form sent while a file is still on its way waits for it (the person is told), then goes by
+  // itself; when a file fails meanwhile, it stays, with its retry, until it is sent again.
+  var waiting = new WeakMap();  // form → the button that sent it
+
+  function uploading(form) {
+    return form.querySelector('[data-uploader] .thumb[data-state="uploading"]');
+  }
+
+  function uploadSettled(uploader) {
+    var form = uploader.closest("form");
+    if (!form || !waiting.has(form) || uploading(form)) { return; }
+    var submitter = waiting.get(form);
+    waiting.delete(form);
+    form.querySelectorAll(".upload-wait").forEach(function (note) { note.remove(); });
+    if (!form.querySelector('[data-uploader] .thumb[data-state="failed"]')) {
+      form.requestSubmit(submitter && submitter.form === form ? submitter : undefined);
+    }
+  }
+
   document.addEventListener("submit", function (event) {
     var form = event.target;
-    var busy = form.querySelector && form.querySelector('[data-uploader] .thumb[data-state="uploading"]');
+    var busy = form.querySelector && uploading(form);
     if (!busy) { return; }
     event.preventDefault();
     event.stopPropagation();
+    waiting.set(form, event.submitter || null);
     var uploader = busy.closest("[data-uploader]");
     var note = uploader.querySelector(".upload-wait");
     if (!note) {
       note = document.createElement("p");
-      note.className = "field-error upload-wait";
-      note.setAttribute("role", "alert");
+      note.className = "hint upload-wait";
+      note.setAttribute("role", "status");
       uploader.appendChild(note);
     }
     note.textContent = uploader.getAttribute("data-wait");
