@@ -50,6 +50,7 @@ FLOW: dict[str, Any] = {
             "title": "复核",
             "owner": {"kind": "starter"},
             "items": [{"key": "sealed", "label": "已封箱"}],
+            "exceptions": [{"key": "broken", "label": "破损", "notify": [{"kind": "role", "role": "manager"}]}],
         },
     ],
 }
@@ -208,4 +209,26 @@ def test_photos_people_and_records_on_a_phone(browser: Any, server: EmbeddedServ
     assert "李娜 完成了“拣货”。" in text_of(page, ".history")
     assert client.get(order_url).json()["values"]["customer"] == zhang_id
     check_page(page, "run-fields-done", PHONE, "zh-CN")
+
+    # A comment: refused beside its field with the server's words, then added, all in place.
+    page.click("button:has-text('发表评论')")
+    page.wait_for_selector("#field-body[aria-invalid=true]")
+    assert "请输入评论。" in text_of(page, "#field-body-error")
+    assert page.evaluate("document.activeElement.classList.contains('error-summary')")
+    page.fill("#field-body", "已封箱，@王芳 请复核")
+    page.click("button:has-text('发表评论')")
+    page.wait_for_selector(".flash.success")
+    assert "已封箱，@王芳 请复核" in text_of(page, ".comment-list")
+
+    # A problem reported and resolved without leaving the page.
+    page.click("#report > summary")
+    page.check("input[name=kind][value=broken]")
+    page.click("button:has-text('上报')")
+    page.wait_for_selector(".banner.danger")
+    assert "破损" in text_of(page, ".banner.danger")
+    page.click(".banner.danger summary")
+    page.click(".banner.danger button[type=submit]")
+    page.wait_for_selector(".flash.success:has-text('异常已处理。')")
+    assert page.locator(".banner.danger").count() == 0
+    assert page.evaluate("window.stillTheSamePage === true")
     page.context.close()
