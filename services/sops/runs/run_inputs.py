@@ -76,7 +76,7 @@ class RunInputs(Controller):
         return Response({"id": str(saved.id), "name": saved.name, "thumbnail": thumbnail}, status_code=201)
 
     @get("/members")
-    async def members(
+    async def find_members(
         self,
         run_id: FromPath[uuid.UUID],
         member: NamedDependency[Viewer],
@@ -94,7 +94,7 @@ class RunInputs(Controller):
         return _results(member, _field_id(for_field), q, matches)
 
     @get("/records")
-    async def records(
+    async def find_records(
         self,
         run_id: FromPath[uuid.UUID],
         member: NamedDependency[Viewer],
