@@ -21,6 +21,7 @@ from services.audit.routes import CONTROLLERS as AUDIT_CONTROLLERS
 from services.automation.routes import CONTROLLERS as AUTOMATION_CONTROLLERS
 from services.db import dispose_databases
 from services.files import service as files
+from services.files.pages import PAGES as FILE_PAGES
 from services.files.routes import CONTROLLERS as FILES_CONTROLLERS
 from services.gallery import service as gallery
 from services.gallery.pages import PAGES as GALLERY_PAGES
@@ -51,6 +52,7 @@ from services.sops.library.pages import PAGES as LIBRARY_PAGES
 from services.sops.procedures.routes import CONTROLLERS as PROCEDURES_CONTROLLERS
 from services.sops.runs.pages import PAGES as RUN_PAGES
 from services.sops.runs.routes import CONTROLLERS as RUNS_CONTROLLERS
+from services.sops.runs.run_inputs import PAGES as RUN_INPUT_PAGES
 from services.sops.runs.run_pages import PAGES as RUN_PAGE_PAGES
 from services.web.i18n import AcceptLanguageMiddleware
 from services.web.pages import PAGES as WEB_PAGES
@@ -112,9 +114,11 @@ def create_app(settings: Settings | None = None, *, embedded: bool = False) -> L
                     *ACCOUNT_PAGES,
                     *RUN_PAGES,
                     *RUN_PAGE_PAGES,
+                    *RUN_INPUT_PAGES,
                     *LIBRARY_PAGES,
                     *GALLERY_PAGES,
                     *NOTIFICATION_PAGES,
+                    *FILE_PAGES,
                 ],
                 dependencies=PAGE_DEPENDENCIES,
                 exception_handlers=PAGE_ERRORS,

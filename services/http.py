@@ -356,11 +356,16 @@ class RequestInputMiddleware(ASGIMiddleware):
 CSP_OPT: Final = "content_security_policy"
 PAGE_CSP: Final = (
     "default-src 'self'; script-src 'self' 'nonce-{nonce}'; style-src 'self' 'nonce-{nonce}'; "
+    # A photo chosen for upload is previewed from the browser's own copy (a blob: address).
+    "img-src 'self' blob:; "
     "object-src 'none'; base-uri 'none'; frame-ancestors 'none'; form-action 'self'"
 )
 PAGE_REFERRER_POLICY: Final = "same-origin"
 _CSP_NONCE_KEY = "csp_nonce"
 _PRIVATE_KEY = "private_response"
+#: A route handler's ``opt`` key: its answer to a signed-in caller may stay in that caller's own
+#: browser cache (an immutable thumbnail), as its own ``Cache-Control: private, …`` says.
+PRIVATE_CACHE_OPT: Final = "private_cache"
 
 
 def csp_nonce(connection: ASGIConnection[Any, Any, Any, Any]) -> str:
@@ -397,8 +402,12 @@ def security_headers(scope: Scope, headers: list[tuple[bytes, bytes]]) -> list[t
         if b"referrer-policy" not in present:
             added.append((b"referrer-policy", PAGE_REFERRER_POLICY.encode()))
     if scope.get("state", {}).get(_PRIVATE_KEY) or b"set-cookie" in present:
-        headers = [(k, v) for k, v in headers if k.lower() != b"cache-control"]
-        added.append((b"cache-control", b"no-store"))
+        own = next((v for k, v in headers if k.lower() == b"cache-control"), b"")
+        handler = scope.get("route_handler")
+        browser_only = getattr(handler, "opt", {}).get(PRIVATE_CACHE_OPT) and own.startswith(b"private")
+        if not browser_only or b"set-cookie" in present:
+            headers = [(k, v) for k, v in headers if k.lower() != b"cache-control"]
+            added.append((b"cache-control", b"no-store"))
     return [*headers, *added]
 
 

@@ -60,6 +60,28 @@ async def list_members(session: AsyncSession, principal: Principal) -> list[Any]
     return list((await session.execute(_LIST_MEMBERS)).all())
 
 
+#: A search among the members answers at most this many.
+MEMBER_MATCHES = 10
+
+
+def _like(text: str) -> str:
+    return "%" + text.replace("!", "!!").replace("%", "!%").replace("_", "!_") + "%"
+
+
+async def search_members(
+    session: AsyncSession, principal: Principal, text: str, *, limit: int = MEMBER_MATCHES
+) -> list[Any]:
+    """Members of the principal's workspace whose name or email holds ``text`` (any case), as
+    :func:`list_members`' rows, oldest member first; every member (up to ``limit``) for no text."""
+    principal.require_tenant()
+    query = _LIST_MEMBERS
+    wanted = text.strip()
+    if wanted:
+        pattern = _like(wanted)
+        query = query.where(User.display_name.ilike(pattern, escape="!") | User.email.ilike(pattern, escape="!"))
+    return list((await session.execute(query.limit(max(1, limit)))).all())
+
+
 async def _membership(session: AsyncSession, user_id: uuid.UUID) -> Membership:
     membership = await session.scalar(select(Membership).where(Membership.user_id == user_id).with_for_update())
     if membership is None:

@@ -53,6 +53,7 @@ from services.accounts.members import (
     list_members,
     remove_member,
     revoke_invitation,
+    search_members,
 )
 from services.accounts.models import User
 from services.accounts.passwords import password_problems, personal_words
@@ -131,6 +132,7 @@ __all__ = [
     "resend_verification",
     "reset_password",
     "revoke_invitation",
+    "search_members",
     "send_verification",
     "set_own_locale",
     "signup",

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import io
 import os
 import re
 import tempfile
@@ -17,6 +18,7 @@ import uuid
 from pathlib import Path
 from typing import Protocol
 
+from PIL import Image, ImageOps
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -41,9 +43,16 @@ __all__ = [
     "open_file_bytes",
     "save_file",
     "storage",
+    "thumbnail",
 ]
 
 DEFAULT_CONTENT_TYPE = "application/octet-stream"
+#: A thumbnail's longest side, in pixels (twice the size pages show it at, for sharp phone screens),
+#: and the most bytes it may weigh: pages load thumbnails lazily, each within the budget.
+THUMBNAIL_EDGE = 240
+THUMBNAIL_BUDGET = 30 * 1024
+#: An image of more pixels than this is not decoded for a thumbnail (a decompression bomb).
+THUMBNAIL_MAX_PIXELS = 60_000_000
 _KEY = re.compile(r"[0-9a-f-]{36}/[0-9a-f-]{36}")
 _MEDIA_TYPE = re.compile(r"[A-Za-z0-9][A-Za-z0-9!#$&^_.+-]{0,126}/[A-Za-z0-9][A-Za-z0-9!#$&^_.+-]{0,126}")
 
@@ -221,3 +230,41 @@ async def files_exist(db: AsyncSession, ids: list[uuid.UUID]) -> list[uuid.UUID]
         return []
     found = set(await db.scalars(select(StoredFile.id).where(StoredFile.id.in_(wanted))))
     return [i for i in wanted if i not in found]
+
+
+class NoThumbnail(ProblemError):
+    status = 404
+    code = "no_thumbnail"
+    title = "The file has no thumbnail"
+
+
+def _thumbnail_bytes(data: bytes, edge: int) -> bytes:
+    """A JPEG at most ``edge`` pixels on its long side and :data:`THUMBNAIL_BUDGET` bytes, turned
+    upright from the photo's EXIF orientation; :class:`NoThumbnail` when ``data`` is no image."""
+    try:
+        with Image.open(io.BytesIO(data)) as image:
+            if image.width * image.height > THUMBNAIL_MAX_PIXELS:
+                raise NoThumbnail("The image is too large to preview.")
+            image.draft("RGB", (edge, edge))  # a JPEG decodes at a fraction of its size: fast
+            upright = ImageOps.exif_transpose(image)
+            upright.thumbnail((edge, edge))
+            rgb = upright.convert("RGB")
+    except (OSError, ValueError, Image.DecompressionBombError) as exc:
+        raise NoThumbnail("The file is not an image that can be previewed.") from exc
+    quality = 75
+    while True:
+        out = io.BytesIO()
+        rgb.save(out, "JPEG", quality=quality, optimize=True, progressive=True)
+        if out.tell() <= THUMBNAIL_BUDGET or quality <= 30:
+            return out.getvalue()
+        quality -= 15
+
+
+async def thumbnail(db: AsyncSession, file_id: uuid.UUID, *, edge: int = THUMBNAIL_EDGE) -> bytes:
+    """A small JPEG preview of an image of the session's tenant (404 ``file_not_found``, or 404
+    ``no_thumbnail`` for a file that is no image). Made from the stored bytes when asked: a file
+    never changes under its id, so browsers keep the answer and the server keeps no second copy."""
+    meta, data = await open_file_bytes(db, file_id)
+    if not meta.content_type.startswith("image/"):
+        raise NoThumbnail("The file is not an image.")
+    return await asyncio.to_thread(_thumbnail_bytes, data, edge)

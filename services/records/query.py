@@ -319,6 +319,62 @@ async def find_records(
     return [(row.id, visible_values(defs, row.values)) for row in rows]
 
 
+#: The kinds of field a search by words looks in.
+_SEARCHED = frozenset({FieldType.TEXT, FieldType.EMAIL, FieldType.PHONE})
+#: The kinds of field that may stand beside a record's title as its key field (an order's number…).
+_KEY_KINDS = frozenset({FieldType.TEXT, FieldType.NUMBER, FieldType.SELECT, FieldType.EMAIL, FieldType.PHONE})
+
+
+@dataclass(frozen=True)
+class RecordMatch:
+    """A record found by :func:`search_records`: its title, and its key field's label and value."""
+
+    id: uuid.UUID
+    title: str | None
+    key_label: str | None
+    key_value: str | None
+
+
+def title_and_key(defs: list[FieldDef]) -> tuple[FieldDef | None, FieldDef | None]:
+    """The field that titles a collection's records (its first text field) and the one that tells
+    them apart beside it (its first unique field, else the next field that reads as a short word)."""
+    live = [d for d in defs if not d.removed]
+    title = next((d for d in live if d.field_type == FieldType.TEXT), None)
+    others = [d for d in live if d is not title and d.field_type in _KEY_KINDS]
+    key = next((d for d in others if d.unique), others[0] if others else None)
+    return title, key
+
+
+async def search_records(db: AsyncSession, collection_key: str, text: str, *, limit: int = 10) -> list[RecordMatch]:
+    """Live records of the collection ``collection_key`` with ``text`` in one of their text, email
+    or phone fields (any case), newest first, with their title and key field; the newest records
+    for no text. An unknown collection is 404."""
+    found = await db.scalar(select(Collection).where(Collection.key == collection_key))
+    if found is None:
+        raise NotFound(f"No collection '{collection_key}'.", code="collection_not_found")
+    defs = _stored_defs(found)
+    clauses: list[ColumnElement[bool]] = [Record.collection_id == found.id, Record.deleted_at.is_(None)]
+    wanted = text.strip()
+    if wanted:
+        searched = [d for d in defs if not d.removed and d.field_type in _SEARCHED]
+        pattern = "%" + _like_escape(wanted) + "%"
+        matches = [Record.values[d.key].as_string().ilike(pattern, escape="!") for d in searched]
+        clauses.append(or_(*matches) if matches else false())
+    rows = await db.scalars(
+        select(Record).where(*clauses).order_by(Record.created_at.desc(), Record.id.desc()).limit(max(1, limit))
+    )
+    title, key = title_and_key(defs)
+
+    def shown(fd: FieldDef | None, values: Mapping[str, Any]) -> str | None:
+        value = values.get(fd.key) if fd is not None else None
+        return None if value is None or value == "" else str(value)
+
+    return [
+        RecordMatch(row.id, shown(title, row.values), key.label if key else None, shown(key, row.values))
+        for row in rows
+    ]
+
+
 async def list_records(
     db: AsyncSession,
     principal: Principal,

@@ -59,6 +59,7 @@ from services.records.query import (
     FILTER_OPERATORS,
     MAX_PAGE,
     Filter,
+    RecordMatch,
     Sort,
     decode_cursor,
     encode_cursor,
@@ -67,6 +68,8 @@ from services.records.query import (
     list_records,
     parse_filters,
     parse_sort,
+    search_records,
+    title_and_key,
 )
 from services.records.schemas import CollectionIn as CollectionIn
 from services.records.schemas import CollectionPatch as CollectionPatch
@@ -100,6 +103,7 @@ __all__ = [
     "CollectionInfo",
     "CollectionPatch",
     "Filter",
+    "RecordMatch",
     "Sort",
     "all_fields",
     "alter_collection",
@@ -141,6 +145,8 @@ __all__ = [
     "read_table",
     "rename_collection_key",
     "restore_collection",
+    "search_records",
+    "title_and_key",
     "update_record",
     "update_record_values",
     "validate_value",

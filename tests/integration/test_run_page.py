@@ -432,8 +432,8 @@ async def test_a_record_link_offers_the_target_collection_s_records_by_title(wor
     procedure_id, _ = await publish(owner, flow, collection_id=orders.json()["id"])
     run = await start(owner, procedure_id, record_id=order.json()["id"])
     html = (await owner.client.get(f"/runs/{run['id']}")).text
-    # A choice among the customers by name (one record: a radio), never an id to type.
-    assert re.search(r'type="radio" name="f_customer" value="' + customer.json()["id"] + r'"\s*>\s*Ms Li', html)
+    # A choice among the customers by name (the type-ahead's plain list), never an id to type.
+    assert re.search(r'<option value="' + customer.json()["id"] + r'"\s*>Ms Li</option>', html)
     done = await page_post(
         owner, f"/runs/{run['id']}/steps/{step_id(run, 'link')}/complete", {"f_customer": customer.json()["id"]}
     )

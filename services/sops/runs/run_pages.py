@@ -127,16 +127,23 @@ def _uuid(raw: Any) -> uuid.UUID | None:
         return None
 
 
+def _kept_file(meta: files.StoredFileOut) -> tuple[str, str, str]:
+    """An upload as the form shows it again: (id, name, its thumbnail's address, or "" if no image)."""
+    thumbnail = f"/files/{meta.id}/thumbnail" if meta.content_type.startswith("image/") else ""
+    return str(meta.id), meta.name, thumbnail
+
+
 async def _uploads(
     db: AsyncSession, viewer: Viewer, form: Any, name: str
-) -> tuple[list[uuid.UUID], list[tuple[str, str]]]:
+) -> tuple[list[uuid.UUID], list[tuple[str, str, str]]]:
     """The files sent in ``name`` (saved now, so that a refused form keeps them) and those kept
-    from the last try (``<name>_kept``): their ids, and (id, file name) pairs to show."""
+    from the last try or uploaded one by one by the page's script (``<name>_kept``): their ids, and
+    (id, file name, thumbnail) to show."""
     ids: list[uuid.UUID] = []
-    shown: list[tuple[str, str]] = []
+    shown: list[tuple[str, str, str]] = []
     for raw in form.getall(f"{name}_kept", []):
         file_id = _uuid(raw)
-        if file_id is not None:
+        if file_id is not None and file_id not in ids:
             ids.append(file_id)
     for upload in form.getall(name, []):
         if not isinstance(upload, UploadFile) or not upload.filename:
@@ -159,9 +166,9 @@ async def _uploads(
         ids.append(saved.id)
     for file_id in ids:
         try:
-            shown.append((str(file_id), (await files.get_file(db, file_id)).name))
+            shown.append(_kept_file(await files.get_file(db, file_id)))
         except ProblemError:
-            shown.append((str(file_id), "?"))
+            shown.append((str(file_id), "?", ""))
     return ids, shown
 
 
@@ -273,7 +280,7 @@ class RunPage(Controller):
         step_def = data.definition.step(focus.key)
         form = await request.form()
         raw: dict[str, Any] = {"checked": _strings(form, "checked")}
-        kept: dict[str, list[tuple[str, str]]] = {}
+        kept: dict[str, list[tuple[str, str, str]]] = {}
         values: dict[str, Any] = {}
         form_ids: dict[str, uuid.UUID] = {}
         if isinstance(step_def, FormStep):
@@ -503,7 +510,7 @@ class RunPage(Controller):
         values: dict[str, Any],
         *,
         open_panel: str | None = None,
-        kept: list[tuple[str, str]] | None = None,
+        kept: list[tuple[str, str, str]] | None = None,
     ) -> Template:
         """The run page again (422), with the refused form's answers and its problems."""
         data = await page_data(db, viewer, run_id)

@@ -136,7 +136,9 @@ class FieldView:
     unit: str | None = None
     currency: str = "CNY"
     hint: str | None = None
-    kept: list[tuple[str, str]] = field(default_factory=list)  # uploads kept from the last try
+    kept: list[tuple[str, str, str]] = field(default_factory=list)  # uploads kept from the last try
+    search_url: str | None = None  # a user or record field's type-ahead
+    upload_url: str | None = None  # a file field's uploads, one at a time, with scripts
 
 
 @dataclass
@@ -185,30 +187,47 @@ async def page_data(db: AsyncSession, viewer: Viewer, run_id: uuid.UUID) -> Page
     )
 
 
-async def _record_options(
-    db: AsyncSession, detail: service.RunDetail, definition: Definition
-) -> dict[str, list[tuple[str, str]]]:
-    """The records each record-link field of the run's record may point at (titled by the target
-    collection's first text field), for the fields a form step writes into the record."""
-    links = {
+def _record_links(definition: Definition) -> set[str]:
+    """The keys of the record-link fields the procedure's form steps write into the run's record."""
+    return {
         f.key
         for step in definition.steps
         if isinstance(step, FormStep)
         for f in step.fields
         if f.type == "relation" and f.target == "record"
     }
-    if not links or detail.run.collection_id is None:
-        return {}
+
+
+async def link_target(db: AsyncSession, run: Any, definition: Definition, key: str) -> str | None:
+    """The collection a record-link field ``key`` of the run's record points at (its key), if the
+    field is one a form step of the run's procedure writes."""
+    if key not in _record_links(definition) or run.collection_id is None:
+        return None
+    for record_field in await records.collection_fields(db, run.collection_id):
+        if record_field.key == key:
+            return record_field.target_collection or None
+    return None
+
+
+def record_label(match: records.RecordMatch) -> str:
+    """A record as a choice reads: its title, and its key field's value beside it."""
+    parts = [p for p in (match.title, match.key_value) if p]
+    return " · ".join(parts) or "—"
+
+
+async def _record_options(
+    db: AsyncSession, detail: service.RunDetail, definition: Definition
+) -> dict[str, list[tuple[str, str]]]:
+    """The records each record-link field of the run's record may point at (the newest of its
+    target collection, by title and key field), for the form without scripts; with them, a search
+    finds any record."""
     options: dict[str, list[tuple[str, str]]] = {}
-    for record_field in await records.collection_fields(db, detail.run.collection_id):
-        if record_field.key not in links or not record_field.target_collection:
+    for key in _record_links(definition):
+        target = await link_target(db, detail.run, definition, key)
+        if target is None:
             continue
-        target = await records.get_collection_by_key(db, record_field.target_collection)
-        title = next((f.key for f in target.fields if f.type == "text"), None)
-        found = await records.find_records(db, target.key, {}, limit=RECORD_CHOICES)
-        options[record_field.key] = [
-            (str(record_id), str(values.get(title) or "—") if title else "—") for record_id, values in found
-        ]
+        found = await records.search_records(db, target, "", limit=RECORD_CHOICES)
+        options[key] = [(str(m.id), record_label(m)) for m in found]
     return options
 
 
@@ -243,7 +262,7 @@ def _claimable(row: StepInstance, viewer: Viewer) -> bool:
 
 
 def _form_fields(
-    data: PageData, viewer: Viewer, step: Step, values: dict[str, Any], kept: dict[str, list[tuple[str, str]]]
+    data: PageData, viewer: Viewer, step: Step, values: dict[str, Any], kept: dict[str, list[tuple[str, str, str]]]
 ) -> list[FieldView]:
     if not isinstance(step, FormStep):
         return []
@@ -255,19 +274,24 @@ def _form_fields(
 def _field_view(
     form_field: FormField,
     values: dict[str, Any],
-    kept: dict[str, list[tuple[str, str]]],
+    kept: dict[str, list[tuple[str, str, str]]],
     members: list[tuple[str, str]],
     data: PageData,
 ) -> FieldView:
     name = f"f_{form_field.key}"
     kind = FIELD_KINDS.get(form_field.type, "text")
     options = [(o, o) for o in form_field.options]
+    run_id = data.detail.run.id
+    search_url = upload_url = None
     if form_field.type == "user":
-        options = members
+        options, search_url = members, f"/runs/{run_id}/members"
     elif form_field.type == "entity":
         options = data.entities
     elif form_field.type == "relation" and form_field.key in data.record_options:
-        options, kind = data.record_options[form_field.key], "select"
+        options, kind = data.record_options[form_field.key], "record"
+        search_url = f"/runs/{run_id}/records?field={form_field.key}"
+    elif form_field.type == "file":
+        upload_url = f"/runs/{run_id}/uploads"
     return FieldView(
         name=name,
         label=form_field.label,
@@ -277,6 +301,8 @@ def _field_view(
         value=values.get(name),
         currency=data.currency,
         kept=kept.get(name, []),
+        search_url=search_url,
+        upload_url=upload_url,
     )
 
 
@@ -408,7 +434,7 @@ def run_context(
     focus: StepInstance | None,
     *,
     values: dict[str, Any] | None = None,
-    kept: dict[str, list[tuple[str, str]]] | None = None,
+    kept: dict[str, list[tuple[str, str, str]]] | None = None,
 ) -> dict[str, Any]:
     definition, detail = data.definition, data.detail
     now = utcnow()
@@ -476,6 +502,10 @@ def run_context(
         "other_open": others,
         "names": data.names,
         "members": data.members,
+        # The viewer as a choice of a user field (the "Me" shortcut of its type-ahead).
+        "me": (str(me), viewer.display_name),
+        "members_url": f"/runs/{detail.run.id}/members",
+        "upload_url": f"/runs/{detail.run.id}/uploads",
         "comments": data.comments,
         "history": history[:HISTORY_SHOWN],
         "older_history": history[HISTORY_SHOWN:],
