@@ -141,7 +141,11 @@ async def invite(session: AsyncSession, principal: Principal, data: InvitationIn
         select(Membership.user_id).join(User, User.id == Membership.user_id).where(User.email == email)
     )
     if existing_member is not None:
-        raise Conflict("This person is already a member.", code="already_member")
+        raise Conflict(
+            "This person is already a member.",
+            code="already_member",
+            errors=[FieldProblem("/email", "already_member", "this address belongs to a member")],
+        )
     now = utcnow()
     await session.execute(
         update(Invitation)

@@ -141,6 +141,7 @@ __all__ = [
     "member_tenant_ids",
     "new_password_problems",
     "new_token",
+    "normalize_email",
     "open_login_session",
     "register_pack_roles",
     "remove_member",

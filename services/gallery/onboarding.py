@@ -229,10 +229,11 @@ async def choose_roles(db: AsyncSession, principal: Principal, answers: dict[str
             answer = RoleAnswer("member", user_id=user_id or None)
         elif choice == "invite":
             email = answers.get(f"email:{name}", "").strip()
-            if "@" not in email or len(email) > 254:
-                problems.append(FieldProblem(f"/email:{name}", "invalid_email", "enter an email address"))
+            normalized, problem = accounts.normalize_email(email, f"/email:{name}")
+            if problem is not None or normalized is None or len(email) > 254:
+                problems.append(problem or FieldProblem(f"/email:{name}", "invalid_email", "enter an email address"))
             else:
-                invites.setdefault(email.lower(), []).append(name)
+                invites.setdefault(normalized, []).append(name)
             answer = RoleAnswer("invite", email=email or None)
         roles.setdefault(role.pack_id, {})[role.key] = answer
     collections: dict[str, dict[str, dict[str, str]]] = {}
@@ -251,8 +252,17 @@ async def choose_roles(db: AsyncSession, principal: Principal, answers: dict[str
     wizard.samples = answers.get("samples", "yes") == "yes"
     if problems:
         raise ValidationProblem(errors=problems)
+    refused: list[FieldProblem] = []
     for email, held in invites.items():
-        await accounts.invite_by_email(db, principal, email, settings, pack_roles=held)
+        try:
+            await accounts.invite_by_email(db, principal, email, settings, pack_roles=held)
+        except ProblemError as exc:  # e.g. the address is a member's: said beside its first field
+            at = f"/email:{held[0]}"
+            refused += [FieldProblem(at, p.code, p.message) for p in exc.errors or []] or [
+                FieldProblem(at, exc.code, exc.detail or exc.title)
+            ]
+    if refused:
+        raise ValidationProblem(errors=refused)
     installed = await installed_packs(db)
     wizard.results = {
         p: {"status": "done" if p in installed else "pending", "reason": None, "items": len(_pack(p).items)}

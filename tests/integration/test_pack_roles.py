@@ -92,7 +92,7 @@ async def test_an_invitee_holds_the_pack_roles_of_their_invitation_once_they_joi
 async def test_a_pack_role_goes_only_to_a_member_and_only_an_admin_hands_it_over(world: World) -> None:
     owner, _ = await world.signup()
     await _installed(owner)
-    stranger, other = await world.signup()
+    _stranger, other = await world.signup()
     not_member = await owner.request("PUT", f"/api/v1/pack-roles/{LEAD}", {"user_id": other["user"]["id"]})
     assert not_member.status_code == 422
     assert [e["code"] for e in not_member.json()["errors"]] == ["not_a_member"]
