@@ -13,6 +13,7 @@ from uvicorn.middleware.proxy_headers import ProxyHeadersMiddleware
 
 import services.tables  # (the whole schema is mapped before the first request)
 import services.worker  # noqa: F401  (broker and actors exist before the first request)
+from services.accounts.member_pages import PAGES as MEMBER_PAGES
 from services.accounts.pages import PAGES as ACCOUNT_PAGES
 from services.accounts.principals import provide_optional_principal, provide_principal
 from services.accounts.routes import AuthController, TenantController
@@ -112,6 +113,7 @@ def create_app(settings: Settings | None = None, *, embedded: bool = False) -> L
                 route_handlers=[
                     *WEB_PAGES,
                     *ACCOUNT_PAGES,
+                    *MEMBER_PAGES,
                     *RUN_PAGES,
                     *RUN_PAGE_PAGES,
                     *RUN_INPUT_PAGES,

@@ -285,6 +285,9 @@ SHARED_ROUTES = {
     ("GET", "/api/v1/templates/{pack_id:str}"),
     ("POST", "/api/v1/templates/{pack_id:str}/upgrade"),
     ("POST", "/api/v1/templates/{pack_id:str}/uninstall"),
+    # A role of that pack, named by the pack: each workspace hands over its own install's role;
+    # tests/integration/test_pack_roles.py shows another workspace's holder stays unchanged.
+    ("PUT", "/api/v1/pack-roles/{key:str}"),
 }
 
 # Bodies for writes whose validation would otherwise answer before the lookup does.

@@ -1,5 +1,6 @@
 """Members and invitations: changing roles, removing members (a workspace keeps at least one
-owner), inviting by email and accepting an invitation (as a signed-in user or as a new account)."""
+owner), inviting by email (with the pack roles the invitee will hold), resending and revoking an
+invitation, accepting one (as a signed-in user or as a new account), and who holds each pack role."""
 
 from __future__ import annotations
 
@@ -16,9 +17,10 @@ from services.accounts.emails import normalize_email
 from services.accounts.hashing import hash_password, hash_token, new_token
 from services.accounts.login_sessions import _sync_login_sessions, get_user
 from services.accounts.models import Invitation, User
+from services.accounts.pack_roles import PackRole, pack_roles
 from services.accounts.passwords import password_problems, personal_words
 from services.accounts.schemas import AcceptInvitationIn, InvitationIn
-from services.accounts.workspace import current_tenant
+from services.accounts.workspace import current_tenant, existing_member_ids
 from services.mail import service as mail
 from services.names import clean_name, name_problems
 from services.outbox import service as outbox
@@ -146,6 +148,12 @@ async def invite(session: AsyncSession, principal: Principal, data: InvitationIn
         problems.append(
             FieldProblem(pointer="/role", code="unknown_role", message=f"use one of {[r.value for r in Role]}")
         )
+    unknown = set(pack_roles().unknown(data.pack_roles))
+    problems += [
+        FieldProblem(pointer=f"/pack_roles/{index}", code="unknown_pack_role", message="no pack has this role")
+        for index, key in enumerate(data.pack_roles)
+        if key in unknown
+    ]
     if problems:
         raise ValidationProblem(errors=problems)
     assert principal.role is not None and email is not None
@@ -155,41 +163,72 @@ async def invite(session: AsyncSession, principal: Principal, data: InvitationIn
         select(Membership.user_id).join(User, User.id == Membership.user_id).where(User.email == email)
     )
     if existing_member is not None:
-        raise Conflict("This person is already a member.", code="already_member")
+        raise Conflict(
+            "This person is already a member.",
+            code="already_member",
+            errors=[FieldProblem("/email", "already_member", "this address belongs to a member")],
+        )
     now = utcnow()
     await session.execute(
         update(Invitation)
         .where(Invitation.email == email, Invitation.accepted_at.is_(None), Invitation.revoked_at.is_(None))
         .values(revoked_at=now)
     )
-    secret, _ = new_token()
-    raw = f"{tenant_id.hex}.{secret}"
     invitation = Invitation(
         id=new_id(),
         email=email,
         role=data.role,
-        token_hash=hash_token(raw),
+        pack_roles=list(dict.fromkeys(data.pack_roles)),
+        token_hash="",
         invited_by=principal.user_id,
-        expires_at=now + timedelta(days=settings.invitation_ttl_days),
+        expires_at=now,
     )
     session.add(invitation)
+    await _send_invitation(session, principal, tenant_id, invitation, settings)
+    await outbox.emit(session, events.MEMBER_INVITED.name, {"invitation_id": str(invitation.id), "role": data.role})
+    return invitation
+
+
+async def _send_invitation(
+    session: AsyncSession, principal: Principal, tenant_id: uuid.UUID, invitation: Invitation, settings: Settings
+) -> None:
+    """Give ``invitation`` a new token and a new time limit, and mail its link (an earlier link stops working)."""
+    secret, _ = new_token()
+    raw = f"{tenant_id.hex}.{secret}"
+    invitation.token_hash = hash_token(raw)
+    invitation.expires_at = utcnow() + timedelta(days=settings.invitation_ttl_days)
     await session.flush()
     inviter = await get_user(session, principal.user_id)
     tenant = await current_tenant(session, principal)
     await mail.request_mail(
         session,
-        to=email,
+        to=invitation.email,
         template="invitation",
         locale=tenant.locale,
         variables={
             "inviter": inviter.display_name,
             "tenant": tenant.name,
-            "role": data.role,
+            "role": invitation.role,
             "days": settings.invitation_ttl_days,
         },
         link=f"{settings.public_url}/invitations/accept?token={raw}",
     )
-    await outbox.emit(session, events.MEMBER_INVITED.name, {"invitation_id": str(invitation.id), "role": data.role})
+
+
+async def _pending_invitation(session: AsyncSession, invitation_id: uuid.UUID) -> Invitation:
+    invitation = await session.scalar(select(Invitation).where(Invitation.id == invitation_id).with_for_update())
+    if invitation is None or invitation.revoked_at is not None or invitation.accepted_at is not None:
+        raise NotFound("No such pending invitation.", code="invitation_not_found")
+    return invitation
+
+
+async def resend_invitation(
+    session: AsyncSession, principal: Principal, invitation_id: uuid.UUID, settings: Settings
+) -> Invitation:
+    """Mail a pending invitation again with a new link and a new time limit (admin)."""
+    tenant_id = principal.require_role(Role.ADMIN)
+    invitation = await _pending_invitation(session, invitation_id)
+    await _send_invitation(session, principal, tenant_id, invitation, settings)
     return invitation
 
 
@@ -206,9 +245,7 @@ async def list_invitations(session: AsyncSession, principal: Principal) -> list[
 
 async def revoke_invitation(session: AsyncSession, principal: Principal, invitation_id: uuid.UUID) -> None:
     principal.require_role(Role.ADMIN)
-    invitation = await session.scalar(select(Invitation).where(Invitation.id == invitation_id))
-    if invitation is None or invitation.revoked_at is not None or invitation.accepted_at is not None:
-        raise NotFound("No such pending invitation.", code="invitation_not_found")
+    invitation = await _pending_invitation(session, invitation_id)
     invitation.revoked_at = utcnow()
 
 
@@ -286,5 +323,63 @@ async def accept_invitation(
         raise Gone("This invitation was already used.", code="token_used")
     session.add(Membership(user_id=user.id, role=invitation.role))
     await session.flush()
+    await _grant_pack_roles(session, invitation, user.id)
     await outbox.emit(session, events.MEMBER_JOINED.name, {"user_id": str(user.id), "role": invitation.role})
     return user, tenant, created
+
+
+async def _grant_pack_roles(session: AsyncSession, invitation: Invitation, user_id: uuid.UUID) -> None:
+    """Give the new member the pack roles the invitation carried, on the inviter's behalf: their
+    decision, taken when they invited, still needs them to be an admin of the workspace now."""
+    if not invitation.pack_roles or invitation.invited_by is None:
+        return
+    inviter_role = await session.scalar(select(Membership.role).where(Membership.user_id == invitation.invited_by))
+    if inviter_role is None or not Role(inviter_role).at_least(Role.ADMIN):
+        return
+    acting = Principal(
+        user_id=invitation.invited_by,
+        session_id=invitation.id,
+        tenant_id=invitation.tenant_id,
+        role=Role(inviter_role),
+        csrf_token="",
+    )
+    await pack_roles().grant_on_join(session, acting, user_id, list(invitation.pack_roles))
+
+
+# ---------------------------------------------------------------- pack roles
+
+
+async def list_pack_roles(session: AsyncSession, principal: Principal, locale: str) -> list[PackRole]:
+    """The roles of the workspace's installed packs, each with its holder (None: nobody) (admin)."""
+    principal.require_role(Role.ADMIN)
+    roles = await pack_roles().installed(session, principal, locale)
+    members = await existing_member_ids(session, {r.holder_id for r in roles if r.holder_id is not None})
+    # A holder who has left the workspace holds nothing.
+    return [r if r.holder_id in members else PackRole(**{**vars(r), "holder_id": None}) for r in roles]
+
+
+async def assign_pack_role(session: AsyncSession, principal: Principal, key: str, user_id: uuid.UUID | None) -> None:
+    """Give the pack role ``key`` to a member, or to nobody (``None``) (admin)."""
+    principal.require_role(Role.ADMIN)
+    await pack_roles().assign(session, principal, key, user_id)
+
+
+async def set_pack_roles(session: AsyncSession, principal: Principal, user_id: uuid.UUID, keys: list[str]) -> None:
+    """Make ``keys`` exactly the pack roles member ``user_id`` holds (admin): each role given to
+    them is taken from whoever held it; a role taken from them is held by nobody."""
+    principal.require_role(Role.ADMIN)
+    await _membership(session, user_id)
+    roles = {r.key: r for r in await pack_roles().installed(session, principal, "en")}
+    problems = [
+        FieldProblem(f"/pack_roles/{index}", "unknown_pack_role", "no installed pack has this role")
+        for index, key in enumerate(keys)
+        if key not in roles
+    ]
+    if problems:
+        raise ValidationProblem(errors=problems)
+    for key, role in roles.items():
+        holds = role.holder_id == user_id
+        if key in keys and not holds:
+            await pack_roles().assign(session, principal, key, user_id)
+        elif key not in keys and holds:
+            await pack_roles().assign(session, principal, key, None)

@@ -9,7 +9,7 @@ from __future__ import annotations
 import uuid
 from datetime import datetime
 
-from sqlalchemy import ForeignKey, ForeignKeyConstraint, Index, String
+from sqlalchemy import JSON, ForeignKey, ForeignKeyConstraint, Index, String
 from sqlalchemy.orm import Mapped, mapped_column
 
 from tenants.base import Base, new_id, utcnow
@@ -71,7 +71,10 @@ class AuthSession(Base):
 
 
 class Invitation(TenantScoped, Base):
-    """An invitation to join a tenant with a role; the token names the tenant it belongs to."""
+    """An invitation to join a tenant with a role; the token names the tenant it belongs to.
+
+    ``pack_roles`` are the roles of installed (or chosen) template packs the invitee is given on
+    joining, each ``<pack id>:<role key>``: the gallery holds who has which (see ``pack_roles.py``)."""
 
     __tablename__ = "invitations"
     __table_args__ = (
@@ -84,6 +87,7 @@ class Invitation(TenantScoped, Base):
     id: Mapped[uuid.UUID] = mapped_column(primary_key=True, default=new_id)
     email: Mapped[str] = mapped_column(String(254))
     role: Mapped[str] = mapped_column(String(16))
+    pack_roles: Mapped[list[str]] = mapped_column(JSON, default=list)
     token_hash: Mapped[str] = mapped_column(String(64))
     invited_by: Mapped[uuid.UUID | None] = mapped_column(ForeignKey("users.id", ondelete="SET NULL"))
     expires_at: Mapped[datetime]

@@ -5,7 +5,7 @@ from __future__ import annotations
 import uuid
 from typing import Any
 
-from litestar import Controller, Request, Response, delete, get, patch, post
+from litestar import Controller, Request, Response, delete, get, patch, post, put
 from litestar.di import NamedDependency
 from litestar.params import FromPath, JSONBody
 from litestar.status_codes import HTTP_200_OK, HTTP_202_ACCEPTED, HTTP_204_NO_CONTENT
@@ -23,6 +23,8 @@ from services.accounts.schemas import (
     InvitationOut,
     LoginIn,
     MemberOut,
+    PackRoleAssignIn,
+    PackRoleOut,
     PasswordIn,
     ProfilePatch,
     ReauthenticationOut,
@@ -323,3 +325,43 @@ class TenantController(Controller):
         principal: NamedDependency[Principal],
     ) -> None:
         await service.revoke_invitation(db, principal, invitation_id)
+
+    @post(
+        "/invitations/{invitation_id:uuid}/resend",
+        status_code=HTTP_200_OK,
+        summary="Mail a pending invitation again, with a new link and time limit (admin)",
+    )
+    async def resend_invitation(
+        self,
+        invitation_id: FromPath[uuid.UUID],
+        db: NamedDependency[AsyncSession],
+        principal: NamedDependency[Principal],
+        settings: NamedDependency[Settings],
+    ) -> InvitationOut:
+        return invitation_out(await service.resend_invitation(db, principal, invitation_id, settings))
+
+    @get("/pack-roles", summary="The roles of the installed template packs and who holds each (admin)")
+    async def list_pack_roles(
+        self, db: NamedDependency[AsyncSession], principal: NamedDependency[Principal]
+    ) -> list[PackRoleOut]:
+        tenant = await service.current_tenant(db, principal)
+        return [
+            PackRoleOut(
+                key=r.key, title=r.title, pack_title=r.pack_title, description=r.description, user_id=r.holder_id
+            )
+            for r in await service.list_pack_roles(db, principal, tenant.locale)
+        ]
+
+    @put(
+        "/pack-roles/{key:str}",
+        status_code=HTTP_204_NO_CONTENT,
+        summary="Give a pack role to a member, or to nobody (admin): its steps go to them from now on",
+    )
+    async def assign_pack_role(
+        self,
+        key: FromPath[str],
+        data: JSONBody[PackRoleAssignIn],
+        db: NamedDependency[AsyncSession],
+        principal: NamedDependency[Principal],
+    ) -> None:
+        await service.assign_pack_role(db, principal, key, data.user_id)

@@ -27,6 +27,12 @@ TimeZone = Annotated[str, Meta(max_length=64, description="An IANA time zone nam
 RoleName = Annotated[
     str, Meta(max_length=16, description="owner, admin, manager or member"), documented(enum=[r.value for r in Role])
 ]
+PackRoleKey = Annotated[
+    str,
+    Meta(max_length=130, description="A role of a template pack: `<pack id>:<role key>`, e.g. `general-starter:hr`"),
+    documented(min_length=3),
+]
+PackRoleKeys = Annotated[list[PackRoleKey], Meta(max_length=50)]
 
 
 class Input(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
@@ -100,8 +106,18 @@ class SwitchTenantIn(Input):
 
 
 class InvitationIn(Input):
+    """``pack_roles``: the roles of the workspace's packs (or of the packs chosen in onboarding, not
+    yet installed) the invitee holds once they join."""
+
     email: Email
     role: RoleName = "member"
+    pack_roles: PackRoleKeys = []
+
+
+class PackRoleAssignIn(Input):
+    """The member who holds a pack role from now on; ``null``: nobody."""
+
+    user_id: uuid.UUID | None
 
 
 class AcceptInvitationIn(Input):
@@ -191,8 +207,19 @@ class InvitationOut(msgspec.Struct):
     id: uuid.UUID
     email: str
     role: str
+    pack_roles: list[str]
     expires_at: datetime
     created_at: datetime
+
+
+class PackRoleOut(msgspec.Struct):
+    """A role of an installed pack and the member who holds it (``null``: nobody)."""
+
+    key: str
+    title: str
+    pack_title: str
+    description: str
+    user_id: uuid.UUID | None
 
 
 class EntityOut(msgspec.Struct):

@@ -4,7 +4,8 @@ This module is the service's public entry, the one other services and the routes
 sign-up; the rest is done by its siblings: ``hashing`` (password and token hashes), ``mail_links``
 (email verification and password reset links), ``login_sessions`` (sign-in, the cookie's principal,
 switching workspace), ``workspace`` (the tenant's settings, its entities, lookups of its members)
-and ``members`` (roles, removal, invitations).
+``members`` (roles, removal, invitations) and ``pack_roles`` (the roles template packs bring, which
+the gallery registers: who holds each, given to an invitee when they join).
 
 Functions take a session in the caller's transaction and never commit: the route opens one
 transaction per request, so a failure anywhere leaves nothing half-created.
@@ -47,15 +48,20 @@ from services.accounts.mail_links import (
 from services.accounts.members import (
     INVITATION_TOKEN,
     accept_invitation,
+    assign_pack_role,
     change_role,
     invite,
     list_invitations,
     list_members,
+    list_pack_roles,
     remove_member,
+    resend_invitation,
     revoke_invitation,
     search_members,
+    set_pack_roles,
 )
 from services.accounts.models import User
+from services.accounts.pack_roles import PackRole, PackRoles, register_pack_roles
 from services.accounts.passwords import password_problems, personal_words
 from services.accounts.profile import set_own_locale, update_profile
 from services.accounts.schemas import InvitationIn, SignupIn
@@ -88,10 +94,16 @@ from tenants.principal import Principal
 
 
 async def invite_by_email(
-    session: AsyncSession, principal: Principal, email: str, settings: Settings, role: str = "member"
+    session: AsyncSession,
+    principal: Principal,
+    email: str,
+    settings: Settings,
+    role: str = "member",
+    pack_roles: list[str] | None = None,
 ) -> None:
-    """Invite ``email`` to the workspace (admin): the same checks and mail as the invitations API."""
-    await invite(session, principal, InvitationIn(email=email, role=role), settings)
+    """Invite ``email`` to the workspace (admin) with the pack roles they hold once they join: the
+    same checks and mail as the invitations API."""
+    await invite(session, principal, InvitationIn(email=email, role=role, pack_roles=pack_roles or []), settings)
 
 
 __all__ = [
@@ -99,7 +111,10 @@ __all__ = [
     "RESET_PASSWORD",
     "VERIFY_EMAIL",
     "MemberContact",
+    "PackRole",
+    "PackRoles",
     "accept_invitation",
+    "assign_pack_role",
     "authenticate",
     "change_role",
     "check_password",
@@ -117,6 +132,7 @@ __all__ = [
     "list_entities",
     "list_invitations",
     "list_members",
+    "list_pack_roles",
     "login",
     "logout",
     "member_contacts",
@@ -126,15 +142,19 @@ __all__ = [
     "member_tenant_ids",
     "new_password_problems",
     "new_token",
+    "normalize_email",
     "open_login_session",
+    "register_pack_roles",
     "remove_member",
     "request_password_reset",
+    "resend_invitation",
     "resend_verification",
     "reset_password",
     "revoke_invitation",
     "search_members",
     "send_verification",
     "set_own_locale",
+    "set_pack_roles",
     "signup",
     "signup_problems",
     "switch_tenant",

@@ -215,7 +215,7 @@ async def choose_roles(db: AsyncSession, principal: Principal, answers: dict[str
     problems: list[FieldProblem] = []
     members = {str(row[0]) for row in await accounts.list_members(db, principal)}
     roles: dict[str, dict[str, RoleAnswer]] = {}
-    invites: list[str] = []
+    invites: dict[str, list[str]] = {}  # email -> the pack roles it is invited to hold
     for role in pack_roles(wizard, "en"):
         name = f"{role.pack_id}:{role.key}"
         choice = answers.get(f"role:{name}", "none")
@@ -229,10 +229,11 @@ async def choose_roles(db: AsyncSession, principal: Principal, answers: dict[str
             answer = RoleAnswer("member", user_id=user_id or None)
         elif choice == "invite":
             email = answers.get(f"email:{name}", "").strip()
-            if "@" not in email or len(email) > 254:
-                problems.append(FieldProblem(f"/email:{name}", "invalid_email", "enter an email address"))
+            normalized, problem = accounts.normalize_email(email, f"/email:{name}")
+            if problem is not None or normalized is None or len(email) > 254:
+                problems.append(problem or FieldProblem(f"/email:{name}", "invalid_email", "enter an email address"))
             else:
-                invites.append(email)
+                invites.setdefault(normalized, []).append(name)
             answer = RoleAnswer("invite", email=email or None)
         roles.setdefault(role.pack_id, {})[role.key] = answer
     collections: dict[str, dict[str, dict[str, str]]] = {}
@@ -251,8 +252,17 @@ async def choose_roles(db: AsyncSession, principal: Principal, answers: dict[str
     wizard.samples = answers.get("samples", "yes") == "yes"
     if problems:
         raise ValidationProblem(errors=problems)
-    for email in dict.fromkeys(invites):
-        await accounts.invite_by_email(db, principal, email, settings)
+    refused: list[FieldProblem] = []
+    for email, held in invites.items():
+        try:
+            await accounts.invite_by_email(db, principal, email, settings, pack_roles=held)
+        except ProblemError as exc:  # e.g. the address is a member's: said beside its first field
+            at = f"/email:{held[0]}"
+            refused += [FieldProblem(at, p.code, p.message) for p in exc.errors or []] or [
+                FieldProblem(at, exc.code, exc.detail or exc.title)
+            ]
+    if refused:
+        raise ValidationProblem(errors=refused)
     installed = await installed_packs(db)
     wizard.results = {
         p: {"status": "done" if p in installed else "pending", "reason": None, "items": len(_pack(p).items)}
@@ -263,8 +273,19 @@ async def choose_roles(db: AsyncSession, principal: Principal, answers: dict[str
     return wizard
 
 
+async def give_role(db: AsyncSession, principal: Principal, pack_id: str, role: str, user_id: uuid.UUID) -> None:
+    """Someone invited to hold ``role`` joined before its pack was installed: the wizard's answer
+    becomes them, so the install gives them the role."""
+    wizard = await load(db, principal)
+    if pack_id not in wizard.packs:
+        return
+    wizard.roles.setdefault(pack_id, {})[role] = RoleAnswer("member", user_id=str(user_id))
+    await save(db, principal, wizard)
+
+
 def install_body(wizard: Wizard, pack_id: str) -> InstallIn:
-    """The install the wizard's answers ask for: invited and unassigned roles stay unassigned."""
+    """The install the wizard's answers ask for: roles of invitees who have not joined yet, and
+    unassigned roles, stay unassigned (an invitee is given theirs on joining)."""
     roles: dict[str, uuid.UUID | None] = {}
     for key, answer in wizard.roles.get(pack_id, {}).items():
         roles[key] = uuid.UUID(answer.user_id) if answer.choice in ("me", "member") and answer.user_id else None

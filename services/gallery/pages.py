@@ -19,30 +19,30 @@ from services.records import service as records
 from services.settings import Settings
 from services.sops.procedures.flow import flow_graph
 from services.web.flowchart import layout
-from services.web.forms import form_fields
+from services.web.forms import form_errors, form_fields
 from services.web.i18n import N_, translate
 from services.web.pages import page, redirect
 from services.web.viewer import Viewer
 from tenants.errors import ProblemError
 
 STEP_PATHS = {1: "/onboarding/packs", 2: "/onboarding/roles", 3: "/onboarding/install", 4: "/onboarding/done"}
-PROBLEM_WORDS = {
-    "packs_required": N_("Choose at least one pack."),
-    "choose_member": N_("Choose a member for this role."),
-    "invalid_email": N_("Enter an email address like name@example.com."),
-    "key_unavailable": N_("This key is taken or not valid; try {suggested}."),
-}
+PACK_LABELS = {"packs": N_("Packs")}
 
 
-def _errors(viewer: Viewer, error: ProblemError) -> dict[str, str]:
-    found: dict[str, str] = {}
-    for problem in error.errors:
-        name = problem.pointer.lstrip("/")
-        words = PROBLEM_WORDS.get(problem.code, N_("Check this answer."))
-        found.setdefault(name, translate(words, viewer.locale, suggested=problem.message))
-    if not found:
-        found["form"] = error.detail or error.title
-    return found
+def _errors(viewer: Viewer, error: ProblemError, labels: dict[str, str]) -> dict[str, str]:
+    """The service's problems worded beside the wizard's fields (``labels``: field name -> label)."""
+    return form_errors(error, {name: translate(label, viewer.locale) for name, label in labels.items()}, viewer.locale)
+
+
+def _role_labels(roles: list[onboarding.PackRole], clashes: list[Any]) -> dict[str, str]:
+    """The labels of the roles step's fields, in the order the page shows them."""
+    labels: dict[str, str] = {}
+    for role in roles:
+        name = f"{role.pack_id}:{role.key}"
+        labels |= {f"member:{name}": N_("Member"), f"email:{name}": N_("Email")}
+    for clash in clashes:
+        labels[f"newkey:{clash.pack_id}:{clash.key}"] = N_("New key")
+    return labels
 
 
 def _focus(viewer: Viewer, template: str, step: int, **context: Any) -> Template:
@@ -92,7 +92,9 @@ class OnboardingPages(Controller):
             async with db.begin_nested():
                 await onboarding.choose_packs(db, member.member, chosen)
         except ProblemError as error:
-            return await self._packs(member, db, chosen, _errors(member, error), HTTP_422_UNPROCESSABLE_ENTITY)
+            return await self._packs(
+                member, db, chosen, _errors(member, error, PACK_LABELS), HTTP_422_UNPROCESSABLE_ENTITY
+            )
         return redirect(STEP_PATHS[2])
 
     @get("/packs/{pack_id:str}")
@@ -174,7 +176,9 @@ class OnboardingPages(Controller):
                 answer.user_id = values.get(f"member:{name}")
                 answer.email = values.get(f"email:{name}")
             wizard.samples = values.get("samples", "yes") == "yes"
-            return await self._roles(member, db, wizard, values, _errors(member, error), HTTP_422_UNPROCESSABLE_ENTITY)
+            labels = _role_labels(onboarding.pack_roles(wizard, "en"), await onboarding.key_clashes(db, wizard, "en"))
+            errors = _errors(member, error, labels)
+            return await self._roles(member, db, wizard, values, errors, HTTP_422_UNPROCESSABLE_ENTITY)
         return redirect(STEP_PATHS[3])
 
     # ------------------------------------------------------------ 3. install with progress

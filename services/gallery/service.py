@@ -3,7 +3,8 @@ an installed pack with a three-way merge, and uninstalling it.
 
 This module is the service's public entry, the one the routes and the rest of the platform use; the
 work is done by its siblings: ``catalog`` (the packs on offer), ``listing`` (the gallery and a pack's
-preview), ``install`` (installing, and the installations a workspace holds), ``upgrade`` and
+preview), ``install`` (installing, and the installations a workspace holds), ``roles`` (who holds
+each pack role, handing one over; registered with the accounts service), ``upgrade`` and
 ``uninstall``.
 """
 
@@ -31,6 +32,7 @@ from services.gallery.install import (
     list_installations,
 )
 from services.gallery.listing import get_pack, list_packs, pack_definitions
+from services.gallery.roles import assign_role, installed_roles
 from services.gallery.uninstall import uninstall
 from services.gallery.upgrade import upgrade
 
@@ -42,6 +44,7 @@ __all__ = [
     "Catalog",
     "Progress",
     "RefusedPack",
+    "assign_role",
     "catalog",
     "configure",
     "get_installation",
@@ -49,6 +52,7 @@ __all__ = [
     "install",
     "install_stream",
     "installation_out",
+    "installed_roles",
     "list_installations",
     "list_packs",
     "localized_items",

@@ -53,6 +53,12 @@ FIELD_MESSAGES: Mapping[str, str] = {
     "file_not_found": N_("Upload {label} again."),
     "photos_required": N_("Add photos: at least {count}."),
     "checklist_incomplete": N_("Tick every item of the checklist."),
+    # The onboarding wizard's and the members page's.
+    "packs_required": N_("Choose at least one pack."),
+    "choose_member": N_("Choose a member for this role."),
+    "key_unavailable": N_("{label} is taken or not valid: use lower-case letters, digits and _, unused by a table."),
+    "unknown_pack_role": N_("Choose {label} from the list."),
+    "already_member": N_("This person is already a member of this workspace."),
 }
 #: How a refusal that concerns the whole form (no one field) is said, by its stable code.
 FORM_MESSAGES: Mapping[str, str] = {
@@ -72,6 +78,11 @@ FORM_MESSAGES: Mapping[str, str] = {
     "mail_rate_limited": N_("Too many mails were asked for. Wait a minute, then try again."),
     "rate_limited": N_("Too many tries. Wait a minute, then try again."),
     "tenant_suspended": N_("This workspace is suspended."),
+    "owner_required": N_("Only an owner can give or take away the owner role."),
+    "last_owner": N_("A workspace keeps at least one owner: make someone else an owner first."),
+    "invitation_not_found": N_("This invitation was already accepted or revoked."),
+    "member_not_found": N_("This person is no longer a member of this workspace."),
+    "pack_role_not_found": N_("This role is no longer part of an installed pack."),
 }
 # Problems whose service message is already in the person's language (password advice).
 WORDED_BY_SERVICE = frozenset({"password_too_short", "password_too_weak", "password_too_long"})

@@ -24,6 +24,7 @@ class NavItem:
 
 
 WORK = N_("Work")
+ADMIN = N_("Administration")
 
 NAV_ITEMS: tuple[NavItem, ...] = (
     NavItem("dashboard", "/app", N_("Dashboard"), "home", WORK, role="admin"),
@@ -31,6 +32,7 @@ NAV_ITEMS: tuple[NavItem, ...] = (
     NavItem("library", "/sops", N_("SOP library"), "book", WORK),
     NavItem("notifications", "/notifications", N_("Notifications"), "bell", WORK),
     NavItem("me", "/me", N_("Me"), "user", WORK),
+    NavItem("members", "/members", N_("Members and roles"), "users", ADMIN, phone=False, role="admin"),
 )
 
 

@@ -39,6 +39,9 @@ NOTICES: dict[str, tuple[str, str]] = {
     "suggestion_sent": ("success", N_("Thanks: your suggestion is sent to the owner of this procedure.")),
     "samples_deleted": ("success", N_("The sample records are deleted.")),
     "all_read": ("success", N_("All notifications are marked read.")),
+    "invitation_sent": ("success", N_("The invitation is sent.")),
+    "invitation_revoked": ("success", N_("The invitation is revoked: its link no longer works.")),
+    "member_removed": ("success", N_("The member is deactivated: they can no longer sign in to this workspace.")),
 }
 
 

@@ -119,3 +119,34 @@ def test_a_task_claimed_on_a_phone(browser: Any, server: EmbeddedServer) -> None
     page.click(f"#{item_id} h2 a")
     page.wait_for_url("**/runs/*")
     page.context.close()
+
+
+@pytest.mark.parametrize("language", LANGUAGES)
+def test_start_a_run_is_the_dashboards_primary_action_in_view_on_a_phone(
+    browser: Any, server: EmbeddedServer, language: str
+) -> None:
+    client = a_workspace_with_tasks(server, language)
+    label = "发起工单" if language == "zh-CN" else "Start a run"
+    for size in SIZES:
+        page = open_page(browser, server.base, size, language, browser_cookies(client, server.base))
+        page.goto("/app")
+        button = page.locator(f".start-bar button:has-text('{label}')")
+        box = button.bounding_box()
+        assert box is not None and page.evaluate("window.scrollY") == 0
+        position = page.eval_on_selector(".start-bar", "el => getComputedStyle(el).position")
+        if size.phone:
+            # Above the tab bar, inside the first screen, without scrolling; and it stays there.
+            tabbar_top = page.eval_on_selector(".tabbar", "el => el.getBoundingClientRect().top")
+            assert position == "fixed"
+            assert box["y"] >= 0 and box["y"] + box["height"] <= tabbar_top <= size.height
+            page.evaluate("window.scrollTo(0, document.documentElement.scrollHeight)")
+            moved = button.bounding_box()
+            assert moved is not None and moved["y"] == box["y"]
+        else:
+            assert position == "static"  # in the side column like the other cards
+        check_page(page, "dashboard-start-bar", size, language)
+        # The bar's form starts a run and lands on its page.
+        button.click()
+        page.wait_for_url("**/runs/*")
+        page.context.close()
+    client.close()

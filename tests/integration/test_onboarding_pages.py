@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 
 from services.gallery import service as gallery
-from tests.conftest import PASSWORD, World, unique_email
+from tests.conftest import PASSWORD, World, deliver_events, mail_to, token_from, unique_email
 
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "packs"
 ORIGIN = {"Origin": "http://guiju.test"}
@@ -182,3 +182,59 @@ async def test_another_workspace_sees_nothing_of_a_wizard(world: World, offered:
     orders = next(c for c in (await api.get("/api/v1/collections")).json() if c["key"] == "shop_orders")
     listed = (await api.get(f"/api/v1/collections/{orders['id']}/records")).json()["items"]
     assert [r["sample"] for r in listed] == [True]
+
+
+async def test_the_wizards_problems_are_worded_in_chinese_and_an_early_invitee_gets_the_role(
+    world: World, offered: None
+) -> None:
+    api, _ = await world.signup(locale="zh-CN")
+    none_chosen = await _post(api, "/onboarding/packs", {})
+    assert none_chosen.status_code == 422 and "请至少选择一个行业模板。" in _text(none_chosen.text)
+    await _post(api, "/onboarding/packs", [("packs", "mini-shop")])
+    await world.invite_and_join(api, "member")
+    taken_email = next(m["email"] for m in (await api.get("/api/v1/members")).json() if m["role"] == "member")
+    bad = await _post(
+        api,
+        "/onboarding/roles",
+        {
+            "role:mini-shop:packer": "member",
+            "role:mini-shop:checker": "invite",
+            "email:mini-shop:checker": "ｍｅｉ＠example.com",
+            "samples": "no",
+        },
+    )
+    assert bad.status_code == 422
+    text = _text(bad.text)
+    assert "请为这个角色选择一位成员。" in text and "请输入邮箱地址，例如 name@example.com。" in text
+    assert "choose a member" not in text and "half-width" not in text  # never the service's English detail
+    already = await _post(
+        api,
+        "/onboarding/roles",
+        {"role:mini-shop:packer": "invite", "email:mini-shop:packer": taken_email, "samples": "no"},
+    )
+    assert already.status_code == 422 and "此人已经是这个工作区的成员。" in _text(already.text)
+
+    # One person invited for both roles joins before the install: the install gives them both.
+    email = unique_email("early")
+    answers = {
+        "role:mini-shop:packer": "invite",
+        "email:mini-shop:packer": email,
+        "role:mini-shop:checker": "invite",
+        "email:mini-shop:checker": email.upper(),
+        "samples": "no",
+    }
+    saved = await _post(api, "/onboarding/roles", answers)
+    assert saved.status_code == 303, saved.text
+    [invitation] = (await api.get("/api/v1/invitations")).json()
+    assert invitation["pack_roles"] == ["mini-shop:packer", "mini-shop:checker"]
+    await deliver_events()
+    joiner = await world.client()
+    accepted = await joiner.post(
+        "/api/v1/auth/accept-invitation",
+        {"token": token_from(mail_to(email, "invitation")[-1]), "display_name": "Zhao", "password": PASSWORD},
+    )
+    assert accepted.status_code == 200, accepted.text
+    await _post(api, "/onboarding/install/next", {})
+    installed = (await api.get("/api/v1/templates/mini-shop")).json()
+    joined = accepted.json()["user"]["id"]
+    assert installed["roles"] == {"packer": joined, "checker": joined}

@@ -34,7 +34,7 @@ from services.files import service as files
 from services.outbox import service as outbox
 from services.records import service as records
 from services.sops import engine
-from services.sops.definition import HUMAN_STEPS, FormStep, Owner, WaitStep
+from services.sops.definition import HUMAN_STEPS, FormStep, Owner, VacantOwner, WaitStep
 from services.sops.engine import (
     Abort,
     Action,
@@ -561,6 +561,33 @@ async def assign_step_as_platform(db: AsyncSession, run_id: uuid.UUID, step_id: 
         db, run, Assign(step_id=step_id, user_id=user_id, actor=None), actor_id=None, audit_action="run.step_assigned"
     )
     return run
+
+
+async def hand_over_vacant_steps(db: AsyncSession, procedure_id: uuid.UUID, role: str, user_id: uuid.UUID) -> int:
+    """Assign to ``user_id``, on the platform's behalf, the open steps of running runs of a
+    procedure that wait for nobody because their owner is the vacant template role ``role``
+    (it now has a holder); how many were assigned."""
+    rows = (
+        await db.execute(
+            select(StepInstance.run_id, StepInstance.step_id, StepInstance.key, Run.version_id)
+            .join(Run, Run.id == StepInstance.run_id)
+            .where(
+                StepInstance.procedure_id == procedure_id,
+                StepInstance.assignee_id.is_(None),
+                StepInstance.status.in_(OPEN_STATUSES),
+                Run.status == RunStatus.RUNNING,
+            )
+            .order_by(StepInstance.run_id, StepInstance.step_id)
+        )
+    ).all()
+    handed = 0
+    for row in rows:
+        step = (await procedures.definition_by_version_id(db, row.version_id)).step(row.key)
+        owner = getattr(step, "owner", None)
+        if isinstance(owner, VacantOwner) and owner.role == role:
+            await assign_step_as_platform(db, row.run_id, row.step_id, user_id)
+            handed += 1
+    return handed
 
 
 async def members_with_role(db: AsyncSession, role: Role) -> list[uuid.UUID]:
