@@ -356,8 +356,9 @@ class RequestInputMiddleware(ASGIMiddleware):
 CSP_OPT: Final = "content_security_policy"
 PAGE_CSP: Final = (
     "default-src 'self'; script-src 'self' 'nonce-{nonce}'; style-src 'self' 'nonce-{nonce}'; "
-    # A photo chosen for upload is previewed from the browser's own copy (a blob: address).
-    "img-src 'self' blob:; "
+    # A photo chosen for upload is previewed from the browser's own copy (a blob: address); the
+    # stylesheet draws its checkmarks and select arrows as data: SVG images (never scripts).
+    "img-src 'self' blob: data:; "
     "object-src 'none'; base-uri 'none'; frame-ancestors 'none'; form-action 'self'"
 )
 PAGE_REFERRER_POLICY: Final = "same-origin"

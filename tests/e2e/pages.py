@@ -95,9 +95,19 @@ def open_page(
     )
     if cookies:
         context.add_cookies(cookies)
+    context.add_init_script(_RECORD_CSP_VIOLATIONS)
     page = context.new_page()
     page.set_default_timeout(15_000)
     return page
+
+
+# What the page's Content-Security-Policy blocked (a style, script or image the page then lacks).
+_RECORD_CSP_VIOLATIONS = """
+window.__cspViolations = [];
+document.addEventListener('securitypolicyviolation', (e) => {
+  window.__cspViolations.push(`${e.violatedDirective} ${(e.blockedURI || '').slice(0, 60)}`);
+});
+"""
 
 
 # The controls a finger must hit: buttons, fields, and links that stand alone (a link inside a
@@ -136,6 +146,8 @@ def check_page(page: Any, name: str, size: Size, language: str) -> None:
     assert blocking == [], f"{name} ({size.name}, {language}): axe found {blocking}"
     overflow = page.evaluate("document.documentElement.scrollWidth - document.documentElement.clientWidth")
     assert overflow <= 0, f"{name} ({size.name}, {language}): scrolls sideways by {overflow}px"
+    blocked = page.evaluate("window.__cspViolations || []")
+    assert blocked == [], f"{name} ({size.name}, {language}): the page's CSP blocked {blocked}"
     small = page.evaluate(_SMALL_TARGETS)
     assert small == [], f"{name} ({size.name}, {language}): touch targets under 44px: {small}"
     SCREENSHOTS.mkdir(parents=True, exist_ok=True)
