@@ -8,7 +8,6 @@ from contextlib import asynccontextmanager
 from litestar import Litestar, Router
 from litestar.di import Provide
 from litestar.exceptions import NotFoundException
-from litestar.static_files import create_static_files_router
 from uvicorn.middleware.proxy_headers import ProxyHeadersMiddleware
 
 import services.tables  # (the whole schema is mapped before the first request)
@@ -57,7 +56,8 @@ from services.sops.runs.run_inputs import PAGES as RUN_INPUT_PAGES
 from services.sops.runs.run_pages import PAGES as RUN_PAGE_PAGES
 from services.web.i18n import AcceptLanguageMiddleware
 from services.web.pages import PAGES as WEB_PAGES
-from services.web.templating import STATIC_DIR, template_config
+from services.web.static_files import static_router
+from services.web.templating import template_config
 
 API_VERSION = "0.1.0"
 
@@ -85,9 +85,6 @@ def create_app(settings: Settings | None = None, *, embedded: bool = False) -> L
                 await runtime.stop()
             await dispose_databases()
 
-    static_files = create_static_files_router(
-        path="/static", directories=[STATIC_DIR], include_in_schema=False, name="static"
-    )
     app = Litestar(
         route_handlers=[
             Router(
@@ -128,7 +125,7 @@ def create_app(settings: Settings | None = None, *, embedded: bool = False) -> L
             ),
             healthz,
             readyz,
-            static_files,
+            static_router(),
         ],
         dependencies={
             "db": Provide(provide_db),

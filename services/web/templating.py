@@ -113,13 +113,15 @@ def format_money(context: Context, minor_units: int | None, currency: str = "CNY
 
 
 @cache
-def _static_digest(relative: str) -> str:
+def static_digest(relative: str) -> str:
+    """The first 12 hex digits of the sha256 of ``static/<relative>``."""
     return hashlib.sha256((STATIC_DIR / relative).read_bytes()).hexdigest()[:12]
 
 
 def static_url(relative: str) -> str:
-    """``/static/<relative>?v=<hash of the file>``: cacheable for good, refreshed when the file changes."""
-    return f"{STATIC_PREFIX}/{relative}?v={_static_digest(relative)}"
+    """``/static/<relative>?v=<hash of the file>``: cacheable for good, refreshed when the file changes
+    (:mod:`services.web.static_files` serves it as ``immutable``)."""
+    return f"{STATIC_PREFIX}/{relative}?v={static_digest(relative)}"
 
 
 def environment() -> Environment:

@@ -13,6 +13,12 @@ page (``GET /me``), is the floor of any signed-in page: reading the viewer (sess
 workspaces) and the layout, with nothing of My tasks. Reported: p50 and p95 of each, their medians
 over the rounds, and the ratio of the p95s. Targets: the page's p95 at most 50 ms, and at most twice
 the API's.
+
+Then the same pages on a phone (:mod:`tests.bench.vitals`: slow 4G, the CPU four times slower,
+360x740, nothing cached), each opened in a fresh browser and then used once: My tasks (its filters
+opened), its claimable view (a task claimed, the card swapped in place), a run (its steps opened),
+and the settings page as the floor. Reported per round and as medians: LCP, CLS, INP and the bytes
+transferred; targets LCP at most 2.5 s, INP at most 200 ms, CLS at most 0.1.
 """
 
 from __future__ import annotations
@@ -29,6 +35,7 @@ from pathlib import Path
 from typing import Any
 
 from services.db.migrate import upgrade
+from tests.bench import vitals
 from tests.bench.harness import (
     APP_ROLE,
     SESSION_COOKIE,
@@ -65,6 +72,7 @@ ROUNDS = 3
 STARTERS = 8
 TARGET_P95_MS = 50.0
 TARGET_RATIO = 2.0
+VITALS_ROUNDS = 3
 
 # (title, owner of the first step, minutes to its due time, how many runs)
 PROCEDURES: tuple[tuple[str, dict[str, Any], int | None, int], ...] = (
@@ -162,7 +170,7 @@ def _medians(rounds: list[Round], target: str) -> tuple[float, float, float]:
     )
 
 
-async def _measure(app: Server) -> None:
+async def _measure(app: Server) -> tuple[Owner, str]:
     owner = await _seed(app.port)
     page_request = request_bytes("GET", PAGE_PATH, app.port, owner.headers("text/html"))
     api_request = request_bytes("GET", API_PATH, app.port, owner.headers())
@@ -220,6 +228,76 @@ async def _measure(app: Server) -> None:
     )
     met = page_m[2] <= TARGET_P95_MS and ratio <= TARGET_RATIO
     print("target met" if met else "target MISSED", flush=True)
+    run_link = re.search(r'href="(/runs/[0-9a-f-]+)"', html)
+    if run_link is None:
+        raise RuntimeError("My tasks links to no run")
+    return owner, run_link.group(1)
+
+
+def _open_filters(page: Any) -> None:
+    page.click(".task-filters summary")
+
+
+def _claim(page: Any) -> None:
+    page.click(".claim-button")
+    page.wait_for_selector(".task-outcome")
+
+
+def _open_steps(page: Any) -> None:
+    page.click("details.flow > summary")
+
+
+def _vitals_row(label: str, target: str, v: vitals.Vitals) -> str:
+    return (
+        f"{label:<8}{target:<8}{v.lcp_ms:>10.0f}{v.cls:>10.3f}{vitals.inp_text(v.inp_ms):>10}"
+        f"{v.assets_bytes / 1024:>10.1f}{v.transferred_bytes / 1024:>10.1f}"
+    )
+
+
+def _measure_vitals(port: int, owner: Owner, run_path: str) -> None:
+    if vitals.chromium() is None:
+        print("phone vitals: skipped (no chromium binary)", flush=True)
+        return
+    base = f"http://127.0.0.1:{port}"
+    cookies = [{"name": SESSION_COOKIE, "value": owner.token, "url": base}]
+    targets: list[tuple[str, str, Any, str]] = [
+        ("tasks", PAGE_PATH, _open_filters, "opening the filters"),
+        ("claim", f"{PAGE_PATH}?view=claimable", _claim, "claiming a task"),
+        ("run", run_path, _open_steps, "opening the steps"),
+        ("floor", FLOOR_PATH, None, ""),
+    ]
+    print(
+        f"phone vitals: {vitals.DOWN_BYTES_PER_SECOND * 8 / 1e6:.1f} Mbps down, "
+        f"{vitals.UP_BYTES_PER_SECOND * 8 / 1e3:.0f} Kbps up, {vitals.RTT_MS} ms RTT, "
+        f"CPU {vitals.CPU_SLOWDOWN}x slower, "
+        f"{vitals.VIEWPORT['width']}x{vitals.VIEWPORT['height']}, nothing cached; tasks = GET {PAGE_PATH}, "
+        f"claim = its claimable view, run = GET {run_path}, floor = GET {FLOOR_PATH}; {VITALS_ROUNDS} rounds"
+    )
+    print(
+        f"{'round':<8}{'target':<8}{'LCP ms':>10}{'CLS':>10}{'INP ms':>10}{'JS+CSS KB':>10}{'all KB':>10}", flush=True
+    )
+    measured: dict[str, list[vitals.Vitals]] = {name: [] for name, *_ in targets}
+    with vitals.SlowPhone(base, cookies) as phone:
+        for number in range(1, VITALS_ROUNDS + 1):
+            for name, path, interact, _what in round_order(number, targets):
+                measured[name].append(phone.measure(path, interact))
+                print(_vitals_row(str(number), name, measured[name][-1]), flush=True)
+    medians = {name: vitals.median_vitals(found) for name, found in measured.items()}
+    for name, median in medians.items():
+        print(_vitals_row("median", name, median))
+    floor = medians["floor"]
+    for name, _path, interact, what in targets:
+        if interact is None:
+            continue
+        v = medians[name]
+        print(
+            f"{name}: LCP {v.lcp_ms:.0f} ms (target <= {vitals.TARGET_LCP_MS:.0f}; "
+            f"{v.lcp_ms / floor.lcp_ms:.2f} x the floor's), "
+            f"INP {vitals.inp_text(v.inp_ms)} ms {what} (target <= {vitals.TARGET_INP_MS:.0f}), "
+            f"CLS {v.cls:.3f} (target <= {vitals.TARGET_CLS})"
+        )
+    all_met = all(vitals.met(v) for v in medians.values())
+    print("phone vitals target met" if all_met else "phone vitals target MISSED", flush=True)
 
 
 def run() -> None:
@@ -243,7 +321,8 @@ def _serve_and_measure() -> None:
         app = Server("app", ["services.asgi:app"], env, log_dir)
         try:
             stack.enter_context(app)
-            run_async(_measure(app))
+            owner, run_path = run_async(_measure(app))
+            _measure_vitals(app.port, owner, run_path)
         except Exception:
             print(f"--- app server log (tail):\n{app.log_tail()}", file=sys.stderr)
             raise

@@ -48,6 +48,8 @@ SIZES = (PHONE, DESKTOP)
 LANGUAGES = ("zh-CN", "en")
 #: axe impacts that fail a page.
 BLOCKING_IMPACTS = frozenset({"serious", "critical"})
+#: The narrowest width a page reflows to without sideways scrolling (WCAG 1.4.10: 320 CSS px).
+REFLOW_WIDTH = 320
 
 
 def chromium_path() -> str:
@@ -81,10 +83,18 @@ def browser() -> Iterator[Any]:
 
 
 def open_page(
-    browser: Any, base_url: str, size: Size, language: str, cookies: list[dict[str, Any]] | None = None
+    browser: Any,
+    base_url: str,
+    size: Size,
+    language: str,
+    cookies: list[dict[str, Any]] | None = None,
+    *,
+    color_scheme: str = "light",
 ) -> Any:
-    """A fresh browser context (its own cookies) at ``size`` in ``language``; returns its page."""
+    """A fresh browser context (its own cookies) at ``size`` in ``language`` and ``color_scheme``
+    (``light`` or ``dark``); returns its page."""
     context = browser.new_context(
+        color_scheme=color_scheme,
         base_url=base_url,
         viewport={"width": size.width, "height": size.height},
         locale=language,
@@ -131,8 +141,33 @@ _SMALL_TARGETS = """
 """
 
 
+_SCROLL_WIDTH = "document.documentElement.scrollWidth - document.documentElement.clientWidth"
+# How far the page scrolls sideways, and the deepest elements whose right edge passes the viewport
+# (what to fix): an empty list when nothing does.
+_OVERFLOW = """
+() => {
+  const root = document.documentElement;
+  const over = root.scrollWidth - root.clientWidth;
+  if (over <= 0) return [];
+  const edge = root.clientWidth;
+  const past = [];
+  for (const el of document.body.querySelectorAll('*')) {
+    const box = el.getBoundingClientRect();
+    if (box.right > edge + 0.5 && ![...el.children].some(c => c.getBoundingClientRect().right > edge + 0.5)) {
+      const cls = (el.getAttribute('class') || '').trim().replace(/\\s+/g, '.');
+      past.push(`${el.tagName.toLowerCase()}${cls ? '.' + cls : ''} +${Math.round(box.right - edge)}px`);
+    }
+  }
+  return [`${over}px`, ...past.slice(0, 5)];
+}
+"""
+
+
 def check_page(page: Any, name: str, size: Size, language: str) -> None:
-    """The checks every page passes, then its screenshot (``<name>-<size>-<language>.png``)."""
+    """The checks every page passes, then its screenshot (``<name>-<size>-<language>.png``).
+
+    A page checked at phone size must also reflow at 320 px wide (WCAG 1.4.10): it is narrowed for
+    a moment and must not scroll sideways there either."""
     from axe_playwright_python.sync_playwright import Axe
 
     page.wait_for_load_state("load")
@@ -144,10 +179,15 @@ def check_page(page: Any, name: str, size: Size, language: str) -> None:
         if v["impact"] in BLOCKING_IMPACTS
     ]
     assert blocking == [], f"{name} ({size.name}, {language}): axe found {blocking}"
-    overflow = page.evaluate("document.documentElement.scrollWidth - document.documentElement.clientWidth")
+    overflow = page.evaluate(_SCROLL_WIDTH)
     assert overflow <= 0, f"{name} ({size.name}, {language}): scrolls sideways by {overflow}px"
     blocked = page.evaluate("window.__cspViolations || []")
     assert blocked == [], f"{name} ({size.name}, {language}): the page's CSP blocked {blocked}"
+    if size.phone:
+        page.set_viewport_size({"width": REFLOW_WIDTH, "height": size.height})
+        narrow = page.evaluate(_OVERFLOW)
+        page.set_viewport_size({"width": size.width, "height": size.height})
+        assert narrow == [], f"{name} ({language}): scrolls sideways at {REFLOW_WIDTH}px wide, past the edge: {narrow}"
     small = page.evaluate(_SMALL_TARGETS)
     assert small == [], f"{name} ({size.name}, {language}): touch targets under 44px: {small}"
     SCREENSHOTS.mkdir(parents=True, exist_ok=True)
