@@ -42,7 +42,8 @@ class EmbeddedServer:
         ready = Retrying(
             retry=retry_if_exception_type(httpx.HTTPError) | retry_if_result(lambda status: status != 200),
             wait=wait_fixed(0.2),
-            stop=stop_after_delay(45),
+            # Generous: on a busy 2-core machine the migrations and imports alone can take 40 s.
+            stop=stop_after_delay(120),
         )
         try:
             ready(lambda: httpx.get(f"{self.base}/readyz", timeout=1).status_code)
