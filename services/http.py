@@ -9,6 +9,7 @@ import secrets
 import time
 import uuid
 from collections.abc import AsyncGenerator
+from functools import partial
 from typing import Annotated, Any, Final, get_args, get_origin
 from urllib.parse import parse_qsl, quote
 
@@ -44,7 +45,9 @@ from services.json_body import (
 from services.logs import request_id_var, request_log_context
 from services.settings import Settings
 from services.validation import decode_all, problem_code
+from services.web.i18n import DEFAULT_LOCALE, negotiate, translate
 from tenants.errors import FieldProblem, ProblemError, Unauthorized, ValidationProblem
+from tenants.models import LOCALES
 
 log = logging.getLogger("guiju.http")
 
@@ -108,12 +111,38 @@ def expired_session_cookie(settings: Settings) -> Cookie:
 # ---------------------------------------------------------------- errors
 
 
+_READER_STATE = "reader_locales"
+
+
+def remember_reader(
+    connection: ASGIConnection[Any, Any, Any, Any], locale: str | None, tenant_locale: str | None
+) -> None:
+    """The signed-in caller's own language setting and their workspace's, read with the session:
+    the words of an error answer to this request are theirs, without another query."""
+    connection.scope.setdefault("state", {})[_READER_STATE] = (locale, tenant_locale)
+
+
+def problem_locale(connection: ASGIConnection[Any, Any, Any, Any]) -> str:
+    """The language of an error answer: the signed-in caller's setting, else the request's
+    ``Accept-Language``, else their workspace's default, else the platform's."""
+    own, tenant = connection.scope.get("state", {}).get(_READER_STATE, (None, None))
+    if own in LOCALES:
+        return str(own)
+    asked = negotiate(connection.headers.get("accept-language", "")[:256], default="")
+    if asked:
+        return asked
+    return str(tenant) if tenant in LOCALES else DEFAULT_LOCALE
+
+
 def problem_response(request: Request[Any, Any, Any], error: ProblemError) -> Response[Any]:
+    """``error`` as problem+json, its title, detail and messages in the reader's language
+    (:func:`problem_locale`); the ``code``s stay as they are."""
+    locale = problem_locale(request)
     return Response(
-        content=error.to_problem(instance=str(request.url.path)),
+        content=error.to_problem(instance=str(request.url.path), words=partial(translate, locale=locale)),
         status_code=error.status,
         media_type=PROBLEM_MEDIA_TYPE,
-        headers=error.headers or None,
+        headers={**error.headers, "Content-Language": locale},
     )
 
 
@@ -174,7 +203,13 @@ def handle_http_exception(request: Request[Any, Any, Any], exc: HTTPException) -
     if isinstance(exc, NotFoundException):
         problem = ProblemError("No such resource.", status=404, code="not_found", title="Not found")
     elif isinstance(exc, MethodNotAllowedException):
-        problem = ProblemError(exc.detail, status=405, code="method_not_allowed", title="Method not allowed")
+        problem = ProblemError(
+            "This address does not take {method} requests.",
+            status=405,
+            code="method_not_allowed",
+            title="Method not allowed",
+            method=request.method,
+        )
     elif isinstance(exc, NotAuthorizedException):
         problem = Unauthorized(exc.detail)
     elif exc.status_code == 413:  # past request_max_body_size
@@ -267,8 +302,9 @@ async def read_upload(request: Request[Any, Any, Any], field: str = "file") -> t
     upload = (await request.form()).get(field)
     if not isinstance(upload, UploadFile):
         raise ValidationProblem(
-            f"Send the file as multipart/form-data in the field `{field}`.",
+            "Send the file as multipart/form-data in the field `{field}`.",
             errors=[FieldProblem(pointer=f"/{field}", code="required", message="a file is required")],
+            field=field,
         )
     try:
         data = await upload.read()
@@ -310,11 +346,12 @@ def takes_json_body(handler: Any) -> bool:
 def _unsupported_media_type(method: str) -> ProblemError:
     accept = {"POST": "Accept-Post", "PATCH": "Accept-Patch"}.get(method)
     return ProblemError(
-        f"Send the body as JSON, with the header Content-Type: application/json ({JSON_MEDIA_TYPES_TEXT}).",
+        "Send the body as JSON, with the header Content-Type: application/json ({JSON_MEDIA_TYPES_TEXT}).",
         status=415,
         code="unsupported_media_type",
         title="Unsupported media type",
         headers={accept: "application/json"} if accept else None,
+        JSON_MEDIA_TYPES_TEXT=JSON_MEDIA_TYPES_TEXT,
     )
 
 

@@ -4,6 +4,7 @@ install runs one pack per request (htmx polls every 2 s; without JS, a button do
 
 from __future__ import annotations
 
+from functools import partial
 from typing import Any
 
 from litestar import Controller, Request, get, post
@@ -41,7 +42,7 @@ def _errors(viewer: Viewer, error: ProblemError) -> dict[str, str]:
         words = PROBLEM_WORDS.get(problem.code, N_("Check this answer."))
         found.setdefault(name, translate(words, viewer.locale, suggested=problem.message))
     if not found:
-        found["form"] = error.detail or error.title
+        found["form"] = error.worded(partial(translate, locale=viewer.locale))
     return found
 
 
