@@ -8,8 +8,7 @@ import logging
 import secrets
 import time
 import uuid
-from collections.abc import AsyncGenerator
-from functools import partial
+from collections.abc import AsyncGenerator, Callable
 from typing import Annotated, Any, Final, get_args, get_origin
 from urllib.parse import parse_qsl, quote
 
@@ -45,9 +44,7 @@ from services.json_body import (
 from services.logs import request_id_var, request_log_context
 from services.settings import Settings
 from services.validation import decode_all, problem_code
-from services.web.i18n import DEFAULT_LOCALE, negotiate, translate
-from tenants.errors import FieldProblem, ProblemError, Unauthorized, ValidationProblem
-from tenants.models import LOCALES
+from tenants.errors import FieldProblem, ProblemError, Unauthorized, ValidationProblem, Words, english
 
 log = logging.getLogger("guiju.http")
 
@@ -111,35 +108,30 @@ def expired_session_cookie(settings: Settings) -> Cookie:
 # ---------------------------------------------------------------- errors
 
 
-_READER_STATE = "reader_locales"
+#: How an error answer is worded: a request's reader's language and that language's words.
+ProblemWording = Callable[[ASGIConnection[Any, Any, Any, Any]], tuple[str, Words]]
 
 
-def remember_reader(
-    connection: ASGIConnection[Any, Any, Any, Any], locale: str | None, tenant_locale: str | None
-) -> None:
-    """The signed-in caller's own language setting and their workspace's, read with the session:
-    the words of an error answer to this request are theirs, without another query."""
-    connection.scope.setdefault("state", {})[_READER_STATE] = (locale, tenant_locale)
+def _english(connection: ASGIConnection[Any, Any, Any, Any]) -> tuple[str, Words]:
+    return "en", english
 
 
-def problem_locale(connection: ASGIConnection[Any, Any, Any, Any]) -> str:
-    """The language of an error answer: the signed-in caller's setting, else the request's
-    ``Accept-Language``, else their workspace's default, else the platform's."""
-    own, tenant = connection.scope.get("state", {}).get(_READER_STATE, (None, None))
-    if own in LOCALES:
-        return str(own)
-    asked = negotiate(connection.headers.get("accept-language", "")[:256], default="")
-    if asked:
-        return asked
-    return str(tenant) if tenant in LOCALES else DEFAULT_LOCALE
+_wording: ProblemWording = _english
+
+
+def word_problems_with(wording: ProblemWording) -> None:
+    """Word every error answer with ``wording``: the app gives the catalogs'
+    (``services.web.i18n.problem_wording``); until then, the English message ids."""
+    global _wording
+    _wording = wording
 
 
 def problem_response(request: Request[Any, Any, Any], error: ProblemError) -> Response[Any]:
-    """``error`` as problem+json, its title, detail and messages in the reader's language
-    (:func:`problem_locale`); the ``code``s stay as they are."""
-    locale = problem_locale(request)
+    """``error`` as problem+json, its title, detail and messages in the reader's language; the
+    ``code``s stay as they are."""
+    locale, words = _wording(request)
     return Response(
-        content=error.to_problem(instance=str(request.url.path), words=partial(translate, locale=locale)),
+        content=error.to_problem(instance=str(request.url.path), words=words),
         status_code=error.status,
         media_type=PROBLEM_MEDIA_TYPE,
         headers={**error.headers, "Content-Language": locale},

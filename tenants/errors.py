@@ -51,26 +51,38 @@ class FieldProblem(msgspec.Struct, frozen=True, dict=True):
         """A problem whose ``message`` names its variable parts: ``of("/name", "too_long",
         "at most {max} characters", max=100)``."""
         problem = cls(pointer=pointer, code=code, message=fill(message, params))
-        msgspec.structs.force_setattr(problem, "template", message)
-        msgspec.structs.force_setattr(problem, "params", dict(params))
+        msgspec.structs.force_setattr(problem, "_message_id", message)
+        msgspec.structs.force_setattr(problem, "_params", dict(params))
+        return problem
+
+    @classmethod
+    def said(cls, pointer: str, code: str, message: str) -> FieldProblem:
+        """A problem whose ``message`` the service already worded in the reader's language (a
+        password's advice, in the language of the form that sent it): it is never translated again."""
+        problem = cls(pointer=pointer, code=code, message=message)
+        msgspec.structs.force_setattr(problem, "_message_id", None)
         return problem
 
     @property
-    def message_id(self) -> str:
-        return str(self.__dict__.get("template", self.message))
+    def message_id(self) -> str | None:
+        """The message id of ``message`` (None for a message already worded in its reader's language)."""
+        message_id: str | None = self.__dict__.get("_message_id", self.message)
+        return message_id
 
     @property
     def params(self) -> dict[str, Any]:
-        params: dict[str, Any] = self.__dict__.get("params", {})
+        params: dict[str, Any] = self.__dict__.get("_params", {})
         return params
 
-    def moved(self, pointer: str) -> FieldProblem:
-        """The same problem at another pointer (its words kept)."""
-        return FieldProblem.of(pointer, self.code, self.message_id, **self.params)
+    def moved(self, pointer: str, code: str | None = None) -> FieldProblem:
+        """The same problem at another pointer (and code, if given), its words kept."""
+        if self.message_id is None:
+            return FieldProblem.said(pointer, code or self.code, self.message)
+        return FieldProblem.of(pointer, code or self.code, self.message_id, **self.params)
 
     def worded(self, words: Words = english) -> str:
         """The message in the language of ``words`` (a message that is not ours stays as it is)."""
-        return fill(words(self.message_id), self.params)
+        return self.message if self.message_id is None else fill(words(self.message_id), self.params)
 
 
 class ProblemError(Exception):

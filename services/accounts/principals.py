@@ -13,8 +13,9 @@ from litestar.di import NamedDependency
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from services.accounts import service as accounts
-from services.http import CSRF_HEADER, SAFE_METHODS, SESSION_COOKIE, mark_private, remember_reader
+from services.http import CSRF_HEADER, SAFE_METHODS, SESSION_COOKIE, mark_private
 from services.logs import request_log_context
+from services.web.i18n import remember_reader
 from tenants.errors import Forbidden, Unauthorized
 from tenants.principal import Principal
 

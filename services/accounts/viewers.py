@@ -26,11 +26,10 @@ from services.http import (
     csp_nonce,
     handle_http_exception,
     mark_private,
-    remember_reader,
 )
 from services.logs import request_log_context
 from services.web.extensions import badge_counts
-from services.web.i18n import DEFAULT_LOCALE, translate
+from services.web.i18n import DEFAULT_LOCALE, remember_reader, translate
 from services.web.pages import error_page
 from services.web.viewer import (
     SignInRequired,

@@ -43,7 +43,7 @@ DETAIL_CALLS = frozenset(
     }
 )
 #: Keyword arguments of these errors that are not placeholders of the detail.
-RESERVED = frozenset({"detail", "code", "status", "title", "errors", "headers", "details"})
+RESERVED = frozenset({"detail", "code", "status", "title", "errors", "headers", "details", "pointer", "message"})
 _BUILDERS = frozenset({"format", "join", "replace", "strip", "capitalize"})
 
 

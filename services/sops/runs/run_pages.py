@@ -205,7 +205,7 @@ def _errors(error: ProblemError, labels: dict[str, str], viewer: Viewer) -> dict
             code = "photos_required"
         elif name == "checked":
             code = "checklist_incomplete"
-        problems.append(FieldProblem.of(f"/{name}", code, problem.message_id, **problem.params))
+        problems.append(problem.moved(f"/{name}", code))
     on_fields = ProblemError(
         error.message_id, code=error.code, status=error.status, title=error.title, errors=problems, **error.params
     )
