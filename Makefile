@@ -82,7 +82,7 @@ format: install
 # catalogs; new entries come out empty, and a unit test fails until they are translated.
 messages: install
 	$(RUN) pybabel extract -F babel.cfg -k translate -k N_ -k _ --no-location --sort-output \
-		--project guiju -o services/web/translations/messages.pot services
+		--project guiju -o services/web/translations/messages.pot services tenants
 	$(RUN) pybabel update -i services/web/translations/messages.pot -d services/web/translations \
 		--no-fuzzy-matching
 

@@ -34,6 +34,7 @@ from services.http import (
     SecurityHeadersMiddleware,
     provide_db,
     provide_settings,
+    word_problems_with,
 )
 from services.marketplace import host as plugin_host
 from services.marketplace import service as marketplace
@@ -54,7 +55,7 @@ from services.sops.runs.pages import PAGES as RUN_PAGES
 from services.sops.runs.routes import CONTROLLERS as RUNS_CONTROLLERS
 from services.sops.runs.run_inputs import PAGES as RUN_INPUT_PAGES
 from services.sops.runs.run_pages import PAGES as RUN_PAGE_PAGES
-from services.web.i18n import AcceptLanguageMiddleware
+from services.web.i18n import AcceptLanguageMiddleware, problem_wording
 from services.web.pages import PAGES as WEB_PAGES
 from services.web.static_files import static_router
 from services.web.templating import template_config
@@ -66,6 +67,7 @@ def create_app(settings: Settings | None = None, *, embedded: bool = False) -> L
     """The ASGI app. ``embedded`` also runs the worker and the outbox relay in this process."""
     settings = settings or load_settings()
     files.configure(settings)
+    word_problems_with(problem_wording)
     marketplace.configure(settings)
     gallery.configure(settings)
     notifications.configure(settings)

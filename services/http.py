@@ -8,7 +8,7 @@ import logging
 import secrets
 import time
 import uuid
-from collections.abc import AsyncGenerator
+from collections.abc import AsyncGenerator, Callable
 from typing import Annotated, Any, Final, get_args, get_origin
 from urllib.parse import parse_qsl, quote
 
@@ -44,7 +44,7 @@ from services.json_body import (
 from services.logs import request_id_var, request_log_context
 from services.settings import Settings
 from services.validation import decode_all, problem_code
-from tenants.errors import FieldProblem, ProblemError, Unauthorized, ValidationProblem
+from tenants.errors import FieldProblem, ProblemError, Unauthorized, ValidationProblem, Words, english
 
 log = logging.getLogger("guiju.http")
 
@@ -108,12 +108,33 @@ def expired_session_cookie(settings: Settings) -> Cookie:
 # ---------------------------------------------------------------- errors
 
 
+#: How an error answer is worded: a request's reader's language and that language's words.
+ProblemWording = Callable[[ASGIConnection[Any, Any, Any, Any]], tuple[str, Words]]
+
+
+def _english(connection: ASGIConnection[Any, Any, Any, Any]) -> tuple[str, Words]:
+    return "en", english
+
+
+_wording: ProblemWording = _english
+
+
+def word_problems_with(wording: ProblemWording) -> None:
+    """Word every error answer with ``wording``: the app gives the catalogs'
+    (``services.web.i18n.problem_wording``); until then, the English message ids."""
+    global _wording
+    _wording = wording
+
+
 def problem_response(request: Request[Any, Any, Any], error: ProblemError) -> Response[Any]:
+    """``error`` as problem+json, its title, detail and messages in the reader's language; the
+    ``code``s stay as they are."""
+    locale, words = _wording(request)
     return Response(
-        content=error.to_problem(instance=str(request.url.path)),
+        content=error.to_problem(instance=str(request.url.path), words=words),
         status_code=error.status,
         media_type=PROBLEM_MEDIA_TYPE,
-        headers=error.headers or None,
+        headers={**error.headers, "Content-Language": locale},
     )
 
 
@@ -174,7 +195,13 @@ def handle_http_exception(request: Request[Any, Any, Any], exc: HTTPException) -
     if isinstance(exc, NotFoundException):
         problem = ProblemError("No such resource.", status=404, code="not_found", title="Not found")
     elif isinstance(exc, MethodNotAllowedException):
-        problem = ProblemError(exc.detail, status=405, code="method_not_allowed", title="Method not allowed")
+        problem = ProblemError(
+            "This address does not take {method} requests.",
+            status=405,
+            code="method_not_allowed",
+            title="Method not allowed",
+            method=request.method,
+        )
     elif isinstance(exc, NotAuthorizedException):
         problem = Unauthorized(exc.detail)
     elif exc.status_code == 413:  # past request_max_body_size
@@ -267,8 +294,9 @@ async def read_upload(request: Request[Any, Any, Any], field: str = "file") -> t
     upload = (await request.form()).get(field)
     if not isinstance(upload, UploadFile):
         raise ValidationProblem(
-            f"Send the file as multipart/form-data in the field `{field}`.",
+            "Send the file as multipart/form-data in the field `{field}`.",
             errors=[FieldProblem(pointer=f"/{field}", code="required", message="a file is required")],
+            field=field,
         )
     try:
         data = await upload.read()
@@ -310,11 +338,12 @@ def takes_json_body(handler: Any) -> bool:
 def _unsupported_media_type(method: str) -> ProblemError:
     accept = {"POST": "Accept-Post", "PATCH": "Accept-Patch"}.get(method)
     return ProblemError(
-        f"Send the body as JSON, with the header Content-Type: application/json ({JSON_MEDIA_TYPES_TEXT}).",
+        "Send the body as JSON, with the header Content-Type: application/json ({JSON_MEDIA_TYPES_TEXT}).",
         status=415,
         code="unsupported_media_type",
         title="Unsupported media type",
         headers={accept: "application/json"} if accept else None,
+        JSON_MEDIA_TYPES_TEXT=JSON_MEDIA_TYPES_TEXT,
     )
 
 

@@ -51,13 +51,14 @@ def decode_json_body(raw: bytes) -> Any:
         raw.decode("utf-8")
     except UnicodeDecodeError as exc:
         raise MalformedBody(
-            f"The body is not valid UTF-8 (byte {exc.start + 1} cannot start or continue a character).",
+            "The body is not valid UTF-8 (byte {position} cannot start or continue a character).",
             code=INVALID_UTF8,
+            position=exc.start + 1,
         ) from exc
     try:
         value = msgspec.json.decode(raw)
     except msgspec.DecodeError as exc:
-        raise MalformedBody(f"The body is not valid JSON: {exc}.") from exc
+        raise MalformedBody("The body is not valid JSON: {exc}.", exc=exc) from exc
     except RecursionError as exc:  # msgspec guards its own recursion; far deeper than the limit anyway
         raise _too_deep() from exc
     if _deeper_than(value, MAX_JSON_DEPTH):
@@ -74,7 +75,9 @@ def empty_body_problem() -> MalformedBody:
 
 def _too_deep() -> MalformedBody:
     return MalformedBody(
-        f"The body nests objects and arrays more than {MAX_JSON_DEPTH} levels deep.", code=TOO_DEEPLY_NESTED
+        "The body nests objects and arrays more than {MAX_JSON_DEPTH} levels deep.",
+        code=TOO_DEEPLY_NESTED,
+        MAX_JSON_DEPTH=MAX_JSON_DEPTH,
     )
 
 
@@ -121,7 +124,9 @@ def nul_problems(value: Any, prefix: str = "") -> list[FieldProblem]:
 
 
 def nul_problem(pointer: str, what: str = "a text") -> FieldProblem:
-    return FieldProblem(pointer=pointer, code=NUL_CHARACTER, message=f"{what} may not contain the character U+0000")
+    return FieldProblem.of(
+        pointer=pointer, code=NUL_CHARACTER, message="{what} may not contain the character U+0000", what=what
+    )
 
 
 def texts_nul_problems(texts: Iterable[tuple[str, str]]) -> list[FieldProblem]:

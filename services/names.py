@@ -97,10 +97,11 @@ def name_problems(raw: str, pointer: str, *, required: bool = True) -> list[Fiel
     if hidden:
         shown = ", ".join(f"U+{ord(c):04X} {unicodedata.name(c, 'unnamed')}" for c in hidden[:5])
         problems.append(
-            FieldProblem(
+            FieldProblem.of(
                 pointer=pointer,
                 code="invalid_characters",
-                message=f"remove the invisible or control characters: {shown}",
+                message="remove the invisible or control characters: {shown}",
+                shown=shown,
             )
         )
     return problems

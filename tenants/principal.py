@@ -25,6 +25,8 @@ class Principal:
     role: Role | None
     csrf_token: str
     password_checked_at: datetime | None = None  # when this login session last checked the password
+    locale: str | None = None  # the person's own language setting
+    tenant_locale: str | None = None  # their workspace's default language
 
     def require_tenant(self) -> uuid.UUID:
         if self.tenant_id is None or self.role is None:
@@ -35,7 +37,7 @@ class Principal:
         tenant_id = self.require_tenant()
         assert self.role is not None
         if not self.role.at_least(role):
-            raise Forbidden(f"This needs the {role.value} role or higher.", code="role_required")
+            raise Forbidden("This needs the {role} role or higher.", code="role_required", role=role.value)
         return tenant_id
 
     def require_recent_password(self, within: timedelta) -> None:

@@ -151,6 +151,13 @@ async def deliver_events(stub_worker: dramatiq.Worker | None = None) -> int:
     return published
 
 
+# Error answers are worded in the caller's language, and a request that names none (no signed-in
+# user, no Accept-Language) gets the platform's default, Chinese. The suite's clients ask for
+# English, as their users sign up in English, so its assertions on details read one language; a
+# test of another language sends its own header.
+ENGLISH = {"Accept-Language": "en"}
+
+
 class Api:
     """An HTTP client with its own cookie jar that sends the CSRF token on writes."""
 
@@ -219,7 +226,7 @@ class World:
     async def client(self) -> Api:
         # The app runs on the test's own event loop (no lifespan: nothing embedded to start).
         transport = httpx.ASGITransport(app=self.app, raise_app_exceptions=False)
-        client = httpx.AsyncClient(transport=transport, base_url="http://guiju.test")
+        client = httpx.AsyncClient(transport=transport, base_url="http://guiju.test", headers=ENGLISH)
         self._clients.append(client)
         return Api(client)
 
@@ -253,7 +260,7 @@ def variant(world: World, **overrides: Any) -> World:
 async def client_at(world: World, ip: str) -> Api:
     """A client whose connection comes from ``ip``."""
     transport = httpx.ASGITransport(app=world.app, raise_app_exceptions=False, client=(ip, 40000))
-    client = httpx.AsyncClient(transport=transport, base_url="http://guiju.test")
+    client = httpx.AsyncClient(transport=transport, base_url="http://guiju.test", headers=ENGLISH)
     world._clients.append(client)
     return Api(client)
 

@@ -30,10 +30,11 @@ def normalize_email(raw: str, pointer: str = "/email") -> tuple[str | None, Fiel
     lookalikes = _lookalikes(raw)
     if lookalikes:
         shown = ", ".join(f"'{c}' (U+{ord(c):04X})" for c in lookalikes[:5])
-        return None, FieldProblem(
+        return None, FieldProblem.of(
             pointer=pointer,
             code="invalid_email",
-            message=f"type the address in half-width (ASCII) characters, not full-width or look-alikes: {shown}",
+            message="type the address in half-width (ASCII) characters, not full-width or look-alikes: {shown}",
+            shown=shown,
         )
     try:
         result = validate_email(raw, check_deliverability=False, allow_smtputf8=False)

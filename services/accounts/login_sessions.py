@@ -121,14 +121,22 @@ _AUTH_COLUMNS = (
     AuthSession.csrf_token,
     AuthSession.password_checked_at,
     Tenant.status,
+    User.locale,
+    Tenant.locale.label("tenant_locale"),
 )
 _AUTH_WHERE = (AuthSession.token_hash == bindparam("token_hash"), AuthSession.expires_at > bindparam("now"))
-_AUTH = select(*_AUTH_COLUMNS).outerjoin(Tenant, Tenant.id == AuthSession.tenant_id).where(*_AUTH_WHERE)
+_AUTH = (
+    select(*_AUTH_COLUMNS)
+    .join(User, User.id == AuthSession.user_id)
+    .outerjoin(Tenant, Tenant.id == AuthSession.tenant_id)
+    .where(*_AUTH_WHERE)
+)
 # On Postgres the same statement applies the session's tenant to the transaction for RLS.
 _AUTH_PG = (
     select(
         *_AUTH_COLUMNS, func.set_config("app.tenant_id", func.coalesce(cast(AuthSession.tenant_id, String), ""), True)
     )
+    .join(User, User.id == AuthSession.user_id)
     .outerjoin(Tenant, Tenant.id == AuthSession.tenant_id)
     .where(*_AUTH_WHERE)
 )
@@ -159,6 +167,8 @@ async def authenticate(session: AsyncSession, raw_token: str | None) -> Principa
         role=Role(role) if role else None,
         csrf_token=row.csrf_token,
         password_checked_at=row.password_checked_at,
+        locale=row.locale,
+        tenant_locale=row.tenant_locale if tenant_id is not None else None,
     )
 
 
@@ -182,6 +192,7 @@ async def switch_tenant(session: AsyncSession, principal: Principal, tenant_id: 
         role=Role(role),
         csrf_token=principal.csrf_token,
         password_checked_at=principal.password_checked_at,
+        locale=principal.locale,
     )
 
 

@@ -101,7 +101,14 @@ async def change_role(session: AsyncSession, principal: Principal, user_id: uuid
     principal.require_role(Role.ADMIN)
     if role not in {r.value for r in Role}:
         raise ValidationProblem(
-            errors=[FieldProblem(pointer="/role", code="unknown_role", message=f"use one of {[r.value for r in Role]}")]
+            errors=[
+                FieldProblem.of(
+                    pointer="/role",
+                    code="unknown_role",
+                    message="use one of {options}",
+                    options=[r.value for r in Role],
+                )
+            ]
         )
     membership = await _membership(session, user_id)
     new_role = Role(role)
@@ -146,7 +153,9 @@ async def invite(session: AsyncSession, principal: Principal, data: InvitationIn
         problems.append(problem)
     if data.role not in {r.value for r in Role}:
         problems.append(
-            FieldProblem(pointer="/role", code="unknown_role", message=f"use one of {[r.value for r in Role]}")
+            FieldProblem.of(
+                pointer="/role", code="unknown_role", message="use one of {options}", options=[r.value for r in Role]
+            )
         )
     unknown = set(pack_roles().unknown(data.pack_roles))
     problems += [
@@ -296,7 +305,9 @@ async def accept_invitation(
             )
         if data.locale is not None and data.locale not in LOCALES:
             problems.append(
-                FieldProblem(pointer="/locale", code="unknown_locale", message=f"use one of {list(LOCALES)}")
+                FieldProblem.of(
+                    pointer="/locale", code="unknown_locale", message="use one of {options}", options=list(LOCALES)
+                )
             )
         if problems:
             raise ValidationProblem(errors=problems)

@@ -101,14 +101,14 @@ def password_problems(
     """Every problem of a new password, with messages in ``locale``."""
     if len(password) > MAX_PASSWORD_LENGTH:
         message = translate("Use at most {count} characters.", locale, count=MAX_PASSWORD_LENGTH)
-        return [FieldProblem(pointer=pointer, code="password_too_long", message=message)]
+        return [FieldProblem.said(pointer, "password_too_long", message)]
     problems = []
     if len(password) < MIN_PASSWORD_LENGTH:
         message = translate("Use at least {count} characters.", locale, count=MIN_PASSWORD_LENGTH)
-        problems.append(FieldProblem(pointer=pointer, code="password_too_short", message=message))
+        problems.append(FieldProblem.said(pointer, "password_too_short", message))
     score, warning, suggestions = strength(password, user_inputs)
     if score < min_score:
         advice = [warning or TOO_WEAK, *(suggestions or [MORE_WORDS])]
         message = join_sentences([translate(text, locale) for text in advice], locale)
-        problems.append(FieldProblem(pointer=pointer, code="password_too_weak", message=message))
+        problems.append(FieldProblem.said(pointer, "password_too_weak", message))
     return problems

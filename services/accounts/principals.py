@@ -15,6 +15,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from services.accounts import service as accounts
 from services.http import CSRF_HEADER, SAFE_METHODS, SESSION_COOKIE, mark_private
 from services.logs import request_log_context
+from services.web.i18n import remember_reader
 from tenants.errors import Forbidden, Unauthorized
 from tenants.principal import Principal
 
@@ -24,6 +25,7 @@ async def _resolve_principal(request: Request[Any, Any, Any], db: NamedDependenc
     if principal is None:
         return None
     mark_private(request)
+    remember_reader(request, principal.locale, principal.tenant_locale)
     if request.method not in SAFE_METHODS and not accounts.csrf_ok(principal, request.headers.get(CSRF_HEADER)):
         raise Forbidden(
             "Cookie-authenticated writes must send the session's CSRF token in the X-CSRF-Token header.",

@@ -24,7 +24,11 @@ def profile_problems(data: dict[str, Any]) -> list[FieldProblem]:
     if isinstance(data.get("display_name"), str):
         problems += name_problems(data["display_name"], "/display_name")
     if data.get("locale") is not None and data["locale"] not in LOCALES:
-        problems.append(FieldProblem(pointer="/locale", code="unknown_locale", message=f"use one of {list(LOCALES)}"))
+        problems.append(
+            FieldProblem.of(
+                pointer="/locale", code="unknown_locale", message="use one of {options}", options=list(LOCALES)
+            )
+        )
     timezone = data.get("timezone")
     if isinstance(timezone, str) and timezone and not _timezone_ok(timezone):
         problems.append(

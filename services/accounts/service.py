@@ -182,7 +182,11 @@ def signup_problems(data: dict[str, Any], min_password_score: int = 3) -> list[F
         if problem:
             problems.append(problem)
     if data.get("locale") is not None and data["locale"] not in LOCALES:
-        problems.append(FieldProblem(pointer="/locale", code="unknown_locale", message=f"use one of {list(LOCALES)}"))
+        problems.append(
+            FieldProblem.of(
+                pointer="/locale", code="unknown_locale", message="use one of {options}", options=list(LOCALES)
+            )
+        )
     for field in ("display_name", "company_name"):
         if isinstance(data.get(field), str):
             problems += name_problems(data[field], f"/{field}")
@@ -196,8 +200,11 @@ def signup_problems(data: dict[str, Any], min_password_score: int = 3) -> list[F
         )
     if "industry" in data and data["industry"] not in {i.value for i in Industry}:
         problems.append(
-            FieldProblem(
-                pointer="/industry", code="unknown_industry", message=f"use one of {[i.value for i in Industry]}"
+            FieldProblem.of(
+                pointer="/industry",
+                code="unknown_industry",
+                message="use one of {options}",
+                options=[i.value for i in Industry],
             )
         )
     if data.get("timezone") is not None and not _timezone_ok(data["timezone"]):

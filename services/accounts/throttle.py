@@ -22,8 +22,9 @@ from functools import cache
 from services.accounts.emails import login_email
 from services.ratelimit import Limit, RateLimiter, too_many
 from services.settings import Settings
+from services.web.i18n import N_
 
-LOGIN_LIMITED = "Too many sign-in attempts; wait and try again."
+LOGIN_LIMITED = N_("Too many sign-in attempts; wait and try again.")
 
 
 @cache
@@ -62,4 +63,4 @@ async def before_mail_link(limiter: RateLimiter, settings: Settings, email: str,
     if wait is None:
         wait = await limiter.hit(_limit("mail-address", settings.mail_link_limits), _account_key(email))
     if wait is not None:
-        raise too_many(wait, "mail_rate_limited", "Too many mails were asked for; wait and try again.")
+        raise too_many(wait, "mail_rate_limited", N_("Too many mails were asked for; wait and try again."))

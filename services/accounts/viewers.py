@@ -9,6 +9,7 @@ They live with the accounts service, which owns login sessions, as the API's pri
 from __future__ import annotations
 
 import logging
+from functools import partial
 from typing import Any
 
 from litestar import Request, Response
@@ -19,10 +20,16 @@ from litestar.status_codes import HTTP_303_SEE_OTHER
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from services.accounts.login_sessions import authenticate, user_and_tenant
-from services.http import SAFE_METHODS, SESSION_COOKIE, csp_nonce, handle_http_exception, mark_private
+from services.http import (
+    SAFE_METHODS,
+    SESSION_COOKIE,
+    csp_nonce,
+    handle_http_exception,
+    mark_private,
+)
 from services.logs import request_log_context
 from services.web.extensions import badge_counts
-from services.web.i18n import DEFAULT_LOCALE
+from services.web.i18n import DEFAULT_LOCALE, remember_reader, translate
 from services.web.pages import error_page
 from services.web.viewer import (
     SignInRequired,
@@ -56,6 +63,7 @@ async def _read_viewer(request: Request[Any, Any, Any], db: AsyncSession) -> Vie
     path = request.url.path + (f"?{request.url.query}" if request.url.query else "")
     nonce = csp_nonce(request)
     mark_private(request)
+    remember_reader(request, principal.locale, principal.tenant_locale)
     shared = request_log_context.get()
     if shared is not None:
         shared["actor"] = f"user:{principal.user_id}"
@@ -108,7 +116,8 @@ def page_problem(request: Request[Any, Any, Any], error: ProblemError) -> Respon
     """A refused page request as a page: sign in first, or what was refused, in the viewer's words."""
     if isinstance(error, SignInRequired):
         return Redirect(sign_in_url(error.next_path), status_code=HTTP_303_SEE_OTHER)
-    template: Template = error_page(_viewer_for_error(request), error.status, error.detail or error.title)
+    viewer = _viewer_for_error(request)
+    template: Template = error_page(viewer, error.status, error.worded(partial(translate, locale=viewer.locale)))
     return template
 
 

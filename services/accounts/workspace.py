@@ -53,7 +53,11 @@ async def update_tenant(session: AsyncSession, principal: Principal, patch: Tena
     tenant = await current_tenant(session, principal)
     problems = []
     if patch.locale is not None and patch.locale not in LOCALES:
-        problems.append(FieldProblem(pointer="/locale", code="unknown_locale", message=f"use one of {list(LOCALES)}"))
+        problems.append(
+            FieldProblem.of(
+                pointer="/locale", code="unknown_locale", message="use one of {options}", options=list(LOCALES)
+            )
+        )
     if patch.timezone is not None and not _timezone_ok(patch.timezone):
         problems.append(
             FieldProblem(pointer="/timezone", code="unknown_timezone", message="use an IANA time zone name")

@@ -170,15 +170,18 @@ def expression_problems(value: Any, pointer: str, env: ValidationEnv) -> list[Fi
             root = name.split(".", 1)[0]
             if root not in _ROOTS:
                 problems.append(
-                    FieldProblem(
+                    FieldProblem.of(
                         pointer=pointer,
                         code="unknown_name",
-                        message=f"{name!r} is not known here (use event., outputs., step., now or today)",
+                        message="'{name}' is not known here (use event., outputs., step., now or today)",
+                        name=name,
                     )
                 )
             elif root == "event" and env.event_names and name != "event" and not _name_offered(name, env.event_names):
                 problems.append(
-                    FieldProblem(pointer=pointer, code="unknown_name", message=f"the trigger's events have no {name!r}")
+                    FieldProblem.of(
+                        pointer=pointer, code="unknown_name", message="the trigger's events have no '{name}'", name=name
+                    )
                 )
     elif isinstance(value, Mapping):
         for key, item in value.items():
@@ -211,7 +214,9 @@ def template_problem(source: Any, pointer: str) -> FieldProblem | None:
     if not isinstance(source, str):
         return FieldProblem(pointer=pointer, code="invalid_type", message="a template is text")
     if len(source) > notifications.MAX_BODY:
-        return FieldProblem(pointer=pointer, code="too_long", message=f"at most {notifications.MAX_BODY} characters")
+        return FieldProblem.of(
+            pointer=pointer, code="too_long", message="at most {MAX_BODY} characters", MAX_BODY=notifications.MAX_BODY
+        )
     try:
         _template_env().parse(source)
     except TemplateError as exc:
@@ -234,10 +239,6 @@ def render(source: str, context: Mapping[str, Any]) -> str:
 
 
 # ---------------------------------------------------------------- small helpers
-
-
-def _problem(pointer: str, code: str, message: str) -> FieldProblem:
-    return FieldProblem(pointer=pointer, code=code, message=message)
 
 
 def _require_uuid(value: Any, what: str) -> uuid.UUID:
@@ -269,15 +270,20 @@ def _id_problems(
     value = config.get(key)
     here = f"{pointer}/{key}"
     if value is None:
-        return [_problem(here, "required", f"{key} is required")] if required else []
+        return [FieldProblem.of(here, "required", "{key} is required", key=key)] if required else []
     if is_expression(value):
         return expression_problems(value, here, env)
     found = as_uuid(value)
     if found is None:
-        return [_problem(here, "invalid_id", "not an id (write an id, or an expression starting with '=')")]
+        return [FieldProblem.of(here, "invalid_id", "not an id (write an id, or an expression starting with '=')")]
     if known is not None and found not in known:
         return [
-            _problem(here, f"unknown_{key.removesuffix('_id')}", f"no such {key.removesuffix('_id')} in this workspace")
+            FieldProblem.of(
+                here,
+                f"unknown_{key.removesuffix('_id')}",
+                "no such {noun} in this workspace",
+                noun=key.removesuffix("_id"),
+            )
         ]
     return []
 
@@ -296,16 +302,16 @@ class _Kind:
 
     def config_problems(self, config: dict[str, Any], pointer: str, env: ValidationEnv) -> list[FieldProblem]:
         if not isinstance(config, dict):
-            return [_problem(pointer, "invalid_type", "an action's config is an object")]
+            return [FieldProblem.of(pointer, "invalid_type", "an action's config is an object")]
         problems = [
-            _problem(f"{pointer}/{key}", "unknown_key", f"{self.name} has no setting {key!r}")
+            FieldProblem.of(f"{pointer}/{key}", "unknown_key", "{name} has no setting '{key}'", name=self.name, key=key)
             for key in config
             if key not in self.keys and key != "when"
         ]
         when = config.get("when")
         if when is not None:
             if not isinstance(when, str) or not when.strip():
-                problems.append(_problem(f"{pointer}/when", "invalid_expression", "when is an expression"))
+                problems.append(FieldProblem.of(f"{pointer}/when", "invalid_expression", "when is an expression"))
             else:
                 problems += expression_problems("=" + when.removeprefix("="), f"{pointer}/when", env)
         return problems + self.problems(config, pointer, env)

@@ -23,7 +23,6 @@ from services.automation.action_base import (
     _id_problems,
     _jsonable,
     _Kind,
-    _problem,
     _require_uuid,
     expression_problems,
     is_expression,
@@ -58,11 +57,11 @@ class StartRun(_Kind):
         problems += _id_problems(config, "record_id", pointer, env, required=False, known=None)
         data = config.get("data")
         if data is not None and not isinstance(data, dict) and not is_expression(data):
-            problems.append(_problem(f"{pointer}/data", "invalid_type", "data is an object of values"))
+            problems.append(FieldProblem.of(f"{pointer}/data", "invalid_type", "data is an object of values"))
         problems += expression_problems(data, f"{pointer}/data", env)
         title = config.get("title")
         if title is not None and not isinstance(title, str):
-            problems.append(_problem(f"{pointer}/title", "invalid_type", "title is text"))
+            problems.append(FieldProblem.of(f"{pointer}/title", "invalid_type", "title is text"))
         return problems + expression_problems(title, f"{pointer}/title", env)
 
     async def act(
@@ -93,15 +92,17 @@ def _values_problems(config: dict[str, Any], pointer: str, env: ValidationEnv) -
     values = config.get("values")
     here = f"{pointer}/values"
     if values is None:
-        return [_problem(here, "required", "values is required")]
+        return [FieldProblem.of(here, "required", "values is required")]
     if not isinstance(values, dict):
-        return [_problem(here, "invalid_type", "values is an object: field key -> value or expression")]
+        return [FieldProblem.of(here, "invalid_type", "values is an object: field key -> value or expression")]
     collection_id = as_uuid(config.get("collection_id"))
     fields = env.collection_fields.get(collection_id) if collection_id is not None else None
     problems: list[FieldProblem] = []
     for key, value in values.items():
         if fields is not None and key not in fields:
-            problems.append(_problem(f"{here}/{key}", "unknown_field", f"the collection has no field {key!r}"))
+            problems.append(
+                FieldProblem.of(f"{here}/{key}", "unknown_field", "the collection has no field '{key}'", key=key)
+            )
         problems += expression_problems(value, f"{here}/{key}", env)
     return problems
 
@@ -110,12 +111,12 @@ def _collection_problems(config: dict[str, Any], pointer: str, env: ValidationEn
     value = config.get("collection_id")
     here = f"{pointer}/collection_id"
     if value is None:
-        return [_problem(here, "required", "collection_id is required")]
+        return [FieldProblem.of(here, "required", "collection_id is required")]
     found = as_uuid(value)
     if found is None:
-        return [_problem(here, "invalid_id", "collection_id is a collection's id")]
+        return [FieldProblem.of(here, "invalid_id", "collection_id is a collection's id")]
     if found not in env.collection_fields:
-        return [_problem(here, "unknown_collection", "no such collection in this workspace")]
+        return [FieldProblem.of(here, "unknown_collection", "no such collection in this workspace")]
     return []
 
 
@@ -162,7 +163,9 @@ class UpdateRecord(_Kind):
 
 def _role_problem(value: Any, pointer: str) -> FieldProblem | None:
     if value not in {r.value for r in Role}:
-        return _problem(pointer, "unknown_role", f"a role is one of {', '.join(r.value for r in Role)}")
+        return FieldProblem.of(
+            pointer, "unknown_role", "a role is one of {options}", options=", ".join(r.value for r in Role)
+        )
     return None
 
 
@@ -174,22 +177,28 @@ class AssignStep(_Kind):
         problems = _id_problems(config, "run_id", pointer, env, required=True, known=None)
         step_id, step_key = config.get("step_id"), config.get("step_key")
         if (step_id is None) == (step_key is None):
-            problems.append(_problem(f"{pointer}/step_id", "step_required", "give exactly one of step_id, step_key"))
+            problems.append(
+                FieldProblem.of(f"{pointer}/step_id", "step_required", "give exactly one of step_id, step_key")
+            )
         elif step_id is not None:
             if is_expression(step_id):
                 problems += expression_problems(step_id, f"{pointer}/step_id", env)
             elif not isinstance(step_id, int) or isinstance(step_id, bool):
-                problems.append(_problem(f"{pointer}/step_id", "invalid_type", "step_id is a step number"))
+                problems.append(FieldProblem.of(f"{pointer}/step_id", "invalid_type", "step_id is a step number"))
         elif not isinstance(step_key, str) or not step_key:
-            problems.append(_problem(f"{pointer}/step_key", "invalid_type", "step_key is a step's key"))
+            problems.append(FieldProblem.of(f"{pointer}/step_key", "invalid_type", "step_key is a step's key"))
         user_id, owner = config.get("user_id"), config.get("owner")
         if (user_id is None) == (owner is None):
-            problems.append(_problem(f"{pointer}/user_id", "assignee_required", "give exactly one of user_id, owner"))
+            problems.append(
+                FieldProblem.of(f"{pointer}/user_id", "assignee_required", "give exactly one of user_id, owner")
+            )
         elif user_id is not None:
             problems += _id_problems(config, "user_id", pointer, env, required=True, known=env.member_ids or None)
         elif not isinstance(owner, dict) or set(owner) != {"role"}:
             problems.append(
-                _problem(f"{pointer}/owner", "invalid_owner", 'owner is {"role": ...}: the least loaded member of it')
+                FieldProblem.of(
+                    f"{pointer}/owner", "invalid_owner", 'owner is {"role": ...}: the least loaded member of it'
+                )
             )
         else:
             role_problem = _role_problem(owner["role"], f"{pointer}/owner/role")
@@ -234,7 +243,7 @@ class Notify(_Kind):
         problems: list[FieldProblem] = []
         to = config.get("to")
         if not isinstance(to, list) or not to:
-            problems.append(_problem(f"{pointer}/to", "required", "to is a non-empty list of recipients"))
+            problems.append(FieldProblem.of(f"{pointer}/to", "required", "to is a non-empty list of recipients"))
         else:
             for index, recipient in enumerate(to):
                 problems += self._recipient_problems(recipient, f"{pointer}/to/{index}", env)
@@ -243,16 +252,18 @@ class Notify(_Kind):
             here = f"{pointer}/{key}"
             if value is None:
                 if key == "title":
-                    problems.append(_problem(here, "required", "title is required (zh-CN and/or en)"))
+                    problems.append(FieldProblem.of(here, "required", "title is required (zh-CN and/or en)"))
                 continue
             if isinstance(value, str):
                 value = {"en": value}
             if not isinstance(value, dict) or not value:
-                problems.append(_problem(here, "invalid_type", 'a text per language: {"zh-CN": ..., "en": ...}'))
+                problems.append(FieldProblem.of(here, "invalid_type", 'a text per language: {"zh-CN": ..., "en": ...}'))
                 continue
             for language, source in value.items():
                 if language not in LANGUAGES:
-                    problems.append(_problem(f"{here}/{language}", "unknown_language", "languages are zh-CN and en"))
+                    problems.append(
+                        FieldProblem.of(f"{here}/{language}", "unknown_language", "languages are zh-CN and en")
+                    )
                     continue
                 found = template_problem(source, f"{here}/{language}")
                 problems += [found] if found else []
@@ -265,12 +276,14 @@ class Notify(_Kind):
     def _recipient_problems(self, recipient: Any, pointer: str, env: ValidationEnv) -> list[FieldProblem]:
         if isinstance(recipient, dict):
             if set(recipient) != {"role"}:
-                return [_problem(pointer, "invalid_recipient", 'a role recipient is {"role": "manager"}')]
+                return [FieldProblem.of(pointer, "invalid_recipient", 'a role recipient is {"role": "manager"}')]
             found = _role_problem(recipient["role"], f"{pointer}/role")
             return [found] if found else []
         if not isinstance(recipient, str):
             return [
-                _problem(pointer, "invalid_recipient", "a recipient is a member id, an expression, a role or a name")
+                FieldProblem.of(
+                    pointer, "invalid_recipient", "a recipient is a member id, an expression, a role or a name"
+                )
             ]
         if recipient in _NAMED_RECIPIENTS:
             return []
@@ -278,9 +291,13 @@ class Notify(_Kind):
             return expression_problems(recipient, pointer, env)
         member = as_uuid(recipient)
         if member is None:
-            return [_problem(pointer, "invalid_recipient", "owner, run_starter, a member id, a role or an expression")]
+            return [
+                FieldProblem.of(
+                    pointer, "invalid_recipient", "owner, run_starter, a member id, a role or an expression"
+                )
+            ]
         if env.member_ids and member not in env.member_ids:
-            return [_problem(pointer, "unknown_member", "not a member of this workspace")]
+            return [FieldProblem.of(pointer, "unknown_member", "not a member of this workspace")]
         return []
 
     async def _recipients(
@@ -360,9 +377,13 @@ def _duration_problems(value: Any, pointer: str) -> tuple[Duration | None, list[
     try:
         duration = msgspec.convert(value, Duration)
     except msgspec.ValidationError as exc:
-        return None, [_problem(pointer, "invalid_duration", f"a duration is {{days, hours, minutes, business}}: {exc}")]
+        return None, [
+            FieldProblem.of(
+                pointer, "invalid_duration", "a duration is {{days, hours, minutes, business}}: {reason}", reason=exc
+            )
+        ]
     if duration.total_minutes <= 0:
-        return None, [_problem(pointer, "invalid_duration", "a duration is longer than zero")]
+        return None, [FieldProblem.of(pointer, "invalid_duration", "a duration is longer than zero")]
     return duration, []
 
 
@@ -374,15 +395,15 @@ class WaitAction(_Kind):
     def problems(self, config: dict[str, Any], pointer: str, env: ValidationEnv) -> list[FieldProblem]:
         duration, until = config.get("duration"), config.get("until")
         if (duration is None) == (until is None):
-            return [_problem(f"{pointer}/duration", "wait_required", "give exactly one of duration, until")]
+            return [FieldProblem.of(f"{pointer}/duration", "wait_required", "give exactly one of duration, until")]
         if duration is not None:
             if config.get("offset") is not None:
-                return [_problem(f"{pointer}/offset", "unknown_key", "offset goes with until")]
+                return [FieldProblem.of(f"{pointer}/offset", "unknown_key", "offset goes with until")]
             return _duration_problems(duration, f"{pointer}/duration")[1]
         problems: list[FieldProblem] = []
         if not is_expression(until):
             problems.append(
-                _problem(f"{pointer}/until", "invalid_expression", "until is an expression (=...) of a moment")
+                FieldProblem.of(f"{pointer}/until", "invalid_expression", "until is an expression (=...) of a moment")
             )
         else:
             problems += expression_problems(until, f"{pointer}/until", env)
@@ -390,7 +411,7 @@ class WaitAction(_Kind):
             try:
                 msgspec.convert(config["offset"], Duration)
             except msgspec.ValidationError as exc:
-                problems.append(_problem(f"{pointer}/offset", "invalid_duration", str(exc)))
+                problems.append(FieldProblem.of(f"{pointer}/offset", "invalid_duration", str(exc)))
         return problems
 
     async def act(

@@ -321,9 +321,14 @@ async def trigger_webhook(
             )
         except NotFiniteError as exc:  # the sender's numbers overflow the mapping: nothing could keep it
             raise ValidationProblem(
-                f"The mapping of '{key}' gives a number too large to keep.",
+                "The mapping of '{key}' gives a number too large to keep.",
                 code="not_finite",
-                errors=[FieldProblem(pointer="", code="not_finite", message=f"the mapping of '{key}': {exc}")],
+                errors=[
+                    FieldProblem.of(
+                        pointer="", code="not_finite", message="the mapping of '{key}': {exc}", key=key, exc=exc
+                    )
+                ],
+                key=key,
             ) from exc
         except ExpressionError as exc:
             error = f"the mapping of '{key}' failed: {exc}"

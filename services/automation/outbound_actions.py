@@ -30,7 +30,6 @@ from services.automation.action_base import (
     ValidationEnv,
     _jsonable,
     _Kind,
-    _problem,
     expression_problems,
     resolve,
 )
@@ -55,18 +54,18 @@ def http_allowed_hosts() -> frozenset[str]:
 
 def url_problem(url: Any, pointer: str) -> FieldProblem | None:
     if not isinstance(url, str) or not url:
-        return _problem(pointer, "required", "url is required")
+        return FieldProblem.of(pointer, "required", "url is required")
     if len(url) > 2000:
-        return _problem(pointer, "too_long", "at most 2000 characters")
+        return FieldProblem.of(pointer, "too_long", "at most 2000 characters")
     try:
         parts = urlsplit(url)
         parts.port  # noqa: B018  (raises on a bad port)
     except ValueError:
-        return _problem(pointer, "invalid_url", "not a URL")
+        return FieldProblem.of(pointer, "invalid_url", "not a URL")
     if not parts.hostname:
-        return _problem(pointer, "invalid_url", "the URL names no host")
+        return FieldProblem.of(pointer, "invalid_url", "the URL names no host")
     if parts.username or parts.password:
-        return _problem(pointer, "invalid_url", "put credentials in headers, not in the URL")
+        return FieldProblem.of(pointer, "invalid_url", "put credentials in headers, not in the URL")
     if parts.hostname.lower() not in http_allowed_hosts():
         try:
             literal: IPAddress | None = ipaddress.ip_address(parts.hostname)
@@ -74,12 +73,14 @@ def url_problem(url: Any, pointer: str) -> FieldProblem | None:
             literal = None  # a name: checked when the webhook is sent, against what it resolves to
         refused = address_refusal(literal) if literal is not None else None
         if refused is not None:
-            return _problem(pointer, "forbidden_address", f"webhooks cannot call {refused} addresses")
+            return FieldProblem.of(
+                pointer, "forbidden_address", "webhooks cannot call {refused} addresses", refused=refused
+            )
     if parts.scheme == "https":
         return None
     if parts.scheme == "http" and parts.hostname.lower() in http_allowed_hosts():
         return None
-    return _problem(pointer, "insecure_url", "webhooks go over https")
+    return FieldProblem.of(pointer, "insecure_url", "webhooks go over https")
 
 
 async def resolve_public(host: str, port: int) -> netguard.IPAddress:
@@ -138,15 +139,15 @@ class Webhook(_Kind):
         found = url_problem(config.get("url"), f"{pointer}/url")
         problems += [found] if found else []
         if config.get("method", "POST") not in {"POST", "PUT", "PATCH"}:
-            problems.append(_problem(f"{pointer}/method", "invalid_method", "method is POST, PUT or PATCH"))
+            problems.append(FieldProblem.of(f"{pointer}/method", "invalid_method", "method is POST, PUT or PATCH"))
         headers = config.get("headers", {})
         if not isinstance(headers, dict):
-            problems.append(_problem(f"{pointer}/headers", "invalid_type", "headers is an object of texts"))
+            problems.append(FieldProblem.of(f"{pointer}/headers", "invalid_type", "headers is an object of texts"))
         else:
             for key, value in headers.items():
                 if not isinstance(value, str) or key.lower() in _HOP_HEADERS:
                     problems.append(
-                        _problem(
+                        FieldProblem.of(
                             f"{pointer}/headers/{key}", "invalid_header", "a header is text and not one Guiju sets"
                         )
                     )
@@ -155,7 +156,9 @@ class Webhook(_Kind):
         problems += expression_problems(config.get("body"), f"{pointer}/body", env)
         secret = config.get("secret")
         if secret is not None and (not isinstance(secret, str) or len(secret) < 16):
-            problems.append(_problem(f"{pointer}/secret", "weak_secret", "a signing secret has at least 16 characters"))
+            problems.append(
+                FieldProblem.of(f"{pointer}/secret", "weak_secret", "a signing secret has at least 16 characters")
+            )
         return problems
 
     async def act(
@@ -238,26 +241,32 @@ class PluginActionKind(_Kind):
         problems: list[FieldProblem] = []
         plugin, action = config.get("plugin"), config.get("action")
         if not isinstance(plugin, str) or not plugin:
-            problems.append(_problem(f"{pointer}/plugin", "required", "plugin is the plugin's name"))
+            problems.append(FieldProblem.of(f"{pointer}/plugin", "required", "plugin is the plugin's name"))
         elif plugin not in env.installed_plugins:
             problems.append(
-                _problem(f"{pointer}/plugin", "plugin_not_installed", f"the plugin {plugin!r} is not installed")
+                FieldProblem.of(
+                    f"{pointer}/plugin", "plugin_not_installed", "the plugin '{plugin}' is not installed", plugin=plugin
+                )
             )
         if not isinstance(action, str) or not action:
-            problems.append(_problem(f"{pointer}/action", "required", "action is the plugin action's name"))
+            problems.append(FieldProblem.of(f"{pointer}/action", "required", "action is the plugin action's name"))
         elif (
             isinstance(plugin, str)
             and plugin in env.installed_plugins
             and f"{plugin}.{action}" not in env.plugin_actions
         ):
             problems.append(
-                _problem(
-                    f"{pointer}/action", "unknown_plugin_action", f"the plugin {plugin!r} has no action {action!r}"
+                FieldProblem.of(
+                    f"{pointer}/action",
+                    "unknown_plugin_action",
+                    "the plugin '{plugin}' has no action '{action}'",
+                    plugin=plugin,
+                    action=action,
                 )
             )
         payload = config.get("input", {})
         if not isinstance(payload, dict):
-            problems.append(_problem(f"{pointer}/input", "invalid_type", "input is an object"))
+            problems.append(FieldProblem.of(f"{pointer}/input", "invalid_type", "input is an object"))
         return problems + expression_problems(payload, f"{pointer}/input", env)
 
     async def act(

@@ -492,8 +492,9 @@ async def retry_execution(db: AsyncSession, principal: Principal, execution_id: 
     execution = await _execution(db, execution_id, lock=True)
     if execution.status not in ("failed", "dead"):
         raise Conflict(
-            f"Only failed or dead executions can be retried; this one is {execution.status}.",
+            "Only failed or dead executions can be retried; this one is {state}.",
             code="execution_not_retryable",
+            state=execution.status,
         )
     automation = await find_automation(db, execution.automation_id)
     ran = await db.scalar(

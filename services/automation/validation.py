@@ -185,7 +185,10 @@ def _expression_problems(
     except ExpressionError as exc:
         return [FieldProblem(pointer=pointer, code="invalid_expression", message=str(exc))]
     unknown = sorted(n for n in compiled.names if not name_known(n, offered))
-    return [FieldProblem(pointer=pointer, code="unknown_name", message=f"{what} offers no '{n}'") for n in unknown]
+    return [
+        FieldProblem.of(pointer=pointer, code="unknown_name", message="{what} offers no '{n}'", what=what, n=n)
+        for n in unknown
+    ]
 
 
 def _trigger_problems(trigger: Trigger, env: ValidationEnv) -> list[FieldProblem]:
@@ -203,10 +206,11 @@ def _trigger_problems(trigger: Trigger, env: ValidationEnv) -> list[FieldProblem
         for i, key in enumerate(trigger.fields):
             if fields is not None and key not in fields:
                 problems.append(
-                    FieldProblem(
+                    FieldProblem.of(
                         pointer=f"/trigger/fields/{i}",
                         code="unknown_field",
-                        message=f"the collection has no field '{key}'",
+                        message="the collection has no field '{key}'",
+                        key=key,
                     )
                 )
     elif isinstance(trigger, RunEventTrigger):
@@ -234,19 +238,21 @@ def _trigger_problems(trigger: Trigger, env: ValidationEnv) -> list[FieldProblem
             at = f"/trigger/mapping/{key}"
             if not _MAPPING_NAME.fullmatch(key) or key in _RESERVED_EVENT_KEYS:
                 problems.append(
-                    FieldProblem(
-                        pointer=at,
-                        code="invalid_name",
-                        message="lower_snake_case, and not one of " + ", ".join(sorted(_RESERVED_EVENT_KEYS)),
+                    FieldProblem.of(
+                        at,
+                        "invalid_name",
+                        "lower_snake_case, and not one of {reserved}",
+                        reserved=", ".join(sorted(_RESERVED_EVENT_KEYS)),
                     )
                 )
             problems += _expression_problems(source, at, offered, "a webhook mapping")
     elif isinstance(trigger, PluginTrigger) and trigger.plugin not in env.installed_plugins:
         problems.append(
-            FieldProblem(
+            FieldProblem.of(
                 pointer="/trigger/plugin",
                 code="plugin_not_installed",
-                message=f"'{trigger.plugin}' is not installed",
+                message="'{plugin}' is not installed",
+                plugin=trigger.plugin,
             )
         )
     elif (
@@ -255,10 +261,12 @@ def _trigger_problems(trigger: Trigger, env: ValidationEnv) -> list[FieldProblem
         and f"{trigger.plugin}.{trigger.trigger}" not in env.plugin_triggers
     ):
         problems.append(
-            FieldProblem(
+            FieldProblem.of(
                 pointer="/trigger/trigger",
                 code="unknown_plugin_trigger",
-                message=f"'{trigger.plugin}' offers no trigger '{trigger.trigger}'",
+                message="'{plugin}' offers no trigger '{trigger}'",
+                plugin=trigger.plugin,
+                trigger=trigger.trigger,
             )
         )
     return problems
@@ -279,20 +287,36 @@ def automation_problems(
     else:
         problems += name_problems(name, "/name", required=False)
     if len(name) > MAX_NAME_LENGTH:
-        problems.append(FieldProblem(pointer="/name", code="too_long", message=f"at most {MAX_NAME_LENGTH} characters"))
+        problems.append(
+            FieldProblem.of(
+                pointer="/name",
+                code="too_long",
+                message="at most {MAX_NAME_LENGTH} characters",
+                MAX_NAME_LENGTH=MAX_NAME_LENGTH,
+            )
+        )
     if owner_id is not None and owner_id not in env.member_ids:
         problems.append(FieldProblem(pointer="/owner_id", code="not_a_member", message="the owner must be a member"))
     problems += _trigger_problems(trigger, env)
     if len(conditions) > MAX_CONDITIONS:
         problems.append(
-            FieldProblem(pointer="/conditions", code="too_many", message=f"at most {MAX_CONDITIONS} conditions")
+            FieldProblem.of(
+                pointer="/conditions",
+                code="too_many",
+                message="at most {MAX_CONDITIONS} conditions",
+                MAX_CONDITIONS=MAX_CONDITIONS,
+            )
         )
     for i, source in enumerate(conditions):
         problems += _expression_problems(source, f"/conditions/{i}", env.event_names)
     if not action_list:
         problems.append(FieldProblem(pointer="/actions", code="required", message="add at least one action"))
     elif len(action_list) > MAX_ACTIONS:
-        problems.append(FieldProblem(pointer="/actions", code="too_many", message=f"at most {MAX_ACTIONS} actions"))
+        problems.append(
+            FieldProblem.of(
+                pointer="/actions", code="too_many", message="at most {MAX_ACTIONS} actions", MAX_ACTIONS=MAX_ACTIONS
+            )
+        )
     for i, action in enumerate(action_list):
         at = f"/actions/{i}"
         kind_name = action.get("kind")
@@ -304,7 +328,13 @@ def automation_problems(
         except KeyError:
             known = ", ".join(sorted(actions.ACTION_KINDS)) or "none"
             problems.append(
-                FieldProblem(pointer=f"{at}/kind", code="unknown_action", message=f"no action '{kind_name}' ({known})")
+                FieldProblem.of(
+                    pointer=f"{at}/kind",
+                    code="unknown_action",
+                    message="no action '{kind_name}' ({known})",
+                    kind_name=kind_name,
+                    known=known,
+                )
             )
             continue
         config = {k: v for k, v in action.items() if k != "kind"}
@@ -312,5 +342,7 @@ def automation_problems(
             problems += kind.config_problems(config, at, env)
         except Exception as exc:  # a kind's checker must not turn a save into a 500
             log.exception("action config check failed", extra={"kind": kind_name})
-            problems.append(FieldProblem(pointer=at, code="invalid", message=f"cannot check this action: {exc}"))
+            problems.append(
+                FieldProblem.of(pointer=at, code="invalid", message="cannot check this action: {exc}", exc=exc)
+            )
     return problems

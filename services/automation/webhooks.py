@@ -28,6 +28,7 @@ from services.automation.models import Automation, AutomationWebhook, WebhookDel
 from services.broker import tenant_session
 from services.json_body import MALFORMED_JSON, decode_json_body, is_json_media_type
 from services.settings import Settings
+from services.web.i18n import N_
 from tenants.base import new_id, utcnow
 from tenants.errors import Conflict, FieldProblem, NotFound, ProblemError
 from tenants.models import Role
@@ -66,15 +67,15 @@ def expected_signature(secret: str, body: bytes, timestamp: int) -> str:
 def signature_problem(header: str | None, secret: str, body: bytes, now: float | None = None) -> str | None:
     """Why ``X-Guiju-Signature`` does not prove ``body`` was signed with ``secret`` lately; None if it does."""
     if not header:
-        return "the X-Guiju-Signature header is missing"
+        return N_("the X-Guiju-Signature header is missing")
     match = _SIGNATURE.match(header.strip())
     if match is None:
-        return "the X-Guiju-Signature header is not t=<unix seconds>,v1=<hex HMAC-SHA256>"
+        return N_("the X-Guiju-Signature header is not t=<unix seconds>,v1=<hex HMAC-SHA256>")
     timestamp = int(match.group(1))
     if abs((now if now is not None else time.time()) - timestamp) > SIGNATURE_TOLERANCE_SECONDS:
-        return "the signature's timestamp is more than 5 minutes away from now"
+        return N_("the signature's timestamp is more than 5 minutes away from now")
     if not hmac.compare_digest(expected_signature(secret, body, timestamp), match.group(2)):
-        return "the signature does not match the body"
+        return N_("the signature does not match the body")
     return None
 
 
@@ -246,10 +247,11 @@ def _check(
 ) -> dict[str, Any]:
     if call.too_big:
         raise WebhookRefused(
-            f"The payload is larger than {settings.webhook_max_bytes} bytes.",
+            "The payload is larger than {webhook_max_bytes} bytes.",
             code="payload_too_large",
             status=413,
             title="Payload too large",
+            webhook_max_bytes=settings.webhook_max_bytes,
         )
     if not is_json_media_type(call.content_type):
         raise WebhookRefused(
@@ -268,7 +270,9 @@ def _check(
     except ProblemError as exc:
         # Senders have always been told `invalid_json` for a payload that does not parse.
         code = "invalid_json" if exc.code == MALFORMED_JSON else exc.code
-        raise WebhookRefused(exc.detail, code=code, status=exc.status, title=exc.title, errors=exc.errors) from exc
+        raise WebhookRefused(
+            exc.message_id, code=code, status=exc.status, title=exc.title, errors=exc.errors, **exc.params
+        ) from exc
     if not isinstance(payload, dict):
         raise WebhookRefused("The payload is a JSON object.", code="invalid_json", status=400)
     return payload

@@ -142,7 +142,7 @@ def max_upload_bytes() -> int:
 
 def too_large() -> FileTooLarge:
     limit_mb = max_upload_bytes() / (1024 * 1024)
-    return FileTooLarge(f"A file may carry at most {limit_mb:g} MB.")
+    return FileTooLarge("A file may carry at most {limit_mb} MB.", limit_mb=format(limit_mb, "g"))
 
 
 def clean_name(name: str | None) -> str:

@@ -91,8 +91,12 @@ def _load_catalog(sources: list[tuple[Path, str, str | None]]) -> Catalog:
             continue
         if pack.id in packs:
             first = packs[pack.id]
-            problem = FieldProblem(
-                "pack.yaml#/id", "duplicate_pack", f"the pack '{pack.id}' is already offered by {first.publisher}"
+            problem = FieldProblem.of(
+                "pack.yaml#/id",
+                "duplicate_pack",
+                "the pack '{id}' is already offered by {publisher}",
+                id=pack.id,
+                publisher=first.publisher,
             )
             refused.append(RefusedPack(directory, publisher, [problem]))
             continue
@@ -103,7 +107,7 @@ def _load_catalog(sources: list[tuple[Path, str, str | None]]) -> Catalog:
 def _pack(pack_id: str) -> Pack:
     pack = catalog().packs.get(pack_id)
     if pack is None:
-        raise NotFound(f"No template pack '{pack_id}' in the gallery.", code="template_pack_not_found")
+        raise NotFound("No template pack '{pack_id}' in the gallery.", code="template_pack_not_found", pack_id=pack_id)
     return pack
 
 

@@ -44,7 +44,7 @@ from services.outbox import service as outbox
 from services.records import service as records
 from services.sops.procedures import service as procedures
 from tenants.base import new_id
-from tenants.errors import Conflict, FieldProblem, NotFound, ProblemError, ValidationProblem
+from tenants.errors import Conflict, FieldProblem, NotFound, ProblemError, ValidationProblem, Words, english
 from tenants.models import Role
 from tenants.principal import Principal
 
@@ -72,12 +72,12 @@ class _Reporter:
 
 def _at(item: PackItem, exc: ProblemError, prefix: str = "") -> ProblemError:
     """A service's refusal of ``item``, its pointers moved into the pack file that wrote it."""
-    errors = [FieldProblem(f"{item.file}#{prefix}{p.pointer}", p.code, p.message) for p in (exc.errors or [])] or [
-        FieldProblem(f"{item.file}#", exc.code, exc.detail or exc.title)
+    errors = [p.moved(f"{item.file}#{prefix}{p.pointer}") for p in (exc.errors or [])] or [
+        FieldProblem.of(f"{item.file}#", exc.code, exc.message_id or exc.title, **exc.params)
     ]
-    detail = f"{item.file}: {exc.detail or exc.title}"
-    refused = ValidationProblem(detail, code="template_item_refused", errors=errors)
-    return refused
+    return ValidationProblem(
+        "{file}: {problem}", code="template_item_refused", errors=errors, file=item.file, problem=exc.worded()
+    )
 
 
 async def _map_roles(
@@ -87,7 +87,13 @@ async def _map_roles(
     unassigned (left out of the mapping) — never silently the owner's."""
     keys = [str(r["key"]) for r in pack.roles]
     problems = [
-        FieldProblem(f"/roles/{key}", "unknown_role", f"the pack has no role '{key}' ({', '.join(keys) or 'none'})")
+        FieldProblem.of(
+            f"/roles/{key}",
+            "unknown_role",
+            "the pack has no role '{key}' ({roles})",
+            key=key,
+            roles=", ".join(keys) or "none",
+        )
         for key in wanted
         if key not in keys
     ]
@@ -156,12 +162,12 @@ class KeysTaken(Conflict):
 
     code = "template_name_conflicts"
 
-    def __init__(self, detail: str, errors: list[FieldProblem], clashes: list[dict[str, str]]) -> None:
-        super().__init__(detail, errors=errors)
+    def __init__(self, detail: str, errors: list[FieldProblem], clashes: list[dict[str, str]], **params: Any) -> None:
+        super().__init__(detail, errors=errors, **params)
         self.clashes = clashes
 
-    def to_problem(self, instance: str | None = None) -> dict[str, Any]:
-        return super().to_problem(instance) | {"clashes": self.clashes}
+    def to_problem(self, instance: str | None = None, words: Words = english) -> dict[str, Any]:
+        return super().to_problem(instance, words) | {"clashes": self.clashes}
 
 
 async def _name_conflicts(
@@ -178,17 +184,27 @@ async def _name_conflicts(
             suggested = await records.free_key(db, item.key, planned)
             planned.add(suggested)
             clashes.append({"kind": "collection", "key": item.key, "suggested": suggested})
-            message = (
-                f"this workspace already has a collection with the key '{item.key}': use it (use_existing) "
-                f"or install the pack's under another key (install_as, e.g. '{suggested}')"
+            conflicts.append(
+                FieldProblem.of(
+                    f"{item.file}#/key",
+                    "collection_key_taken",
+                    "this workspace already has a collection with the key '{key}': use it (use_existing) "
+                    "or install the pack's under another key (install_as, e.g. '{suggested}')",
+                    key=item.key,
+                    suggested=suggested,
+                )
             )
         elif item.kind == "procedure":
             if not await procedures.procedure_key_taken(db, item.key):
                 continue
-            message = f"this workspace already has a procedure with the key '{item.key}'"
-        else:
-            continue
-        conflicts.append(FieldProblem(f"{item.file}#/key", f"{item.kind}_key_taken", message))
+            conflicts.append(
+                FieldProblem.of(
+                    f"{item.file}#/key",
+                    "procedure_key_taken",
+                    "this workspace already has a procedure with the key '{key}'",
+                    key=item.key,
+                )
+            )
     return conflicts, clashes
 
 
@@ -205,16 +221,18 @@ async def _collection_keys(
     for key, choice in choices.items():
         at = f"/collections/{key}"
         if key not in keys:
-            problems.append(FieldProblem(at, "unknown_collection", f"the pack has no collection '{key}'"))
+            problems.append(FieldProblem.of(at, "unknown_collection", "the pack has no collection '{key}'", key=key))
         elif choice.action == "use_existing":
             try:
                 existing[key] = (await records.get_collection_by_key(db, key)).id
             except NotFound:
-                problems.append(FieldProblem(at, "no_existing_collection", f"the workspace has no collection '{key}'"))
+                problems.append(
+                    FieldProblem.of(at, "no_existing_collection", "the workspace has no collection '{key}'", key=key)
+                )
         elif not choice.key or not records.KEY_RE.fullmatch(choice.key):
             problems.append(FieldProblem(f"{at}/key", "invalid_key", "lower_snake_case, starting with a letter"))
         elif choice.key in renamed.values() or (choice.key in keys and choice.key not in choices):
-            problems.append(FieldProblem(f"{at}/key", "duplicate_key", f"'{choice.key}' is chosen twice"))
+            problems.append(FieldProblem.of(f"{at}/key", "duplicate_key", "'{key}' is chosen twice", key=choice.key))
         else:
             renamed[key] = choice.key
     if problems:
@@ -224,10 +242,11 @@ async def _collection_keys(
     taken = [(key, new) for key, new in renamed.items() if await records.key_taken(db, new)]
     if taken:
         raise Conflict(
-            "Some new collection keys are taken: " + ", ".join(f"'{new}'" for _, new in taken),
+            "Some new collection keys are taken: {keys}",
             code="collection_key_taken",
+            keys=", ".join(f"'{new}'" for _, new in taken),
             errors=[
-                FieldProblem(f"/collections/{key}/key", "collection_key_taken", f"'{new}' is taken")
+                FieldProblem.of(f"/collections/{key}/key", "collection_key_taken", "'{new}' is taken", new=new)
                 for key, new in taken
             ],
         )
@@ -541,8 +560,11 @@ async def install(
     pack = _pack(pack_id)
     if data.version is not None and data.version != pack.version:
         raise NotFound(
-            f"The gallery offers '{pack_id}' at version {pack.version}, not {data.version}.",
+            "The gallery offers '{pack_id}' at version {offered}, not {asked}.",
             code="template_version_unavailable",
+            pack_id=pack_id,
+            offered=pack.version,
+            asked=data.version,
         )
     reporter = _Reporter(progress, total=len(pack.items))
     await reporter.say("started", "checking")
@@ -550,8 +572,11 @@ async def install(
     if existing is not None:
         if existing.version != pack.version:
             raise Conflict(
-                f"Version {existing.version} of '{pack_id}' is installed: upgrade it to {pack.version} instead.",
+                "Version {installed} of '{pack_id}' is installed: upgrade it to {offered} instead.",
                 code="template_installed",
+                installed=existing.version,
+                pack_id=pack_id,
+                offered=pack.version,
             )
         report = await _already_installed(db, pack, existing)
         await reporter.say("finished", "done")
@@ -563,10 +588,11 @@ async def install(
     conflicts, clashes = await _name_conflicts(db, list(pack.items), data.collections)
     if conflicts:
         raise KeysTaken(
-            f"{len(conflicts)} name(s) of the pack are taken in this workspace: choose for each collection "
-            "(use the existing one or install under another key), rename or remove the others first.",
+            "{count} name(s) of the pack are taken in this workspace: choose for each collection (use the existing "
+            "one or install under another key), rename or remove the others first.",
             conflicts,
             clashes,
+            count=len(conflicts),
         )
     required = await _required_plugins(db, pack)
     missing = [p for p in required if not p.installed]
@@ -705,7 +731,9 @@ async def install_stream(principal: Principal, pack_id: str, data: InstallIn) ->
 async def _installation(db: AsyncSession, pack_id: str, *, required: bool = True) -> TemplateInstallation | None:
     found = await db.scalar(select(TemplateInstallation).where(TemplateInstallation.pack_id == pack_id))
     if found is None and required:
-        raise NotFound(f"The pack '{pack_id}' is not installed in this workspace.", code="template_not_installed")
+        raise NotFound(
+            "The pack '{pack_id}' is not installed in this workspace.", code="template_not_installed", pack_id=pack_id
+        )
     return found
 
 

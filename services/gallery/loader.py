@@ -339,7 +339,7 @@ def load_pack(directory: Path, *, publisher: str = "Guiju", plugin: str | None =
     """Read and check the pack in ``directory``; raises :class:`PackInvalid` listing every problem."""
     problems = _Problems()
     if not directory.is_dir():
-        raise PackInvalid(f"{directory.name}: not a directory", errors=[])
+        raise PackInvalid("{name}: not a directory", errors=[], name=directory.name)
     meta = read_yaml(directory / "pack.yaml", "pack.yaml", problems) if (directory / "pack.yaml").is_file() else None
     if meta is None and not problems.found:
         problems.add("pack.yaml", "", "missing", "every pack has a pack.yaml")
@@ -357,7 +357,10 @@ def load_pack(directory: Path, *, publisher: str = "Guiju", plugin: str | None =
         _item_problems(meta, items, problems)
     if problems.found:
         raise PackInvalid(
-            f"The template pack in '{directory.name}' has {len(problems.found)} problem(s).", errors=problems.found
+            "The template pack in '{name}' has {count} problem(s).",
+            errors=problems.found,
+            name=directory.name,
+            count=len(problems.found),
         )
     assert isinstance(meta, dict)  # no problems: pack.yaml was read and matched the schema
     return Pack(meta, tuple(items), directory, publisher, plugin)
@@ -507,10 +510,11 @@ def _automation_problems(
     )
     for problem in found:
         if problem.code == "plugin_not_installed":
-            problem = FieldProblem(
+            problem = FieldProblem.of(
                 problem.pointer,
                 "plugin_not_required",
-                f"{problem.message}: list it under requires.plugins in pack.yaml",
+                "{problem}: list it under requires.plugins in pack.yaml",
+                problem=problem.message,
             )
         problems.extend(item.file, [problem], language=language)
 

@@ -44,7 +44,11 @@ async def uninstall(db: AsyncSession, principal: Principal, pack_id: str, data: 
         raise ValidationProblem(
             "Deleting the pack's records needs confirmation.",
             code="confirmation_required",
-            errors=[FieldProblem("/confirm", "confirmation_required", f"send confirm: '{pack_id}' to delete data")],
+            errors=[
+                FieldProblem.of(
+                    "/confirm", "confirmation_required", "send confirm: '{pack_id}' to delete data", pack_id=pack_id
+                )
+            ],
         )
     removed: list[InstalledItemOut] = []
     kept: list[InstalledItemOut] = []

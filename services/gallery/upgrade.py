@@ -171,8 +171,11 @@ async def upgrade(
     pack = _pack(pack_id)
     if Version(pack.version) <= Version(installation.version):
         raise Conflict(
-            f"'{pack_id}' is at {installation.version}; the gallery offers {pack.version}: nothing to upgrade.",
+            "'{pack_id}' is at {installed}; the gallery offers {offered}: nothing to upgrade.",
             code="template_up_to_date",
+            pack_id=pack_id,
+            installed=installation.version,
+            offered=pack.version,
         )
     roles, _ = await _map_roles(db, pack, {}, installation.role_mapping)
     required = await _required_plugins(db, pack)
@@ -202,19 +205,21 @@ async def upgrade(
         return report
     if unresolved:
         raise Conflict(
-            f"{len(unresolved)} conflict(s) need a resolution (ours or theirs): see the dry run.",
+            "{count} conflict(s) need a resolution (ours or theirs): see the dry run.",
             code="template_merge_conflicts",
             errors=[
                 FieldProblem(c, "merge_conflict", "both the workspace and the new version changed this")
                 for c in unresolved
             ],
+            count=len(unresolved),
         )
     conflicts, _ = await _name_conflicts(db, new_items, {})
     if conflicts:
         raise Conflict(
-            f"{len(conflicts)} name(s) of the new version are taken in this workspace.",
+            "{count} name(s) of the new version are taken in this workspace.",
             code="template_name_conflicts",
             errors=conflicts,
+            count=len(conflicts),
         )
     reporter.total = len(plans)
     await reporter.say("started", "upgrading")

@@ -81,6 +81,6 @@ async def get_listing(db: AsyncSession, principal: Principal, name: str) -> List
     listing = await db.get(PluginListing, name)
     versions = [v for v in await _versions(db, name) if v.status == "approved"] if listing else []
     if listing is None or not versions:
-        raise NotFound(f"No plugin {name!r} in the marketplace.", code="plugin_not_found")
+        raise NotFound("No plugin '{name}' in the marketplace.", code="plugin_not_found", name=name)
     installation = await db.get(PluginInstallation, (principal.require_tenant(), name))
     return _listing_out(listing, versions, installation.version if installation else None)

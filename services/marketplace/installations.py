@@ -39,10 +39,6 @@ HEALTH_REQUESTED = events.PLUGIN_HEALTH_REQUESTED.name
 POLL_DUE = events.PLUGIN_POLL_DUE.name  # a polled trigger's turn, for one workspace
 
 
-def _problem(pointer: str, code: str, message: str) -> FieldProblem:
-    return FieldProblem(pointer=pointer, code=code, message=message)
-
-
 async def _installation(
     db: AsyncSession, principal: Principal, plugin: str, *, lock: bool = False
 ) -> PluginInstallation:
@@ -52,7 +48,7 @@ async def _installation(
     )
     found = await db.scalar(statement.with_for_update() if lock else statement)
     if found is None:
-        raise NotFound(f"The plugin {plugin!r} is not installed.", code="plugin_not_installed")
+        raise NotFound("The plugin '{plugin}' is not installed.", code="plugin_not_installed", plugin=plugin)
     return found
 
 
@@ -99,12 +95,14 @@ async def get_installation(db: AsyncSession, principal: Principal, plugin: str) 
 
 def _grant_problems(required: list[str], consented: list[str], pointer: str = "/scopes") -> list[FieldProblem]:
     problems = [
-        _problem(pointer, "scope_not_consented", f"the plugin needs the scope {scope!r}: consent to it to go on")
+        FieldProblem.of(
+            pointer, "scope_not_consented", "the plugin needs the scope '{scope}': consent to it to go on", scope=scope
+        )
         for scope in required
         if scope not in consented
     ]
     problems += [
-        _problem(f"{pointer}/{i}", "unknown_scope", f"the plugin does not ask for {scope!r}")
+        FieldProblem.of(f"{pointer}/{i}", "unknown_scope", "the plugin does not ask for '{scope}'", scope=scope)
         for i, scope in enumerate(consented)
         if scope not in required
     ]
@@ -120,7 +118,7 @@ def config_problems(
     """
     if schema is None:
         extra = sorted({*config, *secrets})
-        return [_problem(f"{pointer}/{k}", "unknown_setting", "the plugin has no settings") for k in extra]
+        return [FieldProblem.of(f"{pointer}/{k}", "unknown_setting", "the plugin has no settings") for k in extra]
     document = {**config, **secrets}
     secret_names = registry.secret_fields(schema)
     problems: list[FieldProblem] = []
@@ -133,7 +131,7 @@ def config_problems(
         where = "/".join([pointer.rstrip("/"), *path]) if path else pointer
         secret = bool(path) and path[0] in secret_names
         message = f"breaks the rule {error.validator}: {error.validator_value!r}" if secret else error.message
-        problems.append(_problem(where, f"invalid_{error.validator}", message))
+        problems.append(FieldProblem.of(where, f"invalid_{error.validator}", message))
     return problems
 
 
@@ -164,7 +162,9 @@ async def _collection_problems(db: AsyncSession, keys: list[str]) -> list[FieldP
         try:
             await records.get_collection_by_key(db, key)
         except NotFound:
-            problems.append(_problem(f"/collections/{i}", "unknown_collection", f"no collection {key!r}"))
+            problems.append(
+                FieldProblem.of(f"/collections/{i}", "unknown_collection", "no collection '{key}'", key=key)
+            )
     return problems
 
 
@@ -173,27 +173,44 @@ def _api_problem(row: PluginVersion) -> FieldProblem | None:
     try:
         supported = api_version_supported(api_range)
     except ValueError as exc:
-        return _problem("/version", "incompatible_api", f"malformed api_range {api_range!r}: {exc}")
+        return FieldProblem.of(
+            "/version",
+            "incompatible_api",
+            "malformed api_range '{api_range}': {reason}",
+            api_range=api_range,
+            reason=exc,
+        )
     if supported:
         return None
-    return _problem(
+    return FieldProblem.of(
         "/version",
         "incompatible_api",
-        f"{row.plugin} {row.version} supports plugin API {api_range}; this platform provides "
-        f"{API_VERSION[0]}.{API_VERSION[1]}",
+        "{plugin} {version} supports plugin API {api_range}; this platform provides {provided}",
+        plugin=row.plugin,
+        version=row.version,
+        api_range=api_range,
+        provided=f"{API_VERSION[0]}.{API_VERSION[1]}",
     )
 
 
 async def _installable(db: AsyncSession, plugin: str, version: str | None) -> PluginVersion:
     versions = await _versions(db, plugin)
     if not any(v.status == "approved" for v in versions):
-        raise NotFound(f"No plugin {plugin!r} in the marketplace.", code="plugin_not_found")
+        raise NotFound("No plugin '{plugin}' in the marketplace.", code="plugin_not_found", plugin=plugin)
     row = _latest_available(versions) if version is None else next((v for v in versions if v.version == version), None)
     if row is None or not version_available(row):
+        if version is None:
+            raise Conflict(
+                "{plugin} cannot be installed on this platform now: it is not approved or its code is not deployed.",
+                code="plugin_version_unavailable",
+                plugin=plugin,
+            )
         raise Conflict(
-            f"{plugin} {version or ''} cannot be installed on this platform now: it is not approved or its "
-            "code is not deployed.".replace("  ", " "),
+            "{plugin} {version} cannot be installed on this platform now: it is not approved or its code is not "
+            "deployed.",
             code="plugin_version_unavailable",
+            plugin=plugin,
+            version=version,
         )
     return row
 
@@ -203,7 +220,7 @@ async def install(db: AsyncSession, principal: Principal, plugin: str, data: Ins
     tenant_id = principal.require_role(Role.ADMIN)
     row = await _installable(db, plugin, data.version)
     if await db.get(PluginInstallation, (tenant_id, plugin)) is not None:
-        raise Conflict(f"The plugin {plugin!r} is installed already.", code="plugin_already_installed")
+        raise Conflict("The plugin '{plugin}' is installed already.", code="plugin_already_installed", plugin=plugin)
     schema = _settings_schema(row.manifest)
     plain, secret = _split_settings(schema, data.config)
     problems = [p for p in [_api_problem(row)] if p is not None]
@@ -211,7 +228,9 @@ async def install(db: AsyncSession, principal: Principal, plugin: str, data: Ins
     problems += await _collection_problems(db, data.collections)
     problems += config_problems(schema, plain, secret, "/config")
     if problems:
-        raise ValidationProblem(f"{plugin} cannot be installed as asked.", code="invalid_installation", errors=problems)
+        raise ValidationProblem(
+            "{plugin} cannot be installed as asked.", code="invalid_installation", errors=problems, plugin=plugin
+        )
     now = utcnow()
     installation = PluginInstallation(
         tenant_id=tenant_id,

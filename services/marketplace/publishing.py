@@ -58,10 +58,6 @@ CHECKS_QUEUE = "marketplace.checks"
 MAX_SOURCE_BYTES = 20 * 1024 * 1024
 
 
-def _problem(pointer: str, code: str, message: str) -> FieldProblem:
-    return FieldProblem(pointer=pointer, code=code, message=message)
-
-
 # ---------------------------------------------------------------- who may do what
 
 
@@ -88,13 +84,13 @@ async def grant_publisher(db: AsyncSession, principal: Principal, tenant_id: uui
     clean = clean_name(name)
     if not clean or len(clean) > 200:
         raise ValidationProblem(
-            "A publisher needs a name.", errors=[_problem("/name", "required", "1 to 200 characters")]
+            "A publisher needs a name.", errors=[FieldProblem.of("/name", "required", "1 to 200 characters")]
         )
     check(name_problems(name, "/name", required=False))
     taken = await db.scalar(select(PluginPublisher).where(PluginPublisher.name == clean))
     existing = await db.get(PluginPublisher, tenant_id)
     if taken is not None and taken.publisher_tenant_id != tenant_id:
-        raise Conflict(f"The publisher name {clean!r} is taken.", code="publisher_name_taken")
+        raise Conflict("The publisher name '{clean}' is taken.", code="publisher_name_taken", clean=clean)
     if existing is None:
         existing = PluginPublisher(publisher_tenant_id=tenant_id, name=clean)
         db.add(existing)
@@ -125,11 +121,16 @@ async def _claim(db: AsyncSession, publisher: PluginPublisher, name: str, versio
         )
         await db.flush()
     elif listing.publisher_tenant_id != publisher.publisher_tenant_id:
-        raise Conflict(f"The plugin name {name!r} belongs to another publisher.", code="plugin_name_taken")
+        raise Conflict("The plugin name '{name}' belongs to another publisher.", code="plugin_name_taken", name=name)
     else:
         listing.category = category
     if await db.get(PluginVersion, (name, version)) is not None:
-        raise Conflict(f"{name} {version} was submitted already: submit a new version.", code="version_exists")
+        raise Conflict(
+            "{name} {version} was submitted already: submit a new version.",
+            code="version_exists",
+            name=name,
+            version=version,
+        )
 
 
 def _manifest_problems(document: Mapping[str, Any]) -> list[FieldProblem]:
@@ -137,11 +138,11 @@ def _manifest_problems(document: Mapping[str, Any]) -> list[FieldProblem]:
     for message in manifest.manifest_problems(document):
         pointer, _, text = message.partition(": ")
         found.append(
-            _problem(
+            FieldProblem.of(
                 f"/manifest{pointer}" if pointer.startswith("/") else "/manifest", "invalid_manifest", text or message
             )
         )
-    found += [_problem(f"/manifest{p}", "invalid_pattern", why) for p, why in schema_patterns_of(document)]
+    found += [FieldProblem.of(f"/manifest{p}", "invalid_pattern", why) for p, why in schema_patterns_of(document)]
     return found
 
 
@@ -166,11 +167,13 @@ async def submit_remote(db: AsyncSession, principal: Principal, document: dict[s
     publisher = await _publisher(db, principal)
     problems = _manifest_problems(document)
     if document.get("kind") != "remote":
-        problems.append(_problem("/manifest/kind", "invalid_manifest", 'a manifest submitted alone is "remote"'))
+        problems.append(FieldProblem.of("/manifest/kind", "invalid_manifest", 'a manifest submitted alone is "remote"'))
     endpoint = str(document.get("endpoint") or "")
     host = endpoint.split("://", 1)[-1].split("/", 1)[0].split(":", 1)[0].lower()
     if endpoint.startswith("http://") and host not in service.settings().plugin_allow_http_hosts:
-        problems.append(_problem("/manifest/endpoint", "insecure_endpoint", "remote plugins are reached over https"))
+        problems.append(
+            FieldProblem.of("/manifest/endpoint", "insecure_endpoint", "remote plugins are reached over https")
+        )
     if problems:
         raise ValidationProblem("The manifest is not valid.", code="invalid_manifest", errors=problems)
     name, version = str(document["name"]), str(document["version"])
@@ -236,19 +239,23 @@ async def submit_source(db: AsyncSession, principal: Principal, filename: str, d
         raise ValidationProblem(
             "Submit the plugin's source distribution (.tar.gz, as `uv build --sdist` makes it) or its wheel (.whl).",
             code="invalid_source",
-            errors=[_problem("/file", "invalid_source", "a .tar.gz source distribution or a .whl")],
+            errors=[FieldProblem.of("/file", "invalid_source", "a .tar.gz source distribution or a .whl")],
         )
     if len(data) > MAX_SOURCE_BYTES:
         raise ValidationProblem(
             "The source is too large.",
             code="invalid_source",
-            errors=[_problem("/file", "too_large", f"at most {MAX_SOURCE_BYTES} bytes")],
+            errors=[
+                FieldProblem.of(
+                    "/file", "too_large", "at most {MAX_SOURCE_BYTES} bytes", MAX_SOURCE_BYTES=MAX_SOURCE_BYTES
+                )
+            ],
         )
     if (too_much := archives.unpacked_size_problem(filename, data)) is not None:
         raise ValidationProblem(
             "The source is too large once unpacked.",
             code="invalid_source",
-            errors=[_problem("/file", "too_large", too_much)],
+            errors=[FieldProblem.of("/file", "too_large", too_much)],
         )
     try:
         name, version = _name_and_version(filename, data)
@@ -263,14 +270,16 @@ async def submit_source(db: AsyncSession, principal: Principal, filename: str, d
         raise ValidationProblem(
             "The distribution cannot be read.",
             code="invalid_source",
-            errors=[_problem("/file", "invalid_source", str(exc))],
+            errors=[FieldProblem.of("/file", "invalid_source", str(exc))],
         ) from exc
     problems = [p for p in (manifest.plugin_name_problem(name),) if p]
     if problems or not version:
         raise ValidationProblem(
             "The distribution does not name the plugin or its version.",
             code="invalid_source",
-            errors=[_problem("/file", "invalid_source", p) for p in problems or ["pyproject.toml has no version"]],
+            errors=[
+                FieldProblem.of("/file", "invalid_source", p) for p in problems or ["pyproject.toml has no version"]
+            ],
         )
     await _claim(db, publisher, name, version, "other")
     stored = await files.save_file(
@@ -427,12 +436,21 @@ async def review(
     await require_platform_admin(db, principal, sensitive=True)
     row = await db.get(PluginVersion, (plugin, version), with_for_update=True)
     if row is None:
-        raise NotFound(f"No version {version} of {plugin}.", code="plugin_version_not_found")
+        raise NotFound(
+            "No version {version} of {plugin}.", code="plugin_version_not_found", version=version, plugin=plugin
+        )
     if row.status != "pending":
-        raise Conflict(f"{plugin} {version} is {row.status}, not awaiting review.", code="not_pending")
+        raise Conflict(
+            "{plugin} {version} is {state}, not awaiting review.",
+            code="not_pending",
+            plugin=plugin,
+            version=version,
+            state=row.status,
+        )
     if not approve and not reason.strip():
         raise ValidationProblem(
-            "Say why the version is rejected.", errors=[_problem("/reason", "required", "the publisher reads it")]
+            "Say why the version is rejected.",
+            errors=[FieldProblem.of("/reason", "required", "the publisher reads it")],
         )
     row.status = "approved" if approve else "rejected"
     row.review_reason = reason.strip() or None
@@ -447,7 +465,12 @@ async def source_of(db: AsyncSession, principal: Principal, plugin: str, version
     row = await db.get(PluginVersion, (plugin, version))
     listing = await db.get(PluginListing, plugin)
     if row is None or row.source_file_id is None or listing is None or listing.publisher_tenant_id is None:
-        raise NotFound(f"{plugin} {version} has no source distribution.", code="plugin_version_not_found")
+        raise NotFound(
+            "{plugin} {version} has no source distribution.",
+            code="plugin_version_not_found",
+            plugin=plugin,
+            version=version,
+        )
     async with tenant_session(listing.publisher_tenant_id) as publisher_db:
         meta, data = await files.open_file_bytes(publisher_db, row.source_file_id)
     return meta.name, data

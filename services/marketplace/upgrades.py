@@ -14,7 +14,6 @@ from services.marketplace.installations import (
     _changed,
     _installable,
     _installation,
-    _problem,
     _split_settings,
     _stored_secrets,
     config_problems,
@@ -30,7 +29,7 @@ from services.marketplace.versions import (
     version_key,
 )
 from tenants.base import utcnow
-from tenants.errors import Conflict, ValidationProblem
+from tenants.errors import Conflict, FieldProblem, ValidationProblem
 from tenants.models import Role
 from tenants.principal import Principal
 
@@ -71,22 +70,31 @@ async def _plan(
     problems = [p for p in [_api_problem(target)] if p is not None]
     if added:
         problems += [
-            _problem("/scopes", "scope_not_consented", f"{target.version} needs the new scope {s!r}: consent to it")
+            FieldProblem.of(
+                "/scopes",
+                "scope_not_consented",
+                "{version} needs the new scope '{scope}': consent to it",
+                version=target.version,
+                scope=s,
+            )
             for s in added
             if s not in (consented or [])
         ]
     schema = _settings_schema(target.manifest)
     plain, _ = _split_settings(schema, installation.config)
     stray = sorted(set(installation.config) - set(plain))
-    problems += [_problem(f"/config/{k}", "setting_became_secret", "re-enter it as a secret") for k in stray]
+    problems += [FieldProblem.of(f"/config/{k}", "setting_became_secret", "re-enter it as a secret") for k in stray]
     problems += config_problems(schema, plain, _stored_secrets(installation), "/config")
     removed_actions = sorted(set(_action_names(current.manifest)) - set(_action_names(target.manifest)))
     in_use = await _in_use(db, installation.plugin)
     problems += [
-        _problem(
+        FieldProblem.of(
             "/version",
             "action_in_use",
-            f"{target.version} drops the action {name!r}, which {in_use[name]} automation(s) use",
+            "{version} drops the action '{name}', which {count} automation(s) use",
+            version=target.version,
+            name=name,
+            count=in_use[name],
         )
         for name in removed_actions
         if in_use.get(name)
@@ -129,15 +137,30 @@ async def upgrade(db: AsyncSession, principal: Principal, plugin: str, data: Upg
     principal.require_role(Role.ADMIN)
     installation = await _installation(db, principal, plugin, lock=True)
     if installation.pinned and not data.dry_run:
-        raise Conflict(f"{plugin} is pinned to {installation.version}: unpin it to upgrade.", code="plugin_pinned")
+        raise Conflict(
+            "{plugin} is pinned to {version}: unpin it to upgrade.",
+            code="plugin_pinned",
+            plugin=plugin,
+            version=installation.version,
+        )
     target = await _installable(db, plugin, data.version)
     if version_key(target.version) <= version_key(installation.version):
-        raise Conflict(f"{plugin} {target.version} is not newer than {installation.version}.", code="not_an_upgrade")
+        raise Conflict(
+            "{plugin} {version} is not newer than {installed}.",
+            code="not_an_upgrade",
+            plugin=plugin,
+            version=target.version,
+            installed=installation.version,
+        )
     plan = await _plan(db, installation, target, data.scopes)
     if plan.problems or data.dry_run:
         if plan.problems and not data.dry_run:
             raise ValidationProblem(
-                f"{plugin} cannot be upgraded to {target.version}.", code="upgrade_incompatible", errors=plan.problems
+                "{plugin} cannot be upgraded to {version}.",
+                code="upgrade_incompatible",
+                errors=plan.problems,
+                plugin=plugin,
+                version=target.version,
             )
         return plan
     await _move_to(db, principal, installation, target, manifest_scopes(target.manifest), events.PLUGIN_UPGRADED)
@@ -149,16 +172,23 @@ async def rollback(db: AsyncSession, principal: Principal, plugin: str) -> Plugi
     principal.require_role(Role.ADMIN)
     installation = await _installation(db, principal, plugin, lock=True)
     if not installation.previous_version:
-        raise Conflict(f"{plugin} has no earlier version to return to.", code="nothing_to_roll_back")
+        raise Conflict("{plugin} has no earlier version to return to.", code="nothing_to_roll_back", plugin=plugin)
     target = await _version(db, plugin, installation.previous_version)
     if not version_available(target):
         raise Conflict(
-            f"{plugin} {target.version} is no longer available on this platform.", code="plugin_version_unavailable"
+            "{plugin} {version} is no longer available on this platform.",
+            code="plugin_version_unavailable",
+            plugin=plugin,
+            version=target.version,
         )
     plan = await _plan(db, installation, target, installation.previous_scopes)
     if plan.problems:
         raise ValidationProblem(
-            f"{plugin} cannot go back to {target.version}.", code="rollback_incompatible", errors=plan.problems
+            "{plugin} cannot go back to {version}.",
+            code="rollback_incompatible",
+            errors=plan.problems,
+            plugin=plugin,
+            version=target.version,
         )
     await _move_to(
         db, principal, installation, target, list(installation.previous_scopes or []), events.PLUGIN_ROLLED_BACK
@@ -198,7 +228,7 @@ async def uninstall(db: AsyncSession, principal: Principal, plugin: str, *, dele
         raise ValidationProblem(
             "Confirm by repeating the plugin's name.",
             code="confirmation_required",
-            errors=[_problem("/confirm", "confirmation_required", f"pass confirm={plugin}")],
+            errors=[FieldProblem.of("/confirm", "confirmation_required", "pass confirm={plugin}", plugin=plugin)],
         )
     disabled = 0
     for dependents in _dependents:

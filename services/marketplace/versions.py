@@ -69,7 +69,12 @@ def _latest_available(versions: list[PluginVersion]) -> PluginVersion | None:
 async def _version(db: AsyncSession, plugin: str, version: str) -> PluginVersion:
     row = await db.get(PluginVersion, (plugin, version))
     if row is None:
-        raise NotFound(f"The plugin {plugin!r} has no version {version!r}.", code="plugin_version_not_found")
+        raise NotFound(
+            "The plugin '{plugin}' has no version '{version}'.",
+            code="plugin_version_not_found",
+            plugin=plugin,
+            version=version,
+        )
     return row
 
 

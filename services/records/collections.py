@@ -136,7 +136,7 @@ async def get_collection(db: AsyncSession, collection_id: uuid.UUID) -> Collecti
 async def get_collection_by_key(db: AsyncSession, key: str) -> CollectionInfo:
     found = await db.scalar(select(Collection).where(Collection.key == key))
     if found is None:
-        raise NotFound(f"No collection '{key}'.", code="collection_not_found")
+        raise NotFound("No collection '{key}'.", code="collection_not_found", key=key)
     return collection_info(found)
 
 
@@ -168,10 +168,11 @@ async def _relation_problems(db: AsyncSession, defs: list[FieldDef], own_key: st
         return []
     known = set(await db.scalars(select(Collection.key).where(Collection.key.in_(targets)))) | {own_key}
     return [
-        FieldProblem(
+        FieldProblem.of(
             pointer=f"/fields/{i}/target_collection",
             code="unknown_collection",
-            message=f"there is no collection '{d.target_collection}'",
+            message="there is no collection '{target_collection}'",
+            target_collection=d.target_collection,
         )
         for i, d in enumerate(defs)
         if d.type == FieldType.RELATION and d.target_collection and d.target_collection not in known
@@ -193,7 +194,7 @@ async def create_collection(db: AsyncSession, principal: Principal, data: Collec
     if problems:
         raise ValidationProblem(errors=problems)
     if await db.scalar(select(Collection.id).where(Collection.key == data.key)) is not None:
-        raise Conflict(f"A collection with the key '{data.key}' exists.", code="collection_key_taken")
+        raise Conflict("A collection with the key '{key}' exists.", code="collection_key_taken", key=data.key)
     now = utcnow()
     collection = Collection(
         id=new_id(),
@@ -399,10 +400,13 @@ async def _migrate_records(
                 values[fd.key] = convert_value(old, fd, values.get(fd.key))
             except FieldValueError as exc:
                 problems.append(
-                    FieldProblem(
+                    FieldProblem.of(
                         pointer=f"/records/{record.id}/{fd.key}",
                         code="not_convertible",
-                        message=f"{_short(values.get(fd.key))} does not convert to {fd.type}: {exc.message}",
+                        message="{value} does not convert to {type}: {reason}",
+                        value=_short(values.get(fd.key)),
+                        type=fd.type,
+                        reason=exc.message,
                     )
                 )
         for fd, default in backfill:
@@ -411,8 +415,9 @@ async def _migrate_records(
         new_values[record.id] = values
     if problems:
         raise ValidationProblem(
-            f"{len({p.pointer.split('/')[2] for p in problems})} records would not convert; nothing was changed.",
+            "{count} records would not convert; nothing was changed.",
             errors=problems[:MAX_LISTED_PROBLEMS],
+            count=len({p.pointer.split("/")[2] for p in problems}),
         )
     duplicates: list[FieldProblem] = []
     for fd in unique_rebuild:
@@ -424,10 +429,12 @@ async def _migrate_records(
             digest = value_hash(value)
             if digest in seen:
                 duplicates.append(
-                    FieldProblem(
+                    FieldProblem.of(
                         pointer=f"/records/{record.id}/{fd.key}",
                         code="duplicate_value",
-                        message=f"{_short(value)} is also the value of record {seen[digest]}",
+                        message="{value} is also the value of record {record}",
+                        value=_short(value),
+                        record=seen[digest],
                     )
                 )
             else:
@@ -488,11 +495,9 @@ async def purge_fields(
     defs = _stored_defs(collection)
     by_key = {d.key: d for d in defs}
     problems = [
-        FieldProblem(
-            pointer=f"/field_keys/{i}",
-            code="not_hidden" if key in by_key else "unknown_field",
-            message="only a removed (hidden) field can be purged" if key in by_key else f"no field '{key}'",
-        )
+        FieldProblem(f"/field_keys/{i}", "not_hidden", "only a removed (hidden) field can be purged")
+        if key in by_key
+        else FieldProblem.of(f"/field_keys/{i}", "unknown_field", "no field '{key}'", key=key)
         for i, key in enumerate(field_keys)
         if key not in by_key or not by_key[key].removed
     ]
@@ -545,7 +550,12 @@ async def delete_collection(
     collection = await _collection(db, collection_id, lock=True)
     held = await count_records(db, collection_id)
     if held and not with_records:
-        raise Conflict(f"The collection '{collection.key}' holds {held} record(s).", code="collection_has_records")
+        raise Conflict(
+            "The collection '{key}' holds {held} record(s).",
+            code="collection_has_records",
+            key=collection.key,
+            held=held,
+        )
     record_ids = select(Record.id).where(Record.collection_id == collection_id)
     await db.execute(delete(RecordUniqueValue).where(RecordUniqueValue.record_id.in_(record_ids)))
     await db.execute(delete(Record).where(Record.collection_id == collection_id))

@@ -28,7 +28,7 @@ from services.records.values import (
     visible_values,
 )
 from tenants.base import new_id, utcnow
-from tenants.errors import Conflict, FieldProblem, NotFound, ProblemError, ValidationProblem
+from tenants.errors import Conflict, NotFound, ProblemError, ValidationProblem
 from tenants.models import Role
 from tenants.principal import Principal
 
@@ -75,7 +75,7 @@ async def create_records_values(
         try:
             created.append(await _create(db, collection, values, None, actor_id, sample=sample))
         except ProblemError as exc:
-            exc.errors = [FieldProblem(f"/{index}{p.pointer}", p.code, p.message) for p in exc.errors or []]
+            exc.errors = [p.moved(f"/{index}{p.pointer}") for p in exc.errors or []]
             raise
     return created
 
@@ -166,8 +166,10 @@ async def _update(
     record = await _record(db, collection_id, record_id, lock=True)
     if expected_version is not None and expected_version != record.version:
         raise Conflict(
-            f"The record changed since version {expected_version} (it is at {record.version}); reload it.",
+            "The record changed since version {expected_version} (it is at {version}); reload it.",
             code="version_conflict",
+            expected_version=expected_version,
+            version=record.version,
         )
     defs = _stored_defs(collection)
     changes, problems = coerce_values(defs, raw, partial=True)

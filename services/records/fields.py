@@ -161,38 +161,44 @@ def currency_exponent(currency: str) -> int:
 # ---------------------------------------------------------------- definitions
 
 
-def _problem(pointer: str, code: str, message: str) -> FieldProblem:
-    return FieldProblem(pointer=pointer, code=code, message=message)
-
-
 def validate_field_defs(defs: list[FieldDef], *, prefix: str = "/fields", nested: bool = False) -> list[FieldProblem]:
     """Every problem of a list of field definitions, each pointing at the offending attribute."""
     problems: list[FieldProblem] = []
     if len(defs) > MAX_FIELDS:
-        problems.append(_problem(prefix, "too_many_fields", f"at most {MAX_FIELDS} fields"))
+        problems.append(
+            FieldProblem.of(prefix, "too_many_fields", "at most {MAX_FIELDS} fields", MAX_FIELDS=MAX_FIELDS)
+        )
     seen: dict[str, int] = {}
     for index, fd in enumerate(defs):
         at = f"{prefix}/{index}"
         if not KEY_RE.fullmatch(fd.key):
             problems.append(
-                _problem(
+                FieldProblem.of(
                     f"{at}/key", "invalid_key", "a key is lower_snake_case: a-z, 0-9 and _, starting with a letter"
                 )
             )
         elif fd.key in {"id", "entity_id", "created_at", "updated_at", "created_by", "updated_by", "version"}:
-            problems.append(_problem(f"{at}/key", "reserved_key", f"'{fd.key}' is reserved for the record itself"))
+            problems.append(
+                FieldProblem.of(f"{at}/key", "reserved_key", "'{key}' is reserved for the record itself", key=fd.key)
+            )
         if fd.key in seen:
-            problems.append(_problem(f"{at}/key", "duplicate_key", f"'{fd.key}' is also field {seen[fd.key]}"))
+            problems.append(
+                FieldProblem.of(
+                    f"{at}/key", "duplicate_key", "'{key}' is also field {index}", key=fd.key, index=seen[fd.key]
+                )
+            )
         else:
             seen[fd.key] = index
         if not fd.label.strip() or len(fd.label) > 200:
-            problems.append(_problem(f"{at}/label", "invalid_label", "a label has 1 to 200 characters"))
+            problems.append(FieldProblem.of(f"{at}/label", "invalid_label", "a label has 1 to 200 characters"))
         problems += name_problems(fd.label, f"{at}/label", required=False)
         try:
             ftype = FieldType(fd.type)
         except ValueError:
             problems.append(
-                _problem(f"{at}/type", "unknown_type", f"use one of: {', '.join(t.value for t in FieldType)}")
+                FieldProblem.of(
+                    f"{at}/type", "unknown_type", "use one of: {options}", options=", ".join(t.value for t in FieldType)
+                )
             )
             continue
         problems.extend(_type_problems(fd, ftype, at, nested))
@@ -202,79 +208,119 @@ def validate_field_defs(defs: list[FieldDef], *, prefix: str = "/fields", nested
 def _type_problems(fd: FieldDef, ftype: FieldType, at: str, nested: bool) -> list[FieldProblem]:
     problems: list[FieldProblem] = []
     if nested and ftype not in LINE_ITEM_TYPES:
-        problems.append(_problem(f"{at}/type", "type_not_allowed_in_line_items", "line items hold plain values only"))
+        problems.append(
+            FieldProblem.of(f"{at}/type", "type_not_allowed_in_line_items", "line items hold plain values only")
+        )
     if fd.unique and (nested or ftype not in UNIQUE_TYPES):
-        problems.append(_problem(f"{at}/unique", "unique_not_supported", f"a {ftype} field cannot be unique"))
+        problems.append(
+            FieldProblem.of(f"{at}/unique", "unique_not_supported", "a {ftype} field cannot be unique", ftype=ftype)
+        )
     if (fd.min is not None or fd.max is not None) and ftype not in BOUNDED_TYPES:
-        problems.append(_problem(f"{at}/min", "bounds_not_supported", f"min/max do not apply to a {ftype} field"))
+        problems.append(
+            FieldProblem.of(f"{at}/min", "bounds_not_supported", "min/max do not apply to a {ftype} field", ftype=ftype)
+        )
     for bound in ("min", "max"):
         value = getattr(fd, bound)
         if value is not None and not math.isfinite(value):
-            problems.append(_problem(f"{at}/{bound}", "invalid_bound", f"{bound} must be a finite number"))
+            problems.append(
+                FieldProblem.of(f"{at}/{bound}", "invalid_bound", "{bound} must be a finite number", bound=bound)
+            )
     if fd.min is not None and fd.max is not None and fd.min > fd.max:
-        problems.append(_problem(f"{at}/min", "min_above_max", "min is greater than max"))
+        problems.append(FieldProblem.of(f"{at}/min", "min_above_max", "min is greater than max"))
     if fd.pattern is not None:
         if ftype not in {FieldType.TEXT, FieldType.LONG_TEXT}:
-            problems.append(_problem(f"{at}/pattern", "pattern_not_supported", "a pattern applies to text fields"))
+            problems.append(
+                FieldProblem.of(f"{at}/pattern", "pattern_not_supported", "a pattern applies to text fields")
+            )
         elif len(fd.pattern) > MAX_PATTERN:
-            problems.append(_problem(f"{at}/pattern", "pattern_too_long", f"at most {MAX_PATTERN} characters"))
+            problems.append(
+                FieldProblem.of(
+                    f"{at}/pattern", "pattern_too_long", "at most {MAX_PATTERN} characters", MAX_PATTERN=MAX_PATTERN
+                )
+            )
         elif (reason := pattern_problem(fd.pattern)) is not None:
             problems.append(
-                _problem(f"{at}/pattern", "invalid_pattern", f"the pattern of '{fd.key}' cannot be used: {reason}")
+                FieldProblem.of(
+                    f"{at}/pattern",
+                    "invalid_pattern",
+                    "the pattern of '{key}' cannot be used: {reason}",
+                    key=fd.key,
+                    reason=reason,
+                )
             )
     if ftype in {FieldType.SELECT, FieldType.MULTI_SELECT}:
         problems.extend(_option_problems(fd.options, f"{at}/options"))
     elif fd.options is not None:
-        problems.append(_problem(f"{at}/options", "options_not_supported", "options apply to select fields"))
+        problems.append(FieldProblem.of(f"{at}/options", "options_not_supported", "options apply to select fields"))
     if fd.currency is not None and (ftype != FieldType.MONEY or not CURRENCY_RE.fullmatch(fd.currency)):
-        problems.append(_problem(f"{at}/currency", "invalid_currency", "an ISO 4217 code on a money field"))
+        problems.append(FieldProblem.of(f"{at}/currency", "invalid_currency", "an ISO 4217 code on a money field"))
     if fd.region is not None and (ftype != FieldType.PHONE or fd.region not in phonenumbers.SUPPORTED_REGIONS):
-        problems.append(_problem(f"{at}/region", "invalid_region", "an ISO 3166 region code on a phone field"))
+        problems.append(FieldProblem.of(f"{at}/region", "invalid_region", "an ISO 3166 region code on a phone field"))
     if ftype == FieldType.RELATION:
         if not fd.target_collection or not KEY_RE.fullmatch(fd.target_collection):
             problems.append(
-                _problem(f"{at}/target_collection", "target_required", "a relation names its target collection's key")
+                FieldProblem.of(
+                    f"{at}/target_collection", "target_required", "a relation names its target collection's key"
+                )
             )
     elif fd.target_collection is not None:
         problems.append(
-            _problem(f"{at}/target_collection", "target_not_supported", "only relation fields have a target")
+            FieldProblem.of(f"{at}/target_collection", "target_not_supported", "only relation fields have a target")
         )
     if ftype == FieldType.LINE_ITEMS:
         if not fd.fields:
-            problems.append(_problem(f"{at}/fields", "sub_fields_required", "line items need at least one sub-field"))
+            problems.append(
+                FieldProblem.of(f"{at}/fields", "sub_fields_required", "line items need at least one sub-field")
+            )
         else:
             problems.extend(validate_field_defs(fd.fields, prefix=f"{at}/fields", nested=True))
     elif fd.fields is not None:
-        problems.append(_problem(f"{at}/fields", "sub_fields_not_supported", "only line items have sub-fields"))
+        problems.append(FieldProblem.of(f"{at}/fields", "sub_fields_not_supported", "only line items have sub-fields"))
     if fd.default is not None and not any(
         p.pointer.startswith(at + "/") and p.code != "invalid_label" for p in problems
     ):
         if ftype in REFERENCE_TYPES:
-            problems.append(_problem(f"{at}/default", "default_not_supported", f"a {ftype} field has no default"))
+            problems.append(
+                FieldProblem.of(f"{at}/default", "default_not_supported", "a {ftype} field has no default", ftype=ftype)
+            )
         else:
             try:
                 coerce_value(fd, fd.default)
             except FieldValueError as exc:
                 problems.append(
-                    _problem(f"{at}/default", "invalid_default", f"the default is not valid: {exc.message}")
+                    FieldProblem.of(
+                        f"{at}/default",
+                        "invalid_default",
+                        "the default is not valid: {reason}",
+                        reason=exc.message,
+                    )
                 )
     return problems
 
 
 def _option_problems(options: list[str] | None, at: str) -> list[FieldProblem]:
     if not options:
-        return [_problem(at, "options_required", "a select field needs at least one option")]
+        return [FieldProblem.of(at, "options_required", "a select field needs at least one option")]
     problems = []
     if len(options) > MAX_OPTIONS:
-        problems.append(_problem(at, "too_many_options", f"at most {MAX_OPTIONS} options"))
+        problems.append(
+            FieldProblem.of(at, "too_many_options", "at most {MAX_OPTIONS} options", MAX_OPTIONS=MAX_OPTIONS)
+        )
     seen: set[str] = set()
     for i, option in enumerate(options):
         if not option.strip() or len(option) > MAX_OPTION_LENGTH or MULTI_SEPARATOR in option or '"' in option:
             problems.append(
-                _problem(f"{at}/{i}", "invalid_option", f'1 to {MAX_OPTION_LENGTH} characters, without ; or "')
+                FieldProblem.of(
+                    f"{at}/{i}",
+                    "invalid_option",
+                    '1 to {MAX_OPTION_LENGTH} characters, without ; or "',
+                    MAX_OPTION_LENGTH=MAX_OPTION_LENGTH,
+                )
             )
         if option in seen:
-            problems.append(_problem(f"{at}/{i}", "duplicate_option", f"'{option}' is listed twice"))
+            problems.append(
+                FieldProblem.of(f"{at}/{i}", "duplicate_option", "'{option}' is listed twice", option=option)
+            )
         seen.add(option)
     return problems
 

@@ -75,7 +75,7 @@ async def free_key(db: AsyncSession, key: str, also_taken: Iterable[str] = ()) -
         candidate = f"{stem}_{n}"
         if candidate not in taken and not await key_taken(db, candidate):
             return candidate
-    raise Conflict(f"No free key is left after '{key}'.", code="collection_key_exhausted")  # pragma: no cover
+    raise Conflict("No free key is left after '{key}'.", code="collection_key_exhausted", key=key)  # pragma: no cover
 
 
 async def rename_collection_key(
@@ -97,9 +97,11 @@ async def rename_collection_key(
     if await key_taken(db, new_key):
         suggested = await free_key(db, new_key)
         raise Conflict(
-            f"A collection with the key '{new_key}' exists; '{suggested}' is free.",
+            "A collection with the key '{new_key}' exists; '{suggested}' is free.",
             code="collection_key_taken",
             errors=[FieldProblem(pointer="/key", code="collection_key_taken", message=suggested)],
+            new_key=new_key,
+            suggested=suggested,
         )
     now = utcnow()
     collection.key = new_key

@@ -64,10 +64,11 @@ def parse_filters(params: Mapping[str, list[str]]) -> tuple[list[Filter], list[F
         operator = match.group(2) or "eq"
         if operator not in FILTER_OPERATORS:
             problems.append(
-                FieldProblem(
+                FieldProblem.of(
                     pointer=f"/query/{name}",
                     code="unknown_operator",
-                    message=f"use one of {', '.join(FILTER_OPERATORS)}",
+                    message="use one of {options}",
+                    options=", ".join(FILTER_OPERATORS),
                 )
             )
             continue
@@ -222,8 +223,8 @@ def decode_cursor(cursor: str, sort: Sort, defs: Mapping[str, FieldDef]) -> tupl
     except (ValueError, TypeError, OverflowError, binascii.Error, ProblemError) as exc:
         raise ValidationProblem(
             errors=[
-                FieldProblem(
-                    pointer="/query/cursor", code="invalid_cursor", message=f"not a cursor of this list: {exc}"
+                FieldProblem.of(
+                    pointer="/query/cursor", code="invalid_cursor", message="not a cursor of this list: {exc}", exc=exc
                 )
             ]
         ) from None
@@ -283,7 +284,9 @@ def parse_sort(defs: dict[str, FieldDef], spec: str | None) -> Sort:
         fd is None or fd.removed or fd.field_type in {FieldType.MULTI_SELECT, FieldType.LINE_ITEMS}
     ):
         raise ValidationProblem(
-            errors=[FieldProblem(pointer="/query/sort", code="invalid_sort", message=f"cannot sort by '{key}'")]
+            errors=[
+                FieldProblem.of(pointer="/query/sort", code="invalid_sort", message="cannot sort by '{key}'", key=key)
+            ]
         )
     return Sort(key, descending)
 
@@ -295,7 +298,7 @@ async def find_records(
     as (id, visible values); an unknown collection is 404, an unknown field or unfit value 422."""
     found = await db.scalar(select(Collection).where(Collection.key == collection_key))
     if found is None:
-        raise NotFound(f"No collection '{collection_key}'.", code="collection_not_found")
+        raise NotFound("No collection '{collection_key}'.", code="collection_not_found", collection_key=collection_key)
     defs = _stored_defs(found)
     live = {d.key: d for d in defs if not d.removed}
     clauses: list[ColumnElement[bool]] = [Record.collection_id == found.id, Record.deleted_at.is_(None)]
@@ -304,7 +307,7 @@ async def find_records(
         pointer = f"/where/{key}"
         fd = live.get(key)
         if fd is None:
-            problems.append(FieldProblem(pointer=pointer, code="unknown_field", message=f"no field '{key}'"))
+            problems.append(FieldProblem.of(pointer=pointer, code="unknown_field", message="no field '{key}'", key=key))
             continue
         text = value if isinstance(value, str) else json.dumps(value)
         try:
@@ -398,14 +401,18 @@ async def list_records(
             continue
         fd = defs.get(flt.field)
         if fd is None:
-            problems.append(FieldProblem(pointer=pointer, code="unknown_field", message=f"no field '{flt.field}'"))
+            problems.append(
+                FieldProblem.of(pointer=pointer, code="unknown_field", message="no field '{field}'", field=flt.field)
+            )
             continue
         try:
             clauses.append(filter_clause(fd, flt, pointer))
         except FieldValueError as exc:
             problems.append(problem_for(exc, pointer))
     if not 1 <= limit <= MAX_PAGE:
-        problems.append(FieldProblem(pointer="/query/limit", code="out_of_range", message=f"1 to {MAX_PAGE}"))
+        problems.append(
+            FieldProblem.of(pointer="/query/limit", code="out_of_range", message="1 to {MAX_PAGE}", MAX_PAGE=MAX_PAGE)
+        )
     if problems:
         raise ValidationProblem(errors=problems)
     sort = parse_sort(defs, sort_spec)

@@ -134,7 +134,9 @@ def _read_xlsx(content: bytes) -> list[list[Any]]:
         workbook = openpyxl.load_workbook(io.BytesIO(content), read_only=True, data_only=True)
     except (BadZipFile, KeyError, ValueError, OSError) as exc:
         raise ValidationProblem(
-            errors=[FieldProblem(pointer="/file", code="unreadable_file", message=f"not an XLSX workbook: {exc}")]
+            errors=[
+                FieldProblem.of(pointer="/file", code="unreadable_file", message="not an XLSX workbook: {exc}", exc=exc)
+            ]
         ) from None
     sheet = workbook.worksheets[0]
     rows = [list(row) for row in sheet.iter_rows(values_only=True)]
@@ -174,8 +176,11 @@ async def import_records(
     if len(rows) - 1 > MAX_IMPORT_ROWS:
         raise ValidationProblem(
             errors=[
-                FieldProblem(
-                    pointer="/file", code="too_many_rows", message=f"at most {MAX_IMPORT_ROWS} rows per import"
+                FieldProblem.of(
+                    pointer="/file",
+                    code="too_many_rows",
+                    message="at most {MAX_IMPORT_ROWS} rows per import",
+                    MAX_IMPORT_ROWS=MAX_IMPORT_ROWS,
                 )
             ]
         )
@@ -218,13 +223,15 @@ async def import_records(
     listed = [p for number in sorted(problems) for p in problems[number]]
     if listed and not skip_invalid:
         raise ValidationProblem(
-            f"{len(problems)} of {len(parsed)} rows have problems; nothing was imported.",
+            "{bad} of {total} rows have problems; nothing was imported.",
             errors=[
                 FieldProblem(
                     pointer=f"/rows/{p.row}" + (f"/{p.field}" if p.field else ""), code=p.code, message=p.message
                 )
                 for p in listed[:MAX_LISTED_PROBLEMS]
             ],
+            bad=len(problems),
+            total=len(parsed),
         )
     imported = 0
     for number, values, entity_id in parsed:
@@ -266,18 +273,23 @@ def _map_header(collection: Collection, defs: list[FieldDef], header: list[Any])
             key = by_name[folded]
         else:
             problems.append(
-                FieldProblem(
-                    pointer=f"/rows/1/{name}", code="unknown_column", message=f"no field has the key or label '{name}'"
+                FieldProblem.of(
+                    pointer=f"/rows/1/{name}",
+                    code="unknown_column",
+                    message="no field has the key or label '{name}'",
+                    name=name,
                 )
             )
             continue
         if key is not None:
             if key in seen:
                 problems.append(
-                    FieldProblem(
+                    FieldProblem.of(
                         pointer=f"/rows/1/{name}",
                         code="duplicate_column",
-                        message=f"'{key}' is also column {seen[key] + 1}",
+                        message="'{key}' is also column {column}",
+                        key=key,
+                        column=seen[key] + 1,
                     )
                 )
             seen[key] = index

@@ -58,7 +58,9 @@ def coerce_values(
         if fd is None or fd.removed:
             code = "removed_field" if fd is not None else "unknown_field"
             problems.append(
-                FieldProblem(pointer=f"{prefix}/{key}", code=code, message=f"the collection has no field '{key}'")
+                FieldProblem.of(
+                    pointer=f"{prefix}/{key}", code=code, message="the collection has no field '{key}'", key=key
+                )
             )
             continue
         try:
@@ -119,7 +121,13 @@ async def _reference_problems(
                 noun = what[FieldType(fd.type)]
                 where = f" in {fd.target_collection}" if fd.type == FieldType.RELATION else ""
                 problems.append(
-                    FieldProblem(pointer=f"{prefix}/{key}", code=f"unknown_{noun}", message=f"no such {noun}{where}")
+                    FieldProblem.of(
+                        pointer=f"{prefix}/{key}",
+                        code=f"unknown_{noun}",
+                        message="no such {noun}{where}",
+                        noun=noun,
+                        where=where,
+                    )
                 )
     return problems
 
@@ -180,10 +188,12 @@ async def _unique_problems(
         )
         if holder is not None and holder != record_id:
             problems.append(
-                FieldProblem(
+                FieldProblem.of(
                     pointer=f"{prefix}/{row.field_key}",
                     code="duplicate_value",
-                    message=f"record {holder} already has this {row.field_key}",
+                    message="record {holder} already has this {field_key}",
+                    holder=holder,
+                    field_key=row.field_key,
                 )
             )
     return problems

@@ -81,9 +81,11 @@ class EngineError(Exception):
     """
 
     def __init__(
-        self, message: str, *, code: str, status: int = 409, details: list[FieldProblem] | None = None
+        self, message: str, *, code: str, status: int = 409, details: list[FieldProblem] | None = None, **params: Any
     ) -> None:
-        super().__init__(message)
+        super().__init__(message.format(**params) if params else message)
+        self.message_id = message  # a message id of the catalogs, its placeholders filled from ``params``
+        self.params = params
         self.code = code
         self.status = status
         self.details: list[FieldProblem] = details or []
@@ -184,7 +186,7 @@ class RunState(Struct, kw_only=True):
         for s in self.steps:
             if s.id == step_id:
                 return s
-        raise EngineError(f"The run has no step {step_id}.", code="step_not_found", status=404)
+        raise EngineError("The run has no step {step_id}.", code="step_not_found", status=404, step_id=step_id)
 
 
 # ---------------------------------------------------------------- actions
@@ -500,7 +502,7 @@ class _Run:
             self._positions = {s.id: i for i, s in enumerate(self.steps)}
         position = self._positions.get(step_id)
         if position is None:
-            raise EngineError(f"The run has no step {step_id}.", code="step_not_found", status=404)
+            raise EngineError("The run has no step {step_id}.", code="step_not_found", status=404, step_id=step_id)
         return position
 
     def find(self, step_id: int) -> StepState:
@@ -527,7 +529,12 @@ class _Run:
         for exc in self.exceptions:
             if exc.id == exception_id:
                 return exc
-        raise EngineError(f"The run has no exception {exception_id}.", code="exception_not_found", status=404)
+        raise EngineError(
+            "The run has no exception {exception_id}.",
+            code="exception_not_found",
+            status=404,
+            exception_id=exception_id,
+        )
 
     def edit_exception(self, exception_id: int) -> ExceptionState:
         for i, exc in enumerate(self.exceptions):
@@ -537,7 +544,12 @@ class _Run:
                     self.exceptions[i] = exc
                     self._owned_exceptions.add(exception_id)
                 return exc
-        raise EngineError(f"The run has no exception {exception_id}.", code="exception_not_found", status=404)
+        raise EngineError(
+            "The run has no exception {exception_id}.",
+            code="exception_not_found",
+            status=404,
+            exception_id=exception_id,
+        )
 
     def blocked(self, step_id: int) -> bool:
         return any(e.status == "open" and e.step_id == step_id for e in self.exceptions)
@@ -598,7 +610,7 @@ class _Run:
     def activate(self, key: str, path: Path, exception_id: int | None) -> None:
         step = self.ix.steps.get(key)
         if step is None:
-            raise EngineError(f"The procedure has no step {key!r}.", code="unknown_step", status=422)
+            raise EngineError("The procedure has no step '{key}'.", code="unknown_step", status=422, key=key)
         if isinstance(step, _HUMAN):
             self.activate_human(step, path, exception_id)
         elif isinstance(step, DecisionStep):
@@ -951,21 +963,23 @@ class _Run:
 def _open_step(run: _Run, step_id: int) -> tuple[StepState, Step]:
     step = run.find(step_id)
     if step.status not in _OPEN_WORK:
-        raise EngineError(f"Step {step.key!r} is {step.status.value}, not open.", code="step_not_open")
+        raise EngineError(
+            "Step '{key}' is {state}, not open.", code="step_not_open", key=step.key, state=step.status.value
+        )
     return step, run.ix.steps[step.key]
 
 
 def _open_human(run: _Run, step_id: int) -> tuple[StepState, HumanStep]:
     step, definition = _open_step(run, step_id)
     if not isinstance(definition, _HUMAN):
-        raise EngineError(f"Step {step.key!r} is done by the system.", code="wrong_step_kind")
+        raise EngineError("Step '{key}' is done by the system.", code="wrong_step_kind", key=step.key)
     return step, definition
 
 
 def _not_blocked(run: _Run, step: StepState) -> None:
     if run.blocked(step.id):
         raise EngineError(
-            f"Step {step.key!r} waits for an open exception to be resolved.", code="step_blocked_by_exception"
+            "Step '{key}' waits for an open exception to be resolved.", code="step_blocked_by_exception", key=step.key
         )
 
 
@@ -979,7 +993,7 @@ def _claim(run: _Run, action: Claim) -> None:
     if step.assignee == action.actor.user_id:
         return
     if step.assignee is not None:
-        raise EngineError(f"Step {step.key!r} is already assigned.", code="step_already_assigned")
+        raise EngineError("Step '{key}' is already assigned.", code="step_already_assigned", key=step.key)
     if not run.may_claim(definition, action.actor, step):
         raise EngineError("This step is not yours to claim.", code="not_step_owner", status=403)
     run.assign(step, action.actor.user_id, action.actor)
@@ -995,7 +1009,7 @@ def _assign(run: _Run, action: Assign) -> None:
 def _start_work(run: _Run, action: Start) -> None:
     step, definition = _open_human(run, action.step_id)
     if step.status != StepStatus.READY:
-        raise EngineError(f"Step {step.key!r} is already in progress.", code="step_not_ready")
+        raise EngineError("Step '{key}' is already in progress.", code="step_not_ready", key=step.key)
     step = run.edit(run.ensure_assignee(definition, step, action.actor).id)
     step.status = StepStatus.IN_PROGRESS
     run.emit(events.STEP_STARTED, step, by=str(action.actor.user_id))
@@ -1011,12 +1025,14 @@ def _requirements(definition: HumanStep, action: Complete) -> list[tuple[str, Fi
                 problems.append(
                     (
                         "checklist_incomplete",
-                        FieldProblem(f"/checked/{item.key}", "required", f"{item.label}: not done"),
+                        FieldProblem.of(f"/checked/{item.key}", "required", "{label}: not done", label=item.label),
                     )
                 )
         for key in action.checked:
             if key not in keys:
-                problems.append(("checklist_incomplete", FieldProblem("/checked", "unknown", f"no item {key!r}")))
+                problems.append(
+                    ("checklist_incomplete", FieldProblem.of("/checked", "unknown", "no item '{key}'", key=key))
+                )
     if isinstance(definition, FormStep):
         keys = {f.key for f in definition.fields}
         for form_field in definition.fields:
@@ -1024,12 +1040,16 @@ def _requirements(definition: HumanStep, action: Complete) -> list[tuple[str, Fi
                 problems.append(
                     (
                         "form_invalid",
-                        FieldProblem(f"/values/{form_field.key}", "required", f"{form_field.label}: required"),
+                        FieldProblem.of(
+                            f"/values/{form_field.key}", "required", "{label}: required", label=form_field.label
+                        ),
                     )
                 )
         for key in action.values:
             if key not in keys:
-                problems.append(("form_invalid", FieldProblem(f"/values/{key}", "unknown", f"no field {key!r}")))
+                problems.append(
+                    ("form_invalid", FieldProblem.of(f"/values/{key}", "unknown", "no field '{key}'", key=key))
+                )
     required = definition.evidence
     given = action.evidence
     if required.note and not given.note.strip():
@@ -1041,7 +1061,10 @@ def _requirements(definition: HumanStep, action: Complete) -> list[tuple[str, Fi
         value = given.value
         if value is None:
             problems.append(
-                ("evidence_missing", FieldProblem("/evidence/value", "required", f"{measure.label}: required"))
+                (
+                    "evidence_missing",
+                    FieldProblem.of("/evidence/value", "required", "{label}: required", label=measure.label),
+                )
             )
         elif (
             (measure.target is not None and abs(value - measure.target) > measure.tolerance)
@@ -1051,7 +1074,13 @@ def _requirements(definition: HumanStep, action: Complete) -> list[tuple[str, Fi
             problems.append(
                 (
                     "evidence_missing",
-                    FieldProblem("/evidence/value", "out_of_range", f"{measure.label}: {value} is out of range"),
+                    FieldProblem.of(
+                        "/evidence/value",
+                        "out_of_range",
+                        "{label}: {value} is out of range",
+                        label=measure.label,
+                        value=value,
+                    ),
                 )
             )
     return problems
@@ -1072,10 +1101,11 @@ def _complete(run: _Run, action: Complete) -> None:
     problems = _requirements(definition, action)
     if problems:
         raise EngineError(
-            f"Step {step.key!r} cannot be completed yet.",
+            "Step '{key}' cannot be completed yet.",
             code=problems[0][0],
             status=422,
             details=[p for _, p in problems],
+            key=step.key,
         )
     values = msgspec.to_builtins(action.values)
     if isinstance(definition, FormStep):
@@ -1105,7 +1135,7 @@ def _complete(run: _Run, action: Complete) -> None:
 def _open_approval(run: _Run, step_id: int) -> tuple[StepState, ApprovalStep]:
     step, definition = _open_human(run, step_id)
     if not isinstance(definition, ApprovalStep):
-        raise EngineError(f"Step {step.key!r} is not an approval.", code="wrong_step_kind")
+        raise EngineError("Step '{key}' is not an approval.", code="wrong_step_kind", key=step.key)
     _not_blocked(run, step)
     return step, definition
 
@@ -1186,7 +1216,7 @@ def _may_skip(run: _Run, definition: HumanStep, step: StepState, actor: Actor) -
 def _optional(run: _Run, step_id: int) -> tuple[StepState, HumanStep]:
     step, definition = _open_step(run, step_id)
     if not isinstance(definition, _HUMAN) or not definition.optional:
-        raise EngineError(f"Step {step.key!r} is mandatory.", code="step_mandatory")
+        raise EngineError("Step '{key}' is mandatory.", code="step_mandatory", key=step.key)
     return step, definition
 
 
@@ -1211,7 +1241,9 @@ def _expire(run: _Run, action: Expire) -> None:
 def _system_step(run: _Run, step_id: int, kind: type[WaitStep | ActionStep | SubprocedureStep]) -> StepState:
     step, definition = _open_step(run, step_id)
     if not isinstance(definition, kind):
-        raise EngineError(f"Step {step.key!r} is not a {kind.__struct_config__.tag} step.", code="wrong_step_kind")
+        raise EngineError(
+            "Step '{key}' is not a {tag} step.", code="wrong_step_kind", key=step.key, tag=kind.__struct_config__.tag
+        )
     _not_blocked(run, step)
     return run.edit(step.id)
 
@@ -1266,7 +1298,13 @@ def _raise(run: _Run, action: RaiseException) -> None:
         kind = run.ix.kinds.get(action.kind)
     if kind is None:
         where = f"step {step.key!r}" if step is not None else "this procedure"
-        raise EngineError(f"{where} has no exception kind {action.kind!r}.", code="unknown_exception_kind", status=422)
+        raise EngineError(
+            "{where} has no exception kind '{kind}'.",
+            code="unknown_exception_kind",
+            status=422,
+            where=where,
+            kind=action.kind,
+        )
     run.raise_exception(kind, step, action.actor, action.note)
 
 
@@ -1416,7 +1454,7 @@ def start(definition: Definition, env: Env, *, started_by: uuid.UUID | None, dat
 def apply(definition: Definition, state: RunState, action: Action, env: Env) -> Transition:
     """The next state after ``action``; raises EngineError when the state does not allow it."""
     if state.status != RunStatus.RUNNING:
-        raise EngineError(f"The run has {state.status.value}.", code="run_finished")
+        raise EngineError("The run has {state}.", code="run_finished", state=state.status.value)
     run = _Run(_index(definition), state, env)
     actor = getattr(action, "actor", None)
     run.acting = actor.user_id if isinstance(actor, Actor) else None

@@ -8,6 +8,7 @@ answers with); a page only words each problem for a person, in their language, n
 from __future__ import annotations
 
 from collections.abc import Mapping
+from functools import partial
 from typing import Any, TypeVar
 
 import msgspec
@@ -142,6 +143,7 @@ def form_errors(error: ProblemError, labels: Mapping[str, str], locale: str, **p
         if name in labels and name not in found:
             found[name] = field_message(problem, labels[name], locale, **params)
     if not found:
-        found["form"] = translate(FORM_MESSAGES.get(error.code, error.detail or error.title), locale)
+        message = FORM_MESSAGES.get(error.code)
+        found["form"] = translate(message, locale) if message else error.worded(partial(translate, locale=locale))
     ordered = {name: found[name] for name in labels if name in found}
     return {**ordered, **{k: v for k, v in found.items() if k not in ordered}}

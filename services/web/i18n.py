@@ -12,14 +12,17 @@ request's ``Accept-Language``, then the platform's default.
 from __future__ import annotations
 
 from contextvars import ContextVar
-from functools import cache
+from functools import cache, partial
 from pathlib import Path
+from typing import Any
 
 from babel import Locale, UnknownLocaleError
 from babel.messages.pofile import read_po
+from litestar.connection import ASGIConnection
 from litestar.enums import ScopeType
 from litestar.types import ASGIApp, Receive, Scope, Send
 
+from tenants.errors import Words
 from tenants.models import LOCALES
 
 DEFAULT_LOCALE = "zh-CN"
@@ -98,6 +101,35 @@ def pick_locale(*candidates: str | None) -> str:
         if candidate in LOCALES:
             return candidate
     return negotiate(accept_language_var.get())
+
+
+_READER_STATE = "reader_locales"
+
+
+def remember_reader(
+    connection: ASGIConnection[Any, Any, Any, Any], locale: str | None, tenant_locale: str | None
+) -> None:
+    """The signed-in caller's own language setting and their workspace's, read with the session:
+    an error answer to this request is worded for them, without another query."""
+    connection.scope.setdefault("state", {})[_READER_STATE] = (locale, tenant_locale)
+
+
+def reader_locale(connection: ASGIConnection[Any, Any, Any, Any]) -> str:
+    """The language of an error answer: the signed-in caller's own setting, else the request's
+    ``Accept-Language``, else their workspace's default, else the platform's."""
+    own, tenant = connection.scope.get("state", {}).get(_READER_STATE, (None, None))
+    if own in LOCALES:
+        return str(own)
+    asked = negotiate(connection.headers.get("accept-language", "")[:256], default="")
+    if asked:
+        return asked
+    return str(tenant) if tenant in LOCALES else DEFAULT_LOCALE
+
+
+def problem_wording(connection: ASGIConnection[Any, Any, Any, Any]) -> tuple[str, Words]:
+    """The reader's language (:func:`reader_locale`) and its words, for an error answer."""
+    locale = reader_locale(connection)
+    return locale, partial(translate, locale=locale)
 
 
 class AcceptLanguageMiddleware:

@@ -11,6 +11,7 @@ import zxcvbn
 from babel.messages.extract import extract_from_dir, extract_from_file
 
 import services
+import tenants
 from services.web.i18n import catalog, negotiate, translate
 from tenants.models import LOCALES
 
@@ -24,7 +25,8 @@ def _extracted(path: Path, keywords: dict[str, None]) -> set[str]:
     if path.is_dir():
         found = extract_from_dir(
             str(path),
-            method_map=[("**.py", "python"), (TEMPLATES, "jinja2")],
+            # As babel.cfg: Python files through the extractor that also finds the errors' words.
+            method_map=[("**.py", "services.web.problem_texts:extract"), (TEMPLATES, "jinja2")],
             options_map={TEMPLATES: {"trim_blocks": "true", "lstrip_blocks": "true"}},
             keywords=keywords,
         )
@@ -33,8 +35,10 @@ def _extracted(path: Path, keywords: dict[str, None]) -> set[str]:
 
 
 def code_messages() -> set[str]:
-    """The texts the code marks (``translate``, ``N_``) and the templates' ``_(...)``."""
-    return _extracted(Path(services.__file__).parent, {"translate": None, "N_": None, "_": None})
+    """The texts the code marks (``translate``, ``N_``), the words of its errors (services and the
+    tenants kernel) and the templates' ``_(...)``."""
+    keywords: dict[str, None] = {"translate": None, "N_": None, "_": None}
+    return _extracted(Path(services.__file__).parent, keywords) | _extracted(Path(tenants.__file__).parent, keywords)
 
 
 def zxcvbn_messages() -> set[str]:
@@ -45,6 +49,8 @@ def test_the_extractor_finds_the_texts() -> None:
     # Guards the two tests below against passing on an empty extraction.
     assert "Use at least {count} characters." in code_messages()
     assert "Skip to content" in code_messages()  # from a template
+    assert "The procedure has no step '{key}'." in code_messages()  # an error's detail, with a value
+    assert "Not found" in code_messages()  # an error class's title (tenants/errors.py)
     assert len(zxcvbn_messages()) >= 25
 
 

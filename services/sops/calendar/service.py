@@ -154,10 +154,13 @@ def _date_problems(entries: list[NamedDateIn], pointer: str, problems: list[Fiel
             continue
         if day in seen:
             problems.append(
-                FieldProblem(
+                FieldProblem.of(
                     pointer=f"{pointer}/{index}/date",
                     code="duplicate_date",
-                    message=f"{entry.date} is already listed at {pointer}/{seen[day]}",
+                    message="{date} is already listed at {where}/{index}",
+                    date=entry.date,
+                    where=pointer,
+                    index=seen[day],
                 )
             )
             continue
@@ -211,10 +214,12 @@ def calendar_problems(data: CalendarIn) -> list[FieldProblem]:
             continue
         if start >= end:
             problems.append(
-                FieldProblem(
+                FieldProblem.of(
                     pointer=pointer,
                     code="inverted_interval",
-                    message=f"{interval.start}-{interval.end} ends before it starts (intervals stay within one day)",
+                    message="{start}-{end} ends before it starts (intervals stay within one day)",
+                    start=interval.start,
+                    end=interval.end,
                 )
             )
             continue
@@ -228,10 +233,11 @@ def calendar_problems(data: CalendarIn) -> list[FieldProblem]:
     for start, end, index in parsed:
         if start < reach:
             problems.append(
-                FieldProblem(
+                FieldProblem.of(
                     pointer=f"/intervals/{index}",
                     code="overlapping_interval",
-                    message=f"overlaps /intervals/{reach_index}",
+                    message="overlaps /intervals/{reach_index}",
+                    reach_index=reach_index,
                 )
             )
         if end > reach:
@@ -242,10 +248,12 @@ def calendar_problems(data: CalendarIn) -> list[FieldProblem]:
     for day, index in extras.items():
         if day in holidays:
             problems.append(
-                FieldProblem(
+                FieldProblem.of(
                     pointer=f"/extra_working_days/{index}/date",
                     code="holiday_conflict",
-                    message=f"{day.isoformat()} is also a holiday (/holidays/{holidays[day]})",
+                    message="{day} is also a holiday (/holidays/{index})",
+                    day=day.isoformat(),
+                    index=holidays[day],
                 )
             )
     return problems

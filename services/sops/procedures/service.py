@@ -264,7 +264,7 @@ def _editable(procedure: Procedure) -> None:
 
 
 def _prefixed(problems: list[FieldProblem], prefix: str) -> list[FieldProblem]:
-    return [FieldProblem(pointer=prefix + p.pointer, code=p.code, message=p.message) for p in problems]
+    return [p.moved(prefix + p.pointer) for p in problems]
 
 
 async def _fact_problems(
@@ -301,7 +301,7 @@ async def create_procedure(db: AsyncSession, principal: Principal, data: Procedu
     check(problems)
     assert definition is not None
     if await db.scalar(select(Procedure.id).where(Procedure.key == data.key)):
-        raise Conflict(f"A procedure with the key {data.key!r} already exists.", code="procedure_key_taken")
+        raise Conflict("A procedure with the key '{key}' already exists.", code="procedure_key_taken", key=data.key)
     procedure = Procedure(
         id=new_id(),
         key=data.key,
@@ -474,7 +474,9 @@ async def get_version(
 def _draft_only(version: ProcedureVersion) -> None:
     if version.status != VersionStatus.DRAFT:
         raise Conflict(
-            f"Version {version.number} is published and never changes: start a new draft.", code="version_immutable"
+            "Version {number} is published and never changes: start a new draft.",
+            code="version_immutable",
+            number=version.number,
         )
 
 
@@ -519,7 +521,9 @@ async def new_draft(db: AsyncSession, principal: Principal, procedure_id: uuid.U
     assert latest is not None  # a procedure is created with its v1
     if latest.status == VersionStatus.DRAFT:
         raise Conflict(
-            f"Version {latest.number} is already a draft: edit it, or publish it first.", code="draft_exists"
+            "Version {number} is already a draft: edit it, or publish it first.",
+            code="draft_exists",
+            number=latest.number,
         )
     draft = ProcedureVersion(
         id=new_id(),
@@ -613,10 +617,11 @@ async def publish(
     problems = await version_problems(db, procedure, version)
     if problems:
         raise ValidationProblem(
-            f"The procedure has {len(problems)} problem(s) to fix before it can be published.",
+            "The procedure has {count} problem(s) to fix before it can be published.",
             code="procedure_invalid",
             title="The procedure is not valid",
             errors=problems,
+            count=len(problems),
         )
     previous = await db.scalar(
         select(ProcedureVersion.number)

@@ -66,10 +66,6 @@ class ValidationContext:
     plugin_actions: Mapping[str, frozenset[str]] | None = None
 
 
-def _problem(pointer: str, code: str, message: str) -> FieldProblem:
-    return FieldProblem(pointer=pointer, code=code, message=message)
-
-
 # ---------------------------------------------------------------- decoding, every step on its own
 
 _UNKNOWN_FIELD = re.compile(r"Object contains unknown field `(.+)`")
@@ -110,23 +106,23 @@ def decode_definition(raw: Any) -> tuple[Definition | None, list[FieldProblem]]:
         shell = msgspec.convert(raw, type=_Shell)
     except msgspec.ValidationError as exc:
         pointer, message = _pointer_of(str(exc), "")
-        return None, [_problem(pointer, "invalid_definition", message)]
+        return None, [FieldProblem.of(pointer, "invalid_definition", message)]
     if not shell.steps:
-        problems.append(_problem("/steps", "no_steps", "a procedure needs at least one step"))
+        problems.append(FieldProblem.of("/steps", "no_steps", "a procedure needs at least one step"))
     for index, raw_step in enumerate(shell.steps):
         try:
             msgspec.convert(raw_step, type=Step)
         except msgspec.ValidationError as exc:
             pointer, message = _pointer_of(str(exc), f"/steps/{index}")
-            problems.append(_problem(pointer, "invalid_step", message))
+            problems.append(FieldProblem.of(pointer, "invalid_step", message))
     for name, value in (("start", shell.start), ("data", shell.data), ("roles", shell.roles)):
         try:
             msgspec.convert(value, type=_DEFINITION_FIELD_TYPES[name])
         except msgspec.ValidationError as exc:
             pointer, message = _pointer_of(str(exc), f"/{name}")
-            problems.append(_problem(pointer, "invalid_definition", message))
+            problems.append(FieldProblem.of(pointer, "invalid_definition", message))
     if not problems:  # pragma: no cover - defensive: the whole failed where no part did
-        problems.append(_problem("", "invalid_definition", "the definition does not match the format"))
+        problems.append(FieldProblem.of("", "invalid_definition", "the definition does not match the format"))
     return None, problems
 
 
@@ -243,7 +239,7 @@ class _Checker:
         self.data_types = self._data_types()
 
     def add(self, pointer: str, code: str, message: str) -> None:
-        self.problems.append(_problem(pointer, code, message))
+        self.problems.append(FieldProblem.of(pointer, code, message))
 
     def edges(self, key: str) -> list[str]:
         step = self.steps.get(key)

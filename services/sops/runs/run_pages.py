@@ -212,8 +212,10 @@ def _errors(error: ProblemError, labels: dict[str, str], viewer: Viewer) -> dict
             code = "photos_required"
         elif name == "checked":
             code = "checklist_incomplete"
-        problems.append(FieldProblem(pointer=f"/{name}", code=code, message=problem.message))
-    on_fields = ProblemError(error.detail, code=error.code, status=error.status, title=error.title, errors=problems)
+        problems.append(problem.moved(f"/{name}", code))
+    on_fields = ProblemError(
+        error.message_id, code=error.code, status=error.status, title=error.title, errors=problems, **error.params
+    )
     return form_errors(on_fields, labels, viewer.locale, count=1)
 
 

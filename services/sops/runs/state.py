@@ -79,8 +79,16 @@ def _step_kind(step: Step) -> str:
 def _engine_problem(exc: EngineError) -> ProblemError:
     """An engine refusal as problem+json: same code and status, every problem listed."""
     errors = list(exc.details)
-    title = "The input is not valid" if exc.status == 422 else "The run does not allow this"
-    return ProblemError(str(exc), code=exc.code, status=exc.status, title=title, errors=errors)
+    if exc.status == 422:
+        return ValidationProblem(exc.message_id, code=exc.code, errors=errors, **exc.params)
+    return ProblemError(
+        exc.message_id,
+        code=exc.code,
+        status=exc.status,
+        title="The run does not allow this",
+        errors=errors,
+        **exc.params,
+    )
 
 
 def _apply_engine(definition: Definition, state: RunState, action: Action, env: Env) -> Transition:
@@ -94,7 +102,7 @@ def _find_step(state: RunState, step_id: int) -> StepState:
     for step in state.steps:
         if step.id == step_id:
             return step
-    raise NotFound(f"The run has no step {step_id}.", code="step_not_found")
+    raise NotFound("The run has no step {step_id}.", code="step_not_found", step_id=step_id)
 
 
 def _as_datetime(value: Any) -> datetime | None:
@@ -173,7 +181,7 @@ async def _env(db: AsyncSession, run: Run, definition: Definition, now: datetime
 
 def _require_running(run: Run) -> None:
     if run.status != RunStatus.RUNNING:
-        raise Conflict(f"The run is {run.status}: nothing more can be done on it.", code="run_finished")
+        raise Conflict("The run is {state}: nothing more can be done on it.", code="run_finished", state=run.status)
 
 
 async def _step_rows(db: AsyncSession, run_id: uuid.UUID) -> dict[int, StepInstance]:

@@ -360,8 +360,8 @@ async def _act(
 
 def _repoint(problem: ValidationProblem, pointer: str) -> list[FieldProblem]:
     """A value's problems (pointing at ``/value``) as problems of the input field at ``pointer``."""
-    return [FieldProblem(pointer=pointer, code=p.code, message=p.message) for p in problem.errors] or [
-        FieldProblem(pointer=pointer, code=problem.code, message=str(problem))
+    return [p.moved(pointer) for p in problem.errors] or [
+        FieldProblem.of(pointer, problem.code, problem.message_id or problem.title, **problem.params)
     ]
 
 
