@@ -354,7 +354,7 @@ async def search_records(db: AsyncSession, collection_key: str, text: str, *, li
     for no text. An unknown collection is 404."""
     found = await db.scalar(select(Collection).where(Collection.key == collection_key))
     if found is None:
-        raise NotFound(f"No collection '{collection_key}'.", code="collection_not_found")
+        raise NotFound("No collection '{collection_key}'.", code="collection_not_found", collection_key=collection_key)
     defs = _stored_defs(found)
     clauses: list[ColumnElement[bool]] = [Record.collection_id == found.id, Record.deleted_at.is_(None)]
     wanted = text.strip()

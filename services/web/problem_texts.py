@@ -38,6 +38,7 @@ DETAIL_CALLS = frozenset(
         "FileTooLarge",
         "PackInvalid",
         "KeysTaken",
+        "NoThumbnail",
         "MalformedBody",
         "EngineError",
     }

@@ -46,7 +46,7 @@ def _problems(data: SuggestionIn, step_keys: set[str]) -> list[FieldProblem]:
     if not text:
         problems.append(FieldProblem("/text", "required", "Write what should change."))
     elif len(text) > MAX_TEXT:
-        problems.append(FieldProblem("/text", "too_long", f"At most {MAX_TEXT} characters."))
+        problems.append(FieldProblem.of("/text", "too_long", "At most {limit} characters.", limit=MAX_TEXT))
     if data.step_key and data.step_key not in step_keys:
         problems.append(FieldProblem("/step_key", "unknown_step", "The procedure has no such step."))
     return problems
