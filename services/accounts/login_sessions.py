@@ -9,9 +9,10 @@ from __future__ import annotations
 import hmac
 import secrets
 import uuid
+from collections.abc import Mapping
 from datetime import timedelta
 
-from sqlalchemy import String, bindparam, cast, delete, func, select, update
+from sqlalchemy import ColumnElement, String, bindparam, cast, delete, func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from services.accounts import throttle
@@ -220,13 +221,19 @@ async def tenants_of(session: AsyncSession, user_id: uuid.UUID) -> list[tuple[Te
     return sorted(result, key=lambda tr: order[tr[0].id])
 
 
-async def user_and_tenant(session: AsyncSession, principal: Principal) -> tuple[User, Tenant | None]:
-    """The signed-in person and the workspace they work in, in one statement (every page needs both)."""
+async def user_and_tenant(
+    session: AsyncSession, principal: Principal, counts: Mapping[str, ColumnElement[int]] | None = None
+) -> tuple[User, Tenant | None, dict[str, int]]:
+    """The signed-in person, the workspace they work in and ``counts`` (scalar subqueries, by name: the
+    navigation's badges), in one statement: every page needs them, and a round trip each would add up."""
+    named = list((counts or {}).items())
     statement = (
-        select(User, Tenant).outerjoin(Tenant, Tenant.id == principal.tenant_id).where(User.id == principal.user_id)
+        select(User, Tenant, *(column for _name, column in named))
+        .outerjoin(Tenant, Tenant.id == principal.tenant_id)
+        .where(User.id == principal.user_id)
     )
     row = (await session.execute(statement)).one()
-    return row[0], row[1]
+    return row[0], row[1], {name: int(row[i] or 0) for i, (name, _column) in enumerate(named, start=2)}
 
 
 async def get_user(session: AsyncSession, user_id: uuid.UUID) -> User:

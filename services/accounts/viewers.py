@@ -28,7 +28,7 @@ from services.http import (
     mark_private,
 )
 from services.logs import request_log_context
-from services.web.extensions import badge_counts
+from services.web.extensions import badge_columns
 from services.web.i18n import DEFAULT_LOCALE, remember_reader, translate
 from services.web.pages import error_page
 from services.web.viewer import (
@@ -69,7 +69,7 @@ async def _read_viewer(request: Request[Any, Any, Any], db: AsyncSession) -> Vie
         shared["actor"] = f"user:{principal.user_id}"
         if principal.tenant_id:
             shared["tenant_id"] = str(principal.tenant_id)
-    user, tenant = await user_and_tenant(db, principal)
+    user, tenant, badges = await user_and_tenant(db, principal, badge_columns(principal))
     locale = user.locale if user.locale in LOCALES else (tenant.locale if tenant else DEFAULT_LOCALE)
     return Viewer(
         locale=locale,
@@ -81,7 +81,7 @@ async def _read_viewer(request: Request[Any, Any, Any], db: AsyncSession) -> Vie
         email=user.email,
         email_verified=user.email_verified_at is not None,
         tenant_name=tenant.name if tenant else "",
-        badges=await badge_counts(db, principal),
+        badges=badges,
     )
 
 

@@ -16,6 +16,7 @@ from litestar import Controller, Request, get, post
 from litestar.di import NamedDependency
 from litestar.params import FromPath, FromQuery
 from litestar.response import Redirect, Template
+from sqlalchemy import ScalarSelect
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from services.notifications import service
@@ -31,8 +32,8 @@ PAGE_SIZE = 30
 TABS = (("all", N_("All")), ("unread", N_("Unread")), ("mentions", N_("@Me")))
 
 
-async def _unread(db: AsyncSession, principal: Principal) -> int:
-    return await service.unread_count(db, principal.user_id)
+def _unread(principal: Principal) -> ScalarSelect[int]:
+    return service.unread_count_column(principal.user_id)
 
 
 async def _settings_section(db: AsyncSession, viewer: Viewer) -> dict[str, Any]:

@@ -22,7 +22,7 @@ from datetime import datetime
 from typing import Any, Literal
 
 import msgspec
-from sqlalchemy import func, select, update
+from sqlalchemy import ScalarSelect, Select, func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from services.accounts import service as accounts
@@ -503,14 +503,23 @@ async def list_notifications(
     return rows[:limit], next_cursor
 
 
-async def unread_count(db: AsyncSession, user_id: uuid.UUID) -> int:
-    """How many of the member's notifications are unread."""
-    count = await db.scalar(
+def _unread_query(user_id: uuid.UUID) -> Select[tuple[int]]:
+    return (
         select(func.count())
         .select_from(Notification)
         .where(Notification.user_id == user_id, Notification.read_at.is_(None))
     )
-    return int(count or 0)
+
+
+async def unread_count(db: AsyncSession, user_id: uuid.UUID) -> int:
+    """How many of the member's notifications are unread."""
+    return int(await db.scalar(_unread_query(user_id)) or 0)
+
+
+def unread_count_column(user_id: uuid.UUID) -> ScalarSelect[int]:
+    """:func:`unread_count` as a scalar subquery, for a statement that reads more (the bell's count
+    is read with the page's viewer, in the same round trip)."""
+    return _unread_query(user_id).scalar_subquery()
 
 
 async def mark_read(db: AsyncSession, user_id: uuid.UUID, notification_id: uuid.UUID) -> Notification:

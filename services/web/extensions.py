@@ -2,6 +2,9 @@
 them: a count beside a navigation entry (the bell's unread notices), and a section of the
 person's settings page.
 
+A count is a SQL expression (a scalar subquery), not a query of its own: the accounts service
+reads every count in the statement that reads the viewer, so a badge costs no round trip.
+
 A service registers its parts when its pages module is imported (the app imports every service's
 pages); the accounts service, which reads the viewer and renders the settings page, asks here.
 """
@@ -12,30 +15,33 @@ from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from sqlalchemy import ColumnElement
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from services.web.viewer import Viewer
 from tenants.principal import Principal
 
-#: How many things wait for a signed-in member behind a navigation entry (``key`` is the entry's).
-BadgeCounter = Callable[[AsyncSession, Principal], Awaitable[int]]
+#: How many things wait for a signed-in member behind a navigation entry (``key`` is the entry's):
+#: a scalar SQL expression of the member, read with the viewer (tenant criteria apply to it as to
+#: any query of the session, and Row-Level Security on Postgres).
+BadgeCount = Callable[[Principal], ColumnElement[int]]
 #: The context of a settings section's template, for the viewer.
 SectionLoader = Callable[[AsyncSession, Viewer], Awaitable[Mapping[str, Any]]]
 
-_badges: dict[str, BadgeCounter] = {}
+_badges: dict[str, BadgeCount] = {}
 _sections: dict[str, tuple[str, SectionLoader]] = {}
 
 
-def register_badge(key: str, counter: BadgeCounter) -> None:
-    """Show ``counter``'s count beside the navigation entry ``key`` on every signed-in page."""
-    _badges[key] = counter
+def register_badge(key: str, count: BadgeCount) -> None:
+    """Show ``count``'s value beside the navigation entry ``key`` on every signed-in page."""
+    _badges[key] = count
 
 
-async def badge_counts(db: AsyncSession, principal: Principal) -> dict[str, int]:
-    """Every registered count for a member working in a workspace."""
+def badge_columns(principal: Principal) -> dict[str, ColumnElement[int]]:
+    """Every registered count of a member working in a workspace, as columns to read with the viewer."""
     if principal.tenant_id is None:
         return {}
-    return {key: await counter(db, principal) for key, counter in _badges.items()}
+    return {key: count(principal) for key, count in _badges.items()}
 
 
 @dataclass(frozen=True)

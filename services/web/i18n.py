@@ -44,6 +44,12 @@ def babel_name(locale: str) -> str:
 
 
 @cache
+def babel_locale(locale: str) -> Locale:
+    """Babel's locale of a product locale, parsed once (Babel parses a locale's name at every call)."""
+    return Locale.parse(babel_name(locale))
+
+
+@cache
 def catalog(locale: str) -> dict[str, str]:
     """The translations of ``locale`` (a product locale), message id → text; empty entries left out."""
     path = TRANSLATIONS_DIR / babel_name(locale) / "LC_MESSAGES" / f"{CATALOG_DOMAIN}.po"

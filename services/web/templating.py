@@ -29,7 +29,7 @@ from jinja2.runtime import Context
 from litestar.plugins.jinja import JinjaTemplateEngine
 from litestar.template.config import TemplateConfig
 
-from services.web.i18n import DEFAULT_LOCALE, babel_name, translate
+from services.web.i18n import DEFAULT_LOCALE, babel_locale, translate
 
 SERVICES_DIR = Path(__file__).resolve().parent.parent
 STATIC_DIR = Path(__file__).resolve().parent / "static"
@@ -68,7 +68,7 @@ def format_datetime(context: Context, value: datetime | None, format: str = "med
     if value is None:
         return ""
     local = _local(value, _zone(context))
-    locale = babel_name(_locale(context))
+    locale = babel_locale(_locale(context))
     if format == "short":
         # Babel's skeletons cover a date or a time, not both: "3月5日周四 14:00", "Thu, Mar 5 2:00 PM".
         skeleton = "MMMEd" if local.year == datetime.now(local.tzinfo).year else "yMMMEd"
@@ -83,7 +83,7 @@ def format_date(context: Context, value: date | datetime | None, format: str = "
         return ""
     if isinstance(value, datetime):
         value = _local(value, _zone(context)).date()
-    return babel_dates.format_date(value, format=format, locale=babel_name(_locale(context)))
+    return babel_dates.format_date(value, format=format, locale=babel_locale(_locale(context)))
 
 
 @pass_context
@@ -92,14 +92,14 @@ def format_time(context: Context, value: datetime | time | None) -> str:
         return ""
     if isinstance(value, datetime):
         value = _local(value, _zone(context)).time()
-    return babel_dates.format_time(value, format="short", locale=babel_name(_locale(context)))
+    return babel_dates.format_time(value, format="short", locale=babel_locale(_locale(context)))
 
 
 @pass_context
 def format_number(context: Context, value: int | float | Decimal | None) -> str:
     if value is None:
         return ""
-    return babel_numbers.format_decimal(value, locale=babel_name(_locale(context)))
+    return babel_numbers.format_decimal(value, locale=babel_locale(_locale(context)))
 
 
 @pass_context
@@ -109,7 +109,7 @@ def format_money(context: Context, minor_units: int | None, currency: str = "CNY
         return ""
     digits = babel_numbers.get_currency_precision(currency)
     amount = Decimal(minor_units).scaleb(-digits)
-    return babel_numbers.format_currency(amount, currency, locale=babel_name(_locale(context)))
+    return babel_numbers.format_currency(amount, currency, locale=babel_locale(_locale(context)))
 
 
 @cache

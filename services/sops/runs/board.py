@@ -17,7 +17,7 @@ from datetime import datetime, timedelta
 from functools import cache
 from typing import Any, Literal
 
-from sqlalchemy import Float, String, Uuid, and_, bindparam, case, func, or_, select, text
+from sqlalchemy import Boolean, String, Uuid, and_, bindparam, case, func, or_, select
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.ext.compiler import compiles
 from sqlalchemy.sql.compiler import SQLCompiler
@@ -29,7 +29,7 @@ from services.sops.procedures import service as procedures
 from services.sops.procedures.models import Procedure
 from services.sops.runs.models import Run, RunException, StepInstance
 from services.sops.runs.state import TASK_STATUSES
-from services.sops.runs.tasks import claimable_roles
+from services.sops.runs.tasks import claimable_roles, custom_plans
 from tenants.base import UTCDateTime, utcnow
 from tenants.errors import Forbidden, NotFound
 from tenants.isolation import session_tenant_id
@@ -45,24 +45,27 @@ MAX_SEARCH = 100
 _steps = StepInstance.__table__
 _runs = Run.__table__
 _procedures = Procedure.__table__
-_CUSTOM_PLANS = text("set local plan_cache_mode = force_custom_plan")
 
 
-class _epoch(FunctionElement[float]):
-    """Seconds since 1970 of a timestamp column, on both backends (for the due-soon arithmetic)."""
+class _left_within_share(FunctionElement[bool]):
+    """Whether the time left until a step's due time (from now) is at most the due-soon share of its
+    time limit (from ready to due): ``(due - now) / share <= due - ready``."""
 
-    type = Float()
+    type = Boolean()
     inherit_cache = True
 
 
-@compiles(_epoch)
-def _epoch_postgres(element: _epoch, compiler: SQLCompiler, **kw: Any) -> str:
-    return f"extract(epoch from {compiler.process(element.clauses, **kw)})"
+@compiles(_left_within_share)
+def _left_within_share_postgres(element: _left_within_share, compiler: SQLCompiler, **kw: Any) -> str:
+    # Intervals: an epoch (extract) is a numeric on Postgres, slow to compute for every open step.
+    due, ready, now = (compiler.process(c, **kw) for c in element.clauses)
+    return f"(({due} - {now}) * {1 / DUE_SOON_SHARE!r} <= ({due} - {ready}))"
 
 
-@compiles(_epoch, "sqlite")
-def _epoch_sqlite(element: _epoch, compiler: SQLCompiler, **kw: Any) -> str:
-    return f"((julianday({compiler.process(element.clauses, **kw)}) - 2440587.5) * 86400.0)"
+@compiles(_left_within_share, "sqlite")
+def _left_within_share_sqlite(element: _left_within_share, compiler: SQLCompiler, **kw: Any) -> str:
+    due, ready, now = (compiler.process(c, **kw) for c in element.clauses)
+    return f"((julianday({due}) - julianday({now})) * {1 / DUE_SOON_SHARE!r} <= julianday({due}) - julianday({ready}))"
 
 
 def sla_state(ready_at: datetime | None, due_at: datetime | None, now: datetime) -> Sla:
@@ -78,7 +81,7 @@ def sla_state(ready_at: datetime | None, due_at: datetime | None, now: datetime)
 
 
 # The statements are built once per shape (view, filters used) with bound parameters: building a
-# statement costs more Python than running it. Parameters: tenant_id, user_id, roles, now, now_epoch,
+# statement costs more Python than running it. Parameters: tenant_id, user_id, roles, now,
 # soon_edge, procedure_id, pattern, offset, limit.
 _TENANT = bindparam("tenant_id", type_=Uuid())
 _NOW = bindparam("now", type_=UTCDateTime())
@@ -86,10 +89,9 @@ _NOW = bindparam("now", type_=UTCDateTime())
 
 def _urgency() -> Any:
     due, ready = _steps.c.due_at, _steps.c.ready_at
-    left = _epoch(due) - bindparam("now_epoch", type_=Float())
     soon = and_(
         due <= bindparam("soon_edge", type_=UTCDateTime()),
-        or_(ready.is_(None), left * (1 / DUE_SOON_SHARE) <= _epoch(due) - _epoch(ready)),
+        or_(ready.is_(None), _left_within_share(due, ready, _NOW)),
     )
     return case((due.is_(None), 3), (due < _NOW, 0), (soon, 1), else_=2)
 
@@ -274,7 +276,6 @@ def _params(tenant_id: uuid.UUID, actor: Actor, filters: BoardFilters, now: date
         "user_id": actor.user_id,
         "roles": claimable_roles(actor),
         "now": now,
-        "now_epoch": now.timestamp(),
         "soon_edge": now + DUE_SOON_AT_MOST,
         "procedure_id": filters.procedure_id,
         "pattern": _pattern(_search(filters)),
@@ -287,9 +288,7 @@ def _search(filters: BoardFilters) -> str:
 
 async def _rows(db: AsyncSession, *queries: Any, params: dict[str, Any] | None = None) -> list[list[Any]]:
     """The rows of each statement, run on the session's connection (one planning setting for all)."""
-    connection = await db.connection()
-    if connection.dialect.name == "postgresql":
-        await connection.execute(_CUSTOM_PLANS)  # see services.sops.runs.tasks.my_tasks
+    connection = await custom_plans(db)
     return [list((await connection.execute(query, params or {})).all()) for query in queries]
 
 

@@ -11,13 +11,12 @@ from __future__ import annotations
 
 import uuid
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import date, datetime
 from functools import cache
 from typing import Annotated, Any
 from urllib.parse import parse_qs, urlencode, urlsplit
 from zoneinfo import ZoneInfo
 
-from babel import Locale
 from babel import dates as babel_dates
 from litestar import Controller, Request, get, post
 from litestar.di import NamedDependency
@@ -35,7 +34,7 @@ from services.sops.runs import service
 from services.sops.runs.routes import RunItemNumber, actor_of
 from services.sops.runs.schemas import StartRunIn
 from services.web.forms import decode_form, form_errors, form_fields
-from services.web.i18n import N_, babel_name, translate
+from services.web.i18n import N_, babel_locale, translate
 from services.web.pages import Flash, page, redirect
 from services.web.templating import shared_environment
 from services.web.viewer import Viewer, safe_next
@@ -65,49 +64,93 @@ class SlaTag:
     text: str
 
 
-def _local(moment: datetime, viewer: Viewer) -> datetime:
-    try:
-        return moment.astimezone(ZoneInfo(viewer.timezone))
-    except (KeyError, ValueError):
-        return moment
+# Fields of a clock pattern finer than the minute (seconds, fractions, milliseconds in the day).
+_SUB_MINUTE_FIELDS = frozenset("sSA")
 
 
 @cache
-def _babel_locale(locale: str) -> Locale:
-    return Locale.parse(babel_name(locale))
+def _clock_pattern(locale: str) -> tuple[babel_dates.DateTimePattern, bool]:
+    """The locale's short clock pattern, parsed once, and whether it shows nothing finer than minutes."""
+    pattern = babel_dates.get_time_format("short", locale=babel_locale(locale))
+    fields = {value[0] for kind, value in babel_dates.tokenize_pattern(pattern.pattern) if kind == "field"}
+    return pattern, not fields & _SUB_MINUTE_FIELDS
 
 
-def when_text(moment: datetime, now: datetime, viewer: Viewer) -> str:
-    """A due time as a person reads it: "today 14:00", else "Mar 5, 14:00" (their zone, their language)."""
-    local, today = _local(moment, viewer), _local(now, viewer)
-    locale = _babel_locale(viewer.locale)
-    clock = babel_dates.format_time(local, format="short", locale=locale)
-    if local.date() == today.date():
-        return translate(N_("today {time}"), viewer.locale, time=clock)
-    # Babel's skeletons hold a date or a time, not both: "3月5日周四 14:00", "Thu, Mar 5 14:00".
-    day = babel_dates.format_skeleton("MMMEd" if local.year == today.year else "yMMMd", local, locale=locale)
-    return f"{day} {clock}"
+@cache
+def _zone(name: str) -> ZoneInfo | None:
+    try:
+        return ZoneInfo(name)
+    except (KeyError, ValueError):
+        return None
 
 
-def _span(seconds: float, viewer: Viewer) -> str:
-    span = int(max(60.0, abs(seconds)))
-    # Under an hour in minutes ("1 min", not "60 s"); beyond, the next unit from 1.2 of it on.
-    threshold = 1.0 if span < 3600 else 1.2
-    return babel_dates.format_timedelta(span, threshold=threshold, format="short", locale=_babel_locale(viewer.locale))
+class DueWords:
+    """Due times and time spans as a viewer reads them at one moment ("today 14:00", "Mar 5, 14:00",
+    "2 hr"), in their zone and language. Babel's formatting is the costly part of a card, and a
+    page's cards share a few clocks, days and spans: each distinct one is formatted once per page."""
+
+    def __init__(self, viewer: Viewer, now: datetime) -> None:
+        self.viewer = viewer
+        self.now = now
+        self._locale = babel_locale(viewer.locale)
+        self._zone = _zone(viewer.timezone)
+        local_now = self._local(now)
+        self._today, self._year = local_now.date(), local_now.year
+        self._clock_pattern, self._by_minute = _clock_pattern(viewer.locale)
+        self._clocks: dict[datetime, str] = {}
+        self._days: dict[date, str] = {}
+        self._spans: dict[int, str] = {}
+
+    def _local(self, moment: datetime) -> datetime:
+        return moment.astimezone(self._zone) if self._zone is not None else moment
+
+    def _clock(self, local: datetime) -> str:
+        key = local.replace(second=0, microsecond=0) if self._by_minute else local
+        clock = self._clocks.get(key)
+        if clock is None:
+            clock = self._clocks[key] = self._clock_pattern.apply(local, self._locale)
+        return clock
+
+    def _day(self, local: datetime) -> str:
+        day = self._days.get(local.date())
+        if day is None:
+            # Babel's skeletons hold a date or a time, not both: "3月5日周四 14:00", "Thu, Mar 5 14:00".
+            skeleton = "MMMEd" if local.year == self._year else "yMMMd"
+            day = self._days[local.date()] = babel_dates.format_skeleton(skeleton, local, locale=self._locale)
+        return day
+
+    def when(self, moment: datetime) -> str:
+        """A due time as a person reads it: "today 14:00", else "Mar 5, 14:00"."""
+        local = self._local(moment)
+        clock = self._clock(local)
+        if local.date() == self._today:
+            return translate(N_("today {time}"), self.viewer.locale, time=clock)
+        return f"{self._day(local)} {clock}"
+
+    def span(self, seconds: float) -> str:
+        """A time span, to the minute at least ("1 min", "2 hr")."""
+        span = int(max(60.0, abs(seconds)))
+        text = self._spans.get(span)
+        if text is None:
+            # Under an hour in minutes ("1 min", not "60 s"); beyond, the next unit from 1.2 of it on.
+            threshold = 1.0 if span < 3600 else 1.2
+            text = self._spans[span] = babel_dates.format_timedelta(
+                span, threshold=threshold, format="short", locale=self._locale
+            )
+        return text
 
 
-def sla_tag(task: service.BoardTask, now: datetime, viewer: Viewer) -> SlaTag:
+def sla_tag(task: service.BoardTask, due: DueWords) -> SlaTag:
     """The step's SLA state as text, icon and colour (never colour alone)."""
+    locale = due.viewer.locale
     if task.due_at is None:
-        return SlaTag("neutral", "clock", translate(N_("No time limit"), viewer.locale))
-    left = (task.due_at - now).total_seconds()
+        return SlaTag("neutral", "clock", translate(N_("No time limit"), locale))
+    left = (task.due_at - due.now).total_seconds()
     if task.sla == "overdue":
-        return SlaTag("danger", "alert", translate(N_("Overdue by {time}"), viewer.locale, time=_span(left, viewer)))
+        return SlaTag("danger", "alert", translate(N_("Overdue by {time}"), locale, time=due.span(left)))
     if task.sla == "due_soon":
-        return SlaTag(
-            "warning", "clock", translate(N_("Due soon · {time} left"), viewer.locale, time=_span(left, viewer))
-        )
-    return SlaTag("success", "check", translate(N_("On time"), viewer.locale))
+        return SlaTag("warning", "clock", translate(N_("Due soon · {time} left"), locale, time=due.span(left)))
+    return SlaTag("success", "check", translate(N_("On time"), locale))
 
 
 @dataclass(frozen=True)
@@ -124,24 +167,24 @@ class Card:
 
 def card_of(
     task: service.BoardTask,
-    now: datetime,
-    viewer: Viewer,
+    due: DueWords,
     actor: Actor,
     *,
     holder: str | None = None,
     message: str | None = None,
 ) -> Card:
+    locale = due.viewer.locale
     step = task.title
     if task.position is not None and task.step_count is not None:
         step = translate(
-            N_("{step} · Step {n} of {total}"), viewer.locale, step=task.title, n=task.position, total=task.step_count
+            N_("{step} · Step {n} of {total}"), locale, step=task.title, n=task.position, total=task.step_count
         )
     when = ""
     if task.due_at is not None:
-        when = translate(N_("Due {when}"), viewer.locale, when=when_text(task.due_at, now, viewer))
+        when = translate(N_("Due {when}"), locale, when=due.when(task.due_at))
     return Card(
         task=task,
-        sla=sla_tag(task, now, viewer),
+        sla=sla_tag(task, due),
         step=step,
         when=when,
         mine=task.assignee_id == actor.user_id,
@@ -291,7 +334,7 @@ class RunPages(Controller):
                 flash=Flash("warning", message),
                 status_code=status,
             )
-        card = card_of(task, utcnow(), member, actor, holder=holder, message=message)
+        card = card_of(task, DueWords(member, utcnow()), actor, holder=holder, message=message)
         return page(member, "sops/task_card.html", status_code=status, card=card, this_url=back, **card_words(member))
 
 
@@ -322,9 +365,10 @@ async def _my_tasks(
     page_number = min(max(1, page_number), MAX_PAGE_NUMBER)
     filters = service.BoardFilters(view=chosen, procedure_id=procedure_id, search=search)
     board = await service.task_board(db, actor, filters, page=page_number, per_page=PER_PAGE)
+    due = DueWords(member, board.now)
     context: dict[str, Any] = {
         **card_words(member),
-        "cards": [card_of(t, board.now, member, actor) for t in board.tasks],
+        "cards": [card_of(t, due, actor) for t in board.tasks],
         "board": board,
         "view": chosen,
         "q": search,
@@ -366,11 +410,12 @@ async def _dashboard(
     counts = await service.task_counts(db, actor)
     now = utcnow()
     loads = await service.runs_in_flight(db) if views else []
-    problems = [(p, when_text(p.raised_at, now, viewer)) for p in await service.open_exceptions(db)] if views else []
+    due = DueWords(viewer, now)
+    problems = [(p, due.when(p.raised_at)) for p in await service.open_exceptions(db)] if views else []
     rows, _cursor = await notifications.list_notifications(db, viewer.member.user_id, unread=True, limit=5)
     # Worded for this reader now (a notice is stored as its kind and names, not as finished text).
     unread = await notifications.render(db, rows, viewer.locale)
-    notices = [(n.title, safe_next(n.link, "") if n.link else "", when_text(n.created_at, now, viewer)) for n in unread]
+    notices = [(n.title, safe_next(n.link, "") if n.link else "", due.when(n.created_at)) for n in unread]
     return page(
         viewer,
         "sops/dashboard.html",

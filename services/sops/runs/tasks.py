@@ -11,7 +11,7 @@ from datetime import datetime
 from typing import Any
 
 from sqlalchemy import Select, and_, or_, select, text
-from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 
 from services.sops.engine import Actor
 from services.sops.runs.models import StepInstance
@@ -47,6 +47,28 @@ _TASK_COLUMNS = (
 
 
 _CUSTOM_PLANS = text("set local plan_cache_mode = force_custom_plan")
+_CUSTOM_PLANS_SET = "custom_plans_transaction"
+
+
+async def custom_plans(db: AsyncSession) -> AsyncConnection:
+    """The session's connection, its transaction told to plan each statement for its values.
+
+    asyncpg prepares every statement, and after five runs Postgres may keep a generic plan, made
+    without the parameters' values: for My tasks it estimates one row per (tenant, assignee), seeks
+    on those two columns only and filters the statuses, reading the caller's whole finished history
+    (60 times slower with 10,000 done steps). A plan made for the values seeks the open rows only;
+    planning it costs a fraction of a millisecond. The setting lasts until the transaction ends, so
+    it is sent once per transaction (a page reading several lists pays one round trip for it); in a
+    savepoint, which could roll it back, once more.
+    """
+    connection = await db.connection()
+    if connection.dialect.name == "postgresql":
+        session = db.sync_session
+        transaction = session.get_nested_transaction() or session.get_transaction()
+        if db.info.get(_CUSTOM_PLANS_SET) is not transaction:
+            await connection.execute(_CUSTOM_PLANS)
+            db.info[_CUSTOM_PLANS_SET] = transaction
+    return connection
 
 
 @dataclass(frozen=True)
@@ -109,14 +131,7 @@ async def my_tasks(
         raise Forbidden("Choose a workspace first.", code="no_tenant_selected")
     limit = max(1, min(limit, MAX_PAGE))
     query = my_tasks_query(tenant_id, actor, filters, cursor=cursor, limit=limit)
-    connection = await db.connection()
-    if connection.dialect.name == "postgresql":
-        # asyncpg prepares every statement, and after five runs Postgres may keep a generic plan,
-        # made without the parameters' values: it estimates one row per (tenant, assignee), seeks
-        # on those two columns only and filters the statuses, reading the caller's whole finished
-        # history (60 times slower with 10,000 done steps). A plan made for the values seeks the
-        # open rows only; planning it costs a fraction of a millisecond.
-        await connection.execute(_CUSTOM_PLANS)
+    connection = await custom_plans(db)
     rows = list((await connection.execute(query)).all())
     next_cursor = None
     if len(rows) > limit:
