@@ -115,7 +115,8 @@ def open_page(
 _RECORD_CSP_VIOLATIONS = """
 window.__cspViolations = [];
 document.addEventListener('securitypolicyviolation', (e) => {
-  window.__cspViolations.push(`${e.violatedDirective} ${(e.blockedURI || '').slice(0, 60)} ${(e.sourceFile || '').split("/").pop()}:${e.lineNumber}`);
+  const source = `${(e.sourceFile || '').split('/').pop()}:${e.lineNumber}`;
+  window.__cspViolations.push(`${e.violatedDirective} ${(e.blockedURI || '').slice(0, 60)} ${source}`);
 });
 """
 
