@@ -27,6 +27,18 @@ class Principal:
     password_checked_at: datetime | None = None  # when this login session last checked the password
     locale: str | None = None  # the person's own language setting
     tenant_locale: str | None = None  # their workspace's default language
+    # A Bearer token's scopes (see tenants.scopes); None for a browser session, which only its
+    # role limits. ``session_id`` is then the token's id.
+    scopes: frozenset[str] | None = None
+    client_id: uuid.UUID | None = None  # the OAuth client the token was issued to, if any
+
+    @property
+    def by_token(self) -> bool:
+        return self.scopes is not None
+
+    def allows(self, scope: str) -> bool:
+        """Whether the credential reaches ``scope``'s area (a session reaches every area)."""
+        return self.scopes is None or scope in self.scopes
 
     def require_tenant(self) -> uuid.UUID:
         if self.tenant_id is None or self.role is None:
