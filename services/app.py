@@ -14,7 +14,6 @@ import services.tables  # (the whole schema is mapped before the first request)
 import services.worker  # noqa: F401  (broker and actors exist before the first request)
 from services.accounts.member_pages import PAGES as MEMBER_PAGES
 from services.accounts.pages import PAGES as ACCOUNT_PAGES
-from services.accounts.principals import provide_optional_principal, provide_principal
 from services.accounts.routes import AuthController, TenantController
 from services.accounts.viewers import PAGE_DEPENDENCIES, PAGE_ERRORS, unknown_address
 from services.audit.routes import CONTROLLERS as AUDIT_CONTROLLERS
@@ -42,6 +41,9 @@ from services.marketplace.routes import CONTROLLERS as MARKETPLACE_CONTROLLERS
 from services.notifications import service as notifications
 from services.notifications.pages import PAGES as NOTIFICATION_PAGES
 from services.notifications.routes import CONTROLLERS as NOTIFICATIONS_CONTROLLERS
+from services.oauth.pages import PAGES as OAUTH_PAGES
+from services.oauth.principals import provide_optional_principal, provide_principal, send_quota_headers
+from services.oauth.routes import CONTROLLERS as OAUTH_CONTROLLERS
 from services.openapi import StrictStructSchemaPlugin, document_operations, openapi_config
 from services.platform.routes import healthz, readyz
 from services.ratelimit import rate_limiter
@@ -104,6 +106,7 @@ def create_app(settings: Settings | None = None, *, embedded: bool = False) -> L
                     *AUTOMATION_CONTROLLERS,
                     *NOTIFICATIONS_CONTROLLERS,
                     *MARKETPLACE_CONTROLLERS,
+                    *OAUTH_CONTROLLERS,
                 ],
             ),
             # The pages: HTML for people, errors included (the API's routes answer problem+json).
@@ -120,6 +123,7 @@ def create_app(settings: Settings | None = None, *, embedded: bool = False) -> L
                     *GALLERY_PAGES,
                     *NOTIFICATION_PAGES,
                     *FILE_PAGES,
+                    *OAUTH_PAGES,
                 ],
                 dependencies=PAGE_DEPENDENCIES,
                 exception_handlers=PAGE_ERRORS,
@@ -142,6 +146,7 @@ def create_app(settings: Settings | None = None, *, embedded: bool = False) -> L
         template_config=template_config(),
         plugins=[StrictStructSchemaPlugin()],
         lifespan=[lifespan],
+        before_send=[send_quota_headers],
         logging_config=None,
         debug=False,
     )

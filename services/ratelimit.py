@@ -45,6 +45,25 @@ def limit_problem(notation: str) -> str | None:
     return None
 
 
+@dataclass(frozen=True)
+class Quota:
+    """What is left of a limit's tightest tier: its size, the calls remaining, the seconds until it
+    resets, and the seconds to wait when the call was refused (None when it passed)."""
+
+    limit: int
+    remaining: int
+    reset_seconds: int
+    retry_after: int | None
+
+    def headers(self) -> dict[str, str]:
+        """The ``RateLimit-*`` headers of the IETF draft that clients already read."""
+        return {
+            "RateLimit-Limit": str(self.limit),
+            "RateLimit-Remaining": str(self.remaining),
+            "RateLimit-Reset": str(self.reset_seconds),
+        }
+
+
 class RateLimiter:
     """Counts attempts per (limit, key) in one storage; every method takes the limit's tiers."""
 
@@ -66,6 +85,25 @@ class RateLimiter:
         """Like :meth:`hit` without counting: the seconds to wait, or None when an attempt is allowed."""
         full = [tier for tier in limit.tiers if not await self._limiter.test(tier, limit.name, key)]
         return await self._retry_after(full, limit.name, key) if full else None
+
+    async def take(self, limit: Limit, key: str) -> Quota:
+        """Count one call under every tier and say what is left of the tightest one (for the
+        ``RateLimit-*`` headers). A refused call carries its ``retry_after``; the tiers it passed
+        count it (one round trip per tier matters more on every API call than that precision)."""
+        allowed = [await self._limiter.hit(tier, limit.name, key) for tier in limit.tiers]
+        now = time.time()
+        tightest: Quota | None = None
+        for tier, passed in zip(limit.tiers, allowed, strict=True):
+            stats = await self._limiter.get_window_stats(tier, limit.name, key)
+            reset = max(1, math.ceil(stats.reset_time - now))
+            quota = Quota(tier.amount, stats.remaining, reset, None if passed else reset)
+            if tightest is None or (quota.retry_after or 0, -quota.remaining) > (
+                tightest.retry_after or 0,
+                -tightest.remaining,
+            ):
+                tightest = quota
+        assert tightest is not None
+        return tightest
 
     async def clear(self, limit: Limit, key: str) -> None:
         """Forget the attempts counted for ``key`` (a success after failures)."""

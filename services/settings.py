@@ -75,6 +75,9 @@ class Settings:
     login_account_limits: str = "5/minute;20/hour;100/day"  # failed sign-ins per account
     login_client_limits: str = "60/minute;600/hour"  # failed sign-ins per client address
     mail_link_limits: str = "3/hour;10/day"  # reset and verification mails per address
+    api_client_limits: str = "600/minute;20000/hour"  # API calls per OAuth app or personal token
+    oauth_access_token_minutes: int = 60
+    oauth_refresh_token_days: int = 30
     password_min_score: int = 3  # zxcvbn's 0-4 score a new password needs
     reauthentication_window_minutes: int = 10  # how long a re-authentication covers sensitive actions
     # Peers (IP addresses or CIDR networks) whose X-Forwarded-For/-Proto are believed; none by default.
@@ -125,7 +128,7 @@ class Settings:
                 f"GUIJU_EXECUTION_RETENTION_DAYS is {self.execution_retention_days}: execution history is kept "
                 f"at least {MIN_EXECUTION_RETENTION_DAYS} days."
             )
-        for name in ("login_account_limits", "login_client_limits", "mail_link_limits"):
+        for name in ("login_account_limits", "login_client_limits", "mail_link_limits", "api_client_limits"):
             try:
                 parse_many(getattr(self, name))
             except ValueError as exc:
@@ -229,6 +232,9 @@ def load_settings(mode: Mode = "embedded") -> Settings:
         login_account_limits=_env("LOGIN_ACCOUNT_LIMITS", Settings.login_account_limits) or "",
         login_client_limits=_env("LOGIN_CLIENT_LIMITS", Settings.login_client_limits) or "",
         mail_link_limits=_env("MAIL_LINK_LIMITS", Settings.mail_link_limits) or "",
+        api_client_limits=_env("API_CLIENT_LIMITS", Settings.api_client_limits) or "",
+        oauth_access_token_minutes=_int("OAUTH_ACCESS_TOKEN_MINUTES", Settings.oauth_access_token_minutes),
+        oauth_refresh_token_days=_int("OAUTH_REFRESH_TOKEN_DAYS", Settings.oauth_refresh_token_days),
         password_min_score=_int("PASSWORD_MIN_SCORE", Settings.password_min_score),
         reauthentication_window_minutes=_int(
             "REAUTHENTICATION_WINDOW_MINUTES", Settings.reauthentication_window_minutes

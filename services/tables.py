@@ -13,6 +13,7 @@ from services.files import models as files_models
 from services.gallery import models as gallery_models
 from services.marketplace import models as marketplace_models
 from services.notifications import models as notifications_models
+from services.oauth import models as oauth_models
 from services.outbox import models as outbox_models
 from services.records import models as records_models
 from services.scheduler import models as scheduler_models
@@ -34,6 +35,7 @@ __all__ = [
     "marketplace_models",
     "metadata",
     "notifications_models",
+    "oauth_models",
     "outbox_models",
     "procedures_models",
     "records_models",

@@ -1,4 +1,5 @@
-"""The principal of a request, from its session cookie: the dependencies the app gives every route.
+"""The principal of a request from its session cookie (the OAuth service adds Bearer tokens and
+gives every route the dependency).
 
 They live with the accounts service, which owns login sessions, so that the HTTP plumbing
 (:mod:`services.http`) needs nothing from accounts.
@@ -9,18 +10,18 @@ from __future__ import annotations
 from typing import Any
 
 from litestar import Request
-from litestar.di import NamedDependency
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from services.accounts import service as accounts
 from services.http import CSRF_HEADER, SAFE_METHODS, SESSION_COOKIE, mark_private
 from services.logs import request_log_context
 from services.web.i18n import remember_reader
-from tenants.errors import Forbidden, Unauthorized
+from tenants.errors import Forbidden
 from tenants.principal import Principal
 
 
-async def _resolve_principal(request: Request[Any, Any, Any], db: NamedDependency[AsyncSession]) -> Principal | None:
+async def session_principal(request: Request[Any, Any, Any], db: AsyncSession) -> Principal | None:
+    """The principal of the session cookie, or None; 403 on a cookie write without CSRF."""
     principal = await accounts.authenticate(db, request.cookies.get(SESSION_COOKIE))
     if principal is None:
         return None
@@ -37,17 +38,3 @@ async def _resolve_principal(request: Request[Any, Any, Any], db: NamedDependenc
         if principal.tenant_id:
             shared["tenant_id"] = str(principal.tenant_id)
     return principal
-
-
-async def provide_principal(request: Request[Any, Any, Any], db: NamedDependency[AsyncSession]) -> Principal:
-    """The signed-in caller; 401 without a valid session, 403 on a cookie write without CSRF."""
-    principal = await _resolve_principal(request, db)
-    if principal is None:
-        raise Unauthorized("Sign in first.", code="not_authenticated")
-    return principal
-
-
-async def provide_optional_principal(
-    request: Request[Any, Any, Any], db: NamedDependency[AsyncSession]
-) -> Principal | None:
-    return await _resolve_principal(request, db)

@@ -18,8 +18,9 @@ from services.names import clean_name, name_problems
 from tenants.base import new_id
 from tenants.errors import Conflict, FieldProblem, NotFound, ValidationProblem
 from tenants.isolation import session_tenant_id
-from tenants.models import LOCALES, Entity, Membership, Role, Tenant
+from tenants.models import LOCALES, Entity, Membership, Role, Tenant, TenantStatus
 from tenants.principal import Principal
+from tenants.sessions import system_reads
 
 # ---------------------------------------------------------------- input checks
 
@@ -183,3 +184,49 @@ async def member_contacts(session: AsyncSession, user_ids: set[uuid.UUID]) -> li
         .where(User.id.in_(user_ids))
     )
     return [MemberContact(*row) for row in rows]
+
+
+# ---------------------------------------------------------------- API access (the OAuth service asks)
+
+
+async def member_role(session: AsyncSession, tenant_id: uuid.UUID, user_id: uuid.UUID) -> Role | None:
+    """``user_id``'s role in ``tenant_id`` (any workspace, an active one), or None when they are no
+    member there. A reviewed cross-tenant read, filtered to one person and one workspace: an app is
+    connected to a workspace the person chooses, not the one their session works in."""
+    async with system_reads(session):
+        role = await session.scalar(
+            select(Membership.role)
+            .join(Tenant, Tenant.id == Membership.tenant_id)
+            .where(
+                Membership.tenant_id == tenant_id,
+                Membership.user_id == user_id,
+                Tenant.status == TenantStatus.ACTIVE,
+            )
+        )
+    return Role(role) if role else None
+
+
+async def member_role_and_locale(session: AsyncSession, user_id: uuid.UUID) -> tuple[Role | None, str | None]:
+    """The role and language of ``user_id`` in the session's workspace; (None, None) for no member."""
+    row = (
+        await session.execute(
+            select(Membership.role, User.locale)
+            .join(User, User.id == Membership.user_id)
+            .where(Membership.user_id == user_id)
+        )
+    ).first()
+    return (Role(row.role), row.locale) if row else (None, None)
+
+
+async def create_service_user(session: AsyncSession, display_name: str) -> uuid.UUID:
+    """A user for an app acting on its own (client credentials): it has no password, so nobody signs
+    in as it, and no membership, so no member list shows it; it only names who did what."""
+    user = User(
+        id=new_id(),
+        email=f"app-{new_id().hex}@apps.invalid",
+        password_hash="",
+        display_name=clean_name(display_name)[:100],
+    )
+    session.add(user)
+    await session.flush()
+    return user.id
