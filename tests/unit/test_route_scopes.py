@@ -11,6 +11,9 @@ from litestar.routes import HTTPRoute
 
 from services.app import create_app
 from services.settings import Settings
+from services.web.i18n import catalog
+from services.web.scope_texts import SCOPE_TEXTS
+from tenants.models import LOCALES
 from tenants.scopes import OPT_KEY, READ_METHODS, SCOPES, api_scopes, no_tokens, only_scope, required_scope
 
 API_PREFIX = "/api/v1/"
@@ -95,3 +98,10 @@ def test_a_handler_override_wins_over_its_controller() -> None:
     assert OPT_KEY in controller
     with pytest.raises(ValueError, match="unknown scope"):
         api_scopes("nothing")
+
+
+def test_every_scope_has_plain_words_in_every_language() -> None:
+    assert list(SCOPE_TEXTS) == list(SCOPES)
+    for locale in LOCALES:
+        missing = [text for text in SCOPE_TEXTS.values() if not catalog(locale).get(text)]
+        assert missing == [], locale
