@@ -67,6 +67,12 @@ def only_scope(scope: str) -> dict[str, Any]:
     return {OPT_KEY: {"read": scope, "write": scope}}
 
 
+def no_tokens() -> dict[str, Any]:
+    """``opt`` for a handler of a scoped controller that tokens may not call at all (it overrides
+    the controller's scopes)."""
+    return {OPT_KEY: None}
+
+
 def required_scope(opt: Mapping[str, Any], method: str) -> str | None:
     """The scope a request with ``method`` needs on a handler with ``opt``; None when tokens may not
     call it at all."""

@@ -46,6 +46,7 @@ from services.ratelimit import RateLimiter
 from services.settings import Settings
 from tenants.models import Entity, Tenant
 from tenants.principal import Principal
+from tenants.scopes import api_scopes
 
 
 def limiter_of(request: Request[Any, Any, Any]) -> RateLimiter:
@@ -83,6 +84,8 @@ async def session_out(db: NamedDependency[AsyncSession], principal: NamedDepende
 
 
 class AuthController(Controller):
+    # No scopes: signing in and out, passwords, sessions and one's own account are for the person,
+    # never for a token acting for them.
     path = "/api/v1/auth"
     tags = ["auth"]
 
@@ -235,6 +238,10 @@ class AuthController(Controller):
 class TenantController(Controller):
     path = "/api/v1"
     tags = ["workspace"]
+    # The workspace's people and its own settings (name, time zone, language, legal entities): an
+    # admin's integration may manage them. A member leaving through DELETE /members/<own id> is
+    # covered too, but members:write is an admin's scope, so a member's token cannot.
+    opt = api_scopes("members")
 
     @get("/tenant", summary="The current workspace")
     async def get_tenant(self, db: NamedDependency[AsyncSession], principal: NamedDependency[Principal]) -> TenantOut:

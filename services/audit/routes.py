@@ -17,6 +17,7 @@ from services.outputs import struct_from
 from services.validation import INT64_MAX
 from tenants.models import Role
 from tenants.principal import Principal
+from tenants.scopes import only_scope
 
 
 def event_out(event: AuditEvent) -> AuditEventOut:
@@ -26,6 +27,7 @@ def event_out(event: AuditEvent) -> AuditEventOut:
 class AuditController(Controller):
     path = "/api/v1/audit"
     tags = ["audit"]
+    opt = only_scope("audit:read")
 
     @get("/", summary="The audit trail, newest first (admin); keyset pages by seq")
     async def list_events(

@@ -27,6 +27,7 @@ from services.automation.schemas import (
 from services.outputs import struct_from
 from services.settings import Settings
 from tenants.principal import Principal
+from tenants.scopes import api_scopes
 
 
 def automation_out(automation: Automation) -> AutomationOut:
@@ -50,6 +51,7 @@ def action_run_out(run: AutomationActionRun) -> ActionRunOut:
 class AutomationController(Controller):
     path = "/api/v1/automations"
     tags = ["automations"]
+    opt = api_scopes("automations")
 
     @get("", summary="Automations of the workspace")
     async def list_automations(
@@ -159,6 +161,7 @@ CONTROLLERS: list[type[Controller]] = [AutomationController]
 class AutomationWebhookController(Controller):
     path = "/api/v1/automations/{automation_id:uuid}/webhook"
     tags = ["automations"]
+    opt = api_scopes("automations")
 
     @post("/rotate", status_code=HTTP_200_OK, summary="Make or replace the webhook URL and signing secret (shown once)")
     async def rotate(

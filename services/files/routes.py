@@ -16,6 +16,7 @@ from services.files.schemas import StoredFileOut
 from services.http import content_disposition, read_upload
 from tenants.models import Role
 from tenants.principal import Principal
+from tenants.scopes import api_scopes
 
 # Room for the multipart envelope (boundaries, part headers) around the file itself.
 MULTIPART_OVERHEAD = 64 * 1024
@@ -43,6 +44,7 @@ def _limit_body(request: Request[Any, Any, Any], limit: int) -> None:
 class FilesController(Controller):
     path = "/api/v1/files"
     tags = ["files"]
+    opt = api_scopes("files")
 
     @post(
         "/",

@@ -25,11 +25,13 @@ from services.gallery.schemas import (
 )
 from tenants.models import LOCALES, Industry
 from tenants.principal import Principal
+from tenants.scopes import api_scopes
 
 
 class GalleryController(Controller):
     path = "/api/v1/gallery"
     tags = ["gallery"]
+    opt = api_scopes("templates")
 
     @get("/packs", summary="Template packs on offer, by industry, required plugin or text")
     async def list_packs(
@@ -62,6 +64,7 @@ class GalleryController(Controller):
 class TemplatesController(Controller):
     path = "/api/v1/templates"
     tags = ["gallery"]
+    opt = api_scopes("templates")
 
     @get("", summary="The workspace's installed packs")
     async def list_installed(

@@ -31,11 +31,13 @@ from services.marketplace.schemas import (
 )
 from services.outputs import struct_from
 from tenants.principal import Principal
+from tenants.scopes import api_scopes
 
 
 class CatalogController(Controller):
     path = "/api/v1/marketplace/plugins"
     tags = ["marketplace"]
+    opt = api_scopes("plugins")
 
     @get("", summary="Plugins in the marketplace (approved versions), by category or text")
     async def list_plugins(
@@ -57,6 +59,7 @@ class CatalogController(Controller):
 class InstallationController(Controller):
     path = "/api/v1/plugins"
     tags = ["marketplace"]
+    opt = api_scopes("plugins")
 
     @get("", summary="The workspace's installed plugins")
     async def list_installed(
@@ -158,6 +161,7 @@ def submission_out(row: PluginVersion) -> SubmissionOut:
 
 
 class PublisherController(Controller):
+    # No scopes: what a workspace publishes is signed off by a person in the portal, never by a token.
     path = "/api/v1/publisher/plugins"
     tags = ["publishing"]
 
@@ -191,7 +195,8 @@ class PublisherController(Controller):
 
 
 class PlatformAdminController(Controller):
-    """For the platform's admins (GUIJU_PLATFORM_ADMINS); to anyone else these routes answer 404."""
+    """For the platform's admins (GUIJU_PLATFORM_ADMINS); to anyone else these routes answer 404.
+    No scopes: a token cannot reach them."""
 
     path = "/api/v1/admin"
     tags = ["platform admin"]

@@ -23,6 +23,7 @@ from services.notifications.schemas import (
 from services.schema_docs import Cursor
 from services.web.i18n import pick_locale
 from tenants.principal import Principal
+from tenants.scopes import api_scopes
 
 
 def notification_out(notice: service.Notice) -> NotificationOut:
@@ -51,6 +52,7 @@ def _preferences_out(found: list[service.Preference]) -> list[PreferenceOut]:
 class NotificationsController(Controller):
     path = "/api/v1/notifications"
     tags = ["notifications"]
+    opt = api_scopes("notifications")
 
     @get("/", summary="The caller's notifications in their language, newest first, with keyset pagination")
     async def list_notifications(

@@ -13,6 +13,9 @@ what its handler is, and the domain errors its service raises are added from
 - it reads a multipart upload: 400, 413 and 422;
 - it has query parameters, or path parameters with bounds: 422 ``validation_failed``.
 
+Its security follows too: the session (with its CSRF token on writes) and, where the route names the
+scope a token needs (``tenants.scopes``), an OAuth 2.0 token with that scope.
+
 Litestar applies them when it builds the document: the error responses as the handler's
 ``responses`` (so that the ``Problem`` schema lands in the components), the rest through the
 handler's ``operation_class``.
@@ -35,6 +38,8 @@ from litestar.openapi import ResponseSpec
 from litestar.openapi.spec import (
     Components,
     Example,
+    OAuthFlow,
+    OAuthFlows,
     OpenAPIHeader,
     OpenAPIMediaType,
     OpenAPIResponse,
@@ -51,15 +56,21 @@ from msgspec import Meta
 
 from services.http import PROBLEM_MEDIA_TYPE, SAFE_METHODS, SESSION_COOKIE
 from services.openapi import operations
+from services.web.scope_texts import SCOPE_TEXTS
 from tenants.errors import FieldProblem
+from tenants.scopes import SCOPES, required_scope
 
 SESSION_SCHEME = "session"
 CSRF_SCHEME = "csrf"
+OAUTH2_SCHEME = "oauth2"
+# The OAuth 2.0 endpoints, on the API's own server.
+AUTHORIZATION_URL = "/oauth/authorize"
+TOKEN_URL = "/oauth/token"  # noqa: S105 (an address, not a secret)
 
 # The title a client sees for each status (the classes of tenants.errors) and what it means here.
 STATUS_TEXT: dict[int, tuple[str, str]] = {
     400: ("Bad request", "The request cannot be read (the body is not what its media type says)."),
-    401: ("Sign in first", "No valid session, or the credentials are wrong."),
+    401: ("Sign in first", "No valid session or token, or the credentials are wrong."),
     403: ("Not allowed", "The caller may not do this."),
     404: ("Not found", "No such resource in the caller's workspace."),
     409: ("Conflict", "The request conflicts with the current state of the resource."),
@@ -108,9 +119,27 @@ class StrictStructSchemaPlugin(StructSchemaPlugin):
 
 
 def components() -> Components:
-    """The two credentials of a session: its cookie and, on writes, its CSRF token."""
+    """The credentials: a session's cookie and, on writes, its CSRF token; or an OAuth 2.0 token."""
+    scopes = {scope: SCOPE_TEXTS[scope] for scope in SCOPES}
     return Components(
         security_schemes={
+            OAUTH2_SCHEME: SecurityScheme(
+                type="oauth2",
+                description=(
+                    "An access token, sent as `Authorization: Bearer <token>`. It reaches the operations "
+                    "whose scope it holds, within what its user's role allows; operations that list no "
+                    "`oauth2` requirement take no token. Writes made with a token need no CSRF token."
+                ),
+                flows=OAuthFlows(
+                    authorization_code=OAuthFlow(
+                        authorization_url=AUTHORIZATION_URL,
+                        token_url=TOKEN_URL,
+                        refresh_url=TOKEN_URL,
+                        scopes=scopes,
+                    ),
+                    client_credentials=OAuthFlow(token_url=TOKEN_URL, scopes=scopes),
+                ),
+            ),
             SESSION_SCHEME: SecurityScheme(
                 type="apiKey",
                 name=SESSION_COOKIE,
@@ -153,12 +182,16 @@ def derive_errors(method: str, path: str, handler: HTTPRouteHandler, kwargs: Kwa
     if "data" in signature:
         found.body = "json"
 
+    session: SecurityRequirement = {SESSION_SCHEME: [], CSRF_SCHEME: []} if writes else {SESSION_SCHEME: []}
+    # A token is the other way in, where the route names the scope it needs (tenants.scopes).
+    scope = required_scope(handler.opt, method)
+    token: list[SecurityRequirement] = [{OAUTH2_SCHEME: [scope]}] if scope else []
     if "principal" in signature:
         found.add(401, ["not_authenticated"])
-        found.security = [{SESSION_SCHEME: [], CSRF_SCHEME: []} if writes else {SESSION_SCHEME: []}]
+        found.security = [session, *token]
     elif "optional_principal" in signature:
         # Anonymous, or with a session (and then, on a write, its CSRF token).
-        found.security = [{}, {SESSION_SCHEME: [], CSRF_SCHEME: []} if writes else {SESSION_SCHEME: []}]
+        found.security = [{}, session, *token]
     else:
         found.security = []
     if writes and ("principal" in signature or "optional_principal" in signature):

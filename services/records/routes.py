@@ -32,6 +32,7 @@ from services.records.schemas import (
 from services.schema_docs import Cursor
 from tenants.errors import FieldProblem, ValidationProblem
 from tenants.principal import Principal
+from tenants.scopes import api_scopes
 
 # Litestar refuses request bodies over 10 MB before this handler runs.
 MAX_UPLOAD_BYTES = 10 * 1024 * 1024
@@ -58,6 +59,7 @@ def record_out(collection: Collection, record: Record) -> RecordOut:
 class CollectionController(Controller):
     path = "/api/v1/collections"
     tags = ["collections"]
+    opt = api_scopes("records")
 
     @get("", summary="Collections of the workspace (archived ones only when asked for)")
     async def list_collections(
@@ -169,6 +171,7 @@ class CollectionController(Controller):
 class RecordController(Controller):
     path = "/api/v1/collections/{collection_id:uuid}"
     tags = ["records"]
+    opt = api_scopes("records")
 
     @get(
         "/records",

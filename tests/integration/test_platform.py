@@ -19,6 +19,8 @@ async def test_openapi_documents_the_api(world: World) -> None:
     assert schema["openapi"].startswith("3.1")
     assert "/api/v1/auth/signup" in schema["paths"]
     assert "/api/v1/members" in schema["paths"]
+    assert set(schema["components"]["securitySchemes"]) >= {"session", "csrf", "oauth2"}
+    assert schema["paths"]["/api/v1/members"]["get"]["security"] == [{"session": []}, {"oauth2": ["members:read"]}]
 
 
 async def test_request_ids_and_problem_json_for_unknown_routes(world: World) -> None:

@@ -13,7 +13,10 @@ from services.app import create_app
 from services.openapi import operations
 from services.openapi.document import documented_operations
 from services.settings import Settings
+from services.web.scope_texts import SCOPE_TEXTS
 from tenants.errors import FieldProblem, ValidationProblem
+from tenants.scopes import SCOPES
+from tests.unit.test_route_scopes import TOKEN_REFUSED
 
 PROBLEM_REF = "#/components/schemas/Problem"
 METHODS = ("get", "put", "post", "patch", "delete")
@@ -120,3 +123,42 @@ def test_a_real_problem_matches_the_problem_schema(document: dict[str, Any]) -> 
     validator.validate(problem.to_problem(instance="/api/v1/auth/signup"))
     with pytest.raises(jsonschema.ValidationError):
         validator.validate({"status_code": 400, "detail": "Litestar's own shape"})
+
+
+def test_the_oauth2_scheme_offers_every_scope_on_our_own_endpoints(document: dict[str, Any]) -> None:
+    oauth2 = document["components"]["securitySchemes"]["oauth2"]
+    assert oauth2["type"] == "oauth2"
+    code_flow = oauth2["flows"]["authorizationCode"]
+    assert code_flow["authorizationUrl"] == "/oauth/authorize"
+    assert code_flow["tokenUrl"] == code_flow["refreshUrl"] == "/oauth/token"
+    assert oauth2["flows"]["clientCredentials"]["tokenUrl"] == "/oauth/token"
+    for flow in oauth2["flows"].values():
+        assert flow["scopes"] == {scope: SCOPE_TEXTS[scope] for scope in SCOPES}
+        assert list(flow["scopes"]) == list(SCOPES)
+
+
+def test_each_operation_takes_a_token_with_its_scope_or_none(document: dict[str, Any]) -> None:
+    scoped = 0
+    for key, operation in each_operation(document):
+        method, path = key.split(" ", 1)
+        security = operation.get("security") or []
+        tokens = [requirement["oauth2"] for requirement in security if "oauth2" in requirement]
+        if not path.startswith("/api/v1/") or key in TOKEN_REFUSED:
+            assert tokens == [], key
+            continue
+        # The session still works, with its CSRF token on writes; a token is the alternative.
+        session = {"session": []} if method == "GET" else {"session": [], "csrf": []}
+        assert security[0] == session, key
+        assert len(tokens) == 1 and len(tokens[0]) == 1, key
+        assert security[1] == {"oauth2": tokens[0]}, key
+        scope = tokens[0][0]
+        assert scope in SCOPES, key
+        if method == "GET":
+            assert scope.endswith(":read"), key
+        scoped += 1
+    assert scoped > 100
+    paths = document["paths"]
+    assert paths["/api/v1/audit"]["get"]["security"][1] == {"oauth2": ["audit:read"]}
+    assert paths["/api/v1/collections/{collection_id}/records"]["post"]["security"][1] == {"oauth2": ["records:write"]}
+    assert paths["/api/v1/auth/session"]["get"]["security"] == [{"session": []}]
+    assert paths["/healthz"]["get"].get("security") in (None, [])

@@ -11,11 +11,13 @@ from services.sops.calendar import service
 from services.sops.calendar.schemas import CalendarIn, CalendarOut
 from tenants.models import Role
 from tenants.principal import Principal
+from tenants.scopes import api_scopes
 
 
 class CalendarController(Controller):
     path = "/api/v1/calendar"
     tags = ["calendar"]
+    opt = api_scopes("procedures")
 
     @get("/", summary="The business calendar SLAs are counted on")
     async def show(self, db: NamedDependency[AsyncSession], principal: NamedDependency[Principal]) -> CalendarOut:

@@ -27,6 +27,7 @@ from services.sops.procedures.schemas import (
 )
 from services.sops.procedures.service import ProcedureView
 from tenants.principal import Principal
+from tenants.scopes import api_scopes, no_tokens
 
 
 def procedure_out(view: ProcedureView) -> ProcedureOut:
@@ -53,6 +54,7 @@ def acknowledgement_out(a: Acknowledgement) -> AcknowledgementOut:
 class ProceduresController(Controller):
     path = "/api/v1/procedures"
     tags = ["procedures"]
+    opt = api_scopes("procedures")
 
     @get("/", summary="Procedures of the workspace (archived ones with ?archived=true)")
     async def list_procedures(
@@ -180,6 +182,8 @@ class ProceduresController(Controller):
         "/{procedure_id:uuid}/versions/{version_id:uuid}/acknowledge",
         status_code=HTTP_200_OK,
         summary="Confirm you have read this version",
+        # The person's own word that they read it: an app holding their token cannot give it.
+        opt=no_tokens(),
     )
     async def acknowledge(
         self,

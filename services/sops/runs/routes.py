@@ -41,6 +41,7 @@ from services.sops.runs.schemas import (
 from services.validation import INT32_MAX
 from tenants.base import utcnow
 from tenants.principal import Principal
+from tenants.scopes import api_scopes
 
 #: A step's or an exception's number within its run (an ``integer`` column).
 RunItemNumber = Annotated[int, Parameter(ge=1, le=INT32_MAX, description="its number within the run")]
@@ -93,6 +94,7 @@ def run_detail_out(detail: service.RunDetail) -> RunDetailOut:
 class RunsController(Controller):
     path = "/api/v1/runs"
     tags = ["runs"]
+    opt = api_scopes("runs")
 
     @post("/", status_code=201, summary="Start a run of a procedure's latest published version")
     async def start(
@@ -314,6 +316,7 @@ class RunsController(Controller):
 class MyTasksController(Controller):
     path = "/api/v1/my"
     tags = ["runs"]
+    opt = api_scopes("runs")
 
     @get("/tasks", summary="My open steps across runs, soonest due first")
     async def my_tasks(
