@@ -19,7 +19,7 @@ from services.logs import request_log_context
 from services.oauth import service as oauth
 from services.ratelimit import Limit, RateLimiter, too_many
 from services.settings import Settings
-from services.web.i18n import remember_reader
+from services.web.i18n import N_, remember_reader
 from tenants.errors import Forbidden, Unauthorized
 from tenants.principal import Principal
 from tenants.scopes import required_scope
@@ -64,7 +64,9 @@ async def _token_principal(request: Request[Any, Any, Any], db: AsyncSession, cr
     quota = await limiter.take(Limit.parse("api", settings.api_client_limits), caller)
     request.scope.setdefault("state", {})[QUOTA_HEADERS_KEY] = quota.headers()
     if quota.retry_after is not None:
-        raise too_many(quota.retry_after, "api_rate_limited", "Too many API calls from this app; wait and try again.")
+        raise too_many(
+            quota.retry_after, "api_rate_limited", N_("Too many API calls from this app; wait and try again.")
+        )
     mark_private(request)
     remember_reader(request, principal.locale, principal.tenant_locale)
     shared = request_log_context.get()

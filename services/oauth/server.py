@@ -389,7 +389,8 @@ class GuijuAuthorizationServer(AuthlibServer):
         if isinstance(body, dict):
             body = json.dumps(body)
         pairs = dict(headers or [])
-        return Response(content=body or "", status_code=status, headers=pairs, media_type=pairs.get("Content-Type"))
+        media_type = pairs.pop("Content-Type", "text/plain; charset=utf-8")
+        return Response(content=body or "", status_code=status, headers=pairs, media_type=media_type)
 
 
 SERVER = GuijuAuthorizationServer()

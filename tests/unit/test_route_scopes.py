@@ -41,6 +41,18 @@ TOKEN_REFUSED: dict[str, str] = {
     "GET /api/v1/publisher/plugins": "the publisher portal",
     "POST /api/v1/publisher/plugins/remote": "the publisher portal",
     "POST /api/v1/publisher/plugins/source": "the publisher portal",
+    # Tokens and apps are made and revoked by a signed-in person: a token never makes or sees tokens.
+    "GET /api/v1/oauth/clients": "developer apps",
+    "POST /api/v1/oauth/clients": "developer apps",
+    "GET /api/v1/oauth/clients/{client_pk}": "developer apps",
+    "PATCH /api/v1/oauth/clients/{client_pk}": "developer apps",
+    "DELETE /api/v1/oauth/clients/{client_pk}": "developer apps",
+    "POST /api/v1/oauth/clients/{client_pk}/rotate-secret": "developer apps",
+    "GET /api/v1/oauth/connected-apps": "connected apps",
+    "DELETE /api/v1/oauth/connected-apps/{client_pk}": "connected apps",
+    "GET /api/v1/personal-tokens": "personal access tokens",
+    "POST /api/v1/personal-tokens": "personal access tokens",
+    "DELETE /api/v1/personal-tokens/{token_id}": "personal access tokens",
     # The platform's own administration.
     "POST /api/v1/admin/publishers": "platform administration",
     "GET /api/v1/admin/plugin-versions": "platform administration",
