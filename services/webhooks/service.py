@@ -536,6 +536,8 @@ async def fan_out(messages: list[dict[str, Any]]) -> None:
                     "event": _event_body(message),
                     "status": "pending",
                     "attempts": 0,
+                    "request_excerpt": "",
+                    "response_excerpt": "",
                     "created_at": utcnow(),
                 }
                 for message in found
@@ -554,12 +556,13 @@ async def fan_out(messages: list[dict[str, Any]]) -> None:
                 )
 
 
-for _name in events.CATALOG:
-    if read_scope(_name) is not None:
-        outbox.subscribe(_name, fan_out)
-for _family in events.FAMILIES:
-    if _family.group in EVENT_SCOPES:
-        outbox.subscribe(f"{_family.prefix}*", fan_out)
+#: What :func:`fan_out` listens to: every delivered event of the catalog, and the delivered families.
+SUBSCRIBED_TYPES: Final = (
+    *(name for name in events.CATALOG if read_scope(name) is not None),
+    *(f"{family.prefix}*" for family in events.FAMILIES if family.group in EVENT_SCOPES),
+)
+for _event_type in SUBSCRIBED_TYPES:
+    outbox.subscribe(_event_type, fan_out)
 
 
 # ---------------------------------------------------------------- one attempt
