@@ -275,7 +275,7 @@ async def _seed_signed_delivery(world: World, api: Any) -> None:
 
 async def _seed_webhook_subscription(api: Any, seeded: SeededTenant) -> None:
     """A webhook subscription (turned off: nothing is sent from the seed) and one delivery in its log."""
-    from services.webhooks.models import WebhookDelivery
+    from services.webhooks.models import WebhookAttempt, WebhookDelivery
 
     created = await api.post(
         "/api/v1/webhooks",
@@ -294,6 +294,8 @@ async def _seed_webhook_subscription(api: Any, seeded: SeededTenant) -> None:
             status="failed",
         )
         db.add(delivery)
+        await db.flush()
+        db.add(WebhookAttempt(tenant_id=tenant_id, delivery_id=delivery.id, response_status=500))
         await db.flush()
         seeded.ids["delivery_id"] = str(delivery.id)
 

@@ -51,7 +51,8 @@ class WebhookSubscription(TenantScoped, Base):
 
 
 class WebhookDelivery(TenantScoped, Base):
-    """One event on its way to one subscription, with what its latest attempt sent and got back.
+    """One event on its way to one subscription, with what its latest attempt sent and got back
+    (every attempt is in :class:`WebhookAttempt`).
 
     Unique per subscription and event, so a redelivered outbox event never delivers twice; the
     receiver sees the event's id as ``webhook-id`` on every attempt and every manual redelivery.
@@ -83,4 +84,28 @@ class WebhookDelivery(TenantScoped, Base):
     duration_ms: Mapped[int | None] = mapped_column(default=None)
     error: Mapped[str | None] = mapped_column(String(1000), default=None)
     last_attempt_at: Mapped[datetime | None] = mapped_column(default=None)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class WebhookAttempt(TenantScoped, Base):
+    """One HTTP attempt of a delivery: what came back (or why nothing did), and how long it took."""
+
+    __tablename__ = "webhook_attempts"
+    __table_args__ = (
+        ForeignKeyConstraint(
+            ["tenant_id", "delivery_id"],
+            ["webhook_deliveries.tenant_id", "webhook_deliveries.id"],
+            ondelete="CASCADE",
+        ),
+        Index(None, "tenant_id", "delivery_id", "id"),
+    )
+
+    tenant_id: Mapped[uuid.UUID] = mapped_column(primary_key=True)
+    id: Mapped[uuid.UUID] = mapped_column(primary_key=True, default=new_id)
+    delivery_id: Mapped[uuid.UUID]
+    manual: Mapped[bool] = mapped_column(default=False)  # a redelivery asked for by hand
+    response_status: Mapped[int | None] = mapped_column(default=None)
+    response_excerpt: Mapped[str] = mapped_column(Text, default="")
+    duration_ms: Mapped[int] = mapped_column(default=0)
+    error: Mapped[str | None] = mapped_column(String(1000), default=None)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)

@@ -17,6 +17,7 @@ from services.schema_docs import Cursor
 from services.webhooks import service
 from services.webhooks.models import WebhookDelivery, WebhookSubscription
 from services.webhooks.schemas import (
+    AttemptOut,
     DeliveryDetailOut,
     DeliveryOut,
     DeliveryPage,
@@ -129,7 +130,10 @@ class WebhooksController(Controller):
         rows, next_cursor = await service.list_deliveries(db, principal, subscription_id, cursor=cursor, limit=limit)
         return DeliveryPage(items=[delivery_out(d) for d in rows], next_cursor=next_cursor)
 
-    @get("/{subscription_id:uuid}/deliveries/{delivery_id:uuid}", summary="One delivery, with the body it sends")
+    @get(
+        "/{subscription_id:uuid}/deliveries/{delivery_id:uuid}",
+        summary="One delivery, with the body it sends and every attempt",
+    )
     async def get_delivery(
         self,
         subscription_id: SubscriptionId,
@@ -137,8 +141,9 @@ class WebhooksController(Controller):
         db: NamedDependency[AsyncSession],
         principal: NamedDependency[Principal],
     ) -> DeliveryDetailOut:
-        delivery = await service.get_delivery(db, principal, subscription_id, delivery_id)
-        return struct_from(DeliveryDetailOut, delivery, event=dict(delivery.event))
+        delivery, attempts = await service.get_delivery(db, principal, subscription_id, delivery_id)
+        history = [struct_from(AttemptOut, attempt) for attempt in attempts]
+        return struct_from(DeliveryDetailOut, delivery, event=dict(delivery.event), history=history)
 
     @post(
         "/{subscription_id:uuid}/deliveries/{delivery_id:uuid}/redeliver",

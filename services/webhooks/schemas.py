@@ -70,8 +70,19 @@ class DeliveryOut(msgspec.Struct, kw_only=True):
     created_at: datetime
 
 
+class AttemptOut(msgspec.Struct, kw_only=True):
+    id: uuid.UUID
+    manual: Annotated[bool, Meta(description="a redelivery asked for by hand")]
+    response_status: Annotated[int | None, Meta(description="null: no answer (timeout, refused, unreachable)")]
+    response_excerpt: str
+    duration_ms: int
+    error: str | None
+    created_at: datetime
+
+
 class DeliveryDetailOut(DeliveryOut, kw_only=True):
     event: Annotated[dict[str, Any], Meta(description="the body sent: id, type, timestamp, data")]
+    history: Annotated[list[AttemptOut], Meta(description="every attempt, oldest first")]
 
 
 class DeliveryPage(msgspec.Struct, kw_only=True):

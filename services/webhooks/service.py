@@ -49,7 +49,7 @@ from services.json_body import decode_json_body
 from services.notifications import service as notifications
 from services.outbox import service as outbox
 from services.settings import Settings, load_settings
-from services.webhooks.models import WebhookDelivery, WebhookSubscription
+from services.webhooks.models import WebhookAttempt, WebhookDelivery, WebhookSubscription
 from tenants.base import new_id, utcnow
 from tenants.errors import Conflict, FieldProblem, Forbidden, NotFound, ProblemError, ValidationProblem
 from tenants.models import Role
@@ -476,8 +476,13 @@ async def _delivery(
 
 async def get_delivery(
     db: AsyncSession, principal: Principal, subscription_id: uuid.UUID, delivery_id: uuid.UUID
-) -> WebhookDelivery:
-    return (await _delivery(db, principal, subscription_id, delivery_id))[1]
+) -> tuple[WebhookDelivery, list[WebhookAttempt]]:
+    """A delivery and every attempt of it, oldest first."""
+    delivery = (await _delivery(db, principal, subscription_id, delivery_id))[1]
+    attempts = await db.scalars(
+        select(WebhookAttempt).where(WebhookAttempt.delivery_id == delivery.id).order_by(WebhookAttempt.id)
+    )
+    return delivery, list(attempts.all())
 
 
 async def redeliver(
@@ -695,6 +700,19 @@ async def _record(
     delivery.response_excerpt = answer.excerpt
     delivery.duration_ms = answer.duration_ms
     delivery.error = answer.error
+    db.add(
+        WebhookAttempt(
+            tenant_id=tenant_id,
+            id=new_id(),
+            delivery_id=delivery_id,
+            manual=attempt is None,
+            response_status=answer.status,
+            response_excerpt=answer.excerpt,
+            duration_ms=answer.duration_ms,
+            error=answer.error,
+            created_at=now,
+        )
+    )
     if answer.succeeded:
         delivery.status, delivery.next_attempt_at = "succeeded", None
         subscription.consecutive_failures = 0

@@ -187,6 +187,12 @@ async def test_retries_after_errors_then_succeeds_and_redelivers_by_hand(hooks: 
     assert [a.headers["webhook-id"] for a in receiver.at("/flaky")] == [event_id] * 4
     detail = (await admin.get(f"/api/v1/webhooks/{sub['id']}/deliveries/{delivery['id']}")).json()
     assert detail["attempts"] == 4 and detail["status"] == "succeeded" and detail["event"]["id"] == event_id
+    assert [(a["response_status"], a["manual"]) for a in detail["history"]] == [
+        (500, False),
+        (503, False),
+        (200, False),
+        (200, True),
+    ]
 
 
 async def test_a_receiver_that_times_out_is_retried(hooks: World, receiver: Receiver) -> None:
@@ -198,8 +204,11 @@ async def test_a_receiver_that_times_out_is_retried(hooks: World, receiver: Rece
     assert len(receiver.at("/slow")) == 2
     [delivery] = (await admin.get(f"/api/v1/webhooks/{sub['id']}/deliveries")).json()["items"]
     assert delivery["status"] == "succeeded" and delivery["attempts"] == 2
-    # The log keeps the latest attempt; the timeout was recorded before it, as the retry shows.
     assert delivery["error"] is None and delivery["response_status"] == 200
+    detail = (await admin.get(f"/api/v1/webhooks/{sub['id']}/deliveries/{delivery['id']}")).json()
+    timed_out, answered = detail["history"]
+    assert timed_out["response_status"] is None and timed_out["error"] == "no answer within 0.5 seconds"
+    assert 400 <= timed_out["duration_ms"] < 1500 and answered["response_status"] == 200
 
 
 async def test_failures_in_a_row_turn_the_subscription_off_and_tell_the_admins(

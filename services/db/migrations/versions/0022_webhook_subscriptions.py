@@ -3,7 +3,7 @@
 ``webhook_subscriptions`` keeps each subscribed URL, its event types, the app and scopes of the
 token that made it, and the nonces its signing secrets derive from (the current one and, during a
 rotation's overlap, the previous); ``webhook_deliveries`` keeps one row per subscription and event
-with what its latest attempt sent and got back.
+with what its latest attempt sent and got back; ``webhook_attempts`` keeps every attempt.
 
 Revision ID: 0022
 Revises: 0020
@@ -93,12 +93,39 @@ def upgrade() -> None:
             ["tenant_id", "subscription_id", "id"],
             unique=False,
         )
+    op.create_table(
+        "webhook_attempts",
+        sa.Column("tenant_id", sa.Uuid(), nullable=False),
+        sa.Column("id", sa.Uuid(), nullable=False),
+        sa.Column("delivery_id", sa.Uuid(), nullable=False),
+        sa.Column("manual", sa.Boolean(), nullable=False),
+        sa.Column("response_status", sa.Integer(), nullable=True),
+        sa.Column("response_excerpt", sa.Text(), nullable=False),
+        sa.Column("duration_ms", sa.Integer(), nullable=False),
+        sa.Column("error", sa.String(length=1000), nullable=True),
+        sa.Column("created_at", tenants.base.UTCDateTime(timezone=True), nullable=False),
+        sa.ForeignKeyConstraint(
+            ["tenant_id", "delivery_id"],
+            ["webhook_deliveries.tenant_id", "webhook_deliveries.id"],
+            name=op.f("fk_webhook_attempts_tenant_id_delivery_id_webhook_deliveries"),
+            ondelete="CASCADE",
+        ),
+        sa.PrimaryKeyConstraint("tenant_id", "id", name=op.f("pk_webhook_attempts")),
+    )
+    with op.batch_alter_table("webhook_attempts", schema=None) as batch_op:
+        batch_op.create_index(
+            batch_op.f("ix_webhook_attempts_tenant_id_delivery_id_id"), ["tenant_id", "delivery_id", "id"], unique=False
+        )
     enable_tenant_rls("webhook_subscriptions")
     enable_tenant_rls("webhook_deliveries")
+    enable_tenant_rls("webhook_attempts")
     grant_app_role(op.get_context().config.attributes.get("app_role", "guiju_app"))  # type: ignore[union-attr]
 
 
 def downgrade() -> None:
+    with op.batch_alter_table("webhook_attempts", schema=None) as batch_op:
+        batch_op.drop_index(batch_op.f("ix_webhook_attempts_tenant_id_delivery_id_id"))
+    op.drop_table("webhook_attempts")
     with op.batch_alter_table("webhook_deliveries", schema=None) as batch_op:
         batch_op.drop_index(batch_op.f("ix_webhook_deliveries_tenant_id_subscription_id_id"))
     op.drop_table("webhook_deliveries")
