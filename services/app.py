@@ -61,6 +61,8 @@ from services.web.i18n import AcceptLanguageMiddleware, problem_wording
 from services.web.pages import PAGES as WEB_PAGES
 from services.web.static_files import static_router
 from services.web.templating import template_config
+from services.webhooks import service as webhooks
+from services.webhooks.routes import CONTROLLERS as WEBHOOKS_CONTROLLERS
 
 API_VERSION = "0.1.0"
 
@@ -73,6 +75,7 @@ def create_app(settings: Settings | None = None, *, embedded: bool = False) -> L
     marketplace.configure(settings)
     gallery.configure(settings)
     notifications.configure(settings)
+    webhooks.configure(settings)
     marketplace.activate(*marketplace.load_plugins(settings))
     plugin_host.use_platform_mail(settings)
     runtime = EmbeddedRuntime(worker_threads=settings.worker_threads, relay_interval=settings.relay_interval_seconds)
@@ -107,6 +110,7 @@ def create_app(settings: Settings | None = None, *, embedded: bool = False) -> L
                     *NOTIFICATIONS_CONTROLLERS,
                     *MARKETPLACE_CONTROLLERS,
                     *OAUTH_CONTROLLERS,
+                    *WEBHOOKS_CONTROLLERS,
                 ],
             ),
             # The pages: HTML for people, errors included (the API's routes answer problem+json).

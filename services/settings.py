@@ -95,6 +95,13 @@ class Settings:
     execution_retention_days: int = 90
     webhook_max_bytes: int = 256 * 1024
     webhook_allow_http_hosts: tuple[str, ...] = ()  # outbound webhooks may use plain http to these hosts
+    # Webhook subscriptions: how long a receiver has to answer, the waits between a failed
+    # delivery's attempts (seconds), failed attempts in a row that turn a subscription off, and how
+    # long the previous secret still signs after a rotation.
+    webhook_delivery_timeout_seconds: float = 10.0
+    webhook_delivery_retry_seconds: tuple[float, ...] = (10, 60, 300, 1800, 7200, 21600, 43200)
+    webhook_delivery_disable_after: int = 50
+    webhook_secret_overlap_hours: int = 24
     # "kid:base64-32-bytes" items, newest first: plugin secrets are encrypted with the first and
     # decrypted with any (key rotation). Empty: one key derived from the secret key.
     secrets_keys: tuple[str, ...] = ()
@@ -137,6 +144,10 @@ class Settings:
                 ) from exc
         if not 0 <= self.password_min_score <= 4:
             raise SettingsError(f"GUIJU_PASSWORD_MIN_SCORE is {self.password_min_score}: use 0 to 4.")
+        if self.webhook_delivery_timeout_seconds <= 0 or any(w < 0 for w in self.webhook_delivery_retry_seconds):
+            raise SettingsError("GUIJU_WEBHOOK_DELIVERY_TIMEOUT_SECONDS is positive, and no retry wait is negative.")
+        if self.webhook_delivery_disable_after < 1:
+            raise SettingsError("GUIJU_WEBHOOK_DELIVERY_DISABLE_AFTER must be at least 1.")
         if self.reauthentication_window_minutes < 1:
             raise SettingsError("GUIJU_REAUTHENTICATION_WINDOW_MINUTES must be at least 1.")
         for proxy in self.trusted_proxies:
@@ -253,6 +264,11 @@ def load_settings(mode: Mode = "embedded") -> Settings:
         execution_retention_days=_int("EXECUTION_RETENTION_DAYS", 90),
         webhook_max_bytes=_int("WEBHOOK_MAX_BYTES", 256 * 1024),
         webhook_allow_http_hosts=_list("WEBHOOK_ALLOW_HTTP_HOSTS"),
+        webhook_delivery_timeout_seconds=float(_env("WEBHOOK_DELIVERY_TIMEOUT_SECONDS", "10") or "10"),
+        webhook_delivery_retry_seconds=tuple(float(w) for w in _list("WEBHOOK_DELIVERY_RETRY_SECONDS"))
+        or Settings.webhook_delivery_retry_seconds,
+        webhook_delivery_disable_after=_int("WEBHOOK_DELIVERY_DISABLE_AFTER", 50),
+        webhook_secret_overlap_hours=_int("WEBHOOK_SECRET_OVERLAP_HOURS", 24),
         secrets_keys=_list("SECRETS_KEYS"),
         platform_admins=tuple(e.lower() for e in _list("PLATFORM_ADMINS")),
         plugin_circuit_failures=_int("PLUGIN_CIRCUIT_FAILURES", 5),

@@ -20,6 +20,7 @@ from services.scheduler import models as scheduler_models
 from services.sops.calendar import models as calendar_models
 from services.sops.procedures import models as procedures_models
 from services.sops.runs import models as runs_models
+from services.webhooks import models as webhooks_models
 from tenants import models as tenant_models
 from tenants.base import Base
 
@@ -42,4 +43,5 @@ __all__ = [
     "runs_models",
     "scheduler_models",
     "tenant_models",
+    "webhooks_models",
 ]

@@ -14,6 +14,7 @@ from services.marketplace import actors as _marketplace_actors
 from services.outbox import actors as _outbox_actors  # noqa: F401
 from services.sops.runs import actors as _runs_actors  # noqa: F401  (SLA timers)
 from services.sops.runs import notices as _notices  # noqa: F401  (notices on run events)
+from services.webhooks import actors as _webhooks_actors  # noqa: F401  (subscribes deliveries to the outbox)
 
 if os.environ.get("GUIJU_PROCESS") == "worker":  # started by `guiju worker` through dramatiq's CLI
     from services.logs import configure_logging
@@ -21,11 +22,13 @@ if os.environ.get("GUIJU_PROCESS") == "worker":  # started by `guiju worker` thr
     from services.marketplace import service as marketplace
     from services.notifications import service as notifications
     from services.settings import load_settings
+    from services.webhooks import service as webhooks
 
     worker_settings = load_settings("production")
     configure_logging(worker_settings.log_level)
     marketplace.configure(worker_settings)
     notifications.configure(worker_settings)
+    webhooks.configure(worker_settings)
     marketplace.activate(*marketplace.load_plugins(worker_settings))
     plugin_host.use_platform_mail(worker_settings)
     # Consume the loaded plugins' queues from the start: their actions and their hooks.

@@ -84,6 +84,7 @@ async def seed_tenant(world: World, **signup: Any) -> SeededTenant:
     await _seed_notifications_and_webhooks(world, api, seeded)
     await _seed_plugin(api, seeded)
     await _seed_template(world, api, seeded)
+    await _seed_webhook_subscription(api, seeded)
     return seeded
 
 
@@ -272,6 +273,33 @@ async def _seed_signed_delivery(world: World, api: Any) -> None:
     assert called.status_code == 202, called.text
 
 
+async def _seed_webhook_subscription(api: Any, seeded: SeededTenant) -> None:
+    """A webhook subscription (turned off: nothing is sent from the seed) and one delivery in its log."""
+    from services.webhooks.models import WebhookAttempt, WebhookDelivery
+
+    created = await api.post(
+        "/api/v1/webhooks",
+        {"url": "https://1.1.1.1/hooks", "event_types": ["record.created"], "enabled": False},
+    )
+    assert created.status_code == 201, created.text
+    seeded.ids["subscription_id"] = created.json()["id"]
+    tenant_id, event_id = uuid.UUID(seeded.tenant_id), uuid.uuid4()
+    async with open_session(tenant_id) as db:
+        delivery = WebhookDelivery(
+            tenant_id=tenant_id,
+            subscription_id=uuid.UUID(seeded.ids["subscription_id"]),
+            event_id=event_id,
+            event_type="record.created",
+            event={"id": str(event_id), "type": "record.created", "timestamp": "2026-01-01T00:00:00+00:00", "data": {}},
+            status="failed",
+        )
+        db.add(delivery)
+        await db.flush()
+        db.add(WebhookAttempt(tenant_id=tenant_id, delivery_id=delivery.id, response_status=500))
+        await db.flush()
+        seeded.ids["delivery_id"] = str(delivery.id)
+
+
 # Routes whose path names something every tenant shares (a plugin of the catalog), not a tenant's row:
 # another tenant may read or install it too.
 SHARED_ROUTES = {
@@ -295,6 +323,7 @@ REQUEST_BODIES: dict[tuple[str, str], dict[str, Any]] = {
     ("PATCH", "/api/v1/members/{user_id:uuid}"): {"role": "member"},
     ("PATCH", "/api/v1/collections/{collection_id:uuid}"): {"name": "Peek"},
     ("PATCH", "/api/v1/automations/{automation_id:uuid}"): {"name": "Peek"},
+    ("PATCH", "/api/v1/webhooks/{subscription_id:uuid}"): {"description": "Peek"},
     ("POST", "/api/v1/collections/{collection_id:uuid}/purge"): {"field_keys": ["code"]},
     ("POST", "/api/v1/collections/{collection_id:uuid}/rename"): {"key": "peek"},
     ("POST", "/api/v1/collections/{collection_id:uuid}/records"): {"values": {}},

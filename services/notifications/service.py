@@ -114,6 +114,13 @@ KINDS: dict[str, Kind] = {
             N_("{plugin} is paused after {failures} failures in a row."),
             choosable=False,
         ),
+        Kind(
+            "webhook_disabled",
+            N_("A webhook is turned off"),
+            N_("The webhook to {url} is turned off after {failures} failed deliveries in a row."),
+            choosable=False,
+            email=True,
+        ),
     )
 }
 CHOOSABLE: tuple[Kind, ...] = tuple(k for k in KINDS.values() if k.choosable)
@@ -122,6 +129,7 @@ SUGGESTION_NO_STEP = N_("{actor} suggests a change to “{procedure}”.")
 OPEN_LINK = N_("Open it: {link}")
 MAIL_FOOTER = N_("You get this e-mail because of your notification settings: {link}")
 PLUGIN_PAUSED_BODY = N_("Automations that use it try again later. Last error: {error}")
+WEBHOOK_DISABLED_BODY = N_("Turn it back on once its receiver answers again. Last error: {error}")
 
 
 class _Config:
@@ -412,7 +420,7 @@ def _words(
     if kind == "procedure_suggestion" and not values.get("step"):
         message = SUGGESTION_NO_STEP
     values["actor"] = names.get(str(actor), translate(SOMEONE, locale)) if actor else ""
-    for key in ("step", "run", "label", "plugin", "failures", "procedure"):
+    for key in ("step", "run", "label", "plugin", "failures", "procedure", "url"):
         values.setdefault(key, "")
     sentence = translate(message, locale, **values)
     text = ""
@@ -420,6 +428,8 @@ def _words(
         text = str(values.get(spec.body_param) or "")
     elif kind == "plugin_paused" and values.get("error"):
         text = translate(PLUGIN_PAUSED_BODY, locale, error=values["error"])
+    elif kind == "webhook_disabled" and values.get("error"):
+        text = translate(WEBHOOK_DISABLED_BODY, locale, error=values["error"])
     return sentence, text
 
 

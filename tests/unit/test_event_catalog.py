@@ -21,6 +21,7 @@ from services.automation import validation as automation_validation
 from services.marketplace import host
 from services.marketplace import service as marketplace
 from services.sops import engine
+from services.webhooks import service as webhooks
 
 ROOT = Path(__file__).resolve().parents[2]
 SERVICES = ROOT / "services"
@@ -38,6 +39,7 @@ DYNAMIC = {
     # Subscriptions in a loop over tuples checked in test_subscribed_tuples_are_in_the_catalog.
     ("services/automation/service.py", "_event_type"),
     ("services/marketplace/actors.py", "_event_type"),
+    ("services/webhooks/service.py", "_event_type"),
 }
 UNRESOLVED = object()
 
@@ -146,6 +148,11 @@ def test_subscribed_tuples_are_in_the_catalog() -> None:
         marketplace.NOTIFICATION_FORWARDED,
     )
     assert set(handled) <= set(events.CATALOG)
+    delivered = [name for name in webhooks.SUBSCRIBED_TYPES if not name.endswith(".*")]
+    assert delivered and set(delivered) <= set(events.CATALOG)
+    assert all(
+        any(f.prefix == name[:-1] for f in events.FAMILIES) for name in webhooks.SUBSCRIBED_TYPES if name.endswith(".*")
+    )
 
 
 def test_automation_triggers_offer_exactly_the_catalog_events() -> None:

@@ -1,0 +1,1 @@
+"""Webhook subscriptions: third parties receive the workspace's events, signed (Standard Webhooks)."""
