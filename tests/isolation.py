@@ -85,7 +85,47 @@ async def seed_tenant(world: World, **signup: Any) -> SeededTenant:
     await _seed_plugin(api, seeded)
     await _seed_template(world, api, seeded)
     await _seed_webhook_subscription(api, seeded)
+    await _seed_api_access(api, seeded)
     return seeded
+
+
+async def _seed_api_access(api: Any, seeded: SeededTenant) -> None:
+    """A developer app holding a token in the workspace (a connected app), and a personal token."""
+    from datetime import timedelta
+
+    from services.oauth.models import OAuthToken
+    from tenants.base import utcnow
+
+    registered = await api.post(
+        "/api/v1/oauth/clients",
+        {
+            "name": "Seed sync",
+            "publisher": "Seed Ltd",
+            "kind": "confidential",
+            "redirect_uris": ["https://seed.example/callback"],
+            "scopes": ["records:read"],
+        },
+    )
+    assert registered.status_code == 201, registered.text
+    seeded.ids["client_pk"] = registered.json()["client"]["id"]
+    personal = await api.post("/api/v1/personal-tokens", {"name": "seed script", "scopes": ["records:read"]})
+    assert personal.status_code == 201, personal.text
+    seeded.ids["token_id"] = personal.json()["token"]["id"]
+    tenant_id = uuid.UUID(seeded.tenant_id)
+    async with open_session(tenant_id) as db:
+        db.add(
+            OAuthToken(
+                kind="oauth",
+                access_hash=hashlib.sha256(uuid.uuid4().bytes).hexdigest(),
+                client_pk=uuid.UUID(seeded.ids["client_pk"]),
+                tenant_id=tenant_id,
+                user_id=uuid.UUID(seeded.ids["user_id"]),
+                scope="records:read",
+                grant_type="authorization_code",
+                access_expires_at=utcnow() + timedelta(hours=1),
+            )
+        )
+        await db.flush()
 
 
 async def _seed_template(world: World, api: Any, seeded: SeededTenant) -> None:
@@ -324,6 +364,7 @@ REQUEST_BODIES: dict[tuple[str, str], dict[str, Any]] = {
     ("PATCH", "/api/v1/collections/{collection_id:uuid}"): {"name": "Peek"},
     ("PATCH", "/api/v1/automations/{automation_id:uuid}"): {"name": "Peek"},
     ("PATCH", "/api/v1/webhooks/{subscription_id:uuid}"): {"description": "Peek"},
+    ("PATCH", "/api/v1/oauth/clients/{client_pk:uuid}"): {"name": "Peek"},
     ("POST", "/api/v1/collections/{collection_id:uuid}/purge"): {"field_keys": ["code"]},
     ("POST", "/api/v1/collections/{collection_id:uuid}/rename"): {"key": "peek"},
     ("POST", "/api/v1/collections/{collection_id:uuid}/records"): {"values": {}},

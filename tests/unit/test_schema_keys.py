@@ -42,10 +42,20 @@ def test_tenant_id_leads_every_key_of_tenant_tables() -> None:
     assert problems == []
 
 
+# Credentials bound to a workspace but looked up by a public id or a secret's hash before any
+# workspace is known (like login sessions): no tenant lock can scope that lookup, so the OAuth service
+# filters by the caller's workspace itself, and tests/integration/test_oauth.py and the isolation
+# seed (tests/isolation.py) show tenant B never reaches tenant A's apps or tokens.
+CREDENTIAL_TABLES = {"oauth_clients", "oauth_codes", "oauth_tokens"}
+
+
 def test_tables_with_a_required_tenant_id_are_tenant_scoped() -> None:
     untagged = [
         t.name
         for t in Base.metadata.sorted_tables
-        if "tenant_id" in t.c and not t.c.tenant_id.nullable and t.name not in TENANT_TABLES
+        if "tenant_id" in t.c
+        and not t.c.tenant_id.nullable
+        and t.name not in TENANT_TABLES
+        and t.name not in CREDENTIAL_TABLES
     ]
     assert untagged == [], "give these tables the TenantScoped mixin (and RLS in their migration)"
