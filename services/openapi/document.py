@@ -196,6 +196,13 @@ def derive_errors(method: str, path: str, handler: HTTPRouteHandler, kwargs: Kwa
         found.security = []
     if writes and ("principal" in signature or "optional_principal" in signature):
         found.add(403, ["csrf_failed"])
+    if "principal" in signature or "optional_principal" in signature:
+        # What a Bearer token meets (services.oauth.principals): refused where the route takes no
+        # token, short of the route's scope, or over its app's rate limit.
+        found.add(401, ["invalid_token"])
+        found.add(403, ["insufficient_scope"] if scope else ["token_not_accepted"])
+        if scope:
+            found.add(429, ["api_rate_limited"])
 
     if "{" in path:
         found.add(404, ["not_found"])
