@@ -431,3 +431,22 @@ async def test_a_rotated_secret_replaces_the_old_one(world: World) -> None:
     events = listed.json()["items"]
     actions = {event["action"] for event in events}
     assert {"oauth_client.registered", "oauth_client.secret_rotated"} <= actions
+
+
+async def test_a_token_subscribes_to_webhooks_only_for_events_its_scopes_read(world: World) -> None:
+    owner, _signed = await signup(world)
+    made = await owner.post(
+        "/api/v1/personal-tokens", {"name": "event relay", "scopes": ["webhooks:manage", "runs:read"]}
+    )
+    assert made.status_code == 201, made.text
+    headers = bearer(made.json()["access_token"])
+    api = owner.client
+    body = {"url": "https://1.1.1.1/hooks", "enabled": False}
+    runs = await api.post("/api/v1/webhooks", json=body | {"event_types": ["run.completed"]}, headers=headers)
+    assert runs.status_code == 201, runs.text
+    records = await api.post("/api/v1/webhooks", json=body | {"event_types": ["record.created"]}, headers=headers)
+    assert records.status_code == 422, records.text
+    # Without webhooks:manage, the route itself is closed to the token.
+    reader = await owner.post("/api/v1/personal-tokens", {"name": "reader", "scopes": ["runs:read"]})
+    listed = await api.get("/api/v1/webhooks", headers=bearer(reader.json()["access_token"]))
+    assert listed.status_code == 403 and listed.json()["code"] == "insufficient_scope"
