@@ -1,17 +1,16 @@
-"""The harness of the page tests: ``guiju run`` once per module, Debian's chromium driven by Playwright,
-phone and desktop sizes in both languages, and the checks every page passes.
+"""The harness of the page tests: Debian's chromium driven by Playwright against ``guiju run``, phone
+and desktop sizes in both languages, and the checks every page passes.
 
-A page test module uses the fixtures ``server`` and ``browser`` (one of each per module) and, for
-each page it visits, :func:`check_page`: axe-core finds no serious or critical violation, nothing
-scrolls sideways, every control is at least 44 px tall, and a screenshot lands in
-``var/screenshots/`` (CI keeps that folder).
+A page test uses the fixtures ``server`` and ``browser`` (``conftest.py``: one of each per test
+process, shared by every module it runs) and, for each page it visits, :func:`check_page`: axe-core
+finds no serious or critical violation, nothing scrolls sideways, every control is at least 44 px
+tall, and a screenshot lands in ``var/screenshots/`` (CI keeps that folder).
 """
 
 from __future__ import annotations
 
 import re
 import shutil
-from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -60,26 +59,6 @@ def chromium_path() -> str:
             pytest.fail(f"{message}, and GUIJU_REQUIRE_SERVICES=1 requires it")
         pytest.skip(f"{message}: skipping page tests")
     return path
-
-
-@pytest.fixture(scope="module")
-def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EmbeddedServer]:
-    running = EmbeddedServer(tmp_path_factory.mktemp("pages"))
-    yield running
-    running.stop()
-
-
-@pytest.fixture(scope="module")
-def browser() -> Iterator[Any]:
-    executable = chromium_path()
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as p:
-        launched = p.chromium.launch(executable_path=executable, headless=True, args=CHROMIUM_FLAGS)
-        try:
-            yield launched
-        finally:
-            launched.close()
 
 
 def open_page(
@@ -240,12 +219,10 @@ __all__ = [
     "PHONE",
     "SIZES",
     "Size",
-    "browser",
     "browser_cookies",
     "check_page",
     "csrf_of",
     "open_page",
-    "server",
     "sign_up_by_api",
     "text_of",
 ]

@@ -16,18 +16,14 @@ from tests.e2e.pages import (
     PHONE,
     SIZES,
     Size,
-    browser,
     browser_cookies,
     check_page,
     csrf_of,
     open_page,
-    server,
     sign_up_by_api,
     text_of,
 )
 from tests.embedded_server import EmbeddedServer
-
-__all__ = ["browser", "server"]  # the harness's fixtures, used by name below
 
 
 @pytest.mark.parametrize("size", SIZES, ids=lambda s: s.name)

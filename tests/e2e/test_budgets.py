@@ -22,11 +22,9 @@ import pytest
 
 from services.web.static_files import IMMUTABLE
 from services.web.templating import STATIC_DIR, template_dirs
-from tests.e2e.pages import LANGUAGES, PHONE, browser, browser_cookies, csrf_of, open_page, server, sign_up_by_api
+from tests.e2e.pages import LANGUAGES, PHONE, browser_cookies, csrf_of, open_page, sign_up_by_api
 from tests.e2e.test_run_page import a_run
 from tests.embedded_server import EmbeddedServer
-
-__all__ = ["browser", "server"]  # the harness's fixtures, used by name below
 
 KB = 1024
 TASK_SCREEN_ASSETS = 60 * KB

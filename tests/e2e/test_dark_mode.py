@@ -12,17 +12,13 @@ from tests.e2e.pages import (
     LANGUAGES,
     SIZES,
     Size,
-    browser,
     browser_cookies,
     check_page,
     open_page,
-    server,
 )
 from tests.e2e.test_run_page import a_run
 from tests.e2e.test_task_pages import a_workspace_with_tasks
 from tests.embedded_server import EmbeddedServer
-
-__all__ = ["browser", "server"]  # the harness's fixtures, used by name below
 
 DARK_CANVAS = "rgb(13, 17, 23)"  # --g-canvas in the dark scheme
 DARK_TEXT = "rgb(230, 237, 243)"  # --g-text

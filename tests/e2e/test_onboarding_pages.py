@@ -11,17 +11,13 @@ import pytest
 from tests.e2e.pages import (
     SIZES,
     Size,
-    browser,
     browser_cookies,
     check_page,
     open_page,
-    server,
     sign_up_by_api,
     text_of,
 )
 from tests.embedded_server import EmbeddedServer
-
-__all__ = ["browser", "server"]  # the harness's fixtures, used by name below
 
 PACK = "general-starter"
 WORDS = {

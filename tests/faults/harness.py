@@ -206,6 +206,10 @@ class GuijuProcess:
     def alive(self) -> bool:
         return self.proc is not None and self.proc.poll() is None
 
+    def exit_status(self) -> int | None:
+        """The status this run exited with; None while it runs (or before it started)."""
+        return None if self.proc is None else self.proc.poll()
+
     def start(self) -> GuijuProcess:
         assert not self.alive, f"{self.name} is already running"
         self._log_offset = self.log_path.stat().st_size if self.log_path.exists() else 0
@@ -241,8 +245,8 @@ class GuijuProcess:
         """Block until this run has logged ``text``; fail if it exits or the time runs out."""
         deadline = time.monotonic() + timeout
         while text not in self.output():
-            if self.proc is not None and self.proc.poll() is not None:
-                raise AssertionError(f"{self.name} exited with status {self.proc.returncode}:\n{self.log_tail()}")
+            if (status := self.exit_status()) is not None:
+                raise AssertionError(f"{self.name} exited with status {status}:\n{self.log_tail()}")
             if time.monotonic() > deadline:
                 raise AssertionError(f"{self.name} did not log {text!r} within {timeout:.0f} s:\n{self.log_tail()}")
             time.sleep(0.05)
@@ -282,6 +286,100 @@ def worker_process(
     args = ["--processes", "1", "--threads", str(threads)]
     command = [sys.executable, "-m", "dramatiq", "services.worker", *args] if direct else guiju_command("worker", *args)
     return GuijuProcess(name, command, {**env, "GUIJU_PROCESS": "worker"}, log_dir)
+
+
+class WorkerZygote:
+    """A process that has imported the worker (``tests.faults.worker_zygote``) and forks restarts.
+
+    What a forked worker runs is what ``worker_process(..., direct=True)`` runs, from the same
+    environment, in a session of its own that ``kill()`` SIGKILLs as a group; only the imports
+    are done once instead of at every start.
+    """
+
+    def __init__(self, env: dict[str, str], *, threads: int = 4) -> None:
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "tests.faults.worker_zygote", "--processes", "1", "--threads", str(threads)],
+            cwd=ROOT,
+            env={**env, "GUIJU_PROCESS": "worker"},
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+
+    def fork(self, log_path: Path) -> int:
+        """A new worker logging to ``log_path``; its pid (and process group)."""
+        assert self.proc.stdin is not None and self.proc.stdout is not None
+        self.proc.stdin.write(f"{log_path}\n")
+        self.proc.stdin.flush()
+        answer = self.proc.stdout.readline()
+        if not answer:
+            raise AssertionError(f"the worker zygote exited with status {self.proc.wait(timeout=10)}")
+        return int(answer)
+
+    def worker(self, log_dir: Path, *, name: str) -> ForkedWorker:
+        return ForkedWorker(self, name, log_dir)
+
+    def stop(self) -> None:
+        if self.proc.stdin is not None:
+            self.proc.stdin.close()  # its loop ends, and so does it
+        try:
+            self.proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait(timeout=10)
+        if self.proc.stdout is not None:
+            self.proc.stdout.close()
+
+
+class ForkedWorker(GuijuProcess):
+    """A worker forked by a :class:`WorkerZygote`: started, watched and killed like the others."""
+
+    def __init__(self, zygote: WorkerZygote, name: str, log_dir: Path) -> None:
+        super().__init__(name, [], {}, log_dir)
+        self.zygote = zygote
+        self.pid: int | None = None
+
+    @property
+    def alive(self) -> bool:
+        return self.pid is not None and _running(self.pid)
+
+    def exit_status(self) -> int | None:
+        # The zygote's children are reaped by the kernel, their statuses with them: -1 says "gone".
+        return None if self.pid is None or _running(self.pid) else -1
+
+    def start(self) -> GuijuProcess:
+        assert not self.alive, f"{self.name} is already running"
+        self._log_offset = self.log_path.stat().st_size if self.log_path.exists() else 0
+        self.pid = self.zygote.fork(self.log_path)
+        self.starts += 1
+        return self
+
+    def kill(self) -> None:
+        if self.pid is None:
+            return
+        with suppress(ProcessLookupError):
+            os.killpg(self.pid, signal.SIGKILL)
+        deadline = time.monotonic() + 10
+        while _running(self.pid) and time.monotonic() < deadline:
+            time.sleep(0.01)
+        self.pid = None
+
+    def stop(self, timeout: float = 15.0) -> None:
+        if self.pid is not None and _running(self.pid):
+            with suppress(ProcessLookupError):
+                os.killpg(self.pid, signal.SIGTERM)
+            deadline = time.monotonic() + timeout
+            while _running(self.pid) and time.monotonic() < deadline:
+                time.sleep(0.05)
+        self.kill()
+
+
+def _running(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    return True
 
 
 def scheduler_process(env: dict[str, str], log_dir: Path, *, name: str = "scheduler") -> GuijuProcess:

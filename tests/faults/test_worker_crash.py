@@ -15,7 +15,9 @@ from tests.conftest import Backend
 from tests.faults.conftest import Site, WebhookSink, wait_for_all_succeeded
 from tests.faults.harness import (
     WORKER_READY,
+    GuijuProcess,
     RedisProcess,
+    WorkerZygote,
     process_env,
     requeue_dead_workers,
     scheduler_process,
@@ -58,10 +60,12 @@ async def test_killing_workers_mid_action_loses_and_doubles_nothing(
     )
     scheduler = scheduler_process(env, tmp_path).start()
     # Two worker slots: one boots while the other works. The first start is `guiju worker` itself;
-    # the restarts skip its start-up checks, which would double the time of 50 cold starts.
-    slots = [
+    # the restarts are `dramatiq services.worker` forked from a process that has imported it: the
+    # start-up checks and the imports of 50 cold starts would be most of this test's time.
+    zygote = WorkerZygote(env)
+    slots: list[GuijuProcess] = [
         worker_process(env, tmp_path, name="worker-0"),
-        worker_process(env, tmp_path, name="worker-1", direct=True),
+        zygote.worker(tmp_path, name="worker-1"),
     ]
     rng = random.Random(4)
     orders: list[str] = [await site.create_order(n) for n in range(ORDERS_BEFORE)]
@@ -90,7 +94,7 @@ async def test_killing_workers_mid_action_loses_and_doubles_nothing(
                 kills_with_work_in_flight += 1
             current.kill()
             if kill == 0:
-                slots[0] = worker_process(env, tmp_path, name="worker-0", direct=True)
+                slots[0] = zygote.worker(tmp_path, name="worker-0")
             await asyncio.to_thread(requeue_dead_workers, private_redis.url)
         last = slots[KILLS % 2]
         if not last.alive:
@@ -101,6 +105,7 @@ async def test_killing_workers_mid_action_loses_and_doubles_nothing(
     finally:
         for process in [*slots, scheduler]:
             process.kill()
+        zygote.stop()
 
     # The kills happened while work was moving, not between bursts.
     assert kills_with_work_in_flight >= KILLS // 2, kills_with_work_in_flight

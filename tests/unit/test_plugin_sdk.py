@@ -313,3 +313,23 @@ def test_send_for_real_answers_as_the_host_does() -> None:
     with pytest.raises(ActionFailed, match="failed") as refused:
         send_for_real(HttpRequest("POST", f"{base}/ok", {}, None, {}, 1))
     assert refused.value.retryable
+
+
+def test_a_schemas_check_is_remembered_only_for_the_same_schema() -> None:
+    from guiju_sdk.registry import json_schema_problem
+
+    valid = {"type": "object", "properties": {"n": {"type": "integer", "minimum": 1}}}
+    invalid = {"type": "object", "properties": {"n": {"type": "integer", "minimum": "1"}}}
+    for _ in range(2):  # the second answer is the remembered one, and the same
+        assert json_schema_problem(valid) is None
+        assert (
+            json_schema_problem(invalid)
+            == "is not a valid JSON Schema: '1' is not of type 'number' (at /properties/n/minimum)"
+        )
+    # Values JSON tells apart stay apart: a tuple is no array, true is no 1.
+    assert json_schema_problem({"type": "array", "prefixItems": [{"type": "string"}]}) is None
+    assert json_schema_problem({"type": "array", "prefixItems": ({"type": "string"},)}) is not None
+    assert json_schema_problem({"type": "integer", "minimum": 1}) is None
+    assert json_schema_problem({"type": "integer", "minimum": True}) is not None
+    # A value JSON has no word for is still checked, every time.
+    assert json_schema_problem({"type": "string", "enum": {"a"}}) is not None

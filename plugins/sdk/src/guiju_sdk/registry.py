@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import inspect
 import warnings
-from collections.abc import Callable, Container
+from collections.abc import Callable, Container, Hashable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -130,6 +130,36 @@ def json_schema_problem(schema: object) -> str | None:
     ``None`` when nothing is."""
     if not isinstance(schema, dict):
         return "is not a JSON Schema object"
+    try:
+        key = _frozen(schema)
+    except TypeError:  # a value JSON has no word for: checked each time, as it comes
+        return _checked_schema_problem(schema)
+    if key not in _SCHEMA_PROBLEMS:
+        if len(_SCHEMA_PROBLEMS) >= _SCHEMA_PROBLEMS_KEPT:
+            _SCHEMA_PROBLEMS.clear()
+        _SCHEMA_PROBLEMS[key] = _checked_schema_problem(schema)
+    return _SCHEMA_PROBLEMS[key]
+
+
+def _frozen(value: object) -> Hashable:
+    """``value`` as a hashable key that tells apart every schema the check could tell apart: key
+    order, and the types of values (a tuple is no JSON array, 1.0 is no 1), are kept."""
+    if isinstance(value, dict):
+        return (dict, tuple((_frozen(k), _frozen(v)) for k, v in value.items()))
+    if isinstance(value, list):
+        return (list, tuple(_frozen(item) for item in value))
+    if value is None or isinstance(value, str | int | float):  # bool is an int, told apart by its type
+        return (type(value), value)
+    raise TypeError(f"not a JSON value: {type(value).__name__}")
+
+
+# Checking a schema against the meta-schema is slow (tens of milliseconds) and every app start
+# checks every plugin's schemas again: a schema is checked once per process, its answer kept.
+_SCHEMA_PROBLEMS: dict[Hashable, str | None] = {}
+_SCHEMA_PROBLEMS_KEPT = 4096
+
+
+def _checked_schema_problem(schema: dict[str, Any]) -> str | None:
     try:
         Draft202012Validator.check_schema(schema)
     except SchemaError as exc:
