@@ -188,6 +188,10 @@ def _struct_type(field: FieldDefinition) -> Any:
     # JSONBody[T] is Annotated[T, ...]: the struct type is its first argument.
     if get_origin(annotation) is Annotated:
         annotation = get_args(annotation)[0]
+    # An optional body (``T | None``) is checked as its struct.
+    members = [arg for arg in get_args(annotation) if arg is not type(None)]
+    if members and len(members) == len(get_args(annotation)) - 1 == 1:
+        annotation = members[0]
     return annotation
 
 

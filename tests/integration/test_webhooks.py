@@ -270,6 +270,9 @@ async def test_rotation_signs_with_both_secrets_during_the_overlap(hooks: World,
     assert at_once.json()["previous_secret_expires_at"] is None
     too_long = await admin.post(f"/api/v1/webhooks/{sub['id']}/rotate-secret", {"overlap_hours": 1000})
     assert too_long.status_code == 422 and too_long.json()["errors"][0]["code"] == "out_of_range"
+    # The body is optional; when sent, an unknown field is listed like any other problem.
+    unknown = await admin.post(f"/api/v1/webhooks/{sub['id']}/rotate-secret", {"overlap_hours": None, "extra": 1})
+    assert unknown.status_code == 422 and unknown.json()["errors"][0]["code"] == "unknown_field"
 
 
 async def test_urls_to_private_addresses_are_refused(hooks: World, receiver: Receiver) -> None:
