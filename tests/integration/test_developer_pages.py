@@ -142,3 +142,27 @@ async def test_the_settings_page_links_to_apps_and_api(world: World) -> None:
     member, _ = await world.invite_and_join(owner, "member")
     settings = await member.client.get("/me")
     assert 'href="/developer"' in settings.text and "Apps &amp; API" in settings.text
+
+
+async def test_an_admin_sees_a_connected_app_and_disconnects_it(world: World) -> None:
+    from tests.integration.test_oauth import BASE, connect
+
+    connected = await connect(world)
+    owner = connected.owner
+    listed = await owner.client.get("/developer")
+    text = _text(listed.text)
+    assert "Connected apps" in text and "People who connected it: 1" in text
+    assert "See your collections and records" in text  # records:read in plain words
+    bearer = {"Authorization": f"Bearer {connected.token['access_token']}"}
+    assert (await owner.client.get("/api/v1/collections", headers=bearer)).status_code == 200
+
+    other, _ = await world.signup(locale="en")
+    assert (await _post(other, f"/developer/connected/{connected.app['id']}/disconnect", {})).status_code == 404
+    answer = await owner.client.post(
+        f"/developer/connected/{connected.app['id']}/disconnect",
+        data={"csrf_token": owner.csrf or ""},
+        headers={"Origin": BASE},
+    )
+    assert answer.status_code == 303 and answer.headers["location"] == "/developer?notice=app_disconnected"
+    assert (await owner.client.get("/api/v1/collections", headers=bearer)).status_code == 401
+    assert "No app is connected to this workspace." in _text((await owner.client.get("/developer")).text)
