@@ -90,6 +90,7 @@ def test_an_admin_registers_an_app_and_sees_its_secret_once(
     page.wait_for_url("**/developer/apps/*")
     assert client_id in text_of(page, "main") and secret not in page.content()
     assert secret[-4:] in text_of(page, "main")
+    check_page(page, "developer-app", size, language)
     page.context.close()
     owner.close()
 
