@@ -80,10 +80,9 @@ async def test_an_admin_registers_changes_and_deletes_an_app(world: World) -> No
     )
     assert edited.status_code == 303, edited.text
     assert (await owner.get(f"/api/v1/oauth/clients/{app['id']}")).json()["scopes"] == ["records:read"]
-    refused = await _post(
-        owner, f"/developer/apps/{app['id']}", [("name", "X"), ("logo_url", "http://x.example/a.png")]
-    )
-    assert refused.status_code == 422 and "请输入以 https:// 开头的图标地址。" in _text(refused.text)
+    refused = await _post(owner, f"/developer/apps/{app['id']}", [("logo_url", "http://x.example/a.png")])
+    assert refused.status_code == 422
+    assert "请输入以 https:// 开头的图标地址。" in _text(refused.text) and "请输入应用名称。" in _text(refused.text)
 
     rotated = await _post(owner, f"/developer/apps/{app['id']}/rotate-secret", {})
     assert rotated.status_code == 200 and _copied(rotated.text, "secret-value") != secret
