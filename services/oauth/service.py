@@ -106,6 +106,10 @@ def _redirect_problems(uris: Sequence[str], base: str) -> list[FieldProblem]:
 
 def _check_draft(draft: ClientDraft) -> None:
     problems = _redirect_problems(draft.redirect_uris, "redirect_uris")
+    if not draft.name.strip():
+        problems.append(FieldProblem.of("/name", "required", "Give the app a name."))
+    if not draft.publisher.strip():
+        problems.append(FieldProblem.of("/publisher", "required", "Say who publishes the app."))
     if draft.kind not in (CONFIDENTIAL, PUBLIC):
         problems.append(FieldProblem.of("/kind", "invalid_choice", "Choose confidential or public."))
     unknown = [scope for scope in draft.scopes if scope not in SCOPES]

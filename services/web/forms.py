@@ -60,6 +60,19 @@ FIELD_MESSAGES: Mapping[str, str] = {
     "key_unavailable": N_("{label} is taken or not valid: use lower-case letters, digits and _, unused by a table."),
     "unknown_pack_role": N_("Choose {label} from the list."),
     "already_member": N_("This person is already a member of this workspace."),
+    # Apps & API's.
+    "invalid_redirect_uri": N_(
+        "Enter each address in full, starting with https:// and without #; http:// only for localhost."
+    ),
+    "too_many": N_("{label}: there are too many; remove some."),
+    "invalid_choice": N_("Choose {label} from the list."),
+    "unknown_scope": N_("Choose {label} from the list."),
+    "scope_above_role": N_("Your role cannot allow some of these: untick them."),
+    "public_client": N_(
+        "A public app has no secret, so it cannot act on its own: choose no role, or a confidential app."
+    ),
+    "role_too_high": N_("Choose {label} no higher than your own role."),
+    "invalid_url": N_("Enter {label} as an address starting with https://."),
 }
 #: How a refusal that concerns the whole form (no one field) is said, by its stable code.
 FORM_MESSAGES: Mapping[str, str] = {

@@ -33,6 +33,7 @@ NAV_ITEMS: tuple[NavItem, ...] = (
     NavItem("notifications", "/notifications", N_("Notifications"), "bell", WORK),
     NavItem("me", "/me", N_("Me"), "user", WORK),
     NavItem("members", "/members", N_("Members and roles"), "users", ADMIN, phone=False, role="admin"),
+    NavItem("developer", "/developer", N_("Apps & API"), "key", ADMIN, phone=False, role="admin"),
 )
 
 

@@ -42,6 +42,11 @@ NOTICES: dict[str, tuple[str, str]] = {
     "invitation_sent": ("success", N_("The invitation is sent.")),
     "invitation_revoked": ("success", N_("The invitation is revoked: its link no longer works.")),
     "member_removed": ("success", N_("The member is deactivated: they can no longer sign in to this workspace.")),
+    "app_disabled": ("success", N_("The app is switched off: its tokens no longer work and nobody can connect it.")),
+    "app_enabled": ("success", N_("The app is switched on again: people can connect it.")),
+    "app_deleted": ("success", N_("The app is deleted: its tokens no longer work.")),
+    "app_disconnected": ("success", N_("The app is disconnected: its tokens in this workspace no longer work.")),
+    "token_revoked": ("success", N_("The token is revoked: it no longer works.")),
 }
 
 

@@ -26,6 +26,21 @@
     });
   }
 
+  // Copy a value (a secret, an id): a button with data-copy="<id of the element holding it>",
+  // hidden without scripts (the value stays there to select), says data-copied once done.
+  function copyButtons(root) {
+    root.querySelectorAll("[data-copy]").forEach(function (button) {
+      if (!navigator.clipboard) { return; }
+      button.hidden = false;
+      button.addEventListener("click", function () {
+        var source = document.getElementById(button.getAttribute("data-copy"));
+        navigator.clipboard.writeText(source.textContent.trim()).then(function () {
+          button.textContent = button.getAttribute("data-copied");
+        });
+      });
+    });
+  }
+
   // An error summary or a saved notice takes the focus, so that it is read out first.
   function focusFirstNotice(root) {
     var target = root.querySelector(".error-summary, [data-take-focus]");
@@ -290,6 +305,7 @@
     passwordToggles(root);
     noDoubleSubmit(root);
     typeaheads(root);
+    copyButtons(root);
     uploaders(root);
   }
 
