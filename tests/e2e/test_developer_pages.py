@@ -29,7 +29,6 @@ from tests.e2e.pages import (
 )
 from tests.embedded_server import EmbeddedServer
 
-
 T = TypeVar("T")
 CALLBACK_PATH = "/oauth-test-callback"  # no such page: the browser lands on a 404, which is enough
 WORDS = {
