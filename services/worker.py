@@ -11,6 +11,7 @@ from services.automation import escalations as _escalations  # noqa: F401  (defa
 from services.broker import broker
 from services.mail import service as _mail  # noqa: F401  (subscribes mail delivery to the outbox)
 from services.marketplace import actors as _marketplace_actors
+from services.oauth import service as _oauth  # noqa: F401  (keeps access tokens' roles in step with memberships)
 from services.outbox import actors as _outbox_actors  # noqa: F401
 from services.sops.runs import actors as _runs_actors  # noqa: F401  (SLA timers)
 from services.sops.runs import notices as _notices  # noqa: F401  (notices on run events)

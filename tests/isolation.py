@@ -120,6 +120,7 @@ async def _seed_api_access(api: Any, seeded: SeededTenant) -> None:
                 client_pk=uuid.UUID(seeded.ids["client_pk"]),
                 tenant_id=tenant_id,
                 user_id=uuid.UUID(seeded.ids["user_id"]),
+                role="owner",
                 scope="records:read",
                 grant_type="authorization_code",
                 access_expires_at=utcnow() + timedelta(hours=1),

@@ -9,7 +9,7 @@ from __future__ import annotations
 import hmac
 import secrets
 import uuid
-from collections.abc import Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from datetime import timedelta
 
 from sqlalchemy import ColumnElement, String, bindparam, cast, delete, func, select, update
@@ -197,15 +197,30 @@ async def switch_tenant(session: AsyncSession, principal: Principal, tenant_id: 
     )
 
 
+#: Called with (session, tenant_id, user_id, role or None) whenever a membership's role changes or it
+#: ends, in the same transaction: the OAuth service keeps its tokens' copy of the role the same way.
+MembershipListener = Callable[[AsyncSession, uuid.UUID, uuid.UUID, Role | None], Awaitable[None]]
+_membership_listeners: list[MembershipListener] = []
+
+
+def on_membership_change(listener: MembershipListener) -> None:
+    """Have ``listener`` keep its own copy of members' roles in step (registered once, at import)."""
+    if listener not in _membership_listeners:
+        _membership_listeners.append(listener)
+
+
 async def _sync_login_sessions(
     session: AsyncSession, tenant_id: uuid.UUID, user_id: uuid.UUID, role: Role | None
 ) -> None:
-    """Keep the role copied on the user's login sessions in ``tenant_id`` equal to the membership."""
+    """Keep the role copied on the user's login sessions in ``tenant_id`` (and on every listener's
+    copy: access tokens) equal to the membership."""
     where = (AuthSession.user_id == user_id, AuthSession.tenant_id == tenant_id)
     if role is None:
         await session.execute(update(AuthSession).where(*where).values(tenant_id=None, role=None))
     else:
         await session.execute(update(AuthSession).where(*where).values(role=role.value))
+    for listener in _membership_listeners:
+        await listener(session, tenant_id, user_id, role)
 
 
 async def tenants_of(session: AsyncSession, user_id: uuid.UUID) -> list[tuple[Tenant, Role]]:

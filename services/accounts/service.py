@@ -31,6 +31,7 @@ from services.accounts.login_sessions import (
     login,
     logout,
     member_tenant_ids,
+    on_membership_change,
     open_login_session,
     switch_tenant,
     tenants_of,
@@ -83,6 +84,7 @@ from services.accounts.workspace import (
     member_role_and_locale,
     tenant_locale,
     update_tenant,
+    user_locale_of,
 )
 from services.names import clean_name, name_problems
 from services.outbox import service as outbox
@@ -149,6 +151,7 @@ __all__ = [
     "new_password_problems",
     "new_token",
     "normalize_email",
+    "on_membership_change",
     "open_login_session",
     "register_pack_roles",
     "remove_member",
@@ -168,6 +171,7 @@ __all__ = [
     "tenants_of",
     "update_profile",
     "update_tenant",
+    "user_locale_of",
     "verify_email",
     "verify_password",
 ]

@@ -8,8 +8,9 @@ import uuid
 import zoneinfo
 from dataclasses import dataclass
 
-from sqlalchemy import bindparam, select
+from sqlalchemy import ColumnElement, ScalarSelect, bindparam, select
 from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.orm import QueryableAttribute
 
 from services.accounts.models import User
 from services.accounts.schemas import EntityIn, TenantPatch
@@ -230,3 +231,9 @@ async def create_service_user(session: AsyncSession, display_name: str) -> uuid.
     session.add(user)
     await session.flush()
     return user.id
+
+
+def user_locale_of(user_id: ColumnElement[uuid.UUID] | QueryableAttribute[uuid.UUID]) -> ScalarSelect[str]:
+    """The language setting of the user ``user_id`` names, as a scalar subquery: a caller's own
+    statement reads it without a round trip of its own (the OAuth service's Bearer lookup)."""
+    return select(User.locale).where(User.id == user_id).scalar_subquery()

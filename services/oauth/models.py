@@ -100,6 +100,9 @@ class OAuthToken(Base):
     user_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"))
     # Client credentials: the app's own identity, whose role is the client's service role.
     as_service: Mapped[bool] = mapped_column(default=False)
+    # The role the token acts with: a copy of its person's membership, kept in step by every change
+    # of it (``service.sync_token_roles``), so that a Bearer call is one statement like a session's.
+    role: Mapped[str] = mapped_column(String(16))
     name: Mapped[str | None] = mapped_column(String(100), default=None)
     scope: Mapped[str] = mapped_column(Text)
     grant_type: Mapped[str] = mapped_column(String(32))

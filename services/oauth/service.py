@@ -16,9 +16,10 @@ import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from typing import Any
 from urllib.parse import urlsplit
 
-from sqlalchemy import String, bindparam, cast, func, select, update
+from sqlalchemy import Select, String, bindparam, cast, func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from services.accounts import service as accounts
@@ -406,6 +407,7 @@ async def store_token(
             tenant_id=grantee.tenant_id,
             user_id=grantee.user_id,
             as_service=grantee.as_service,
+            role=grantee.role.value,
             scope=str(token.get("scope") or ""),
             grant_type=grant_type,
             family_id=family_id or new_id(),
@@ -520,6 +522,7 @@ async def create_personal_token(
         access_hash=digest,
         tenant_id=tenant_id,
         user_id=principal.user_id,
+        role=principal.role.value,
         name=name.strip(),
         scope=scope_text(scopes),
         grant_type="personal",
@@ -657,58 +660,71 @@ _BEARER_COLUMNS = (
     OAuthToken.user_id,
     OAuthToken.tenant_id,
     OAuthToken.scope,
-    OAuthToken.as_service,
+    OAuthToken.role,
     OAuthToken.client_pk,
-    OAuthClient.service_role,
     OAuthClient.disabled_at,
     Tenant.status,
     Tenant.locale.label("tenant_locale"),
+    accounts.user_locale_of(OAuthToken.user_id).label("locale"),
 )
 _BEARER_WHERE = (
     OAuthToken.access_hash == bindparam("access_hash"),
     OAuthToken.revoked_at.is_(None),
     (OAuthToken.access_expires_at.is_(None)) | (OAuthToken.access_expires_at > bindparam("now")),
 )
-_BEARER = (
-    select(*_BEARER_COLUMNS)
-    .join(Tenant, Tenant.id == OAuthToken.tenant_id)
-    .outerjoin(OAuthClient, OAuthClient.id == OAuthToken.client_pk)
-    .where(*_BEARER_WHERE)
-)
+
+
+def _bearer_statement(*extra: Any) -> Select[Any]:
+    return (
+        select(*_BEARER_COLUMNS, *extra)
+        .join(Tenant, Tenant.id == OAuthToken.tenant_id)
+        .outerjoin(OAuthClient, OAuthClient.id == OAuthToken.client_pk)
+        .where(*_BEARER_WHERE)
+    )
+
+
+_BEARER = _bearer_statement()
 # On Postgres the same statement applies the token's tenant to the transaction for RLS.
-_BEARER_PG = (
-    select(*_BEARER_COLUMNS, func.set_config("app.tenant_id", cast(OAuthToken.tenant_id, String), True))
-    .join(Tenant, Tenant.id == OAuthToken.tenant_id)
-    .outerjoin(OAuthClient, OAuthClient.id == OAuthToken.client_pk)
-    .where(*_BEARER_WHERE)
-)
+_BEARER_PG = _bearer_statement(func.set_config("app.tenant_id", cast(OAuthToken.tenant_id, String), True))
 
 
 async def authenticate_bearer(db: AsyncSession, raw_token: str) -> Principal | None:
     """The principal of a Bearer token, or None when it is unknown, expired, revoked, its app is
-    disabled, its workspace suspended or its person no longer a member there. Binds ``db`` to the
-    token's workspace."""
+    disabled or its workspace suspended. Binds ``db`` to the token's workspace.
+
+    One statement, like a session's: the token keeps a copy of its person's role, which every change
+    of the membership updates (a person who leaves the workspace has their tokens revoked)."""
     connection = await db.connection()
     statement = _BEARER_PG if connection.dialect.name == "postgresql" else _BEARER
     row = (await connection.execute(statement, {"access_hash": hash_secret(raw_token), "now": utcnow()})).first()
     if row is None or row.status != TenantStatus.ACTIVE or row.disabled_at is not None:
         return None
     bind_session(db.sync_session, row.tenant_id)
-    if row.as_service:
-        role = Role(row.service_role) if row.service_role else None
-        locale = None
-    else:
-        role, locale = await accounts.member_role_and_locale(db, row.user_id)
-    if role is None:
-        return None
     return Principal(
         user_id=row.user_id,
         session_id=row.id,
         tenant_id=row.tenant_id,
-        role=role,
+        role=Role(row.role),
         csrf_token="",
-        locale=locale,
+        locale=row.locale,
         tenant_locale=row.tenant_locale,
         scopes=frozenset(row.scope.split()),
         client_id=row.client_pk,
     )
+
+
+async def sync_token_roles(db: AsyncSession, tenant_id: uuid.UUID, user_id: uuid.UUID, role: Role | None) -> None:
+    """A membership changed: the person's tokens in that workspace take the new role, or are revoked
+    when they left. Their scopes stay; the services check the role as ever."""
+    where = (
+        OAuthToken.tenant_id == tenant_id,
+        OAuthToken.user_id == user_id,
+        OAuthToken.as_service.is_(False),
+    )
+    if role is None:
+        await _revoke_where(db, *where)
+    else:
+        await db.execute(update(OAuthToken).where(*where).values(role=role.value))
+
+
+accounts.on_membership_change(sync_token_roles)

@@ -355,6 +355,23 @@ async def test_a_removed_members_admin_token_stops_working(world: World) -> None
     assert signed["tenant"]["id"]
 
 
+async def test_a_token_follows_its_persons_role(world: World) -> None:
+    owner, _signed = await signup(world)
+    admin_api, admin_id = await world.invite_and_join(owner, role="admin")
+    made = await admin_api.post("/api/v1/personal-tokens", {"name": "invites", "scopes": ["members:write"]})
+    assert made.status_code == 201, made.text
+    headers = bearer(made.json()["access_token"])
+    invite = {"email": "new.hire@example.com", "role": "member"}
+    assert (await owner.client.post("/api/v1/invitations", json=invite, headers=headers)).status_code == 201
+    # Made a member: the token keeps its scope, but the role no longer allows inviting.
+    demoted = await owner.patch(f"/api/v1/members/{admin_id}", {"role": "member"})
+    assert demoted.status_code == 200, demoted.text
+    again = await owner.client.post(
+        "/api/v1/invitations", json=invite | {"email": "second@example.com"}, headers=headers
+    )
+    assert again.status_code == 403 and again.json()["code"] == "role_required"
+
+
 async def test_a_personal_token_cannot_exceed_its_owners_role(world: World) -> None:
     owner, _signed = await signup(world)
     member_api, _member_id = await world.invite_and_join(owner, role="member")

@@ -95,6 +95,7 @@ def upgrade() -> None:
         sa.Column("tenant_id", sa.Uuid(), nullable=False),
         sa.Column("user_id", sa.Uuid(), nullable=False),
         sa.Column("as_service", sa.Boolean(), nullable=False),
+        sa.Column("role", sa.String(length=16), nullable=False),
         sa.Column("name", sa.String(length=100), nullable=True),
         sa.Column("scope", sa.Text(), nullable=False),
         sa.Column("grant_type", sa.String(length=32), nullable=False),
