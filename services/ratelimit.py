@@ -87,23 +87,16 @@ class RateLimiter:
         return await self._retry_after(full, limit.name, key) if full else None
 
     async def take(self, limit: Limit, key: str) -> Quota:
-        """Count one call under every tier and say what is left of the tightest one (for the
-        ``RateLimit-*`` headers). A refused call carries its ``retry_after``; the tiers it passed
-        count it (one round trip per tier matters more on every API call than that precision)."""
+        """Count one call under every tier and say what is left (for the ``RateLimit-*`` headers):
+        of the first tier that refused it, else of the first tier (the shortest window, the one a
+        client paces itself by). A refused call carries its ``retry_after``; the tiers it passed
+        count it. One round trip per tier and one for the figures: this runs on every API call."""
         allowed = [await self._limiter.hit(tier, limit.name, key) for tier in limit.tiers]
-        now = time.time()
-        tightest: Quota | None = None
-        for tier, passed in zip(limit.tiers, allowed, strict=True):
-            stats = await self._limiter.get_window_stats(tier, limit.name, key)
-            reset = max(1, math.ceil(stats.reset_time - now))
-            quota = Quota(tier.amount, stats.remaining, reset, None if passed else reset)
-            if tightest is None or (quota.retry_after or 0, -quota.remaining) > (
-                tightest.retry_after or 0,
-                -tightest.remaining,
-            ):
-                tightest = quota
-        assert tightest is not None
-        return tightest
+        refused = [tier for tier, passed in zip(limit.tiers, allowed, strict=True) if not passed]
+        tier = refused[0] if refused else limit.tiers[0]
+        stats = await self._limiter.get_window_stats(tier, limit.name, key)
+        reset = max(1, math.ceil(stats.reset_time - time.time()))
+        return Quota(tier.amount, stats.remaining, reset, reset if refused else None)
 
     async def clear(self, limit: Limit, key: str) -> None:
         """Forget the attempts counted for ``key`` (a success after failures)."""
