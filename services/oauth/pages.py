@@ -292,18 +292,7 @@ class DeveloperPages(Controller):
         try:
             async with db.begin_nested():
                 data = decode_form(ClientIn, body)
-                draft = service.ClientDraft(
-                    name=data.name,
-                    publisher=data.publisher,
-                    kind=data.kind,
-                    redirect_uris=data.redirect_uris,
-                    scopes=data.scopes,
-                    description=data.description,
-                    logo_url=data.logo_url,
-                    internal=data.internal,
-                    service_role=Role(data.service_role) if data.service_role else None,
-                )
-                client, secret = await service.register_client(db, member.member, draft)
+                client, secret = await service.register_client(db, member.member, service.client_draft(data))
         except ProblemError as error:
             values["redirect_uris"] = "\n".join(body["redirect_uris"])
             return self._client_page(

@@ -32,7 +32,6 @@ from services.oauth.schemas import (
 from services.oauth.server import SERVER, metadata, oauth_request, run_oauth
 from services.outputs import struct_from
 from services.settings import Settings
-from tenants.models import Role
 from tenants.principal import Principal
 
 
@@ -103,18 +102,7 @@ class DeveloperAppsController(Controller):
     async def register(
         self, db: NamedDependency[AsyncSession], principal: NamedDependency[Principal], data: JSONBody[ClientIn]
     ) -> ClientWithSecretOut:
-        draft = service.ClientDraft(
-            name=data.name,
-            publisher=data.publisher,
-            kind=data.kind,
-            redirect_uris=data.redirect_uris,
-            scopes=data.scopes,
-            description=data.description,
-            logo_url=data.logo_url,
-            internal=data.internal,
-            service_role=Role(data.service_role) if data.service_role else None,
-        )
-        client, secret = await service.register_client(db, principal, draft)
+        client, secret = await service.register_client(db, principal, service.client_draft(data))
         return ClientWithSecretOut(client=client_out(client), client_secret=secret)
 
     @get("/{client_pk:uuid}")

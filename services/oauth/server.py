@@ -30,7 +30,7 @@ from authlib.oauth2.rfc6749 import (
     TokenMixin,
     grants,
 )
-from authlib.oauth2.rfc6749.errors import InvalidScopeError
+from authlib.oauth2.rfc6749.errors import InvalidRequestError, InvalidScopeError
 from authlib.oauth2.rfc6749.requests import BasicOAuth2Payload
 from authlib.oauth2.rfc6750 import BearerTokenGenerator
 from authlib.oauth2.rfc7009 import RevocationEndpoint
@@ -196,12 +196,8 @@ class PkceS256(CodeChallenge):
         request = grant.request
         client: AppClient = request.client
         if client.is_public and not request.payload.data.get("code_challenge"):
-            from authlib.oauth2.rfc6749.errors import InvalidRequestError
-
             raise InvalidRequestError("A public app must send a PKCE code_challenge (S256).")
         if request.payload.data.get("code_challenge") and not request.payload.data.get("code_challenge_method"):
-            from authlib.oauth2.rfc6749.errors import InvalidRequestError
-
             raise InvalidRequestError("Send code_challenge_method=S256.")
         super().validate_code_challenge(grant, redirect_uri)
 

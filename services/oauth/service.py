@@ -25,6 +25,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from services.accounts import service as accounts
 from services.audit import service as audit
 from services.oauth.models import OAuthClient, OAuthCode, OAuthToken
+from services.oauth.schemas import ClientIn
 from services.settings import Settings
 from tenants.base import new_id, utcnow
 from tenants.errors import FieldProblem, NotFound, Unauthorized, ValidationProblem
@@ -78,6 +79,21 @@ class ClientDraft:
     logo_url: str | None = None
     internal: bool = False
     service_role: Role | None = None
+
+
+def client_draft(data: ClientIn) -> ClientDraft:
+    """The draft of an app from the API's (or the register form's) input."""
+    return ClientDraft(
+        name=data.name,
+        publisher=data.publisher,
+        kind=data.kind,
+        redirect_uris=data.redirect_uris,
+        scopes=data.scopes,
+        description=data.description,
+        logo_url=data.logo_url,
+        internal=data.internal,
+        service_role=Role(data.service_role) if data.service_role else None,
+    )
 
 
 def _redirect_problems(uris: Sequence[str], base: str) -> list[FieldProblem]:
